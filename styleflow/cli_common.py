@@ -1,0 +1,146 @@
+"""What both command lines share: one-line errors, checked number arguments, signal handling."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+from typing import Callable, Sequence
+
+from .errors import StyleflowError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so the same code saves the latest image."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line: 'prog: error: argument --x: message'."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(kind: type, text: str, *, positive: bool, allow_zero: bool) -> float | int:
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a {'whole ' if kind is int else ''}number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+    if positive and (value < 0 or (value == 0 and not allow_zero)):
+        raise argparse.ArgumentTypeError(
+            f"'{text}' must be {'zero or more' if allow_zero else 'greater than zero'}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number > 0."""
+    return _number(int, text, positive=True, allow_zero=False)
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    return _number(int, text, positive=True, allow_zero=True)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _number(float, text, positive=True, allow_zero=False)
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return _number(float, text, positive=True, allow_zero=True)
+
+
+def finite_float(text: str) -> float:
+    """argparse type: any finite number."""
+    return _number(float, text, positive=False, allow_zero=True)
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a finite number in [0, 1]."""
+    value = _number(float, text, positive=True, allow_zero=True)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be between 0 and 1")
+    return value
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up chatter hidden.
+
+    TF 2.21 logs through absl before TF_CPP_MIN_LOG_LEVEL is honoured, so stderr (fd 2) is
+    pointed at /dev/null for the import alone; a failed import is still reported, in one line.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        import tensorflow as tf
+        import keras  # noqa: F401
+
+        tf.config.list_physical_devices()  # device probing logs too (e.g. cuInit without a GPU)
+    except ImportError as exc:
+        os.dup2(saved, 2)
+        raise StyleflowError(f"cannot import TensorFlow/Keras ({exc}); "
+                             "run: pip install -r requirements.txt") from None
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def run_cli(prog: str, body: Callable[[], int]) -> int:
+    """Run a CLI body: StyleflowError becomes 'prog: error: ...' and exit 1; SIGTERM is turned
+    into Terminated so the body's interrupt handling runs; interrupts give 130 / 143."""
+
+    def on_sigterm(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        quiet_tensorflow()
+        return body()
+    except StyleflowError as exc:
+        message = " ".join(str(exc).split())
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return EXIT_SIGTERM
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_SIGINT
+    except MemoryError:
+        print(f"{prog}: error: out of memory; try a smaller --height/--width", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupt_code(exc: KeyboardInterrupt) -> int:
+    """Exit status for an interrupt: 143 for SIGTERM, 130 for Ctrl-C."""
+    return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
+
+
+def format_parts(parts) -> str:
+    """'loss 1.234e+05 (content …, style …, tv …)' for progress lines."""
+    return (f"loss {parts.total:.4e} (content {parts.content:.3e}, style {parts.style:.3e}, "
+            f"tv {parts.tv:.3e})")
+
+
+def split_list(values: Sequence[str] | None) -> list[str] | None:
+    """Allow both '--style_layers a b' and '--style_layers a,b'."""
+    if values is None:
+        return None
+    return [item for value in values for item in value.split(",") if item]

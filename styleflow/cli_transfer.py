@@ -1,0 +1,131 @@
+"""neural_style_transfer.py: the Keras example's L-BFGS style transfer, one image per iteration."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import cli_common as cc
+
+PROG = "neural_style_transfer.py"
+DEFAULTS = dict(iter=10, content_weight=0.025, style_weight=1.0, tv_weight=1.0)
+
+
+def build_parser() -> cc.ArgumentParser:
+    from .defaults import (DEFAULT_HEIGHT, FULL_CONTENT_LAYER, FULL_STYLE_LAYERS,
+                           LITE_CONTENT_LAYER, LITE_STYLE_LAYERS)
+    from .weights import IMAGENET_FILE
+
+    parser = cc.ArgumentParser(
+        prog=PROG,
+        description="Neural style transfer with L-BFGS (Gatys et al.), as in the Keras example. "
+                    "Writes PREFIX_at_iteration_NN.png after every iteration.",
+)
+    parser.add_argument("base", help="content image (a photo)")
+    parser.add_argument("ref", help="style reference image (a painting)")
+    parser.add_argument("prefix", help="prefix of the output files; may contain folders, which "
+                                       "are created")
+    parser.add_argument("--iter", type=cc.positive_int, default=DEFAULTS["iter"],
+                        help="number of iterations, each 20 loss evaluations, each saving an image "
+                             "(default: %(default)s)")
+    parser.add_argument("--content_weight", type=cc.nonnegative_float,
+                        default=DEFAULTS["content_weight"], help="content weight (default: %(default)s)")
+    parser.add_argument("--style_weight", type=cc.nonnegative_float,
+                        default=DEFAULTS["style_weight"],
+                        help="style weight (default: %(default)s, as the original README "
+                             "documents; the original code later defaulted to 2.0)")
+    parser.add_argument("--tv_weight", type=cc.nonnegative_float, default=DEFAULTS["tv_weight"],
+                        help="total variation weight (default: %(default)s)")
+    parser.add_argument("--height", type=cc.positive_int,
+                        help=f"output height in pixels (default: {DEFAULT_HEIGHT} when --width "
+                             "is not given; one side given, the other keeps the aspect ratio)")
+    parser.add_argument("--width", type=cc.positive_int, help="output width in pixels")
+    parser.add_argument("--weights", default="auto", metavar="auto|imagenet|lite|random|PATH",
+                        help="VGG19 weights: 'imagenet' (Keras downloads "
+                             f"{IMAGENET_FILE} once into ~/.keras/models), 'lite' (ImageNet "
+                             "weights of blocks 1-3, shipped with styleflow), 'random' (seeded, "
+                             "untrained: for tests and benchmarks only), a Keras .h5 or MatConvNet "
+                             ".mat file, or 'auto': imagenet when available, else lite "
+                             "(default: %(default)s)")
+    parser.add_argument("--content_layer", metavar="LAYER",
+                        help=f"content layer (default: {FULL_CONTENT_LAYER}; "
+                             f"{LITE_CONTENT_LAYER} with lite weights)")
+    parser.add_argument("--style_layers", nargs="+", metavar="LAYER",
+                        help=f"style layers (default: {' '.join(FULL_STYLE_LAYERS)}; "
+                             f"{' '.join(LITE_STYLE_LAYERS)} with lite weights)")
+    parser.add_argument("--faithful", action="store_true",
+                        help="the original schedule: a fresh L-BFGS run of 20 evaluations per "
+                             "iteration and unbounded pixels (clipped only when saving). By "
+                             "default one L-BFGS run continues across iterations with pixels "
+                             "bounded to 0..255, which reaches the same loss several times sooner")
+    parser.add_argument("--init", metavar="FILE",
+                        help="start from this image instead of the base image, e.g. to resume "
+                             "from an earlier or interrupted result")
+    parser.add_argument("--pooling", choices=("max", "avg"), default="max",
+                        help="VGG pooling (default: %(default)s)")
+    parser.add_argument("--seed", type=cc.nonnegative_int, default=0,
+                        help="seed for random weights (default: %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.style_layers = cc.split_list(args.style_layers)
+    return cc.run_cli(PROG, lambda: _run(args))
+
+
+def output_name(prefix: str, iteration: int) -> Path:
+    """The original's file name for an iteration's image."""
+    return Path(f"{prefix}_at_iteration_{iteration:02d}.png")
+
+
+def _run(args) -> int:
+    from . import images
+    from .lbfgs import Evaluator, pixel_bounds, run_lbfgs
+    from .problem import transfer_problem
+
+    outputs = [output_name(args.prefix, i) for i in range(args.iter)]
+    interrupted = Path(f"{args.prefix}_interrupted.png")
+    images.refuse_overwriting_inputs(outputs + [interrupted], [args.base, args.ref, args.init])
+    images.prepare_output_dir(outputs[0], "prefix")
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    problem = transfer_problem(
+        args.base, args.ref, content_weight=args.content_weight, style_weight=args.style_weight,
+        tv_weight=args.tv_weight, height=args.height, width=args.width, weights=args.weights,
+        content_layer=args.content_layer, style_layers=args.style_layers, init=args.init,
+        seed=args.seed, pooling=args.pooling, log=log)
+    spec = problem.network.input_spec
+    h, w = problem.size
+    print(f"{w}x{h} px, weights {problem.network.weights.source}, content "
+          f"{','.join(problem.content_layers)}, style {','.join(problem.style_layers)}, "
+          f"{'faithful' if args.faithful else 'continuous'} L-BFGS", flush=True)
+
+    def on_iteration(result) -> None:
+        path = outputs[result.iteration]
+        images.save_image(path, spec.deprocess(result.image))
+        print(f"iteration {result.iteration + 1}/{args.iter}: {cc.format_parts(result.parts)} "
+              f"{result.seconds:.1f}s -> {path}", flush=True)
+
+    evaluator = Evaluator(problem.objective)
+    bounds = None if args.faithful else pixel_bounds(problem.objective.shape,
+                                                     *spec.pixel_bounds())
+    try:
+        run_lbfgs(problem.objective, problem.start, args.iter, on_iteration,
+                  schedule="faithful" if args.faithful else "continuous", bounds=bounds,
+                  evaluator=evaluator)
+    except KeyboardInterrupt as exc:
+        if evaluator.best_image is not None:
+            images.save_image(interrupted, spec.deprocess(evaluator.best_image))
+            print(f"{PROG}: interrupted; best image so far (loss {evaluator.best_parts.total:.4e}) "
+                  f"written to {interrupted}", file=sys.stderr)
+        else:
+            print(f"{PROG}: interrupted before the first evaluation; nothing written",
+                  file=sys.stderr)
+        return cc.interrupt_code(exc)
+    return 0

@@ -1,0 +1,157 @@
+"""Reading, resizing and atomically writing images as uint8 RGB NumPy arrays."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import StyleflowError
+
+# Smaller inputs carry no usable content or style; 1x1 "images" are almost always mistakes.
+MIN_INPUT_SIDE = 8
+
+
+def load_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
+    """Read an image file as an upright uint8 RGB array of shape (height, width, 3).
+
+    EXIF orientation is applied; grayscale, 16-bit, palette, CMYK and transparent images are
+    converted (transparency is composited onto white); animated files give their first frame.
+    Any problem raises StyleflowError naming `what` and the path.
+    """
+    label = f"{what} '{path}'"
+    p = Path(path)
+    if not p.exists():
+        raise StyleflowError(f"{label}: file not found")
+    if p.is_dir():
+        raise StyleflowError(f"{label}: is a directory, not an image file")
+    if p.stat().st_size == 0:
+        raise StyleflowError(f"{label}: file is empty")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its pixel limit; treat both as errors.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                img.seek(0)
+                img = ImageOps.exif_transpose(img)
+                array = _to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise StyleflowError(
+            f"{label}: image is too large (more than {Image.MAX_IMAGE_PIXELS} pixels); "
+            "downscale it first") from None
+    except UnidentifiedImageError:
+        raise StyleflowError(f"{label}: not a readable image file") from None
+    except PermissionError:
+        raise StyleflowError(f"{label}: permission denied") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
+        raise StyleflowError(f"{label}: cannot decode image ({_first_line(exc)})") from None
+    h, w = array.shape[:2]
+    if min(h, w) < MIN_INPUT_SIDE:
+        raise StyleflowError(
+            f"{label}: image is {w}x{h} pixels; at least {MIN_INPUT_SIDE}x{MIN_INPUT_SIDE} is needed")
+    return array
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """Convert any Pillow mode to uint8 RGB, scaling 16/32-bit data instead of clipping it."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        data = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or data.max(initial=0) > 255 else 255.0
+        gray = np.clip(np.rint(data * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def fit_size(shape: tuple[int, int], height: int | None = None,
+             width: int | None = None) -> tuple[int, int]:
+    """(height, width) for an image of `shape` (h, w): one side given, the other keeps the aspect."""
+    h, w = shape
+    if height and width:
+        return int(height), int(width)
+    if height:
+        return int(height), max(1, int(round(w * height / h)))
+    if width:
+        return max(1, int(round(h * width / w))), int(width)
+    return h, w
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a uint8 RGB array to (height, width) with Lanczos filtering."""
+    if image.shape[:2] == tuple(size):
+        return image
+    pil = Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.LANCZOS)
+    return np.asarray(pil, dtype=np.uint8).copy()
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write a uint8 RGB array atomically: a temporary file in the same folder, then a rename.
+
+    A reader never sees a half-written file, and an interrupted write leaves the old one.
+    """
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise StyleflowError(f"output '{path}': unknown image extension '{path.suffix}'")
+    pil = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    save_pil_atomically(path, pil, fmt)
+
+
+def save_pil_atomically(path: Path, pil: Image.Image, fmt: str, **options) -> None:
+    """Save a Pillow image to `path` through a temporary file and os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pil.save(handle, format=fmt, **options)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
+    """Create the folder that will hold `path` and check that files can be written there."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StyleflowError(f"{what} '{path}': cannot create folder '{folder}' "
+                             f"({exc.strerror or exc})") from None
+    if not folder.is_dir():
+        raise StyleflowError(f"{what} '{path}': '{folder}' is not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".styleflow-check-"):
+            pass
+    except OSError as exc:
+        raise StyleflowError(f"{what} '{path}': folder '{folder}' is not writable "
+                             f"({exc.strerror or exc})") from None
+    return path
+
+
+def refuse_overwriting_inputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
+    """Raise if any output path names the same file as an input (inputs are never modified)."""
+    resolved = {Path(p).resolve(): str(p) for p in inputs if p}
+    for out in outputs:
+        if Path(out).resolve() in resolved:
+            raise StyleflowError(
+                f"output '{out}' is the input file '{resolved[Path(out).resolve()]}'; "
+                "choose another output name")

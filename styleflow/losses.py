@@ -1,0 +1,63 @@
+"""The loss terms of neural style transfer (Gatys et al. 2015), in the two normalisations our
+CLIs inherit: the Keras example's (``neural_style_transfer.py``) and anishathalye/neural-style's
+(``neural_style.py``). All take TensorFlow tensors of shape (1, h, w, c)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def gram_matrix(features: tf.Tensor) -> tf.Tensor:
+    """Unnormalised Gram matrix FᵀF (c x c) of a (1, h, w, c) activation map."""
+    channels = tf.shape(features)[-1]
+    flat = tf.reshape(features, (-1, channels))
+    return tf.matmul(flat, flat, transpose_a=True)
+
+
+# --- Keras example normalisation (neural_style_transfer.py) ---
+
+def content_loss_sum(features: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """Keras example: sum of squared differences between activations."""
+    return tf.reduce_sum(tf.square(features - target))
+
+
+def style_loss_keras(gram: tf.Tensor, target_gram: tf.Tensor, image_pixels: int) -> tf.Tensor:
+    """Keras example: Σ(G − A)² / (4 · 3² · (rows·cols)²).
+
+    The example normalises by the image's pixel count and 3 "channels" at every layer, not by
+    the layer's own size (Gatys uses 4·N_l²·M_l²); we keep its constants so losses match it.
+    """
+    scale = 4.0 * 9.0 * float(image_pixels) ** 2
+    return tf.reduce_sum(tf.square(gram - target_gram)) / scale
+
+
+def total_variation_keras(image: tf.Tensor) -> tf.Tensor:
+    """Keras example: Σ (Δy² + Δx²)^1.25 over each pixel's down and right neighbours."""
+    corner = image[:, :-1, :-1, :]
+    dy = tf.square(corner - image[:, 1:, :-1, :])
+    dx = tf.square(corner - image[:, :-1, 1:, :])
+    return tf.reduce_sum(tf.pow(dy + dx, 1.25))
+
+
+# --- anishathalye/neural-style normalisation (neural_style.py) ---
+
+def content_loss_mean(features: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """neural-style: 2·l2(F − P)/size(P), i.e. the mean squared difference."""
+    return tf.reduce_mean(tf.square(features - target))
+
+
+def gram_matrix_mean(features: tf.Tensor) -> tf.Tensor:
+    """neural-style: FᵀF / size(F), a Gram matrix that does not grow with the image."""
+    return gram_matrix(features) / tf.cast(tf.size(features), features.dtype)
+
+
+def style_loss_mean(gram: tf.Tensor, target_gram: tf.Tensor) -> tf.Tensor:
+    """neural-style: 2·l2(G − A)/size(A), i.e. the mean squared Gram difference."""
+    return tf.reduce_mean(tf.square(gram - target_gram))
+
+
+def total_variation_mean(image: tf.Tensor) -> tf.Tensor:
+    """neural-style: squared down and right differences, each averaged over its count."""
+    dy = image[:, 1:, :, :] - image[:, :-1, :, :]
+    dx = image[:, :, 1:, :] - image[:, :, :-1, :]
+    return tf.reduce_mean(tf.square(dy)) + tf.reduce_mean(tf.square(dx))

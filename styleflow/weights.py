@@ -1,0 +1,234 @@
+"""Where VGG19 weights come from: Keras' ImageNet download, a local .h5 or MatConvNet .mat file,
+the block 1-3 ImageNet weights shipped with the package ("lite"), or seeded random weights."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import StyleflowError
+from .network import CONV_FILTERS, CONV_LAYERS, KERAS_INPUT, InputSpec, deepest
+
+LITE_PATH = Path(__file__).with_name("data") / "vgg19_imagenet_block1-3.h5"
+IMAGENET_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
+                + IMAGENET_FILE)
+IMAGENET_MD5 = "253f8cb515780f3b799900260a226db6"
+# Names accepted besides a file path; shown in --help.
+WEIGHT_CHOICES = ("auto", "imagenet", "lite", "random")
+# MatConvNet's imagenet-vgg-verydeep-19.mat names conv layers conv1_1 ... conv5_4.
+MAT_NAMES = {f"conv{b}_{c}": f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
+             for c in range(1, n + 1)}
+
+
+@dataclass
+class Weights:
+    """Conv kernels and biases by Keras layer name, and the input convention they expect."""
+
+    layers: dict[str, tuple[np.ndarray, np.ndarray]]
+    input_spec: InputSpec
+    source: str
+    lite: bool = False
+    messages: list[str] = field(default_factory=list)
+
+    def require(self, needed: Sequence[str]) -> None:
+        """Raise StyleflowError naming the first layer up to the deepest of `needed` that is
+        missing or has the wrong shape."""
+        last = CONV_LAYERS.index(deepest(needed))
+        in_channels = 3
+        for name in CONV_LAYERS[: last + 1]:
+            if name not in self.layers:
+                raise StyleflowError(
+                    f"weights {self.source}: no weights for layer '{name}', which the chosen "
+                    f"layers need (choose layers up to {self._last_available()} or other weights)")
+            kernel, bias = self.layers[name]
+            want = (3, 3, in_channels, CONV_FILTERS[name])
+            if tuple(kernel.shape) != want or tuple(bias.shape) != (want[3],):
+                raise StyleflowError(
+                    f"weights {self.source}: layer '{name}' has kernel {tuple(kernel.shape)} and "
+                    f"bias {tuple(bias.shape)}; VGG19 needs {want} and ({want[3]},)")
+            in_channels = want[3]
+
+    def _last_available(self) -> str:
+        last = "none"
+        for name in CONV_LAYERS:
+            if name not in self.layers:
+                break
+            last = name
+        return last
+
+
+def resolve_weights(spec: str, seed: int = 0,
+                    log: Callable[[str], None] = lambda msg: None) -> Weights:
+    """Load the weights named by `spec`: auto, imagenet, lite, random, or a file path."""
+    if spec == "random":
+        return random_weights(seed)
+    if spec == "lite":
+        return load_h5(LITE_PATH, source="lite (ImageNet blocks 1-3, shipped)", lite=True)
+    if spec == "imagenet":
+        return load_h5(imagenet_file(download=True), source="imagenet")
+    if spec == "auto":
+        cached = cached_imagenet_file()
+        if cached is not None:
+            return load_h5(cached, source="imagenet")
+        try:
+            return load_h5(imagenet_file(download=True), source="imagenet")
+        except StyleflowError:
+            weights = load_h5(LITE_PATH, source="lite (ImageNet blocks 1-3, shipped)", lite=True)
+            log("note: full VGG19 ImageNet weights could not be downloaded; using the shipped "
+                f"block 1-3 weights ('lite'). For the full network put {IMAGENET_FILE} in "
+                f"{keras_models_dir()} or pass --weights PATH")
+            return weights
+    path = Path(spec)
+    if not path.exists():
+        raise StyleflowError(
+            f"weights '{spec}': no such file; use a path or one of {', '.join(WEIGHT_CHOICES)}")
+    if path.is_dir():
+        raise StyleflowError(f"weights '{spec}': is a directory, not a weights file")
+    if path.suffix.lower() == ".mat":
+        return load_mat(path)
+    return load_h5(path)
+
+
+def keras_models_dir() -> Path:
+    """Where Keras caches downloaded model files (~/.keras/models unless KERAS_HOME is set)."""
+    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(base) / "models"
+
+
+def cached_imagenet_file() -> Path | None:
+    """The cached Keras notop VGG19 weights file, if one is there."""
+    path = keras_models_dir() / IMAGENET_FILE
+    return path if path.is_file() else None
+
+
+def imagenet_file(download: bool = True) -> Path:
+    """Path of the Keras notop VGG19 ImageNet weights, downloading them once if needed."""
+    cached = cached_imagenet_file()
+    if cached is not None or not download:
+        if cached is None:
+            raise StyleflowError(f"imagenet weights not found in {keras_models_dir()}")
+        return cached
+    import keras
+
+    try:
+        return Path(keras.utils.get_file(IMAGENET_FILE, IMAGENET_URL, cache_subdir="models",
+                                         file_hash=IMAGENET_MD5))
+    except Exception as exc:  # keras raises a bare Exception on network failure
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StyleflowError(
+            f"cannot download VGG19 ImageNet weights ({reason[:160]}); put {IMAGENET_FILE} in "
+            f"{keras_models_dir()}, or use --weights PATH or --weights lite") from None
+
+
+def random_weights(seed: int, needed: Sequence[str] = CONV_LAYERS) -> Weights:
+    """He-initialised weights from `seed`: an untrained network with realistic activation scales.
+
+    Each layer draws from its own stream, so a layer's weights do not depend on how deep the
+    network is built. Honest for algorithm tests and timing; the pictures mean nothing.
+    """
+    last = CONV_LAYERS.index(deepest(needed))
+    layers = {}
+    in_channels = 3
+    for index, name in enumerate(CONV_LAYERS[: last + 1]):
+        rng = np.random.default_rng([seed, index])
+        out = CONV_FILTERS[name]
+        std = np.sqrt(2.0 / (9 * in_channels))
+        kernel = (rng.standard_normal((3, 3, in_channels, out)) * std).astype(np.float32)
+        layers[name] = (kernel, np.zeros(out, np.float32))
+        in_channels = out
+    return Weights(layers, KERAS_INPUT, source=f"random (seed {seed})")
+
+
+def load_h5(path: str | os.PathLike, source: str | None = None, lite: bool = False) -> Weights:
+    """Read conv kernels and biases by layer name from a Keras HDF5 weights file.
+
+    Accepts the legacy layout (``layer_names`` attribute; full, notop or partial files, and whole
+    saved models with a ``model_weights`` group) and Keras 3 ``.weights.h5`` files.
+    """
+    import h5py
+
+    source = source or f"'{path}'"
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise StyleflowError(f"weights {source}: not a readable HDF5 or .mat weights file "
+                             f"({str(exc).splitlines()[0][:120]})") from None
+    layers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    try:
+        with handle:
+            group = handle["model_weights"] if "model_weights" in handle else handle
+            if "layer_names" in group.attrs:
+                for raw in group.attrs["layer_names"]:
+                    name = raw.decode() if isinstance(raw, bytes) else str(raw)
+                    if name not in CONV_FILTERS:
+                        continue
+                    names = [n.decode() if isinstance(n, bytes) else str(n)
+                             for n in group[name].attrs["weight_names"]]
+                    values = [np.asarray(group[name][n]) for n in names]
+                    if len(values) != 2:
+                        raise StyleflowError(f"weights {source}: layer '{name}' holds "
+                                             f"{len(values)} arrays, expected kernel and bias")
+                    layers[name] = (values[0].astype(np.float32), values[1].astype(np.float32))
+            elif "layers" in handle:
+                for name in CONV_FILTERS:
+                    if name in handle["layers"] and "vars" in handle["layers"][name]:
+                        var = handle["layers"][name]["vars"]
+                        layers[name] = (np.asarray(var["0"], np.float32),
+                                        np.asarray(var["1"], np.float32))
+    except StyleflowError:
+        raise
+    except (KeyError, OSError, ValueError) as exc:
+        raise StyleflowError(f"weights {source}: unexpected HDF5 layout ({exc})") from None
+    if not layers:
+        raise StyleflowError(f"weights {source}: the file holds no VGG19 conv layers "
+                             f"(expected names like block1_conv1)")
+    return Weights(layers, KERAS_INPUT, source=source, lite=lite)
+
+
+def load_mat(path: str | os.PathLike) -> Weights:
+    """Read MatConvNet's imagenet-vgg-verydeep-19.mat (as used by anishathalye/neural-style).
+
+    Its kernels are stored width-first and expect RGB input minus the file's mean pixel; they
+    are turned into Keras' height-first layout here, keeping RGB input.
+    """
+    import scipy.io
+
+    source = f"'{path}'"
+    try:
+        data = scipy.io.loadmat(str(path))
+    except Exception as exc:  # scipy raises ValueError, TypeError, MatReadError... on bad files
+        raise StyleflowError(f"weights {source}: not a readable MatConvNet .mat file "
+                             f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
+                             ) from None
+    try:
+        average = np.asarray(_mat_field(data["normalization"], "averageImage"), np.float64)
+        mean_rgb = tuple(float(v) for v in average.reshape(-1, 3).mean(axis=0))
+        layers = {}
+        for entry in np.asarray(data["layers"]).ravel():
+            name = str(np.asarray(_mat_field(entry, "name")).ravel()[0])
+            if name not in MAT_NAMES:
+                continue
+            kernel, bias = np.asarray(_mat_field(entry, "weights")).ravel()[:2]
+            kernel = np.transpose(np.asarray(kernel, np.float32), (1, 0, 2, 3))
+            layers[MAT_NAMES[name]] = (np.ascontiguousarray(kernel),
+                                       np.asarray(bias, np.float32).reshape(-1))
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
+        raise StyleflowError(f"weights {source}: not in MatConvNet VGG layout ({exc})") from None
+    if not layers:
+        raise StyleflowError(f"weights {source}: the file holds no VGG19 conv layers")
+    return Weights(layers, InputSpec(bgr=False, mean_rgb=mean_rgb), source=source)
+
+
+def _mat_field(value, name: str):
+    """Field `name` of a MATLAB struct as scipy.io.loadmat returns it (nested 1x1 arrays)."""
+    value = np.asarray(value)
+    while value.dtype.names is None and value.dtype == object and value.size == 1:
+        value = np.asarray(value.ravel()[0])
+    if value.dtype.names is None or name not in value.dtype.names:
+        raise KeyError(name)
+    return value.ravel()[0][name]
