@@ -4,7 +4,7 @@ the block 1-3 ImageNet weights shipped with the package ("lite"), or seeded rand
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,8 +32,12 @@ class Weights:
     layers: dict[str, tuple[np.ndarray, np.ndarray]]
     input_spec: InputSpec
     source: str
-    lite: bool = False
-    messages: list[str] = field(default_factory=list)
+
+    @property
+    def lite(self) -> bool:
+        """True for block 1-3 weights (like the shipped file): default layers then stay there."""
+        return all(name in self.layers for name in CONV_LAYERS[:8]) and \
+            not any(name in self.layers for name in CONV_LAYERS[8:])
 
     def require(self, needed: Sequence[str]) -> None:
         """Raise StyleflowError naming the first layer up to the deepest of `needed` that is
@@ -68,7 +72,7 @@ def resolve_weights(spec: str, seed: int = 0,
     if spec == "random":
         return random_weights(seed)
     if spec == "lite":
-        return load_h5(LITE_PATH, source="lite (ImageNet blocks 1-3, shipped)", lite=True)
+        return load_h5(LITE_PATH, source="lite (ImageNet blocks 1-3, shipped)")
     if spec == "imagenet":
         return load_h5(imagenet_file(download=True), source="imagenet")
     if spec == "auto":
@@ -78,7 +82,7 @@ def resolve_weights(spec: str, seed: int = 0,
         try:
             return load_h5(imagenet_file(download=True), source="imagenet")
         except StyleflowError:
-            weights = load_h5(LITE_PATH, source="lite (ImageNet blocks 1-3, shipped)", lite=True)
+            weights = load_h5(LITE_PATH, source="lite (ImageNet blocks 1-3, shipped)")
             log("note: full VGG19 ImageNet weights could not be downloaded; using the shipped "
                 f"block 1-3 weights ('lite'). For the full network put {IMAGENET_FILE} in "
                 f"{keras_models_dir()} or pass --weights PATH")
@@ -116,7 +120,9 @@ def imagenet_file(download: bool = True) -> Path:
     import keras
 
     try:
-        return Path(keras.utils.get_file(IMAGENET_FILE, IMAGENET_URL, cache_subdir="models",
+        # STYLEFLOW_IMAGENET_URL points at a mirror (tests use an unreachable one).
+        url = os.environ.get("STYLEFLOW_IMAGENET_URL", IMAGENET_URL)
+        return Path(keras.utils.get_file(IMAGENET_FILE, url, cache_subdir="models",
                                          file_hash=IMAGENET_MD5))
     except Exception as exc:  # keras raises a bare Exception on network failure
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -144,7 +150,7 @@ def random_weights(seed: int, needed: Sequence[str] = CONV_LAYERS) -> Weights:
     return Weights(layers, KERAS_INPUT, source=f"random (seed {seed})")
 
 
-def load_h5(path: str | os.PathLike, source: str | None = None, lite: bool = False) -> Weights:
+def load_h5(path: str | os.PathLike, source: str | None = None) -> Weights:
     """Read conv kernels and biases by layer name from a Keras HDF5 weights file.
 
     Accepts the legacy layout (``layer_names`` attribute; full, notop or partial files, and whole
@@ -175,11 +181,7 @@ def load_h5(path: str | os.PathLike, source: str | None = None, lite: bool = Fal
                                              f"{len(values)} arrays, expected kernel and bias")
                     layers[name] = (values[0].astype(np.float32), values[1].astype(np.float32))
             elif "layers" in handle:
-                for name in CONV_FILTERS:
-                    if name in handle["layers"] and "vars" in handle["layers"][name]:
-                        var = handle["layers"][name]["vars"]
-                        layers[name] = (np.asarray(var["0"], np.float32),
-                                        np.asarray(var["1"], np.float32))
+                layers = _keras3_layers(handle["layers"])
     except StyleflowError:
         raise
     except (KeyError, OSError, ValueError) as exc:
@@ -187,7 +189,24 @@ def load_h5(path: str | os.PathLike, source: str | None = None, lite: bool = Fal
     if not layers:
         raise StyleflowError(f"weights {source}: the file holds no VGG19 conv layers "
                              f"(expected names like block1_conv1)")
-    return Weights(layers, KERAS_INPUT, source=source, lite=lite)
+    return Weights(layers, KERAS_INPUT, source=source)
+
+
+def _keras3_layers(group) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Conv layers of a Keras 3 .weights.h5 file. Keras 3 names its groups by class (conv2d,
+    conv2d_1, ...) rather than by layer name, so convolutions are matched to VGG19 in order."""
+    import re
+
+    def order(name: str) -> int:
+        match = re.search(r"_(\d+)$", name)
+        return int(match.group(1)) if match else 0
+
+    convs = []
+    for name in sorted(group, key=order):
+        vars_ = group[name].get("vars")
+        if vars_ is not None and "0" in vars_ and "1" in vars_ and vars_["0"].ndim == 4:
+            convs.append((np.asarray(vars_["0"], np.float32), np.asarray(vars_["1"], np.float32)))
+    return dict(zip(CONV_LAYERS, convs))
 
 
 def load_mat(path: str | os.PathLike) -> Weights:

@@ -1,0 +1,106 @@
+"""neural_style_transfer.py run as a user runs it: files, sizes, loss, weights, interruption."""
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from conftest import LITE_H5, ROOT, assert_clean_error, cli_env, make_image, run_cli
+
+SCRIPT = "neural_style_transfer.py"
+
+
+def losses(stdout):
+    return [float(v) for v in re.findall(r"iteration \d+/\d+: loss (\S+)", stdout)]
+
+
+def test_random_weights_two_iterations(tiny, tmp_path):
+    base, style = tiny
+    prefix = tmp_path / "out" / "deep" / "result"
+    proc = run_cli(SCRIPT, base, style, prefix, "--weights", "random", "--iter", "2",
+                   "--height", "32")
+    assert proc.returncode == 0, proc.stderr
+    for i in (0, 1):
+        with Image.open(f"{prefix}_at_iteration_{i:02d}.png") as img:
+            assert img.size == (48, 32)
+    assert not (tmp_path / "out" / "deep" / "result_at_iteration_02.png").exists()
+    values = losses(proc.stdout)
+    assert len(values) == 2 and values[1] < values[0], proc.stdout
+    assert proc.stderr == ""
+
+
+def test_faithful_schedule_and_width(tiny, tmp_path):
+    base, style = tiny
+    proc = run_cli(SCRIPT, base, style, tmp_path / "r", "--weights", "random", "--iter", "2",
+                   "--width", "36", "--faithful")
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(tmp_path / "r_at_iteration_01.png") as img:
+        assert img.size == (36, 24)  # aspect of the 48x32 base
+    assert "faithful" in proc.stdout
+    values = losses(proc.stdout)
+    assert values[1] < values[0]
+
+
+def test_default_height_is_200(tiny, tmp_path):
+    base, style = tiny
+    proc = run_cli(SCRIPT, base, style, tmp_path / "r", "--weights", "random", "--iter", "1",
+                   "--style_layers", "block1_conv1", "--content_layer", "block1_conv2")
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(tmp_path / "r_at_iteration_00.png") as img:
+        assert img.size == (300, 200)
+
+
+@pytest.mark.parametrize("weights", ["lite", str(LITE_H5)])
+def test_lite_weights_run(tiny, tmp_path, weights):
+    base, style = tiny
+    proc = run_cli(SCRIPT, base, style, tmp_path / "r", "--weights", weights, "--iter", "1",
+                   "--height", "32")
+    assert proc.returncode == 0, proc.stderr
+    assert "content block3_conv2" in proc.stdout  # block 1-3 files get block 1-3 defaults
+    assert (tmp_path / "r_at_iteration_00.png").exists()
+
+
+def test_layer_missing_from_weights_file(tiny, tmp_path):
+    base, style = tiny
+    proc = run_cli(SCRIPT, base, style, tmp_path / "r", "--weights", LITE_H5, "--iter", "1",
+                   "--height", "32", "--content_layer", "block4_conv2")
+    assert_clean_error(proc, "block4_conv1")
+    assert not list(tmp_path.glob("r_*"))
+
+
+def test_imagenet_offline_fails_clearly(tiny, tmp_path):
+    base, style = tiny
+    proc = run_cli(SCRIPT, base, style, tmp_path / "r", "--weights", "imagenet", "--iter", "1")
+    assert_clean_error(proc, "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "--weights")
+
+
+def test_auto_offline_falls_back_to_lite(tiny, tmp_path):
+    base, style = tiny
+    proc = run_cli(SCRIPT, base, style, tmp_path / "r", "--iter", "1", "--height", "32")
+    assert proc.returncode == 0, proc.stderr
+    assert "lite" in proc.stderr and "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5" in proc.stderr
+    assert "content block3_conv2" in proc.stdout
+
+
+def test_interrupt_keeps_latest_result(tmp_path):
+    base = make_image(tmp_path / "b.png", (48, 32), 1)
+    style = make_image(tmp_path / "s.png", (48, 32), 2)
+    prefix = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / SCRIPT), str(base), str(style), str(prefix), "--weights",
+         "random", "--iter", "1000", "--height", "32"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
+    deadline = time.time() + 120
+    while not (tmp_path / "r_at_iteration_00.png").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    with Image.open(tmp_path / "r_interrupted.png") as img:
+        assert img.size == (48, 32)
+    assert "r_interrupted.png" in err

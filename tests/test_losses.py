@@ -1,0 +1,79 @@
+"""Each loss term against an independent NumPy computation of its formula."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from styleflow import losses
+
+rng = np.random.default_rng(42)
+
+
+def arr(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def np_gram(f):
+    flat = f.reshape(-1, f.shape[-1]).astype(np.float64)
+    return flat.T @ flat
+
+
+def test_gram_matrix():
+    f = arr(1, 5, 7, 4)
+    got = losses.gram_matrix(tf.constant(f)).numpy()
+    # Independently: G[i, j] = Σ over positions of f_i · f_j
+    want = np.einsum("nhwi,nhwj->ij", f.astype(np.float64), f.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_content_loss_sum():
+    a, b = arr(1, 4, 6, 8), arr(1, 4, 6, 8)
+    got = float(losses.content_loss_sum(tf.constant(a), tf.constant(b)))
+    assert got == pytest.approx(np.sum((a.astype(np.float64) - b) ** 2), rel=1e-5)
+
+
+def test_style_loss_keras_normalisation():
+    fa, fb = arr(1, 6, 5, 3), arr(1, 6, 5, 3)
+    ga, gb = np_gram(fa), np_gram(fb)
+    rows, cols = 30, 20
+    got = float(losses.style_loss_keras(tf.constant(ga, tf.float32), tf.constant(gb, tf.float32),
+                                        rows * cols))
+    want = np.sum((gb - ga) ** 2) / (4 * 3 ** 2 * (rows * cols) ** 2)
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_total_variation_keras():
+    x = arr(1, 5, 6, 3) * 10
+    got = float(losses.total_variation_keras(tf.constant(x)))
+    want = 0.0
+    x64 = x.astype(np.float64)[0]
+    for i in range(4):
+        for j in range(5):
+            a = (x64[i, j] - x64[i + 1, j]) ** 2
+            b = (x64[i, j] - x64[i, j + 1]) ** 2
+            want += np.sum((a + b) ** 1.25)
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_content_loss_mean_is_2_l2_over_size():
+    a, b = arr(1, 4, 6, 8), arr(1, 4, 6, 8)
+    l2 = np.sum((a.astype(np.float64) - b) ** 2) / 2  # tf.nn.l2_loss
+    got = float(losses.content_loss_mean(tf.constant(a), tf.constant(b)))
+    assert got == pytest.approx(2 * l2 / a.size, rel=1e-5)
+
+
+def test_gram_matrix_mean_and_style_loss_mean():
+    f, target = arr(1, 4, 5, 6), arr(6, 6)
+    gram = losses.gram_matrix_mean(tf.constant(f)).numpy()
+    np.testing.assert_allclose(gram, np_gram(f) / f.size, rtol=1e-5, atol=1e-6)
+    got = float(losses.style_loss_mean(tf.constant(gram), tf.constant(target)))
+    want = 2 * (np.sum((np_gram(f) / f.size - target) ** 2) / 2) / target.size
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_total_variation_mean():
+    x = arr(1, 5, 6, 3)
+    x64 = x.astype(np.float64)
+    dy, dx = x64[:, 1:] - x64[:, :-1], x64[:, :, 1:] - x64[:, :, :-1]
+    want = 2 * (np.sum(dy ** 2) / 2) / dy.size + 2 * (np.sum(dx ** 2) / 2) / dx.size
+    assert float(losses.total_variation_mean(tf.constant(x))) == pytest.approx(want, rel=1e-5)
