@@ -103,7 +103,8 @@ def _run(args) -> int:
     spec = problem.network.input_spec
     h, w = problem.size
     print(f"{w}x{h} px, weights {problem.network.weights.source}, content "
-          f"{','.join(problem.content_layers)}, style {','.join(problem.style_layers)}, "
+          f"{','.join(problem.network.content_layers)}, style "
+          f"{','.join(problem.network.style_layers)}, "
           f"{'faithful' if args.faithful else 'continuous'} L-BFGS", flush=True)
 
     def on_iteration(result) -> None:

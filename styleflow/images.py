@@ -104,11 +104,19 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     A reader never sees a half-written file, and an interrupted write leaves the old one.
     """
     path = Path(path)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise StyleflowError(f"output '{path}': unknown image extension '{path.suffix}'")
-    pil = Image.fromarray(np.asarray(image, dtype=np.uint8))
-    save_pil_atomically(path, pil, fmt)
+    fmt = check_image_extension(path)
+    options = {"quality": 95} if fmt == "JPEG" else {}
+    save_pil_atomically(path, Image.fromarray(np.asarray(image, dtype=np.uint8)), fmt, **options)
+
+
+def check_image_extension(path: str | os.PathLike, what: str = "output") -> str:
+    """Pillow's format name for the file's extension; StyleflowError when it has none."""
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise StyleflowError(f"{what} '{path}': cannot write images with extension "
+                             f"'{suffix or '(none)'}'; use .png or .jpg")
+    return fmt
 
 
 def save_pil_atomically(path: Path, pil: Image.Image, fmt: str, **options) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 LITE_H5 = ROOT / "styleflow" / "data" / "vgg19_imagenet_block1-3.h5"
+EMPTY_KERAS_HOME = tempfile.mkdtemp(prefix="styleflow-keras-home-")
 
 
 def make_image(path: Path, size=(48, 32), seed=0, mode="RGB") -> Path:
@@ -39,7 +41,7 @@ def cli_env(**extra) -> dict:
     env.pop("CUDA_VISIBLE_DEVICES", None)
     # An unreachable mirror and an empty cache: 'imagenet' fails fast and alike everywhere.
     env["STYLEFLOW_IMAGENET_URL"] = "http://127.0.0.1:9/vgg19_notop.h5"
-    env.setdefault("KERAS_HOME", str(ROOT / ".pytest_cache" / "keras-home-empty"))
+    env.setdefault("KERAS_HOME", EMPTY_KERAS_HOME)
     env.update(extra)
     return env
 

@@ -1,0 +1,178 @@
+"""neural_style.py: Adam-based style transfer with several styles (anishathalye/neural-style)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import cli_common as cc
+from .errors import StyleflowError
+
+PROG = "neural_style.py"
+# anishathalye/neural-style's defaults, as the original styleflow port used them.
+DEFAULTS = dict(iterations=1000, content_weight=5.0, content_weight_blend=1.0,
+                style_weight=100.0, style_layer_weight_exp=1.0, tv_weight=100.0,
+                learning_rate=10.0, beta1=0.9, beta2=0.999, epsilon=1e-8, pooling="max")
+
+
+def build_parser() -> cc.ArgumentParser:
+    from .defaults import LITE_CONTENT_LAYER, LITE_STYLE_LAYERS, NS_CONTENT_LAYERS, \
+        FULL_STYLE_LAYERS
+
+    p = cc.ArgumentParser(
+        prog=PROG,
+        description="Neural style transfer with Adam and several blended styles, as in "
+                    "anishathalye/neural-style.")
+    p.add_argument("--content", required=True, help="content image")
+    p.add_argument("--styles", required=True, nargs="+", help="one or more style images")
+    p.add_argument("--output", required=True, help="output image (.png, .jpg, ...)")
+    p.add_argument("--iterations", type=cc.positive_int, default=DEFAULTS["iterations"],
+                   help="Adam steps (default: %(default)s)")
+    p.add_argument("--print-iterations", type=cc.positive_int, metavar="N",
+                   help="print the loss parts every N steps (always at the end)")
+    p.add_argument("--checkpoint-output", metavar="PATTERN",
+                   help="checkpoint file name containing %%s, replaced by the step number")
+    p.add_argument("--checkpoint-iterations", type=cc.positive_int, metavar="N",
+                   help="write a checkpoint (the best image so far) every N steps")
+    p.add_argument("--width", type=cc.positive_int,
+                   help="resize the content image to this width, keeping its aspect")
+    p.add_argument("--style-scales", type=cc.positive_float, nargs="+", metavar="SCALE",
+                   help="one per style: resize the style to SCALE x the content width "
+                        "(default: 1.0 each)")
+    p.add_argument("--style-blend-weights", type=cc.nonnegative_float, nargs="+",
+                   metavar="WEIGHT", help="one per style, normalised to sum to 1 "
+                                          "(default: equal)")
+    p.add_argument("--content-weight", type=cc.nonnegative_float,
+                   default=DEFAULTS["content_weight"], help="(default: %(default)s)")
+    p.add_argument("--content-weight-blend", type=cc.unit_float,
+                   default=DEFAULTS["content_weight_blend"],
+                   help="share of block4_conv2 (relu4_2) in the content loss, the rest going to "
+                        "block5_conv2 (relu5_2) (default: %(default)s)")
+    p.add_argument("--style-weight", type=cc.nonnegative_float, default=DEFAULTS["style_weight"],
+                   help="(default: %(default)s)")
+    p.add_argument("--style-layer-weight-exp", type=cc.positive_float,
+                   default=DEFAULTS["style_layer_weight_exp"],
+                   help="style layer l weighs EXP^l (scaled to average 1); above 1 favours "
+                        "deeper layers, i.e. coarser style (default: %(default)s)")
+    p.add_argument("--tv-weight", type=cc.nonnegative_float, default=DEFAULTS["tv_weight"],
+                   help="total variation weight (default: %(default)s)")
+    p.add_argument("--learning-rate", type=cc.positive_float, default=DEFAULTS["learning_rate"],
+                   help="Adam step size, in pixel units (default: %(default)s)")
+    p.add_argument("--beta1", type=cc.unit_float, default=DEFAULTS["beta1"],
+                   help="(default: %(default)s)")
+    p.add_argument("--beta2", type=cc.unit_float, default=DEFAULTS["beta2"],
+                   help="(default: %(default)s)")
+    p.add_argument("--epsilon", type=cc.positive_float, default=DEFAULTS["epsilon"],
+                   help="(default: %(default)s)")
+    p.add_argument("--initial", metavar="FILE",
+                   help="start image (e.g. an earlier or interrupted result, to resume); "
+                        "default: seeded Gaussian noise")
+    p.add_argument("--initial-noiseblend", type=cc.unit_float, metavar="R",
+                   help="start from (1-R) x initial + R x noise (default: 1 without --initial, "
+                        "0 with it)")
+    p.add_argument("--preserve-colors", action="store_true",
+                   help="keep the content's colours: only the stylised luminance is used")
+    p.add_argument("--pooling", choices=("max", "avg"), default=DEFAULTS["pooling"],
+                   help="(default: %(default)s)")
+    p.add_argument("--network", default="auto", metavar="auto|imagenet|lite|random|PATH",
+                   help="VGG19 weights: MatConvNet imagenet-vgg-verydeep-19.mat (as the "
+                        "original used), a Keras .h5 file, 'imagenet' (Keras download), 'lite' "
+                        "(shipped ImageNet blocks 1-3), 'random' (seeded, for tests), or 'auto': "
+                        "imagenet when available, else lite (default: %(default)s)")
+    p.add_argument("--content-layers", nargs="+", metavar="LAYER",
+                   help=f"default: {' '.join(NS_CONTENT_LAYERS)}; {LITE_CONTENT_LAYER} with "
+                        "lite weights")
+    p.add_argument("--style-layers", nargs="+", metavar="LAYER",
+                   help=f"default: {' '.join(FULL_STYLE_LAYERS)}; "
+                        f"{' '.join(LITE_STYLE_LAYERS)} with lite weights")
+    p.add_argument("--seed", type=cc.nonnegative_int, default=0,
+                   help="seed for the start noise and random weights (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.checkpoint_output is not None and "%s" not in args.checkpoint_output:
+        parser.error("argument --checkpoint-output: must contain %s (replaced by the step number)")
+    if (args.checkpoint_output is None) != (args.checkpoint_iterations is None):
+        parser.error("arguments --checkpoint-output and --checkpoint-iterations go together")
+    args.content_layers = cc.split_list(args.content_layers)
+    args.style_layers = cc.split_list(args.style_layers)
+    return cc.run_cli(PROG, lambda: _run(args))
+
+
+def checkpoint_name(pattern: str, step: int) -> Path:
+    """The checkpoint file for a step: the pattern's %s replaced by the step number."""
+    return Path(pattern.replace("%s", str(step), 1))
+
+
+def _run(args) -> int:
+    from . import images
+    from .adam import AdamLoop, AdamSettings, run_adam
+    from .color import preserve_colors
+    from .problem import stylize_problem
+
+    output = Path(args.output)
+    interrupted = output.with_name(f"{output.stem}_interrupted{output.suffix}")
+    images.check_image_extension(output, "--output")
+    if output.exists() and not args.overwrite:
+        raise StyleflowError(f"--output '{output}' exists; pass --overwrite to replace it")
+    checkpoints = []
+    if args.checkpoint_output:
+        images.check_image_extension(checkpoint_name(args.checkpoint_output, 0),
+                                     "--checkpoint-output")
+        checkpoints = [checkpoint_name(args.checkpoint_output, i)
+                       for i in range(args.checkpoint_iterations, args.iterations + 1,
+                                      args.checkpoint_iterations)]
+    images.refuse_overwriting_inputs([output, interrupted, *checkpoints],
+                                     [args.content, *args.styles, args.initial])
+    images.prepare_output_dir(output, "--output")
+    for path in checkpoints[:1]:
+        images.prepare_output_dir(path, "--checkpoint-output")
+
+    problem = stylize_problem(
+        args.content, args.styles, width=args.width, style_scales=args.style_scales,
+        style_blend_weights=args.style_blend_weights, content_weight=args.content_weight,
+        content_weight_blend=args.content_weight_blend, style_weight=args.style_weight,
+        style_layer_weight_exp=args.style_layer_weight_exp, tv_weight=args.tv_weight,
+        weights=args.network, content_layers=args.content_layers, style_layers=args.style_layers,
+        initial=args.initial, initial_noiseblend=args.initial_noiseblend, seed=args.seed,
+        pooling=args.pooling, log=lambda message: print(message, file=sys.stderr, flush=True))
+    spec = problem.network.input_spec
+    h, w = problem.size
+    print(f"{w}x{h} px, {len(args.styles)} style(s), weights {problem.network.weights.source}, "
+          f"content {','.join(problem.network.content_layers)}, style "
+          f"{','.join(problem.network.style_layers)}, Adam", flush=True)
+
+    def finished(image) -> object:
+        rgb = spec.deprocess(image)
+        return preserve_colors(problem.content_rgb, rgb) if args.preserve_colors else rgb
+
+    def is_report(i: int) -> bool:
+        return bool((args.print_iterations and i % args.print_iterations == 0) or
+                    (args.checkpoint_iterations and i % args.checkpoint_iterations == 0))
+
+    def on_report(step) -> None:
+        line = (f"iteration {step.iteration}/{args.iterations}: {cc.format_parts(step.parts)} "
+                f"best {step.best_loss:.4e} {step.seconds:.1f}s")
+        if args.checkpoint_iterations and step.iteration % args.checkpoint_iterations == 0:
+            path = checkpoint_name(args.checkpoint_output, step.iteration)
+            images.save_image(path, finished(loop.best()))
+            line += f" -> {path}"
+        print(line, flush=True)
+
+    loop = AdamLoop(problem.objective, problem.start,
+                    AdamSettings(args.learning_rate, args.beta1, args.beta2, args.epsilon))
+    try:
+        run_adam(loop, args.iterations, is_report, on_report)
+    except KeyboardInterrupt as exc:
+        images.save_image(interrupted, finished(loop.best()))
+        print(f"{PROG}: interrupted; best image so far written to {interrupted}", file=sys.stderr)
+        return cc.interrupt_code(exc)
+    images.save_image(output, finished(loop.best()))
+    print(f"final loss {float(loop.best_loss.numpy()):.4e} -> {output}", flush=True)
+    return 0
