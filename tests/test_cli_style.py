@@ -1,0 +1,84 @@
+"""neural_style.py: checkpoints, loss, style scales, colour preservation, option errors."""
+
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import assert_clean_error, make_image, run_cli
+from styleflow.problem import stylize_problem
+
+SCRIPT = "neural_style.py"
+
+
+@pytest.fixture
+def pair(tmp_path):
+    return (make_image(tmp_path / "c.png", (48, 32), 1), make_image(tmp_path / "s1.png", (40, 40), 2),
+            make_image(tmp_path / "s2.png", (30, 50), 3))
+
+
+def totals(stdout):
+    return [float(v) for v in re.findall(r"iteration \d+/\d+: loss (\S+)", stdout)]
+
+
+def test_two_styles_checkpoints_and_output(pair, tmp_path):
+    content, s1, s2 = pair
+    out = tmp_path / "out.png"
+    proc = run_cli(SCRIPT, "--content", content, "--styles", s1, s2, "--output", out,
+                   "--iterations", "4", "--checkpoint-output", tmp_path / "out%s.png",
+                   "--checkpoint-iterations", "2", "--network", "random",
+                   "--style-blend-weights", "3", "1")
+    assert proc.returncode == 0, proc.stderr
+    for path in (tmp_path / "out2.png", tmp_path / "out4.png", out):
+        with Image.open(path) as img:
+            assert img.size == (48, 32)
+    values = totals(proc.stdout)
+    assert len(values) == 2 and values[1] < values[0], proc.stdout
+    assert not (tmp_path / "out_interrupted.png").exists()
+
+
+def test_style_scales_resize_styles(pair):
+    content, s1, s2 = pair
+    problem = stylize_problem(str(content), [str(s1), str(s2)], style_scales=[0.5, 2.0],
+                              weights="random", style_layers=["block1_conv1"],
+                              content_layers=["block1_conv2"])
+    # Each style's width becomes scale x the content width (48), its aspect kept.
+    assert problem.style_sizes == [(24, 24), (160, 96)]
+    assert problem.size == (32, 48)
+
+
+def test_preserve_colors_keeps_content_chrominance(pair, tmp_path):
+    content, s1, _ = pair
+    out = tmp_path / "out.png"
+    proc = run_cli(SCRIPT, "--content", content, "--styles", s1, "--output", out,
+                   "--iterations", "3", "--network", "random", "--preserve-colors")
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as a, Image.open(content) as b:
+        got = np.asarray(a.convert("YCbCr"), float)
+        want = np.asarray(b.convert("YCbCr"), float)
+    # Cb, Cr survive (within the rounding of two colour-space round trips); Y is the style's.
+    assert np.abs(got[..., 1:] - want[..., 1:]).mean() < 1.5
+    assert np.abs(got[..., 0] - want[..., 0]).mean() > 5
+
+
+def test_checkpoint_pattern_needs_percent_s(pair, tmp_path):
+    content, s1, _ = pair
+    proc = run_cli(SCRIPT, "--content", content, "--styles", s1, "--output", tmp_path / "o.png",
+                   "--checkpoint-output", tmp_path / "ck.png", "--checkpoint-iterations", "2")
+    assert_clean_error(proc, "--checkpoint-output", "%s")
+
+
+def test_existing_output_needs_overwrite(pair, tmp_path):
+    content, s1, _ = pair
+    out = tmp_path / "o.png"
+    out.write_bytes(b"keep me")
+    proc = run_cli(SCRIPT, "--content", content, "--styles", s1, "--output", out,
+                   "--iterations", "1", "--network", "random")
+    assert_clean_error(proc, "--overwrite", str(out))
+    assert out.read_bytes() == b"keep me"
+    proc = run_cli(SCRIPT, "--content", content, "--styles", s1, "--output", out,
+                   "--iterations", "1", "--network", "random", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as img:
+        assert img.size == (48, 32)
