@@ -93,8 +93,12 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
         raise StyleflowError(f"--pooling: must be 'max' or 'avg', not '{pooling}'")
     last = deepest(outputs)
     pool_cls = keras.layers.MaxPooling2D if pooling == "max" else keras.layers.AveragePooling2D
+    if dtype not in ("float32", "bfloat16"):
+        raise StyleflowError(f"--precision: must be float32 or bfloat16, not '{dtype}'")
+    # bfloat16: weights stay float32, convolutions compute in bfloat16 (Keras' mixed policy).
+    dtype = "mixed_bfloat16" if dtype == "bfloat16" else dtype
     inputs = keras.Input(shape=(None, None, 3), dtype="float32")
-    x = inputs if dtype == "float32" else keras.ops.cast(inputs, dtype)
+    x = inputs
     tensors = {}
     built = []
     for i, entry in enumerate(VGG19_LAYOUT):
