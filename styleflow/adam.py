@@ -84,12 +84,16 @@ class AdamLoop:
 
 
 def run_adam(loop: AdamLoop, iterations: int, report_every: Callable[[int], bool],
-             on_report: Callable[[Step], None]) -> AdamLoop:
+             on_report: Callable[[Step], None],
+             on_step: Callable[[int, Callable[[], float]], None] | None = None) -> AdamLoop:
     """Run `iterations` steps; call `on_report` after step i (1-based) when report_every(i) or
-    at the last step. Values are read back from the device only then."""
+    at the last step. Values are read back from the device only then, or when `on_step`
+    (called after every step with a function giving that step's loss) asks for them."""
     began = time.perf_counter()
     for i in range(1, iterations + 1):
         values = loop.step()
+        if on_step is not None:
+            on_step(i, lambda: float(values[0]))
         if report_every(i) or i == iterations:
             if i == iterations:
                 loop.settle()

@@ -144,3 +144,59 @@ def split_list(values: Sequence[str] | None) -> list[str] | None:
     if values is None:
         return None
     return [item for value in values for item in value.split(",") if item]
+
+
+def apply_seed(seed: int | None) -> int:
+    """The seed to use (0 by default). An explicit --seed also asks TensorFlow for deterministic
+    kernels: CPU runs repeat anyway, GPU convolutions otherwise may not (at some speed cost)."""
+    if seed is None:
+        return 0
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    return seed
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """--quiet, --log, --plot and --gif, the same in both CLIs."""
+    group = parser.add_argument_group("watching a run")
+    group.add_argument("--quiet", action="store_true",
+                       help="print nothing but errors (no progress bar, no per-iteration lines)")
+    group.add_argument("--log", metavar="FILE",
+                       help="write each iteration's loss parts and seconds to FILE: CSV, or JSON "
+                            "Lines for .jsonl; flushed every iteration")
+    group.add_argument("--plot", metavar="FILE.png",
+                       help="draw the loss curves (log scale) to this image at the end")
+    group.add_argument("--gif", metavar="FILE.gif",
+                       help="write an animation of the run's iterations to this GIF at the end")
+
+
+def check_run_outputs(args, inputs: Sequence[str | None]) -> list:
+    """Check --log/--plot/--gif before any work: right extensions, writable folders, not an
+    input file. Returns their paths."""
+    from pathlib import Path
+
+    from . import images
+
+    paths = []
+    if args.plot:
+        images.check_image_extension(args.plot, "--plot")
+    if args.gif and Path(args.gif).suffix.lower() != ".gif":
+        raise StyleflowError(f"--gif '{args.gif}': the file name must end in .gif")
+    for option, value in (("--log", args.log), ("--plot", args.plot), ("--gif", args.gif)):
+        if value:
+            images.prepare_output_dir(value, option)
+            if Path(value).is_dir():
+                raise StyleflowError(f"{option} '{value}': is a directory, not a file name")
+            paths.append(Path(value))
+    images.refuse_overwriting_inputs(paths, list(inputs))
+    return paths
+
+
+def recorder_for(args, total: int, unit: str, title: str):
+    """The RunRecorder the options in add_run_options ask for."""
+    from .report import RunRecorder
+
+    return RunRecorder(total, unit, quiet=args.quiet, log=args.log, plot=args.plot, gif=args.gif,
+                       title=title)
+

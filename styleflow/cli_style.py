@@ -10,6 +10,7 @@ from . import cli_common as cc
 from .errors import StyleflowError
 
 PROG = "neural_style.py"
+GIF_FRAMES = 50
 # anishathalye/neural-style's defaults, as the original styleflow port used them.
 DEFAULTS = dict(iterations=1000, content_weight=5.0, content_weight_blend=1.0,
                 style_weight=100.0, style_layer_weight_exp=1.0, tv_weight=100.0,
@@ -86,9 +87,15 @@ def build_parser() -> cc.ArgumentParser:
     p.add_argument("--style-layers", nargs="+", metavar="LAYER",
                    help=f"default: {' '.join(FULL_STYLE_LAYERS)}; "
                         f"{' '.join(LITE_STYLE_LAYERS)} with lite weights")
-    p.add_argument("--seed", type=cc.nonnegative_int, default=0,
-                   help="seed for the start noise and random weights (default: %(default)s)")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                   help="arithmetic of the VGG pass: bfloat16 is faster on CPUs with AVX-512 "
+                        "BF16 and on recent GPUs, losses stay float32 (default: %(default)s)")
+    p.add_argument("--seed", type=cc.nonnegative_int, default=None,
+                   help="seed for the start noise and random weights; the same command and seed "
+                        "give the same files; given, GPU kernels are made deterministic too "
+                        "(default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    cc.add_run_options(p)
     return p
 
 
@@ -117,7 +124,6 @@ def _run(args) -> int:
     from .problem import stylize_problem
 
     output = Path(args.output)
-    interrupted = output.with_name(f"{output.stem}_interrupted{output.suffix}")
     images.check_image_extension(output, "--output")
     if output.exists() and not args.overwrite:
         raise StyleflowError(f"--output '{output}' exists; pass --overwrite to replace it")
@@ -128,11 +134,13 @@ def _run(args) -> int:
         checkpoints = [checkpoint_name(args.checkpoint_output, i)
                        for i in range(args.checkpoint_iterations, args.iterations + 1,
                                       args.checkpoint_iterations)]
-    images.refuse_overwriting_inputs([output, interrupted, *checkpoints],
-                                     [args.content, *args.styles, args.initial])
+    inputs = [args.content, *args.styles, args.initial]
+    interrupted = images.interrupted_name(output, inputs)
+    images.refuse_overwriting_inputs([output, interrupted, *checkpoints], inputs)
     images.prepare_output_dir(output, "--output")
     for path in checkpoints[:1]:
         images.prepare_output_dir(path, "--checkpoint-output")
+    cc.check_run_outputs(args, inputs)
 
     problem = stylize_problem(
         args.content, args.styles, width=args.width, style_scales=args.style_scales,
@@ -140,39 +148,67 @@ def _run(args) -> int:
         content_weight_blend=args.content_weight_blend, style_weight=args.style_weight,
         style_layer_weight_exp=args.style_layer_weight_exp, tv_weight=args.tv_weight,
         weights=args.network, content_layers=args.content_layers, style_layers=args.style_layers,
-        initial=args.initial, initial_noiseblend=args.initial_noiseblend, seed=args.seed,
-        pooling=args.pooling, log=lambda message: print(message, file=sys.stderr, flush=True))
+        initial=args.initial, initial_noiseblend=args.initial_noiseblend,
+        seed=cc.apply_seed(args.seed),
+        pooling=args.pooling, dtype=args.precision,
+        log=lambda message: None if args.quiet else print(message, file=sys.stderr, flush=True))
     spec = problem.network.input_spec
     h, w = problem.size
-    print(f"{w}x{h} px, {len(args.styles)} style(s), weights {problem.network.weights.source}, "
-          f"content {','.join(problem.network.content_layers)}, style "
-          f"{','.join(problem.network.style_layers)}, Adam", flush=True)
+    recorder = cc.recorder_for(args, args.iterations, "steps",
+                               title=f"{output.name}: loss per Adam step")
+    recorder.line(f"{w}x{h} px, {len(args.styles)} style(s), weights "
+                  f"{problem.network.weights.source}, content "
+                  f"{','.join(problem.network.content_layers)}, style "
+                  f"{','.join(problem.network.style_layers)}, Adam"
+                  f"{', bfloat16' if args.precision == 'bfloat16' else ''}")
+    # With --gif, about GIF_FRAMES frames of the best image so far, evenly spaced.
+    gif_every = max(1, args.iterations // GIF_FRAMES) if args.gif else None
 
     def finished(image) -> object:
         rgb = spec.deprocess(image)
         return preserve_colors(problem.content_rgb, rgb) if args.preserve_colors else rgb
 
+    def every(n: int | None, i: int) -> bool:
+        return bool(n and i % n == 0)
+
     def is_report(i: int) -> bool:
-        return bool((args.print_iterations and i % args.print_iterations == 0) or
-                    (args.checkpoint_iterations and i % args.checkpoint_iterations == 0))
+        # A log wants every step; reading four numbers back per step costs little.
+        return bool(args.log) or every(args.print_iterations, i) or \
+            every(args.checkpoint_iterations, i) or every(gif_every, i)
+
+    since_line = [0.0]  # seconds since the last printed line (reports can be more frequent)
 
     def on_report(step) -> None:
-        line = (f"iteration {step.iteration}/{args.iterations}: {cc.format_parts(step.parts)} "
-                f"best {step.best_loss:.4e} {step.seconds:.1f}s")
-        if args.checkpoint_iterations and step.iteration % args.checkpoint_iterations == 0:
-            path = checkpoint_name(args.checkpoint_output, step.iteration)
-            images.save_image(path, finished(loop.best()))
-            line += f" -> {path}"
-        print(line, flush=True)
+        i = step.iteration
+        since_line[0] += step.seconds
+        last = i == args.iterations
+        path = rgb = line = None
+        if every(args.checkpoint_iterations, i):
+            path = checkpoint_name(args.checkpoint_output, i)
+            rgb = finished(loop.best())
+            images.save_image(path, rgb)
+        if every(args.print_iterations, i) or path or last:
+            line = (f"iteration {i}/{args.iterations}: {cc.format_parts(step.parts)} "
+                    f"best {step.best_loss:.4e} {since_line[0]:.1f}s"
+                    + (f" -> {path}" if path else ""))
+            since_line[0] = 0.0
+        if every(gif_every, i) or (gif_every and last):
+            rgb = finished(loop.best()) if rgb is None else rgb
+        recorder.iteration(i, step.parts, step.seconds, i, text=line, image=rgb,
+                           image_path=path)
 
     loop = AdamLoop(problem.objective, problem.start,
                     AdamSettings(args.learning_rate, args.beta1, args.beta2, args.epsilon))
     try:
-        run_adam(loop, args.iterations, is_report, on_report)
+        run_adam(loop, args.iterations, is_report, on_report, on_step=recorder.step)
     except KeyboardInterrupt as exc:
         images.save_image(interrupted, finished(loop.best()))
+        recorder.finish()
         print(f"{PROG}: interrupted; best image so far written to {interrupted}", file=sys.stderr)
+        if args.log:
+            print(f"{PROG}: log of the finished steps in {args.log}", file=sys.stderr)
         return cc.interrupt_code(exc)
     images.save_image(output, finished(loop.best()))
-    print(f"final loss {float(loop.best_loss.numpy()):.4e} -> {output}", flush=True)
+    recorder.line(f"final loss {float(loop.best_loss.numpy()):.4e} -> {output}")
+    recorder.finish()
     return 0

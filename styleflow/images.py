@@ -155,6 +155,18 @@ def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
     return path
 
 
+def interrupted_name(output: str | os.PathLike, inputs: list[str | os.PathLike | None]) -> Path:
+    """Where an interrupted run writes its latest image: OUTPUT_interrupted.EXT, or
+    OUTPUT_interrupted2.EXT, ... when that is an input (a run resumed from an interruption)."""
+    output = Path(output)
+    taken = {Path(p).resolve() for p in inputs if p}
+    for n in range(1, len(taken) + 2):
+        path = output.with_name(f"{output.stem}_interrupted{n if n > 1 else ''}{output.suffix}")
+        if path.resolve() not in taken:
+            return path
+    raise AssertionError("unreachable: more candidates than inputs")
+
+
 def refuse_overwriting_inputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
     """Raise if any output path names the same file as an input (inputs are never modified)."""
     resolved = {Path(p).resolve(): str(p) for p in inputs if p}

@@ -36,8 +36,10 @@ class IterationResult:
 class Evaluator:
     """Adapts an Objective to scipy (float64 flat vectors) and remembers the best image seen."""
 
-    def __init__(self, objective: Objective):
+    def __init__(self, objective: Objective,
+                 on_evaluation: Callable[[int, float], None] | None = None):
         self.objective = objective
+        self.on_evaluation = on_evaluation
         self.evaluations = 0
         self.best_image: np.ndarray | None = None
         self.best_parts: Parts | None = None
@@ -52,6 +54,8 @@ class Evaluator:
         self._recent[parts.total] = parts
         if self.best_parts is None or parts.total < self.best_parts.total:
             self.best_parts, self.best_image = parts, image
+        if self.on_evaluation is not None:
+            self.on_evaluation(self.evaluations, parts.total)
         return parts.total, grad.ravel().astype(np.float64)
 
     def parts_at(self, flat: np.ndarray, value: float) -> Parts:

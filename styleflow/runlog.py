@@ -1,0 +1,60 @@
+"""Per-iteration loss logs: CSV, or JSON Lines for .jsonl/.json/.ndjson, flushed every row so a
+killed run keeps everything up to its last iteration."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+FIELDS = ("iteration", "evaluations", "total", "content", "style", "tv", "seconds", "elapsed",
+          "image")
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+
+def is_json_log(path: str | os.PathLike) -> bool:
+    """True when `path` asks for JSON Lines rather than CSV."""
+    return Path(path).suffix.lower() in JSON_SUFFIXES
+
+
+class RunLog:
+    """An open log file taking one row (a dict with FIELDS' keys) per iteration."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.json = is_json_log(self.path)
+        self._handle = open(self.path, "w", newline="", encoding="utf-8")
+        self._csv = None
+        if not self.json:
+            self._csv = csv.DictWriter(self._handle, fieldnames=FIELDS, extrasaction="ignore")
+            self._csv.writeheader()
+            self._handle.flush()
+
+    def write(self, row: dict) -> None:
+        """Append one row and flush it to the operating system."""
+        if self.json:
+            self._handle.write(json.dumps({k: row.get(k) for k in FIELDS}) + "\n")
+        else:
+            self._csv.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in FIELDS})
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def read_log(path: str | os.PathLike) -> list[dict]:
+    """Rows of a log written by RunLog, with numbers as floats (for plots and tests)."""
+    path = Path(path)
+    with open(path, encoding="utf-8", newline="") as handle:
+        if is_json_log(path):
+            rows = [json.loads(line) for line in handle if line.strip()]
+        else:
+            rows = list(csv.DictReader(handle))
+    numeric = ("total", "content", "style", "tv", "seconds", "elapsed")
+    for row in rows:
+        for key in numeric:
+            row[key] = float(row[key])
+        for key in ("iteration", "evaluations"):
+            row[key] = int(row[key])
+    return rows

@@ -1,0 +1,182 @@
+"""Watching and keeping a run: progress bar vs lines, --quiet, --log, --plot, --gif, --seed,
+SIGTERM, resuming with --init / --initial."""
+
+import os
+import pty
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, assert_clean_error, cli_env, make_image, run_cli
+from styleflow.progress import Progress
+from styleflow.runlog import read_log
+
+TRANSFER = "neural_style_transfer.py"
+STYLE = "neural_style.py"
+
+
+def printed_totals(stdout):
+    return [float(v) for v in re.findall(r"iteration \d+/\d+: loss (\S+)", stdout)]
+
+
+def test_transfer_log_plot_and_gif(tiny, tmp_path):
+    base, style = tiny
+    prefix = tmp_path / "r"
+    proc = run_cli(TRANSFER, base, style, prefix, "--weights", "random", "--iter", "3",
+                   "--height", "32", "--log", tmp_path / "run.csv", "--plot",
+                   tmp_path / "loss.png", "--gif", tmp_path / "run.gif")
+    assert proc.returncode == 0, proc.stderr
+    rows = read_log(tmp_path / "run.csv")
+    assert [r["iteration"] for r in rows] == [1, 2, 3]
+    assert [r["evaluations"] for r in rows] == [20, 40, 60]
+    # The log holds what was printed, and its parts add up.
+    np.testing.assert_allclose([r["total"] for r in rows], printed_totals(proc.stdout), rtol=1e-4)
+    for r in rows:
+        assert r["total"] == pytest.approx(r["content"] + r["style"] + r["tv"], rel=1e-5)
+        assert r["image"].endswith(f"r_at_iteration_{r['iteration'] - 1:02d}.png")
+    with Image.open(tmp_path / "loss.png") as img:
+        assert img.format == "PNG" and img.size == (800, 500)
+        # Curves are drawn in colour, not just axes.
+        assert len(img.convert("RGB").getcolors(1 << 20)) > 10
+    with Image.open(tmp_path / "run.gif") as gif:
+        assert gif.size == (48, 32) and gif.n_frames == 3 and gif.info.get("loop") == 0
+        gif.seek(2)
+        last = np.asarray(gif.convert("RGB"), np.int16)
+    saved = np.asarray(Image.open(f"{prefix}_at_iteration_02.png"), np.int16)
+    assert np.abs(last - saved).mean() < 12  # the GIF's last frame is the last image (palette)
+    assert f"wrote {tmp_path / 'run.gif'}" in proc.stdout
+
+
+def test_adam_jsonl_log_every_step_and_quiet(tiny, tmp_path):
+    content, style = tiny
+    out = tmp_path / "o.png"
+    proc = run_cli(STYLE, "--content", content, "--styles", style, "--output", out,
+                   "--iterations", "5", "--network", "random", "--log", tmp_path / "run.jsonl",
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
+    rows = read_log(tmp_path / "run.jsonl")
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[-1]["total"] < rows[0]["total"]
+    assert out.exists()
+
+
+def test_progress_bar_on_a_terminal_lines_otherwise(tiny, tmp_path):
+    content, style = tiny
+    args = [sys.executable, str(ROOT / STYLE), "--content", str(content), "--styles", str(style),
+            "--output", str(tmp_path / "o.png"), "--iterations", "6", "--network", "random",
+            "--print-iterations", "3"]
+    pid, fd = pty.fork()
+    if pid == 0:  # child: run the CLI on the pseudo-terminal
+        os.chdir(ROOT)
+        os.execve(args[0], args, cli_env())
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    tty_out = b"".join(chunks).decode()
+    assert os.waitstatus_to_exitcode(status) == 0, tty_out
+    assert "6/6 steps" in tty_out and "ETA" in tty_out and "\r" in tty_out
+    assert "iteration 3/6: loss" in tty_out
+
+    piped = run_cli(STYLE, *args[2:], "--overwrite")
+    assert piped.returncode == 0, piped.stderr
+    assert "\r" not in piped.stdout and "ETA" not in piped.stdout
+    assert len(printed_totals(piped.stdout)) == 2
+
+
+def test_progress_bar_text():
+    progress = Progress(200, "evaluations", "bar")
+    progress.done = 50
+    progress._loss = 1234.5
+    text = progress.render(progress.began + 10.0, 120)
+    assert text.startswith(" 25% [") and "50/200 evaluations" in text
+    assert "loss 1.2345e+03" in text and "0:10 elapsed" in text and "ETA 0:30" in text
+    assert len(progress.render(progress.began + 10.0, 40)) < 40
+
+
+def test_same_seed_same_files_other_seed_other_files(tiny, tmp_path):
+    content, style = tiny
+    outputs = []
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        out = tmp_path / f"{name}.png"
+        proc = run_cli(STYLE, "--content", content, "--styles", style, "--output", out,
+                       "--iterations", "3", "--network", "random", "--seed", seed, "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+    assert outputs[0] != outputs[2]
+
+
+def test_sigterm_keeps_image_and_log_then_resume(tmp_path):
+    content = make_image(tmp_path / "c.png", (48, 32), 1)
+    style = make_image(tmp_path / "s.png", (48, 32), 2)
+    log = tmp_path / "run.csv"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / STYLE), "--content", str(content), "--styles", str(style),
+         "--output", str(tmp_path / "o.png"), "--iterations", "100000", "--network", "random",
+         "--log", str(log)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 30):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    interrupted = tmp_path / "o_interrupted.png"
+    assert str(interrupted) in err and str(log) in err
+    assert not (tmp_path / "o.png").exists()
+    rows = read_log(log)
+    assert len(rows) >= 29
+    reached = min(r["total"] for r in rows)
+
+    # Resuming from the interrupted image starts near where the run stopped, far below a
+    # fresh start from noise.
+    resumed = run_cli(STYLE, "--content", content, "--styles", style, "--output",
+                      tmp_path / "o.png", "--iterations", "1", "--network", "random",
+                      "--initial", interrupted, "--log", tmp_path / "resumed.csv")
+    assert resumed.returncode == 0, resumed.stderr
+    first = read_log(tmp_path / "resumed.csv")[0]["total"]
+    assert first < rows[0]["total"] / 2
+    assert first < reached * 1.5
+
+
+def test_transfer_resume_with_init(tiny, tmp_path):
+    base, style = tiny
+    first = run_cli(TRANSFER, base, style, tmp_path / "a", "--weights", "random", "--iter", "2",
+                    "--height", "32")
+    assert first.returncode == 0, first.stderr
+    resumed = run_cli(TRANSFER, base, style, tmp_path / "b", "--weights", "random", "--iter", "1",
+                      "--height", "32", "--init", tmp_path / "a_at_iteration_01.png")
+    assert resumed.returncode == 0, resumed.stderr
+    # One more iteration from the earlier result beats the earlier result's loss.
+    assert printed_totals(resumed.stdout)[0] < printed_totals(first.stdout)[-1] * 1.01
+    assert printed_totals(resumed.stdout)[0] < printed_totals(first.stdout)[0]
+
+
+@pytest.mark.parametrize("option", ["--log", "--plot", "--gif"])
+def test_run_outputs_never_overwrite_inputs(tiny, tmp_path, option):
+    base, style = tiny
+    target = tmp_path / "style.gif"
+    Image.open(style).save(target)
+    if option == "--plot":
+        target = style
+    before = target.read_bytes()
+    proc = run_cli(TRANSFER, base, target if option != "--plot" else style, tmp_path / "r",
+                   "--weights", "random", "--iter", "1", option, target)
+    assert_clean_error(proc, "input")
+    assert target.read_bytes() == before
+    assert not list(tmp_path.glob("r_*"))
