@@ -146,6 +146,13 @@ def split_list(values: Sequence[str] | None) -> list[str] | None:
     return [item for value in values for item in value.split(",") if item]
 
 
+def require_some_weight(parser: argparse.ArgumentParser, weights: dict[str, float]) -> None:
+    """A usage error when every loss weight is zero: there would be nothing to optimise."""
+    if all(value == 0 for value in weights.values()):
+        parser.error(f"arguments {', '.join(weights)}: all are zero, so there is nothing to "
+                     "optimise; give at least one a value above zero")
+
+
 def apply_seed(seed: int | None) -> int:
     """The seed to use (0 by default). An explicit --seed also asks TensorFlow for deterministic
     kernels: CPU runs repeat anyway, GPU convolutions otherwise may not (at some speed cost)."""

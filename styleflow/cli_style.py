@@ -107,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("argument --checkpoint-output: must contain %s (replaced by the step number)")
     if (args.checkpoint_output is None) != (args.checkpoint_iterations is None):
         parser.error("arguments --checkpoint-output and --checkpoint-iterations go together")
+    cc.require_some_weight(parser, {"--content-weight": args.content_weight,
+                                    "--style-weight": args.style_weight,
+                                    "--tv-weight": args.tv_weight})
     args.content_layers = cc.split_list(args.content_layers)
     args.style_layers = cc.split_list(args.style_layers)
     return cc.run_cli(PROG, lambda: _run(args))

@@ -81,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    cc.require_some_weight(parser, {"--content_weight": args.content_weight,
+                                    "--style_weight": args.style_weight,
+                                    "--tv_weight": args.tv_weight})
     args.style_layers = cc.split_list(args.style_layers)
     return cc.run_cli(PROG, lambda: _run(args))
 
