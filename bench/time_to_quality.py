@@ -114,6 +114,8 @@ def main() -> None:
     parser.add_argument("--weights", default="lite", help="lite (real block 1-3) or random")
     parser.add_argument("--iter", type=int, default=10, help="the reference's iterations")
     parser.add_argument("--budget", type=int, default=400, help="evaluations per candidate")
+    parser.add_argument("--fixed", type=int, default=200,
+                        help="evaluations for the float32 vs bfloat16 final-loss comparison")
     args = parser.parse_args()
 
     w, h = (int(v) for v in args.size.lower().split("x"))
@@ -184,6 +186,20 @@ def main() -> None:
         ratio = f"{t_ref / seconds:15.2f}x" if seconds else f"{'not reached':>16}"
         shown = f"{seconds:8.1f}" if seconds else f"{'-':>8}"
         print(f"{name:<40} {evals:6d} {shown} {ratio} {best / l_ref:26.3f}", flush=True)
+
+    # bfloat16 is kept only if its result is as good: same schedule and number of evaluations,
+    # final written image judged in float32.
+    finals = {}
+    for name, objective in (("float32", ours), ("bfloat16", ours_bf16)):
+        clock = Clock()
+        x = minimize(scipy_fn(objective), content.astype(np.float64).ravel(), jac=True,
+                     method="L-BFGS-B", bounds=bounds,
+                     options={"maxfun": args.fixed, "maxiter": args.fixed}).x
+        finals[name] = (written_loss(judge, x), clock.now())
+    (l32, t32), (l16, t16) = finals["float32"], finals["bfloat16"]
+    print(f"fixed {args.fixed} evaluations, default schedule: float32 written loss {l32:.4e} in "
+          f"{t32:.1f} s; bfloat16 {l16:.4e} ({100 * (l16 / l32 - 1):+.2f}%) in {t16:.1f} s "
+          f"({t32 / t16:.2f}x faster)")
 
 
 def faithful_ours(objective, judge, start, target, budget):

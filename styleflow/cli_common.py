@@ -124,6 +124,13 @@ def run_cli(prog: str, body: Callable[[], int]) -> int:
     except MemoryError:
         print(f"{prog}: error: out of memory; try a smaller --height/--width", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:
+        # A GPU running out of memory: TensorFlow's ResourceExhaustedError, one line instead.
+        if type(exc).__name__ != "ResourceExhaustedError":
+            raise
+        print(f"{prog}: error: the accelerator ran out of memory; try a smaller "
+              "--height/--width or --precision bfloat16", file=sys.stderr)
+        return EXIT_ERROR
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -12,6 +12,7 @@ from . import images
 from .defaults import (DEFAULT_HEIGHT, FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
                        LITE_STYLE_LAYERS, NS_CONTENT_LAYERS)
 from .errors import StyleflowError
+from .memory import check_fits
 from .network import InputSpec, build_extractor, check_layers, min_image_side
 from .objective import KERAS_EXAMPLE, NEURAL_STYLE, Objective
 from .weights import Weights, resolve_weights
@@ -25,6 +26,7 @@ class Network:
     weights: Weights
     content_layers: list[str]
     style_layers: list[str]
+    precision: str = "float32"
 
 
 def load_network(weights_spec: str, content: Sequence[str] | None,
@@ -43,16 +45,28 @@ def load_network(weights_spec: str, content: Sequence[str] | None,
     weights.require(list(content) + list(style))
     extractor = build_extractor(weights.layers, list(dict.fromkeys([*content, *style])),
                                 pooling=pooling, dtype=dtype)
-    return Network(extractor, weights.input_spec, weights, list(content), list(style))
+    return Network(extractor, weights.input_spec, weights, list(content), list(style), dtype)
 
 
-def check_size(shape: tuple[int, int], network: Network, what: str) -> None:
-    """Raise if an image of `shape` (h, w) is too small for the deepest layer's poolings."""
-    need = min_image_side(network.content_layers + network.style_layers)
+def check_size(shape: tuple[int, int], network: Network, what: str,
+               optimised: bool = False) -> None:
+    """Raise if an image of `shape` (h, w) is too small for the deepest layer's poolings or,
+    for the image being `optimised`, too large for the memory available."""
+    layers = network.content_layers + network.style_layers
+    need = min_image_side(layers)
     if min(shape) < need:
         raise StyleflowError(
             f"{what}: {shape[1]}x{shape[0]} pixels is too small for the chosen layers; each "
             f"side must be at least {need} px")
+    if optimised and not _on_gpu():
+        # On a GPU TensorFlow's own out-of-memory error is reported instead (run_cli).
+        check_fits(shape, layers, network.precision)
+
+
+def _on_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 @dataclass
@@ -80,11 +94,11 @@ def transfer_problem(base: str, ref: str, *, content_weight: float = 0.025,
     if height is None and width is None:
         height = DEFAULT_HEIGHT
     size = images.fit_size(base_rgb.shape[:2], height, width)
-    start_rgb = None if init is None else images.resize(images.load_image(init, "initial image"),
-                                                         size)
+    init_rgb = None if init is None else images.load_image(init, "initial image")
     network = load_network(weights, [content_layer] if content_layer else None, style_layers,
                            [FULL_CONTENT_LAYER], seed=seed, pooling=pooling, dtype=dtype, log=log)
-    check_size(size, network, "output size")
+    check_size(size, network, "output size", optimised=True)  # before any large allocation
+    start_rgb = None if init_rgb is None else images.resize(init_rgb, size)
     spec = network.input_spec
     content_rgb = images.resize(base_rgb, size)
     content = spec.preprocess(content_rgb)
@@ -120,20 +134,20 @@ def stylize_problem(content: str, styles: Sequence[str], *, width: int | None = 
             raise StyleflowError(f"{option}: {len(values)} values given for {len(styles)} styles")
     if sum(blends) <= 0:
         raise StyleflowError("--style-blend-weights: at least one weight must be above zero")
-    if width is not None:
-        content_rgb = images.resize(content_rgb, images.fit_size(content_rgb.shape[:2], None, width))
-    size = content_rgb.shape[:2]
-    style_rgbs = [images.resize(rgb, images.fit_size(
-        rgb.shape[:2], None, max(1, int(round(scale * size[1]))))) for rgb, scale in
-                  zip(style_rgbs, scales)]
-    start_rgb = None if initial is None else images.resize(
-        images.load_image(initial, "initial image"), size)
+    size = images.fit_size(content_rgb.shape[:2], None, width)
+    style_sizes = [images.fit_size(rgb.shape[:2], None, max(1, int(round(scale * size[1]))))
+                   for rgb, scale in zip(style_rgbs, scales)]
+    initial_rgb = None if initial is None else images.load_image(initial, "initial image")
 
     network = load_network(weights, content_layers, style_layers, NS_CONTENT_LAYERS, seed=seed,
                            pooling=pooling, dtype=dtype, log=log)
-    check_size(size, network, "content image")
-    for i, rgb in enumerate(style_rgbs):
-        check_size(rgb.shape[:2], network, f"style image {i + 1} after --style-scales")
+    # Sizes are checked before any large allocation.
+    check_size(size, network, "content image", optimised=True)
+    for i, style_size in enumerate(style_sizes):
+        check_size(style_size, network, f"style image {i + 1} after --style-scales")
+    content_rgb = images.resize(content_rgb, size)
+    style_rgbs = [images.resize(rgb, s) for rgb, s in zip(style_rgbs, style_sizes)]
+    start_rgb = None if initial_rgb is None else images.resize(initial_rgb, size)
     if content_layers is None and tuple(network.content_layers) == NS_CONTENT_LAYERS:
         # neural-style's --content-weight-blend: relu4_2 vs relu5_2.
         content_weights = {NS_CONTENT_LAYERS[0]: content_weight_blend,

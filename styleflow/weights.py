@@ -3,6 +3,8 @@ the block 1-3 ImageNet weights shipped with the package ("lite"), or seeded rand
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ IMAGENET_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
                 + IMAGENET_FILE)
 IMAGENET_MD5 = "253f8cb515780f3b799900260a226db6"
+DOWNLOADING = "downloading VGG19 ImageNet weights (80 MB, once) to {} ..."
 # Names accepted besides a file path; shown in --help.
 WEIGHT_CHOICES = ("auto", "imagenet", "lite", "random")
 # MatConvNet's imagenet-vgg-verydeep-19.mat names conv layers conv1_1 ... conv5_4.
@@ -80,6 +83,7 @@ def resolve_weights(spec: str, seed: int = 0,
         if cached is not None:
             return load_h5(cached, source="imagenet")
         try:
+            log(DOWNLOADING.format(keras_models_dir()))
             return load_h5(imagenet_file(download=True), source="imagenet")
         except StyleflowError:
             weights = load_h5(LITE_PATH, source="lite (ImageNet blocks 1-3, shipped)")
@@ -122,8 +126,11 @@ def imagenet_file(download: bool = True) -> Path:
     try:
         # STYLEFLOW_IMAGENET_URL points at a mirror (tests use an unreachable one).
         url = os.environ.get("STYLEFLOW_IMAGENET_URL", IMAGENET_URL)
-        return Path(keras.utils.get_file(IMAGENET_FILE, url, cache_subdir="models",
-                                         file_hash=IMAGENET_MD5))
+        # Keras prints its own "Downloading data from" line on stdout, which would break
+        # --quiet and interleave with our lines; callers announce the download themselves.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return Path(keras.utils.get_file(IMAGENET_FILE, url, cache_subdir="models",
+                                             file_hash=IMAGENET_MD5))
     except Exception as exc:  # keras raises a bare Exception on network failure
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StyleflowError(

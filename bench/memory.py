@@ -1,0 +1,68 @@
+"""Peak resident memory of one L-BFGS run (targets + a few loss+gradient evaluations) per image
+width, full VGG19 layers on random weights, each size in a fresh process; next to it the
+estimate styleflow uses to refuse sizes that cannot fit.
+
+    python bench/memory.py [--widths 512 1024 2048] [--precision float32 bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+CHILD = r"""
+import json, resource, sys
+sys.path.insert(0, {root!r})
+from styleflow.cli_common import quiet_tensorflow
+quiet_tensorflow()
+import numpy as np
+from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
+from styleflow.lbfgs import Evaluator, run_lbfgs
+from styleflow.memory import estimate_bytes
+from styleflow.network import build_extractor, KERAS_INPUT
+from styleflow.objective import Objective
+from styleflow.weights import random_weights
+w, h, precision = {w}, {h}, {precision!r}
+layers = [FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS]
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rng = np.random.default_rng(0)
+content = KERAS_INPUT.preprocess(rng.integers(0, 256, (h, w, 3)).astype(np.uint8))
+style = KERAS_INPUT.preprocess(rng.integers(0, 256, (h, w, 3)).astype(np.uint8))
+extractor = build_extractor(random_weights(0).layers, layers, dtype=precision)
+objective = Objective(extractor, content, [style], {{FULL_CONTENT_LAYER: 1.0}},
+                      {{n: 0.2 for n in FULL_STYLE_LAYERS}}, 0.025, 1.0, 1.0)
+run_lbfgs(objective, content, 1, lambda r: None, evaluations_per_iteration=3)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(dict(peak_kb=peak, start_kb=base,
+                      estimate=estimate_bytes((h, w), layers, precision))))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--widths", type=int, nargs="+", default=[512, 1024, 2048])
+    parser.add_argument("--precision", nargs="+", default=["float32", "bfloat16"])
+    args = parser.parse_args()
+    print(f"{'size':>10} {'precision':>9} {'peak RSS GB':>12} {'estimate GB':>12}")
+    for width in args.widths:
+        height = width * 3 // 4
+        for precision in args.precision:
+            code = CHILD.format(root=str(HERE.parent), w=width, h=height, precision=precision)
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            size = f"{width}x{height}"
+            if proc.returncode != 0:
+                tail = (proc.stderr.strip().splitlines() or ["killed"])[-1]
+                print(f"{size:>10} {precision:>9} failed: {tail}", flush=True)
+                continue
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"{size:>10} {precision:>9} {result['peak_kb'] / 2**20:12.2f} "
+                  f"{result['estimate'] / 2**30:12.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
