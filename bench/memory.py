@@ -1,8 +1,8 @@
-"""Peak resident memory of one L-BFGS run (targets + a few loss+gradient evaluations) per image
+"""Peak resident memory of one L-BFGS run (targets + `--evals` loss+gradient evaluations) per image
 width, full VGG19 layers on random weights, each size in a fresh process; next to it the
 estimate styleflow uses to refuse sizes that cannot fit.
 
-    python bench/memory.py [--widths 512 1024 2048] [--precision float32 bfloat16]
+    python bench/memory.py [--widths 512 1024 2048] [--precision float32 bfloat16] [--evals 12]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ style = KERAS_INPUT.preprocess(rng.integers(0, 256, (h, w, 3)).astype(np.uint8))
 extractor = build_extractor(random_weights(0).layers, layers, dtype=precision)
 objective = Objective(extractor, content, [style], {{FULL_CONTENT_LAYER: 1.0}},
                       {{n: 0.2 for n in FULL_STYLE_LAYERS}}, 0.025, 1.0, 1.0)
-run_lbfgs(objective, content, 1, lambda r: None, evaluations_per_iteration=3)
+run_lbfgs(objective, content, 1, lambda r: None, evaluations_per_iteration={evals})
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps(dict(peak_kb=peak, start_kb=base,
                       estimate=estimate_bytes((h, w), layers, precision))))
@@ -47,12 +47,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[512, 1024, 2048])
     parser.add_argument("--precision", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--evals", type=int, default=12,
+                        help="loss+gradient evaluations (L-BFGS keeps 10 correction pairs)")
     args = parser.parse_args()
     print(f"{'size':>10} {'precision':>9} {'peak RSS GB':>12} {'estimate GB':>12}")
     for width in args.widths:
         height = width * 3 // 4
         for precision in args.precision:
-            code = CHILD.format(root=str(HERE.parent), w=width, h=height, precision=precision)
+            code = CHILD.format(root=str(HERE.parent), w=width, h=height, precision=precision,
+                                evals=args.evals)
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
             size = f"{width}x{height}"
             if proc.returncode != 0:

@@ -175,8 +175,8 @@ def _run(args) -> int:
         return bool(n and i % n == 0)
 
     def is_report(i: int) -> bool:
-        # A log wants every step; reading four numbers back per step costs little.
-        return bool(args.log) or every(args.print_iterations, i) or \
+        # A log or plot wants every step; reading four numbers back per step costs little.
+        return bool(args.log or args.plot) or every(args.print_iterations, i) or \
             every(args.checkpoint_iterations, i) or every(gif_every, i)
 
     since_line = [0.0]  # seconds since the last printed line (reports can be more frequent)

@@ -10,11 +10,14 @@ from typing import Sequence
 from .errors import StyleflowError
 from .network import VGG19_LAYOUT, deepest
 
-# Fitted to bench/memory.py's peak RSS (one L-BFGS run, full layers, CPU): the forward
-# activations are kept for the backward pass and the backward pass holds about as much again,
-# plus TensorFlow's own footprint.
-ACTIVATION_COPIES = {"float32": 3.0, "bfloat16": 3.0}
+# Fitted to bench/memory.py's peak RSS (full layers, CPU, 512 to 2048 px wide): bytes per
+# activation value (kept for the backward pass, plus the backward pass's own buffers), and
+# TensorFlow's own footprint with the weights.
+BYTES_PER_ACTIVATION = {"float32": 8.0, "bfloat16": 7.0}
 BASE_BYTES = 900 * 2**20
+# Float64 copies of the image the optimiser keeps: scipy's L-BFGS-B works in 2m + 5 vectors
+# (m = 10 correction pairs); Adam keeps a few float32 ones (image, best, two moments).
+IMAGE_BYTES = {"lbfgs": (2 * 10 + 5) * 8, "adam": 6 * 4}
 
 
 def activation_elements(size: tuple[int, int], layers: Sequence[str]) -> int:
@@ -35,14 +38,12 @@ def activation_elements(size: tuple[int, int], layers: Sequence[str]) -> int:
     return total
 
 
-def estimate_bytes(size: tuple[int, int], layers: Sequence[str],
-                   precision: str = "float32") -> int:
+def estimate_bytes(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
+                   optimiser: str = "lbfgs") -> int:
     """Estimated peak memory of a run on an (h, w) image using `layers`."""
-    element = 2 if precision == "bfloat16" else 4
-    # Losses, Gram matrices and the gradient stay float32 whatever the network computes in.
-    per_value = ACTIVATION_COPIES.get(precision, 3.0) * element
-    image_vectors = 12 * size[0] * size[1] * 3 * 8  # scipy's float64 image copies and L-BFGS memory
-    return int(BASE_BYTES + per_value * activation_elements(size, layers) + image_vectors)
+    pixels = size[0] * size[1] * 3
+    return int(BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(size, layers)
+               + IMAGE_BYTES[optimiser] * pixels)
 
 
 def available_bytes() -> int | None:
@@ -78,14 +79,14 @@ def available_bytes() -> int | None:
 
 
 def largest_fitting(size: tuple[int, int], layers: Sequence[str], precision: str,
-                    budget: int) -> tuple[int, int]:
+                    budget: int, optimiser: str = "lbfgs") -> tuple[int, int]:
     """The largest (h, w) with the aspect of `size` whose estimate fits in `budget` bytes."""
     h, w = size
     lo, hi = 0.0, 1.0
     for _ in range(30):
         mid = (lo + hi) / 2
         trial = (max(1, int(h * mid)), max(1, int(w * mid)))
-        if estimate_bytes(trial, layers, precision) <= budget:
+        if estimate_bytes(trial, layers, precision, optimiser) <= budget:
             lo = mid
         else:
             hi = mid
@@ -93,7 +94,7 @@ def largest_fitting(size: tuple[int, int], layers: Sequence[str], precision: str
 
 
 def check_fits(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
-               available: int | None = None) -> None:
+               optimiser: str = "lbfgs", available: int | None = None) -> None:
     """Raise StyleflowError when a run on an (h, w) image would need more memory than is
     available, naming the estimate, what is available and the largest size that fits.
 
@@ -103,10 +104,10 @@ def check_fits(size: tuple[int, int], layers: Sequence[str], precision: str = "f
     available = available_bytes() if available is None else available
     if available is None:
         return
-    need = estimate_bytes(size, layers, precision)
+    need = estimate_bytes(size, layers, precision, optimiser)
     if need <= available:
         return
-    h, w = largest_fitting(size, layers, precision, available)
+    h, w = largest_fitting(size, layers, precision, available, optimiser)
     hint = "" if precision == "bfloat16" else ", or --precision bfloat16"
     raise StyleflowError(
         f"a {size[1]}x{size[0]} image needs about {need / 2**30:.1f} GB of memory with these "

@@ -49,18 +49,19 @@ def load_network(weights_spec: str, content: Sequence[str] | None,
 
 
 def check_size(shape: tuple[int, int], network: Network, what: str,
-               optimised: bool = False) -> None:
+               optimiser: str | None = None) -> None:
     """Raise if an image of `shape` (h, w) is too small for the deepest layer's poolings or,
-    for the image being `optimised`, too large for the memory available."""
+    for the image being optimised (by `optimiser`: lbfgs or adam), too large for the memory
+    available."""
     layers = network.content_layers + network.style_layers
     need = min_image_side(layers)
     if min(shape) < need:
         raise StyleflowError(
             f"{what}: {shape[1]}x{shape[0]} pixels is too small for the chosen layers; each "
             f"side must be at least {need} px")
-    if optimised and not _on_gpu():
+    if optimiser and not _on_gpu():
         # On a GPU TensorFlow's own out-of-memory error is reported instead (run_cli).
-        check_fits(shape, layers, network.precision)
+        check_fits(shape, layers, network.precision, optimiser)
 
 
 def _on_gpu() -> bool:
@@ -97,7 +98,7 @@ def transfer_problem(base: str, ref: str, *, content_weight: float = 0.025,
     init_rgb = None if init is None else images.load_image(init, "initial image")
     network = load_network(weights, [content_layer] if content_layer else None, style_layers,
                            [FULL_CONTENT_LAYER], seed=seed, pooling=pooling, dtype=dtype, log=log)
-    check_size(size, network, "output size", optimised=True)  # before any large allocation
+    check_size(size, network, "output size", optimiser="lbfgs")  # before any large allocation
     start_rgb = None if init_rgb is None else images.resize(init_rgb, size)
     spec = network.input_spec
     content_rgb = images.resize(base_rgb, size)
@@ -142,7 +143,7 @@ def stylize_problem(content: str, styles: Sequence[str], *, width: int | None = 
     network = load_network(weights, content_layers, style_layers, NS_CONTENT_LAYERS, seed=seed,
                            pooling=pooling, dtype=dtype, log=log)
     # Sizes are checked before any large allocation.
-    check_size(size, network, "content image", optimised=True)
+    check_size(size, network, "content image", optimiser="adam")
     for i, style_size in enumerate(style_sizes):
         check_size(style_size, network, f"style image {i + 1} after --style-scales")
     content_rgb = images.resize(content_rgb, size)
