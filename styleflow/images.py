@@ -126,6 +126,8 @@ def save_pil_atomically(path: Path, pil: Image.Image, fmt: str, **options) -> No
     try:
         with os.fdopen(fd, "wb") as handle:
             pil.save(handle, format=fmt, **options)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -133,6 +135,12 @@ def save_pil_atomically(path: Path, pil: Image.Image, fmt: str, **options) -> No
         except OSError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:

@@ -180,3 +180,16 @@ def test_run_outputs_never_overwrite_inputs(tiny, tmp_path, option):
     assert_clean_error(proc, "input")
     assert target.read_bytes() == before
     assert not list(tmp_path.glob("r_*"))
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    from styleflow.images import save_image
+
+    old = os.umask(0o022)
+    try:
+        save_image(tmp_path / "o.png", np.zeros((8, 8, 3), np.uint8))
+    finally:
+        os.umask(old)
+    # Written through a private temporary file, but readable like any other output.
+    assert (tmp_path / "o.png").stat().st_mode & 0o777 == 0o644
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
