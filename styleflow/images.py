@@ -121,19 +121,24 @@ def check_image_extension(path: str | os.PathLike, what: str = "output") -> str:
 
 def save_pil_atomically(path: Path, pil: Image.Image, fmt: str, **options) -> None:
     """Save a Pillow image to `path` through a temporary file and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise StyleflowError(f"cannot write '{path}': {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             pil.save(handle, format=fmt, **options)
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):  # disk full, quota, a folder removed meanwhile...
+            raise StyleflowError(f"cannot write '{path}': {exc.strerror or exc}") from None
         raise
 
 

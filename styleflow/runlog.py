@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+from .errors import StyleflowError
+
 FIELDS = ("iteration", "evaluations", "total", "content", "style", "tv", "seconds", "elapsed",
           "image")
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -24,7 +26,10 @@ class RunLog:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.json = is_json_log(self.path)
-        self._handle = open(self.path, "w", newline="", encoding="utf-8")
+        try:
+            self._handle = open(self.path, "w", newline="", encoding="utf-8")
+        except OSError as exc:
+            raise StyleflowError(f"--log '{path}': cannot write ({exc.strerror or exc})") from None
         self._csv = None
         if not self.json:
             self._csv = csv.DictWriter(self._handle, fieldnames=FIELDS, extrasaction="ignore")

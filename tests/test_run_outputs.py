@@ -193,3 +193,26 @@ def test_outputs_get_ordinary_file_permissions(tmp_path):
     # Written through a private temporary file, but readable like any other output.
     assert (tmp_path / "o.png").stat().st_mode & 0o777 == 0o644
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_write_is_one_clear_error_and_leaves_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    from PIL import Image as PILImage
+
+    from styleflow.errors import StyleflowError
+    from styleflow.images import save_image
+
+    target = tmp_path / "o.png"
+    save_image(target, np.zeros((8, 8, 3), np.uint8))
+    before = target.read_bytes()
+
+    def disk_full(self, fp, *args, **kwargs):
+        fp.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PILImage.Image, "save", disk_full)
+    with pytest.raises(StyleflowError, match="cannot write .*o.png.*No space left"):
+        save_image(target, np.full((8, 8, 3), 255, np.uint8))
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["o.png"]
