@@ -185,9 +185,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                        help="write an animation of the run's iterations to this GIF at the end")
 
 
-def check_run_outputs(args, inputs: Sequence[str | None]) -> list:
+def check_run_outputs(args, inputs: Sequence[str | None]) -> None:
     """Check --log/--plot/--gif before any work: right extensions, writable folders, not an
-    input file. Returns their paths."""
+    input file."""
     from pathlib import Path
 
     from . import images
@@ -204,7 +204,6 @@ def check_run_outputs(args, inputs: Sequence[str | None]) -> list:
                 raise StyleflowError(f"{option} '{value}': is a directory, not a file name")
             paths.append(Path(value))
     images.refuse_overwriting_inputs(paths, list(inputs))
-    return paths
 
 
 def recorder_for(args, total: int, unit: str, title: str):
