@@ -107,3 +107,18 @@ def test_targets_are_computed_once(extractor):
     # tf.function traces once (one more Python call); later evaluations run the graph.
     assert len(calls) == 4
     assert all(shape[0] == 1 for shape in calls)
+
+
+def test_bfloat16_network_computes_in_bfloat16_and_stays_close(extractor):
+    half = build_extractor(random_weights(3).layers, CONTENT + STYLE, dtype="bfloat16")
+    assert half.get_layer("block1_conv1").compute_dtype == "bfloat16"
+    assert half.get_layer("block1_conv1").kernel.dtype == "float32"  # weights stay float32
+    content, style, x = images((24, 32), 3, 5)
+    args = ({CONTENT[0]: 1.0}, {n: 0.5 for n in STYLE}, 0.025, 1.0, 1.0)
+    full_parts, full_grad = Objective(extractor, content, [style], *args).loss_and_grads(x)
+    half_parts, half_grad = Objective(half, content, [style], *args).loss_and_grads(x)
+    assert half_grad.dtype == np.float32
+    assert half_parts.total == pytest.approx(full_parts.total, rel=0.02)
+    assert half_parts.total != full_parts.total  # really computed differently
+    cosine = np.sum(full_grad * half_grad) / np.linalg.norm(full_grad) / np.linalg.norm(half_grad)
+    assert cosine > 0.99
