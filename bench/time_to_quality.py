@@ -20,6 +20,7 @@ import argparse
 import time
 
 import numpy as np
+from PIL import Image
 from scipy.optimize import fmin_l_bfgs_b, minimize
 
 from common import OriginalDesign, pair
@@ -163,7 +164,6 @@ def race_schedules(args, f32, judge, ours, ours_bf16, content, style, bounds, la
         xs = minimize(scipy_fn(small), c_small.astype(np.float64).ravel(), jac=True,
                       method="L-BFGS-B", bounds=small_bounds,
                       options={"maxfun": coarse_evals}).x
-        from PIL import Image
         rgb = KERAS_INPUT.deprocess(xs.astype(np.float32).reshape(small.shape))
         up = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BICUBIC))
         # Keep the full-size content's fine detail: coarse result + content's high frequencies.

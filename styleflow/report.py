@@ -26,7 +26,6 @@ class RunRecorder:
         stream = stream or sys.stdout
         self.progress = progress_mod.Progress(total, unit, progress_mod.choose_mode(quiet, stream),
                                               stream)
-        self.unit = unit
         self.plot_path = Path(plot) if plot else None
         self.gif_path = Path(gif) if gif else None
         self.title = title
