@@ -19,7 +19,7 @@ quiet_tensorflow()
 import tensorflow as tf  # noqa: E402
 
 from styleflow import images, losses  # noqa: E402
-from styleflow.network import CONV_LAYERS, VGG19_LAYOUT, KERAS_INPUT  # noqa: E402
+from styleflow.network import VGG19_LAYOUT, KERAS_INPUT  # noqa: E402
 
 
 def pair(size: tuple[int, int], base="base5.jpg", ref="ref6.jpg"):

@@ -206,6 +206,24 @@ def check_run_outputs(args, inputs: Sequence[str | None]) -> None:
     images.refuse_overwriting_inputs(paths, list(inputs))
 
 
+def notes_to_stderr(quiet: bool) -> Callable[[str], None]:
+    """The `log` callback for notes such as the weights fallback: stderr, silent with --quiet."""
+    def note(message: str) -> None:
+        if not quiet:
+            print(message, file=sys.stderr, flush=True)
+    return note
+
+
+def describe_run(problem, method: str, precision: str, styles: int | None = None) -> str:
+    """The first line a run prints: size, weights, layers, optimiser and precision."""
+    h, w = problem.size
+    network = problem.network
+    return (f"{w}x{h} px, {'' if styles is None else f'{styles} style(s), '}weights "
+            f"{network.weights.source}, content {','.join(network.content_layers)}, style "
+            f"{','.join(network.style_layers)}, {method}"
+            f"{', bfloat16' if precision == 'bfloat16' else ''}")
+
+
 def recorder_for(args, total: int, unit: str, title: str):
     """The RunRecorder the options in add_run_options ask for."""
     from .report import RunRecorder

@@ -154,16 +154,11 @@ def _run(args) -> int:
         initial=args.initial, initial_noiseblend=args.initial_noiseblend,
         seed=cc.apply_seed(args.seed),
         pooling=args.pooling, dtype=args.precision,
-        log=lambda message: None if args.quiet else print(message, file=sys.stderr, flush=True))
+        log=cc.notes_to_stderr(args.quiet))
     spec = problem.network.input_spec
-    h, w = problem.size
     recorder = cc.recorder_for(args, args.iterations, "steps",
                                title=f"{output.name}: loss per Adam step")
-    recorder.line(f"{w}x{h} px, {len(args.styles)} style(s), weights "
-                  f"{problem.network.weights.source}, content "
-                  f"{','.join(problem.network.content_layers)}, style "
-                  f"{','.join(problem.network.style_layers)}, Adam"
-                  f"{', bfloat16' if args.precision == 'bfloat16' else ''}")
+    recorder.line(cc.describe_run(problem, "Adam", args.precision, styles=len(args.styles)))
     # With --gif, about GIF_FRAMES frames of the best image so far, evenly spaced.
     gif_every = max(1, args.iterations // GIF_FRAMES) if args.gif else None
 

@@ -105,25 +105,18 @@ def _run(args) -> int:
     images.prepare_output_dir(outputs[0], "prefix")
     cc.check_run_outputs(args, inputs)
 
-    def log(message: str) -> None:
-        if not args.quiet:
-            print(message, file=sys.stderr, flush=True)
-
     problem = transfer_problem(
         args.base, args.ref, content_weight=args.content_weight, style_weight=args.style_weight,
         tv_weight=args.tv_weight, height=args.height, width=args.width, weights=args.weights,
         content_layer=args.content_layer, style_layers=args.style_layers, init=args.init,
-        seed=cc.apply_seed(args.seed), pooling=args.pooling, dtype=args.precision, log=log)
+        seed=cc.apply_seed(args.seed), pooling=args.pooling, dtype=args.precision,
+        log=cc.notes_to_stderr(args.quiet))
     spec = problem.network.input_spec
-    h, w = problem.size
     total = args.iter * EVALUATIONS_PER_ITERATION
     recorder = cc.recorder_for(args, total, "evaluations",
                                title=f"{Path(args.prefix).name}: loss per iteration")
-    recorder.line(f"{w}x{h} px, weights {problem.network.weights.source}, content "
-                  f"{','.join(problem.network.content_layers)}, style "
-                  f"{','.join(problem.network.style_layers)}, "
-                  f"{'faithful' if args.faithful else 'continuous'} L-BFGS"
-                  f"{', bfloat16' if args.precision == 'bfloat16' else ''}")
+    recorder.line(cc.describe_run(
+        problem, f"{'faithful' if args.faithful else 'continuous'} L-BFGS", args.precision))
 
     def on_iteration(result) -> None:
         path = outputs[result.iteration]

@@ -26,6 +26,7 @@ def activation_elements(size: tuple[int, int], layers: Sequence[str]) -> int:
     h, w = size
     last = deepest(layers)
     total = 0
+    channels = 3  # of the map a pooling halves: the conv output before it
     for entry in VGG19_LAYOUT:
         if entry is None:
             h, w = h // 2, w // 2

@@ -58,14 +58,8 @@ class RunRecorder:
         if text:
             self.progress.line(text)
 
-    def add_frame(self, image: np.ndarray) -> None:
-        """A GIF frame outside the iteration records (e.g. the final image)."""
-        if self.wants_frames:
-            self.frames.append(gif_frame(image))
-
-    def finish(self) -> list[Path]:
-        """Close the log, draw the plot, write the GIF and say where they are. Returns what was
-        written besides the log."""
+    def finish(self) -> None:
+        """Close the log, draw the plot, write the GIF and say where they are."""
         if self.log is not None:
             self.log.close()
         written = []
@@ -78,7 +72,6 @@ class RunRecorder:
         for path in written:
             self.progress.line(f"wrote {path}")
         self.progress.close()
-        return written
 
     def line(self, text: str) -> None:
         """Print a line for the user (not when quiet)."""

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, assert_clean_error, make_image, run_cli
+from conftest import assert_clean_error, make_image, run_cli
 from styleflow.images import load_image
 from test_weights import legacy_h5
 from styleflow.weights import random_weights
