@@ -2,7 +2,7 @@
 """Adam-based neural style transfer with several styles: see `python neural_style.py --help`."""
 import sys
 
-from styleflow.cli_style import main
+from styleflow.cli.style import main
 
 if __name__ == "__main__":
     sys.exit(main())

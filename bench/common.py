@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED_IMAGES = ROOT.parent / "shared" / "images"
 
-from styleflow.cli_common import quiet_tensorflow  # noqa: E402
+from styleflow.cli.common import quiet_tensorflow  # noqa: E402
 
 quiet_tensorflow()
 import tensorflow as tf  # noqa: E402

@@ -18,11 +18,11 @@ HERE = Path(__file__).resolve().parent
 CHILD = r"""
 import json, resource, sys
 sys.path.insert(0, {root!r})
-from styleflow.cli_common import quiet_tensorflow
+from styleflow.cli.common import quiet_tensorflow
 quiet_tensorflow()
 import numpy as np
 from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
-from styleflow.lbfgs import Evaluator, run_lbfgs
+from styleflow.lbfgs import Evaluator, iterate_lbfgs
 from styleflow.memory import estimate_bytes
 from styleflow.network import build_extractor, KERAS_INPUT
 from styleflow.objective import Objective
@@ -36,7 +36,8 @@ style = KERAS_INPUT.preprocess(rng.integers(0, 256, (h, w, 3)).astype(np.uint8))
 extractor = build_extractor(random_weights(0).layers, layers, dtype=precision)
 objective = Objective(extractor, content, [style], {{FULL_CONTENT_LAYER: 1.0}},
                       {{n: 0.2 for n in FULL_STYLE_LAYERS}}, 0.025, 1.0, 1.0)
-run_lbfgs(objective, content, 1, lambda r: None, evaluations_per_iteration={evals})
+for _ in iterate_lbfgs(Evaluator(objective), content, 1, evaluations_per_iteration={evals}):
+    pass
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps(dict(peak_kb=peak, start_kb=base,
                       estimate=estimate_bytes((h, w), layers, precision))))

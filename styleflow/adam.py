@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from .objective import Objective, Parts
+from .objective import LossGraph, Objective, Parts
 
 
 @dataclass
@@ -21,84 +19,86 @@ class AdamSettings:
     beta2: float = 0.999
     epsilon: float = 1e-8
 
-
-@dataclass
-class Step:
-    """Progress after `iteration` steps: the last loss and the best image so far."""
-
-    iteration: int
-    parts: Parts
-    best_loss: float
-    seconds: float
+    def as_tensor(self) -> tf.Tensor:
+        return tf.constant([self.learning_rate, self.beta1, self.beta2, self.epsilon],
+                           tf.float32)
 
 
-class AdamLoop:
-    """Adam state as tf.Variables and one compiled step; `best()` is the lowest-loss image.
+def _adam_update(graph: LossGraph, state: tuple, targets: tuple, settings: tf.Tensor):
+    """One Adam step as a pure function of (image, m, v, t, best_image, best_loss).
 
     The update is TF1's AdamOptimizer, which the original used: a bias-corrected step size
     lr·√(1−β₂ᵗ)/(1−β₁ᵗ) and ε added to √v.
     """
+    image, m, v, t, best_image, best_loss = state
+    lr, beta1, beta2, epsilon = settings[0], settings[1], settings[2], settings[3]
+    with tf.GradientTape() as tape:
+        tape.watch(image)
+        values = graph.loss_parts(image, targets)
+        total = values[0]  # inside the tape, so the slice is recorded too
+    grad = tape.gradient(total, image)
+    # The loss belongs to the image before this update: remember it if it is the best.
+    improved = values[0] < best_loss
+    best_loss = tf.where(improved, values[0], best_loss)
+    best_image = tf.where(improved, image, best_image)
+    t = t + 1.0
+    m = beta1 * m + (1.0 - beta1) * grad
+    v = beta2 * v + (1.0 - beta2) * tf.square(grad)
+    rate = lr * tf.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+    image = image - rate * m / (tf.sqrt(v) + epsilon)
+    return (image, m, v, t, best_image, best_loss), values
+
+
+def _compiled_step(graph: LossGraph):
+    """The Adam step compiled once per LossGraph, so every problem of a size shares a trace."""
+    if "adam" not in graph.cache:
+        graph.cache["adam"] = tf.function(
+            lambda state, targets, settings: _adam_update(graph, state, targets, settings))
+    return graph.cache["adam"]
+
+
+class AdamLoop:
+    """Adam state and one compiled step; `best()` is the lowest-loss image seen."""
 
     def __init__(self, objective: Objective, start: np.ndarray, settings: AdamSettings):
         self.objective = objective
         self.settings = settings
         start = tf.constant(np.asarray(start, np.float32).reshape(objective.shape))
-        self.image = tf.Variable(start)
-        self.best_image = tf.Variable(start)
-        self.best_loss = tf.Variable(np.inf, dtype=tf.float32)
-        self.m = tf.Variable(tf.zeros_like(start))
-        self.v = tf.Variable(tf.zeros_like(start))
-        self.t = tf.Variable(0.0)
-        self._step = tf.function(self._update)
-
-    def _update(self) -> tf.Tensor:
-        s = self.settings
-        with tf.GradientTape() as tape:
-            total, content, style, tv = self.objective.loss_parts(self.image)
-        grad = tape.gradient(total, self.image)
-        # The loss belongs to the image before this update: remember it if it is the best.
-        improved = total < self.best_loss
-        self.best_loss.assign(tf.where(improved, total, self.best_loss))
-        self.best_image.assign(tf.where(improved, self.image, self.best_image))
-        self.t.assign_add(1.0)
-        self.m.assign(s.beta1 * self.m + (1.0 - s.beta1) * grad)
-        self.v.assign(s.beta2 * self.v + (1.0 - s.beta2) * tf.square(grad))
-        rate = s.learning_rate * tf.sqrt(1.0 - s.beta2 ** self.t) / (1.0 - s.beta1 ** self.t)
-        self.image.assign_sub(rate * self.m / (tf.sqrt(self.v) + s.epsilon))
-        return tf.stack([total, content, style, tv])
+        zeros = tf.zeros_like(start)
+        self._state = (start, zeros, zeros, tf.constant(0.0), start,
+                       tf.constant(np.inf, tf.float32))
+        self._settings = settings.as_tensor()
+        self._step = _compiled_step(objective.graph)
+        self.steps = 0
+        self.settled: Parts | None = None  # parts of the image after the last step
 
     def step(self) -> tf.Tensor:
-        """One Adam step; returns (total, content, style, tv) of the image before it."""
-        return self._step()
+        """One Adam step; returns [total, content, style, tv] of the image before it."""
+        self._state, values = self._step(self._state, self.objective.targets.as_args(),
+                                         self._settings)
+        self.steps += 1
+        return values
 
     def settle(self) -> None:
         """Consider the image after the last step too (no step has evaluated it yet)."""
-        parts, _ = self.objective.loss_and_grads(self.image.numpy())
-        if parts.total < float(self.best_loss.numpy()):
-            self.best_loss.assign(parts.total)
-            self.best_image.assign(self.image)
+        image = self._state[0]
+        parts, _ = self.objective.loss_and_grads(image.numpy())
+        self.settled = parts
+        if parts.total < self.best_loss:
+            state = list(self._state)
+            state[4], state[5] = image, tf.constant(parts.total, tf.float32)
+            self._state = tuple(state)
+
+    @property
+    def best_loss(self) -> float:
+        """The lowest loss seen (inf before the first step)."""
+        return float(self._state[5].numpy())
+
+    @property
+    def best_image(self) -> tf.Tensor:
+        """The lowest-loss image so far, in network space, as a tensor (no device read)."""
+        return self._state[4]
 
     def best(self) -> np.ndarray:
         """The lowest-loss image so far, in network space."""
-        return self.best_image.numpy()
-
-
-def run_adam(loop: AdamLoop, iterations: int, report_every: Callable[[int], bool],
-             on_report: Callable[[Step], None],
-             on_step: Callable[[int, Callable[[], float]], None] | None = None) -> AdamLoop:
-    """Run `iterations` steps; call `on_report` after step i (1-based) when report_every(i) or
-    at the last step. Values are read back from the device only then, or when `on_step`
-    (called after every step with a function giving that step's loss) asks for them."""
-    began = time.perf_counter()
-    for i in range(1, iterations + 1):
-        values = loop.step()
-        if on_step is not None:
-            on_step(i, lambda: float(values[0]))
-        if report_every(i) or i == iterations:
-            if i == iterations:
-                loop.settle()
-            parts = Parts(*(float(v) for v in values.numpy()))
-            now = time.perf_counter()
-            on_report(Step(i, parts, float(loop.best_loss.numpy()), now - began))
-            began = now
-    return loop
+        return self._state[4].numpy()

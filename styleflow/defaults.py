@@ -10,3 +10,13 @@ LITE_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1")
 NS_CONTENT_LAYERS = ("block4_conv2", "block5_conv2")
 
 DEFAULT_HEIGHT = 200  # neural_style_transfer.py's output height, as the original styleflow
+
+# neural_style_transfer.py / Stylizer.transfer: the Keras example's settings.
+TRANSFER_DEFAULTS = dict(iterations=10, content_weight=0.025, style_weight=1.0, tv_weight=1.0)
+# The original's fmin_l_bfgs_b(maxfun=20): an L-BFGS "iteration" is 20 loss evaluations.
+EVALUATIONS_PER_ITERATION = 20
+# neural_style.py / Stylizer.stylize: anishathalye/neural-style's defaults, as the original
+# styleflow port used them.
+STYLIZE_DEFAULTS = dict(iterations=1000, content_weight=5.0, content_weight_blend=1.0,
+                        style_weight=100.0, style_layer_weight_exp=1.0, tv_weight=100.0,
+                        learning_rate=10.0, beta1=0.9, beta2=0.999, epsilon=1e-8)

@@ -56,6 +56,31 @@ def load_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     return array
 
 
+def as_rgb(image, what: str = "image") -> np.ndarray:
+    """Any accepted image as uint8 RGB (h, w, 3): a file path (read with load_image), a
+    PIL.Image (converted like a file's contents), or an (h, w, 3) uint8 array (used as is).
+
+    Raises StyleflowError naming `what` for anything else or for an image that is too small.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image, what)
+    if isinstance(image, Image.Image):
+        array = _to_rgb(ImageOps.exif_transpose(image))
+    elif isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise StyleflowError(f"{what}: an array must be height x width x 3 of uint8, not "
+                                 f"{'x'.join(map(str, image.shape))} of {image.dtype}")
+        array = np.ascontiguousarray(image)
+    else:
+        raise StyleflowError(f"{what}: expected a file path, a PIL image or a uint8 array, not "
+                             f"{type(image).__name__}")
+    h, w = array.shape[:2]
+    if min(h, w) < MIN_INPUT_SIDE:
+        raise StyleflowError(f"{what}: image is {w}x{h} pixels; at least "
+                             f"{MIN_INPUT_SIDE}x{MIN_INPUT_SIDE} is needed")
+    return array
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -121,6 +146,16 @@ def check_image_extension(path: str | os.PathLike, what: str = "output") -> str:
 
 def save_pil_atomically(path: Path, pil: Image.Image, fmt: str, **options) -> None:
     """Save a Pillow image to `path` through a temporary file and os.replace."""
+    write_atomically(path, lambda handle: pil.save(handle, format=fmt, **options))
+
+
+def write_atomically(path: str | os.PathLike, write) -> None:
+    """Call `write(binary file)` on a temporary file beside `path`, then rename it to `path`.
+
+    A reader never sees a half-written file, and a failed write leaves the old one; an OSError
+    (disk full, a folder removed meanwhile) becomes a one-line StyleflowError.
+    """
+    path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -128,7 +163,7 @@ def save_pil_atomically(path: Path, pil: Image.Image, fmt: str, **options) -> No
         raise StyleflowError(f"cannot write '{path}': {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            pil.save(handle, format=fmt, **options)
+            write(handle)
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
@@ -137,7 +172,7 @@ def save_pil_atomically(path: Path, pil: Image.Image, fmt: str, **options) -> No
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(exc, OSError):  # disk full, quota, a folder removed meanwhile...
+        if isinstance(exc, OSError):
             raise StyleflowError(f"cannot write '{path}': {exc.strerror or exc}") from None
         raise
 
@@ -168,13 +203,15 @@ def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
     return path
 
 
-def interrupted_name(output: str | os.PathLike, inputs: list[str | os.PathLike | None]) -> Path:
-    """Where an interrupted run writes its latest image: OUTPUT_interrupted.EXT, or
-    OUTPUT_interrupted2.EXT, ... when that is an input (a run resumed from an interruption)."""
-    output = Path(output)
+def interrupted_name(base: str, suffix: str,
+                     inputs: list[str | os.PathLike | None]) -> Path:
+    """Where an interrupted run writes its latest image: BASE_interrupted.SUFFIX, or
+    BASE_interrupted2.SUFFIX, ... when that is an input (a run resumed from an interruption).
+
+    BASE is joined as text, so a folder prefix 'out/' gives 'out/_interrupted.png'."""
     taken = {Path(p).resolve() for p in inputs if p}
     for n in range(1, len(taken) + 2):
-        path = output.with_name(f"{output.stem}_interrupted{n if n > 1 else ''}{output.suffix}")
+        path = Path(f"{base}_interrupted{n if n > 1 else ''}{suffix}")
         if path.resolve() not in taken:
             return path
     raise AssertionError("unreachable: more candidates than inputs")

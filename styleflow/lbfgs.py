@@ -6,13 +6,20 @@ Two schedules:
 - ``continuous``: one L-BFGS run kept alive across iterations, reporting the current iterate
   whenever another 20 evaluations have been spent, pixels bounded to displayable values so the
   written image is the optimised one (the faithful schedule clips only when saving).
+
+`iterate_lbfgs` yields the iterations. scipy drives the continuous run through callbacks, so
+that run lives in a helper thread which hands each iteration over and waits until the next one
+is asked for; closing the generator (or an interrupt in the consumer) stops it after the
+evaluation in progress.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from scipy.optimize import Bounds, minimize
@@ -20,6 +27,8 @@ from scipy.optimize import Bounds, minimize
 from .objective import Objective, Parts
 
 SCHEDULES = ("continuous", "faithful")
+# How often a consumer waiting for the helper thread wakes to let signals (Ctrl-C) through.
+_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -33,6 +42,10 @@ class IterationResult:
     seconds: float
 
 
+class _Stop(Exception):
+    """Raised inside scipy's loop when the consumer no longer wants iterations."""
+
+
 class Evaluator:
     """Adapts an Objective to scipy (float64 flat vectors) and remembers the best image seen."""
 
@@ -44,8 +57,11 @@ class Evaluator:
         self.best_image: np.ndarray | None = None
         self.best_parts: Parts | None = None
         self._recent: dict[float, Parts] = {}
+        self.stop = threading.Event()
 
     def __call__(self, flat: np.ndarray) -> tuple[float, np.ndarray]:
+        if self.stop.is_set():
+            raise _Stop()
         image = flat.astype(np.float32).reshape(self.objective.shape)
         parts, grad = self.objective.loss_and_grads(image)
         self.evaluations += 1
@@ -73,53 +89,104 @@ def pixel_bounds(objective_shape: tuple, low: np.ndarray, high: np.ndarray) -> B
     return Bounds(lb, ub)
 
 
-def run_lbfgs(objective: Objective, start: np.ndarray, iterations: int,
-              on_iteration: Callable[[IterationResult], None],
-              schedule: str = "continuous", evaluations_per_iteration: int = 20,
-              bounds: Bounds | None = None, evaluator: Evaluator | None = None) -> Evaluator:
-    """Optimise `start` (network space) and call `on_iteration` after each iteration.
+def iterate_lbfgs(evaluator: Evaluator, start: np.ndarray, iterations: int,
+                  schedule: str = "continuous", evaluations_per_iteration: int = 20,
+                  bounds: Bounds | None = None) -> Iterator[IterationResult]:
+    """Optimise `start` (network space), yielding an IterationResult after each iteration.
 
-    Returns the Evaluator, whose best image survives an interruption (KeyboardInterrupt
-    propagates out of here; the caller decides what to write).
+    The Evaluator keeps the best image seen, which survives an interruption or an early close.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}")
-    evaluator = evaluator or Evaluator(objective)
     x = np.asarray(start, np.float64).ravel()
     if bounds is not None:
         x = np.clip(x, bounds.lb, bounds.ub)
-    # scipy's fmin_l_bfgs_b is this same routine; minimize() also takes array bounds.
+    shape = evaluator.objective.shape
     if schedule == "faithful":
+        # scipy's fmin_l_bfgs_b is this same routine; minimize() also takes array bounds.
         for i in range(iterations):
             began = time.perf_counter()
             result = minimize(evaluator, x, jac=True, method="L-BFGS-B", bounds=bounds,
                               options={"maxfun": evaluations_per_iteration})
             x = result.x
             parts = evaluator.parts_at(x, float(result.fun))
-            on_iteration(IterationResult(i, x.astype(np.float32).reshape(objective.shape), parts,
-                                         evaluator.evaluations, time.perf_counter() - began))
-        return evaluator
+            yield IterationResult(i, x.astype(np.float32).reshape(shape), parts,
+                                  evaluator.evaluations, time.perf_counter() - began)
+        return
+    yield from _handed_over(lambda report: _continuous(evaluator, x, iterations,
+                                                       evaluations_per_iteration, bounds,
+                                                       report), evaluator.stop)
 
-    state = {"next": evaluations_per_iteration, "iteration": 0, "began": time.perf_counter()}
+
+def _continuous(evaluator: Evaluator, x: np.ndarray, iterations: int, per_iteration: int,
+                bounds: Bounds | None, on_iteration: Callable[[IterationResult], None]) -> None:
+    """One L-BFGS-B run, calling `on_iteration` whenever another iteration's evaluations are
+    spent, and for every iteration still owed when the run ends early."""
+    shape = evaluator.objective.shape
+    state = {"next": per_iteration, "iteration": 0, "began": time.perf_counter()}
 
     def report(flat: np.ndarray, value: float) -> None:
         parts = evaluator.parts_at(flat, value)
         now = time.perf_counter()
-        on_iteration(IterationResult(state["iteration"], flat.astype(np.float32).reshape(
-            objective.shape), parts, evaluator.evaluations, now - state["began"]))
+        on_iteration(IterationResult(state["iteration"], flat.astype(np.float32).reshape(shape),
+                                     parts, evaluator.evaluations, now - state["began"]))
         state["iteration"] += 1
-        state["began"] = now
-        state["next"] = evaluator.evaluations + evaluations_per_iteration
+        state["began"] = time.perf_counter()
+        state["next"] = evaluator.evaluations + per_iteration
 
     def callback(intermediate_result) -> None:
         if evaluator.evaluations >= state["next"] and state["iteration"] < iterations:
             report(intermediate_result.x, float(intermediate_result.fun))
 
-    budget = evaluations_per_iteration * iterations
+    budget = per_iteration * iterations
     result = minimize(evaluator, x, jac=True, method="L-BFGS-B", bounds=bounds,
                       callback=callback, options={"maxfun": budget, "maxiter": budget})
     # The run can end early (converged, or the budget ran out inside an iteration): report the
-    # final iterate for every iteration still owed, so each iteration has its file.
+    # final iterate for every iteration still owed, so each iteration has its image.
     while state["iteration"] < iterations:
         report(result.x, float(result.fun))
-    return evaluator
+
+
+def _handed_over(work: Callable[[Callable], None], stop: threading.Event) -> Iterator:
+    """Run `work(report)` in a helper thread and yield each value it reports, one at a time:
+    the thread waits inside `report` until the consumer asks for the next value.
+
+    Errors in the thread are raised here. When the consumer stops early (close, an exception,
+    Ctrl-C while waiting), `stop` is set, the thread ends at its next check and is joined.
+    """
+    handoff: queue.Queue = queue.Queue()
+    resume = threading.Semaphore(0)
+
+    def report(value) -> None:
+        handoff.put(("value", value))
+        resume.acquire()
+        if stop.is_set():
+            raise _Stop()
+
+    def run() -> None:
+        try:
+            work(report)
+            handoff.put(("done", None))
+        except _Stop:
+            handoff.put(("done", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            handoff.put(("error", exc))
+
+    thread = threading.Thread(target=run, name="styleflow-lbfgs", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                kind, value = handoff.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if kind == "error":
+                raise value
+            if kind == "done":
+                return
+            yield value
+            resume.release()
+    finally:
+        stop.set()
+        resume.release()
+        thread.join()

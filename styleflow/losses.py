@@ -21,14 +21,16 @@ def content_loss_sum(features: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.square(features - target))
 
 
-def style_loss_keras(gram: tf.Tensor, target_gram: tf.Tensor, image_pixels: int) -> tf.Tensor:
+def style_loss_keras(gram: tf.Tensor, target_gram: tf.Tensor, image_pixels) -> tf.Tensor:
     """Keras example: Σ(G − A)² / (4 · 3² · (rows·cols)²).
 
     The example normalises by the image's pixel count and 3 "channels" at every layer, not by
     the layer's own size (Gatys uses 4·N_l²·M_l²); we keep its constants so losses match it.
+    `image_pixels` may be a number or a tensor (the size of a traced image).
     """
-    scale = 4.0 * 9.0 * float(image_pixels) ** 2
-    return tf.reduce_sum(tf.square(gram - target_gram)) / scale
+    # float64 for the product: (rows·cols)² passes float32's exact integers at 4096 px.
+    scale = 4.0 * 9.0 * tf.square(tf.cast(image_pixels, tf.float64))
+    return tf.reduce_sum(tf.square(gram - target_gram)) / tf.cast(scale, gram.dtype)
 
 
 def total_variation_keras(image: tf.Tensor) -> tf.Tensor:

@@ -1,5 +1,10 @@
 """The style-transfer objective: targets computed once, then one compiled function giving the
-loss, its parts and the gradient for a candidate image."""
+loss, its parts and the gradient for a candidate image.
+
+The compiled function (`LossGraph`) takes the targets and weights as arguments rather than
+capturing them, so one trace serves every content/style pair of the same size: a `Stylizer`
+working through many pairs traces it once per size, not once per pair.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,87 @@ class Parts:
         return {"total": self.total, "content": self.content, "style": self.style, "tv": self.tv}
 
 
+@dataclass(frozen=True)
+class Targets:
+    """What one problem compares a candidate with, as tensors (arguments of a LossGraph)."""
+
+    content: tuple  # content features, one per content layer
+    content_weights: tf.Tensor  # (n_content,)
+    grams: tuple  # blended Gram targets, one per style layer
+    style_weights: tf.Tensor  # (n_style,)
+    gram_offsets: tf.Tensor  # (n_style,): the blend's constant (see Objective)
+    term_weights: tf.Tensor  # (3,): content, style, tv
+
+    def as_args(self) -> tuple:
+        return (self.content, self.content_weights, self.grams, self.style_weights,
+                self.gram_offsets, self.term_weights)
+
+
+class LossGraph:
+    """The loss of one network with one normalisation and layer split, compiled once.
+
+    `traces` counts how often TensorFlow traced the loss (once per image size); `cache` holds
+    other compiled functions built on it (e.g. the Adam step) so they are traced once too.
+    """
+
+    def __init__(self, extractor, normalisation: str, content_layers: Sequence[str],
+                 style_layers: Sequence[str], jit_compile: bool = False):
+        if normalisation not in (KERAS_EXAMPLE, NEURAL_STYLE):
+            raise ValueError(f"unknown normalisation {normalisation!r}")
+        self.extractor = extractor
+        self.normalisation = normalisation
+        self.content_layers = tuple(content_layers)
+        self.style_layers = tuple(style_layers)
+        self.traces = 0
+        self.cache: dict[str, object] = {}
+        self._compiled = tf.function(self._loss_and_grads, jit_compile=jit_compile)
+
+    def gram(self, features: tf.Tensor) -> tf.Tensor:
+        """The Gram matrix in this graph's normalisation."""
+        if self.normalisation == KERAS_EXAMPLE:
+            return losses.gram_matrix(features)
+        return losses.gram_matrix_mean(features)
+
+    def loss_parts(self, image: tf.Tensor, targets: tuple) -> tf.Tensor:
+        """[total, content, style, tv] for `image` against `targets` (Targets.as_args());
+        usable inside tf.function and GradientTape."""
+        self.traces += 1  # Python runs this body only while tracing
+        content_t, content_w, grams, style_w, offsets, terms = targets
+        feats = self.extractor(image, training=False)
+        keras = self.normalisation == KERAS_EXAMPLE
+        content = tf.constant(0.0)
+        for i, name in enumerate(self.content_layers):
+            current = tf.cast(feats[name], tf.float32)
+            term = (losses.content_loss_sum if keras else losses.content_loss_mean)(
+                current, content_t[i])
+            content += content_w[i] * term
+        style = tf.constant(0.0)
+        pixels = tf.shape(image)[1] * tf.shape(image)[2]
+        for i, name in enumerate(self.style_layers):
+            gram = self.gram(tf.cast(feats[name], tf.float32))
+            if keras:
+                term = losses.style_loss_keras(gram, grams[i], pixels)
+            else:
+                term = losses.style_loss_mean(gram, grams[i])
+            style += style_w[i] * (term + offsets[i])
+        tv = (losses.total_variation_keras if keras else losses.total_variation_mean)(image)
+        content *= terms[0]
+        style *= terms[1]
+        tv *= terms[2]
+        return tf.stack([content + style + tv, content, style, tv])
+
+    def _loss_and_grads(self, image: tf.Tensor, targets: tuple):
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            values = self.loss_parts(image, targets)
+            total = values[0]  # inside the tape, so the slice is recorded too
+        return values, tape.gradient(total, image)
+
+    def loss_and_grads(self, image: tf.Tensor, targets: tuple):
+        """Compiled: ([total, content, style, tv], gradient) as tensors."""
+        return self._compiled(image, targets)
+
+
 class Objective:
     """Loss of a network-space image (1, h, w, 3) against fixed content and style targets.
 
@@ -37,15 +123,22 @@ class Objective:
     to 1). Because Σᵢ bᵢ‖G − Aᵢ‖² = ‖G − Σᵢ bᵢAᵢ‖² + const, each layer compares with one blended
     Gram target plus a precomputed constant: the loss equals the per-style sum exactly, at the
     cost of a single style.
+
+    `graph` is a LossGraph to reuse (its layers must match); without one, a new one is built.
     """
 
     def __init__(self, extractor, content: np.ndarray, styles: Sequence[np.ndarray],
                  content_layers: Mapping[str, float], style_layers: Mapping[str, float],
                  content_weight: float, style_weight: float, tv_weight: float,
                  normalisation: str = KERAS_EXAMPLE, style_blends: Sequence[float] | None = None,
-                 jit_compile: bool = False):
-        if normalisation not in (KERAS_EXAMPLE, NEURAL_STYLE):
-            raise ValueError(f"unknown normalisation {normalisation!r}")
+                 graph: LossGraph | None = None, jit_compile: bool = False):
+        if graph is None:
+            graph = LossGraph(extractor, normalisation, list(content_layers), list(style_layers),
+                              jit_compile=jit_compile)
+        if (graph.normalisation, graph.content_layers, graph.style_layers) != (
+                normalisation, tuple(content_layers), tuple(style_layers)):
+            raise ValueError("the LossGraph was built for other layers or normalisation")
+        self.graph = graph
         self.extractor = extractor
         self.normalisation = normalisation
         self.shape = tuple(content.shape)
@@ -60,7 +153,7 @@ class Objective:
         content_features = self._features(content)
         self.content_targets = {name: tf.constant(content_features[name])
                                 for name in self.content_layers}
-        grams = [{name: self._gram(feats[name]).numpy().astype(np.float64)
+        grams = [{name: graph.gram(feats[name]).numpy().astype(np.float64)
                   for name in self.style_layers}
                  for feats in (self._features(style) for style in styles)]
         self.gram_targets = {}
@@ -70,21 +163,19 @@ class Objective:
             self.gram_targets[name] = tf.constant(blended.astype(np.float32))
             offset = sum(b * self._style_raw(g[name], 0.0) for b, g in zip(blends, grams))
             self.gram_offsets[name] = float(offset - self._style_raw(blended, 0.0))
-
-        signature = [tf.TensorSpec(self.shape, tf.float32)]
-        self._compiled = tf.function(self._loss_and_grads, input_signature=signature,
-                                     jit_compile=jit_compile)
-
-    # -- building blocks -------------------------------------------------------------------
+        self.targets = Targets(
+            content=tuple(self.content_targets[n] for n in self.content_layers),
+            content_weights=tf.constant(list(self.content_layers.values()), tf.float32),
+            grams=tuple(self.gram_targets[n] for n in self.style_layers),
+            style_weights=tf.constant(list(self.style_layers.values()), tf.float32),
+            gram_offsets=tf.constant([self.gram_offsets[n] for n in self.style_layers],
+                                     tf.float32),
+            term_weights=tf.constant([self.content_weight, self.style_weight, self.tv_weight],
+                                     tf.float32))
 
     def _features(self, image: np.ndarray) -> dict[str, tf.Tensor]:
         outputs = self.extractor(tf.constant(image, tf.float32), training=False)
         return {name: tf.cast(value, tf.float32) for name, value in outputs.items()}
-
-    def _gram(self, features: tf.Tensor) -> tf.Tensor:
-        if self.normalisation == KERAS_EXAMPLE:
-            return losses.gram_matrix(features)
-        return losses.gram_matrix_mean(features)
 
     def _style_raw(self, gram, target) -> float:
         """A style loss computed in float64 NumPy, for the blend constant."""
@@ -97,43 +188,12 @@ class Objective:
     def _pixels(self) -> int:
         return int(self.shape[1] * self.shape[2])
 
-    def loss_parts(self, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """(total, content, style, tv) as tensors; usable inside tf.function and GradientTape."""
-        feats = self.extractor(image, training=False)
-        content = tf.constant(0.0)
-        for name, weight in self.content_layers.items():
-            current = tf.cast(feats[name], tf.float32)
-            if self.normalisation == KERAS_EXAMPLE:
-                term = losses.content_loss_sum(current, self.content_targets[name])
-            else:
-                term = losses.content_loss_mean(current, self.content_targets[name])
-            content += weight * term
-        style = tf.constant(0.0)
-        for name, weight in self.style_layers.items():
-            gram = self._gram(tf.cast(feats[name], tf.float32))
-            if self.normalisation == KERAS_EXAMPLE:
-                term = losses.style_loss_keras(gram, self.gram_targets[name], self._pixels)
-            else:
-                term = losses.style_loss_mean(gram, self.gram_targets[name])
-            style += weight * (term + self.gram_offsets[name])
-        if self.normalisation == KERAS_EXAMPLE:
-            tv = losses.total_variation_keras(image)
-        else:
-            tv = losses.total_variation_mean(image)
-        content *= self.content_weight
-        style *= self.style_weight
-        tv *= self.tv_weight
-        return content + style + tv, content, style, tv
-
-    def _loss_and_grads(self, image: tf.Tensor):
-        with tf.GradientTape() as tape:
-            tape.watch(image)
-            total, content, style, tv = self.loss_parts(image)
-        return tf.stack([total, content, style, tv]), tape.gradient(total, image)
-
-    # -- public evaluation -----------------------------------------------------------------
+    def loss_parts(self, image: tf.Tensor) -> tf.Tensor:
+        """[total, content, style, tv] as a tensor; usable inside tf.function and GradientTape."""
+        return self.graph.loss_parts(image, self.targets.as_args())
 
     def loss_and_grads(self, image: np.ndarray) -> tuple[Parts, np.ndarray]:
         """Loss parts and the float32 gradient for a network-space image of this objective's shape."""
-        values, grad = self._compiled(tf.constant(np.reshape(image, self.shape), tf.float32))
+        values, grad = self.graph.loss_and_grads(
+            tf.constant(np.reshape(image, self.shape), tf.float32), self.targets.as_args())
         return Parts(*(float(v) for v in values.numpy())), grad.numpy()

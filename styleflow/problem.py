@@ -1,10 +1,11 @@
-"""From files and options to a ready optimisation problem: images loaded and sized, weights
-resolved, layers chosen and checked, targets computed. Shared by both CLIs."""
+"""From images and options to a ready optimisation problem: images loaded and sized, layers
+chosen and checked, targets computed. The Stylizer builds its problems here."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -14,8 +15,8 @@ from .defaults import (DEFAULT_HEIGHT, FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LI
 from .errors import StyleflowError
 from .memory import check_fits
 from .network import InputSpec, build_extractor, check_layers, min_image_side
-from .objective import KERAS_EXAMPLE, NEURAL_STYLE, Objective
-from .weights import Weights, resolve_weights
+from .objective import KERAS_EXAMPLE, NEURAL_STYLE, LossGraph, Objective
+from .weights import Weights
 
 @dataclass
 class Network:
@@ -27,25 +28,59 @@ class Network:
     content_layers: list[str]
     style_layers: list[str]
     precision: str = "float32"
+    graph: LossGraph | None = None
 
 
-def load_network(weights_spec: str, content: Sequence[str] | None,
-                 style: Sequence[str] | None, full_content: Sequence[str], *, seed: int = 0,
-                 pooling: str = "max", dtype: str = "float32",
-                 log: Callable[[str], None] = print) -> Network:
-    """Resolve weights, choose the layers (user's, else the defaults for these weights), check
-    the weights cover them, and build the extractor up to the deepest one."""
-    weights = resolve_weights(weights_spec, seed=seed, log=log)
-    if content is None:
-        content = [LITE_CONTENT_LAYER] if weights.lite else list(full_content)
-    if style is None:
-        style = list(LITE_STYLE_LAYERS if weights.lite else FULL_STYLE_LAYERS)
-    check_layers(content, "content layer")
-    check_layers(style, "style layer")
-    weights.require(list(content) + list(style))
-    extractor = build_extractor(weights.layers, list(dict.fromkeys([*content, *style])),
-                                pooling=pooling, dtype=dtype)
-    return Network(extractor, weights.input_spec, weights, list(content), list(style), dtype)
+class Networks:
+    """Weights loaded once, and for them a feature extractor per set of layers and a compiled
+    loss per problem kind, each built once and reused (a Stylizer's cache).
+
+    `builds` counts extractors built; each LossGraph counts its own traces.
+    """
+
+    def __init__(self, weights: Weights, pooling: str = "max", precision: str = "float32"):
+        if pooling not in ("max", "avg"):
+            raise StyleflowError(f"--pooling: must be 'max' or 'avg', not '{pooling}'")
+        if precision not in ("float32", "bfloat16"):
+            raise StyleflowError(f"--precision: must be float32 or bfloat16, not '{precision}'")
+        self.weights = weights
+        self.pooling = pooling
+        self.precision = precision
+        self.builds = 0
+        self._extractors: dict[tuple, object] = {}
+        self._graphs: dict[tuple, LossGraph] = {}
+
+    def get(self, content: Sequence[str] | None, style: Sequence[str] | None,
+            full_content: Sequence[str], normalisation: str) -> Network:
+        """Choose the layers (the caller's, else the defaults for these weights), check the
+        weights cover them, and return the network and compiled loss for them."""
+        weights = self.weights
+        if content is None:
+            content = [LITE_CONTENT_LAYER] if weights.lite else list(full_content)
+        if style is None:
+            style = list(LITE_STYLE_LAYERS if weights.lite else FULL_STYLE_LAYERS)
+        for names, what in ((content, "content layer"), (style, "style layer")):
+            if not names:
+                raise StyleflowError(f"{what}s: the list is empty; name at least one layer")
+            check_layers(names, what)
+        weights.require(list(content) + list(style))
+        outputs = tuple(dict.fromkeys([*content, *style]))
+        if outputs not in self._extractors:
+            self._extractors[outputs] = build_extractor(weights.layers, list(outputs),
+                                                        pooling=self.pooling,
+                                                        dtype=self.precision)
+            self.builds += 1
+        extractor = self._extractors[outputs]
+        key = (outputs, normalisation, tuple(content), tuple(style))
+        if key not in self._graphs:
+            self._graphs[key] = LossGraph(extractor, normalisation, content, style)
+        return Network(extractor, weights.input_spec, weights, list(content), list(style),
+                       self.precision, self._graphs[key])
+
+    @property
+    def traces(self) -> int:
+        """Loss traces so far over all compiled losses (one per image size and problem kind)."""
+        return sum(graph.traces for graph in self._graphs.values())
 
 
 def check_size(shape: tuple[int, int], network: Network, what: str,
@@ -82,22 +117,23 @@ class Problem:
     style_sizes: list[tuple[int, int]]
 
 
-def transfer_problem(base: str, ref: str, *, content_weight: float = 0.025,
+def transfer_problem(networks: Networks, base, ref, *, content_weight: float = 0.025,
                      style_weight: float = 1.0, tv_weight: float = 1.0,
-                     height: int | None = None, width: int | None = None, weights: str = "auto",
+                     height: int | None = None, width: int | None = None,
                      content_layer: str | None = None, style_layers: Sequence[str] | None = None,
-                     init: str | None = None, seed: int = 0, pooling: str = "max",
-                     dtype: str = "float32", log: Callable[[str], None] = print) -> Problem:
+                     init=None) -> Problem:
     """neural_style_transfer.py's problem (the Keras example): content and style resized to one
-    size, content and style layers weighted equally, the example's loss normalisation."""
-    base_rgb = images.load_image(base, "base image")
-    ref_rgb = images.load_image(ref, "style image")
+    size, content and style layers weighted equally, the example's loss normalisation.
+
+    Images are paths, PIL images or uint8 arrays (see images.as_rgb)."""
+    base_rgb = images.as_rgb(base, "base image")
+    ref_rgb = images.as_rgb(ref, "style image")
     if height is None and width is None:
         height = DEFAULT_HEIGHT
     size = images.fit_size(base_rgb.shape[:2], height, width)
-    init_rgb = None if init is None else images.load_image(init, "initial image")
-    network = load_network(weights, [content_layer] if content_layer else None, style_layers,
-                           [FULL_CONTENT_LAYER], seed=seed, pooling=pooling, dtype=dtype, log=log)
+    init_rgb = None if init is None else images.as_rgb(init, "initial image")
+    network = networks.get([content_layer] if content_layer is not None else None, style_layers,
+                           [FULL_CONTENT_LAYER], KERAS_EXAMPLE)
     check_size(size, network, "output size", optimiser="lbfgs")  # before any large allocation
     start_rgb = None if init_rgb is None else images.resize(init_rgb, size)
     spec = network.input_spec
@@ -108,26 +144,27 @@ def transfer_problem(base: str, ref: str, *, content_weight: float = 0.025,
         content_layers={name: 1.0 for name in network.content_layers},
         style_layers={name: 1.0 / len(network.style_layers) for name in network.style_layers},
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        normalisation=KERAS_EXAMPLE)
+        normalisation=KERAS_EXAMPLE, graph=network.graph)
     start = content if start_rgb is None else spec.preprocess(start_rgb)
     return Problem(objective, start, network, size, content_rgb, [size])
 
 
-def stylize_problem(content: str, styles: Sequence[str], *, width: int | None = None,
+def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int | None = None,
                     style_scales: Sequence[float] | None = None,
                     style_blend_weights: Sequence[float] | None = None,
                     content_weight: float = 5.0, content_weight_blend: float = 1.0,
                     style_weight: float = 100.0, style_layer_weight_exp: float = 1.0,
-                    tv_weight: float = 100.0, weights: str = "auto",
-                    content_layers: Sequence[str] | None = None,
-                    style_layers: Sequence[str] | None = None, initial: str | None = None,
-                    initial_noiseblend: float | None = None, seed: int = 0,
-                    pooling: str = "max", dtype: str = "float32",
-                    log: Callable[[str], None] = print) -> Problem:
+                    tv_weight: float = 100.0, content_layers: Sequence[str] | None = None,
+                    style_layers: Sequence[str] | None = None, initial=None,
+                    initial_noiseblend: float | None = None, seed: int = 0) -> Problem:
     """neural_style.py's problem (anishathalye/neural-style): several styles, each scaled to
-    `scale` x the content width and blended, and that project's loss normalisation."""
-    content_rgb = images.load_image(content, "content image")
-    style_rgbs = [images.load_image(path, f"style image {i + 1}") for i, path in enumerate(styles)]
+    `scale` x the content width and blended, and that project's loss normalisation.
+
+    Images are paths, PIL images or uint8 arrays (see images.as_rgb)."""
+    content_rgb = images.as_rgb(content, "content image")
+    style_rgbs = [images.as_rgb(style, f"style image {i + 1}") for i, style in enumerate(styles)]
+    if not style_rgbs:
+        raise StyleflowError("--styles: give at least one style image")
     scales = list(style_scales) if style_scales else [1.0] * len(styles)
     blends = list(style_blend_weights) if style_blend_weights else [1.0] * len(styles)
     for option, values in (("--style-scales", scales), ("--style-blend-weights", blends)):
@@ -138,10 +175,9 @@ def stylize_problem(content: str, styles: Sequence[str], *, width: int | None = 
     size = images.fit_size(content_rgb.shape[:2], None, width)
     style_sizes = [images.fit_size(rgb.shape[:2], None, max(1, int(round(scale * size[1]))))
                    for rgb, scale in zip(style_rgbs, scales)]
-    initial_rgb = None if initial is None else images.load_image(initial, "initial image")
+    initial_rgb = None if initial is None else images.as_rgb(initial, "initial image")
 
-    network = load_network(weights, content_layers, style_layers, NS_CONTENT_LAYERS, seed=seed,
-                           pooling=pooling, dtype=dtype, log=log)
+    network = networks.get(content_layers, style_layers, NS_CONTENT_LAYERS, NEURAL_STYLE)
     # Sizes are checked before any large allocation.
     check_size(size, network, "content image", optimiser="adam")
     for i, style_size in enumerate(style_sizes):
@@ -156,11 +192,13 @@ def stylize_problem(content: str, styles: Sequence[str], *, width: int | None = 
     else:
         content_weights = {name: 1.0 / len(network.content_layers)
                            for name in network.content_layers}
-    content_weights = {name: w for name, w in content_weights.items() if w > 0} or \
-        {network.content_layers[0]: 0.0}
     # Layer l weighs exp^l, scaled to sum to the number of layers: exp 1 is the original's sum.
-    raw = [style_layer_weight_exp ** i for i in range(len(network.style_layers))]
-    style_weights = {name: w * len(raw) / sum(raw) for name, w in zip(network.style_layers, raw)}
+    # In log space, relative to the heaviest layer, so no exponent can overflow.
+    count = len(network.style_layers)
+    logs = np.arange(count) * math.log(style_layer_weight_exp)
+    raw = np.exp(logs - logs.max())
+    style_weights = {name: float(w * count / raw.sum())
+                     for name, w in zip(network.style_layers, raw)}
 
     spec = network.input_spec
     content_x = spec.preprocess(content_rgb)
@@ -168,7 +206,7 @@ def stylize_problem(content: str, styles: Sequence[str], *, width: int | None = 
         network.extractor, content_x, [spec.preprocess(rgb) for rgb in style_rgbs],
         content_layers=content_weights, style_layers=style_weights,
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        normalisation=NEURAL_STYLE, style_blends=blends)
+        normalisation=NEURAL_STYLE, style_blends=blends, graph=network.graph)
     if initial_noiseblend is None:
         initial_noiseblend = 1.0 if start_rgb is None else 0.0
     base = content_x if start_rgb is None else spec.preprocess(start_rgb)

@@ -1,11 +1,22 @@
-"""Shared fixtures: tiny images, the shared data folder, and running the CLIs as users do."""
+"""Shared fixtures: tiny images, the shared data folder, and running the CLIs as users do
+(in a child process where the process boundary is the point, else in-process via main(argv)).
+
+The environment the tests rely on is set here, not inherited: an empty Keras cache (so a
+user's cached ImageNet file cannot change results), an unreachable ImageNet mirror (so
+'imagenet' fails fast and alike everywhere), and no GPU for child processes.
+"""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import io
 import os
+import shutil
+import signal
 import subprocess
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 LITE_H5 = ROOT / "styleflow" / "data" / "vgg19_imagenet_block1-3.h5"
 EMPTY_KERAS_HOME = tempfile.mkdtemp(prefix="styleflow-keras-home-")
+atexit.register(shutil.rmtree, EMPTY_KERAS_HOME, True)
+UNREACHABLE_MIRROR = "http://127.0.0.1:9/vgg19_notop.h5"
+os.environ["KERAS_HOME"] = EMPTY_KERAS_HOME
+os.environ["STYLEFLOW_IMAGENET_URL"] = UNREACHABLE_MIRROR
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+SCRIPTS = {"neural_style_transfer.py": "styleflow.cli.transfer",
+           "neural_style.py": "styleflow.cli.style", "styleflow": "styleflow.cli.main"}
 
 
 def make_image(path: Path, size=(48, 32), seed=0, mode="RGB") -> Path:
@@ -38,19 +56,57 @@ def tiny(tmp_path):
 
 def cli_env(**extra) -> dict:
     env = dict(os.environ)
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    # An unreachable mirror and an empty cache: 'imagenet' fails fast and alike everywhere.
-    env["STYLEFLOW_IMAGENET_URL"] = "http://127.0.0.1:9/vgg19_notop.h5"
-    env.setdefault("KERAS_HOME", EMPTY_KERAS_HOME)
+    env["CUDA_VISIBLE_DEVICES"] = ""  # children never compete for a GPU with the tests
+    env["KERAS_HOME"] = EMPTY_KERAS_HOME
+    env["STYLEFLOW_IMAGENET_URL"] = UNREACHABLE_MIRROR
+    env["PYTHONPATH"] = str(ROOT)
     env.update(extra)
     return env
 
 
-def run_cli(script: str, *args, timeout=600, **env) -> subprocess.CompletedProcess:
-    """Run one of the top-level scripts as a user would, capturing output."""
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=cli_env(**env), stdin=subprocess.DEVNULL)
+def default_signals() -> None:
+    """preexec_fn: SIGINT and SIGTERM at their defaults in the child, whatever the shell that
+    started the tests handed down (a background job gets SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def run_cli(script: str, *args, timeout=300, **env) -> subprocess.CompletedProcess:
+    """Run one of the top-level scripts in a child process as a user would, capturing output."""
+    command = [sys.executable, str(ROOT / script)] if script.endswith(".py") else \
+        [sys.executable, "-m", "styleflow"]
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=cli_env(**env),
+                          stdin=subprocess.DEVNULL, preexec_fn=default_signals)
+
+
+@contextlib.contextmanager
+def child(args, **popen):
+    """A Popen child with default signal dispositions, killed if the test fails while it runs."""
+    proc = subprocess.Popen(args, env=cli_env(), cwd=ROOT, stdin=subprocess.DEVNULL,
+                            preexec_fn=default_signals, **popen)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def call_cli(script: str, *args) -> subprocess.CompletedProcess:
+    """Run a CLI's main(argv) in this process, capturing what it prints: the same code path
+    as the script without a child's TensorFlow import. Exceptions (a traceback for a user)
+    propagate and fail the test."""
+    import importlib
+
+    main = importlib.import_module(SCRIPTS[script]).main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's usage errors and --help
+            code = exc.code
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_clean_error, make_image, run_cli
+from conftest import assert_clean_error, call_cli, make_image
 from styleflow.images import load_image
 from test_weights import legacy_h5
 from styleflow.weights import random_weights
@@ -142,7 +142,7 @@ def test_bad_input_one_clear_line(case, files, tmp_path):
     values.update(out=str(out), locked=str(locked),
                   clash_prefix=str(files["clash"]).replace("_at_iteration_00.png", ""))
     before = {p: p.read_bytes() for p in files.values() if p.is_file()}
-    proc = run_cli(script, *[a.format(**values) for a in args])
+    proc = call_cli(script, *[a.format(**values) for a in args])
     assert_clean_error(proc, *needles)
     assert not [p for p in out.rglob("*") if p.is_file()], "partial output left behind"
     assert all(p.read_bytes() == data for p, data in before.items()), "an input was modified"
@@ -169,7 +169,7 @@ def test_exif_rotated_jpeg_is_used_upright(tmp_path):
     # Rotated clockwise: the stored left (red) half is now on top, the green row on the right.
     assert upright[:10, :, 0].mean() > 200 and upright[-10:, :, 2].mean() > 200
     assert upright[:, -1, 1].mean() > 200
-    proc = run_cli(TRANSFER, tmp_path / "rot.jpg", make_image(tmp_path / "s.png"),
+    proc = call_cli(TRANSFER, tmp_path / "rot.jpg", make_image(tmp_path / "s.png"),
                    tmp_path / "r", "--weights", "random", "--iter", "1", "--height", "48")
     assert proc.returncode == 0, proc.stderr
     with Image.open(tmp_path / "r_at_iteration_00.png") as out:
@@ -208,7 +208,7 @@ def test_unusual_formats_give_the_right_picture(tmp_path, kind):
     loaded = load_image(path)
     assert loaded.shape == expected.shape
     assert np.abs(loaded.astype(int) - expected.astype(int)).mean() < 8, kind
-    proc = run_cli(STYLE, "--content", path, "--styles", path, "--output", tmp_path / "o.png",
+    proc = call_cli(STYLE, "--content", path, "--styles", path, "--output", tmp_path / "o.png",
                    "--network", "random", "--iterations", "1", "--style-layers",
                    "block1_conv1", "--content-layers", "block1_conv2")
     assert proc.returncode == 0, proc.stderr

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_clean_error, make_image, run_cli
-from styleflow.problem import stylize_problem
+from conftest import assert_clean_error, call_cli, make_image
+from styleflow import Stylizer
 
 SCRIPT = "neural_style.py"
 
@@ -25,7 +25,7 @@ def totals(stdout):
 def test_two_styles_checkpoints_and_output(pair, tmp_path):
     content, s1, s2 = pair
     out = tmp_path / "out.png"
-    proc = run_cli(SCRIPT, "--content", content, "--styles", s1, s2, "--output", out,
+    proc = call_cli(SCRIPT, "--content", content, "--styles", s1, s2, "--output", out,
                    "--iterations", "4", "--checkpoint-output", tmp_path / "out%s.png",
                    "--checkpoint-iterations", "2", "--network", "random",
                    "--style-blend-weights", "3", "1")
@@ -40,18 +40,18 @@ def test_two_styles_checkpoints_and_output(pair, tmp_path):
 
 def test_style_scales_resize_styles(pair):
     content, s1, s2 = pair
-    problem = stylize_problem(str(content), [str(s1), str(s2)], style_scales=[0.5, 2.0],
-                              weights="random", style_layers=["block1_conv1"],
-                              content_layers=["block1_conv2"])
+    run = Stylizer("random").iter_stylize(str(content), [str(s1), str(s2)],
+                                          style_scales=[0.5, 2.0], style_layers=["block1_conv1"],
+                                          content_layers=["block1_conv2"])
     # Each style's width becomes scale x the content width (48), its aspect kept.
-    assert problem.style_sizes == [(24, 24), (160, 96)]
-    assert problem.size == (32, 48)
+    assert run.problem.style_sizes == [(24, 24), (160, 96)]
+    assert run.size == (32, 48)
 
 
 def test_preserve_colors_keeps_content_chrominance(pair, tmp_path):
     content, s1, _ = pair
     out = tmp_path / "out.png"
-    proc = run_cli(SCRIPT, "--content", content, "--styles", s1, "--output", out,
+    proc = call_cli(SCRIPT, "--content", content, "--styles", s1, "--output", out,
                    "--iterations", "3", "--network", "random", "--preserve-colors")
     assert proc.returncode == 0, proc.stderr
     with Image.open(out) as a, Image.open(content) as b:
@@ -64,7 +64,7 @@ def test_preserve_colors_keeps_content_chrominance(pair, tmp_path):
 
 def test_checkpoint_pattern_needs_percent_s(pair, tmp_path):
     content, s1, _ = pair
-    proc = run_cli(SCRIPT, "--content", content, "--styles", s1, "--output", tmp_path / "o.png",
+    proc = call_cli(SCRIPT, "--content", content, "--styles", s1, "--output", tmp_path / "o.png",
                    "--checkpoint-output", tmp_path / "ck.png", "--checkpoint-iterations", "2")
     assert_clean_error(proc, "--checkpoint-output", "%s")
 
@@ -73,11 +73,11 @@ def test_existing_output_needs_overwrite(pair, tmp_path):
     content, s1, _ = pair
     out = tmp_path / "o.png"
     out.write_bytes(b"keep me")
-    proc = run_cli(SCRIPT, "--content", content, "--styles", s1, "--output", out,
+    proc = call_cli(SCRIPT, "--content", content, "--styles", s1, "--output", out,
                    "--iterations", "1", "--network", "random")
     assert_clean_error(proc, "--overwrite", str(out))
     assert out.read_bytes() == b"keep me"
-    proc = run_cli(SCRIPT, "--content", content, "--styles", s1, "--output", out,
+    proc = call_cli(SCRIPT, "--content", content, "--styles", s1, "--output", out,
                    "--iterations", "1", "--network", "random", "--overwrite")
     assert proc.returncode == 0, proc.stderr
     with Image.open(out) as img:

@@ -2,6 +2,7 @@
 
 import re
 import signal
+from pathlib import Path
 import subprocess
 import sys
 import time
@@ -9,7 +10,7 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import LITE_H5, ROOT, assert_clean_error, cli_env, make_image, run_cli
+from conftest import LITE_H5, ROOT, assert_clean_error, call_cli, child, make_image
 
 SCRIPT = "neural_style_transfer.py"
 
@@ -21,7 +22,7 @@ def losses(stdout):
 def test_random_weights_two_iterations(tiny, tmp_path):
     base, style = tiny
     prefix = tmp_path / "out" / "deep" / "result"
-    proc = run_cli(SCRIPT, base, style, prefix, "--weights", "random", "--iter", "2",
+    proc = call_cli(SCRIPT, base, style, prefix, "--weights", "random", "--iter", "2",
                    "--height", "32")
     assert proc.returncode == 0, proc.stderr
     for i in (0, 1):
@@ -35,7 +36,7 @@ def test_random_weights_two_iterations(tiny, tmp_path):
 
 def test_faithful_schedule_and_width(tiny, tmp_path):
     base, style = tiny
-    proc = run_cli(SCRIPT, base, style, tmp_path / "r", "--weights", "random", "--iter", "2",
+    proc = call_cli(SCRIPT, base, style, tmp_path / "r", "--weights", "random", "--iter", "2",
                    "--width", "36", "--faithful")
     assert proc.returncode == 0, proc.stderr
     with Image.open(tmp_path / "r_at_iteration_01.png") as img:
@@ -47,7 +48,7 @@ def test_faithful_schedule_and_width(tiny, tmp_path):
 
 def test_default_height_is_200(tiny, tmp_path):
     base, style = tiny
-    proc = run_cli(SCRIPT, base, style, tmp_path / "r", "--weights", "random", "--iter", "1",
+    proc = call_cli(SCRIPT, base, style, tmp_path / "r", "--weights", "random", "--iter", "1",
                    "--style_layers", "block1_conv1", "--content_layer", "block1_conv2")
     assert proc.returncode == 0, proc.stderr
     with Image.open(tmp_path / "r_at_iteration_00.png") as img:
@@ -57,7 +58,7 @@ def test_default_height_is_200(tiny, tmp_path):
 @pytest.mark.parametrize("weights", ["lite", str(LITE_H5)])
 def test_lite_weights_run(tiny, tmp_path, weights):
     base, style = tiny
-    proc = run_cli(SCRIPT, base, style, tmp_path / "r", "--weights", weights, "--iter", "1",
+    proc = call_cli(SCRIPT, base, style, tmp_path / "r", "--weights", weights, "--iter", "1",
                    "--height", "32")
     assert proc.returncode == 0, proc.stderr
     assert "content block3_conv2" in proc.stdout  # block 1-3 files get block 1-3 defaults
@@ -66,7 +67,7 @@ def test_lite_weights_run(tiny, tmp_path, weights):
 
 def test_layer_missing_from_weights_file(tiny, tmp_path):
     base, style = tiny
-    proc = run_cli(SCRIPT, base, style, tmp_path / "r", "--weights", LITE_H5, "--iter", "1",
+    proc = call_cli(SCRIPT, base, style, tmp_path / "r", "--weights", LITE_H5, "--iter", "1",
                    "--height", "32", "--content_layer", "block4_conv2")
     assert_clean_error(proc, "block4_conv1")
     assert not list(tmp_path.glob("r_*"))
@@ -74,33 +75,41 @@ def test_layer_missing_from_weights_file(tiny, tmp_path):
 
 def test_imagenet_offline_fails_clearly(tiny, tmp_path):
     base, style = tiny
-    proc = run_cli(SCRIPT, base, style, tmp_path / "r", "--weights", "imagenet", "--iter", "1")
+    proc = call_cli(SCRIPT, base, style, tmp_path / "r", "--weights", "imagenet", "--iter", "1")
     assert_clean_error(proc, "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "--weights")
 
 
 def test_auto_offline_falls_back_to_lite(tiny, tmp_path):
     base, style = tiny
-    proc = run_cli(SCRIPT, base, style, tmp_path / "r", "--iter", "1", "--height", "32")
+    proc = call_cli(SCRIPT, base, style, tmp_path / "r", "--iter", "1", "--height", "32")
     assert proc.returncode == 0, proc.stderr
     assert "lite" in proc.stderr and "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5" in proc.stderr
     assert "content block3_conv2" in proc.stdout
 
 
-def test_interrupt_keeps_latest_result(tmp_path):
+@pytest.mark.parametrize("prefix", ["r", "out/"])
+def test_interrupt_keeps_latest_result(tmp_path, prefix):
+    """Ctrl-C writes the lowest-loss image so far, for a file prefix and a folder prefix
+    ('out/' names files inside out/, as the iteration images)."""
     base = make_image(tmp_path / "b.png", (48, 32), 1)
     style = make_image(tmp_path / "s.png", (48, 32), 2)
-    prefix = tmp_path / "r"
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / SCRIPT), str(base), str(style), str(prefix), "--weights",
-         "random", "--iter", "1000", "--height", "32"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
-    deadline = time.time() + 120
-    while not (tmp_path / "r_at_iteration_00.png").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    prefix = str(tmp_path / prefix) + ("/" if prefix.endswith("/") else "")
+    first = Path(f"{prefix}_at_iteration_00.png")
+    with child([sys.executable, str(ROOT / SCRIPT), str(base), str(style), prefix,
+                "--weights", "random", "--iter", "1000", "--height", "32"],
+               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.time() + 120
+        while not first.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert first.exists(), "no iteration finished"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    with Image.open(tmp_path / "r_interrupted.png") as img:
+    interrupted = Path(f"{prefix}_interrupted.png")
+    with Image.open(interrupted) as img:
         assert img.size == (48, 32)
-    assert "r_interrupted.png" in err
+    assert str(interrupted) in err
+    # The image kept is the best so far: no printed iteration did better.
+    kept = float(re.search(r"best image so far \(loss (\S+)\)", err).group(1))
+    assert kept <= min(losses(out))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import assert_clean_error, make_image, run_cli
+from conftest import assert_clean_error, call_cli, make_image
 from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_STYLE_LAYERS
 from styleflow.errors import StyleflowError
 from styleflow.memory import activation_elements, check_fits, estimate_bytes, largest_fitting
@@ -39,7 +39,7 @@ def test_check_fits_names_the_limit_and_a_size_that_fits():
 def test_cli_refuses_an_image_that_cannot_fit_before_allocating(tmp_path):
     base = make_image(tmp_path / "b.png", (48, 32), 1)
     # 90000x60000 would need terabytes; the refusal must come before any image is resized.
-    proc = run_cli("neural_style_transfer.py", base, base, tmp_path / "r", "--weights", "random",
-                   "--height", "60000", timeout=120)
+    proc = call_cli("neural_style_transfer.py", base, base, tmp_path / "r", "--weights", "random",
+                   "--height", "60000")
     assert_clean_error(proc, "90000x60000", "needs about", "available", "--width/--height")
     assert not list(tmp_path.glob("r_*"))

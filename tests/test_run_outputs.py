@@ -1,9 +1,11 @@
 """Watching and keeping a run: progress bar vs lines, --quiet, --log, --plot, --gif, --seed,
 SIGTERM, resuming with --init / --initial."""
 
+import io
 import os
 import pty
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -13,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, assert_clean_error, cli_env, make_image, run_cli
-from styleflow.progress import Progress
+from conftest import ROOT, assert_clean_error, call_cli, child, cli_env, default_signals, make_image
+from styleflow.cli.recorder import BAR, RunRecorder
+from styleflow.plot import SERIES
 from styleflow.runlog import read_log
 
 TRANSFER = "neural_style_transfer.py"
@@ -28,7 +31,7 @@ def printed_totals(stdout):
 def test_transfer_log_plot_and_gif(tiny, tmp_path):
     base, style = tiny
     prefix = tmp_path / "r"
-    proc = run_cli(TRANSFER, base, style, prefix, "--weights", "random", "--iter", "3",
+    proc = call_cli(TRANSFER, base, style, prefix, "--weights", "random", "--iter", "3",
                    "--height", "32", "--log", tmp_path / "run.csv", "--plot",
                    tmp_path / "loss.png", "--gif", tmp_path / "run.gif")
     assert proc.returncode == 0, proc.stderr
@@ -42,8 +45,12 @@ def test_transfer_log_plot_and_gif(tiny, tmp_path):
         assert r["image"].endswith(f"r_at_iteration_{r['iteration'] - 1:02d}.png")
     with Image.open(tmp_path / "loss.png") as img:
         assert img.format == "PNG" and img.size == (800, 500)
-        # Curves are drawn in colour, not just axes.
-        assert len(img.convert("RGB").getcolors(1 << 20)) > 10
+        pixels = np.asarray(img.convert("RGB"), np.int16)
+    # Every loss part is drawn as a curve in its own colour (text and axes are grey/black).
+    for name, colour in SERIES:
+        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        near = np.abs(pixels - rgb).max(axis=2) < 12
+        assert near.sum() > 300, f"no {name} curve"
     with Image.open(tmp_path / "run.gif") as gif:
         assert gif.size == (48, 32) and gif.n_frames == 3 and gif.info.get("loop") == 0
         gif.seek(2)
@@ -56,7 +63,7 @@ def test_transfer_log_plot_and_gif(tiny, tmp_path):
 def test_adam_jsonl_log_every_step_and_quiet(tiny, tmp_path):
     content, style = tiny
     out = tmp_path / "o.png"
-    proc = run_cli(STYLE, "--content", content, "--styles", style, "--output", out,
+    proc = call_cli(STYLE, "--content", content, "--styles", style, "--output", out,
                    "--iterations", "5", "--network", "random", "--log", tmp_path / "run.jsonl",
                    "--quiet")
     assert proc.returncode == 0, proc.stderr
@@ -74,37 +81,54 @@ def test_progress_bar_on_a_terminal_lines_otherwise(tiny, tmp_path):
             "--print-iterations", "3"]
     pid, fd = pty.fork()
     if pid == 0:  # child: run the CLI on the pseudo-terminal
-        os.chdir(ROOT)
-        os.execve(args[0], args, cli_env())
-    chunks = []
-    while True:
         try:
-            data = os.read(fd, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    _, status = os.waitpid(pid, 0)
+            os.chdir(ROOT)
+            default_signals()
+            os.execve(args[0], args, cli_env())
+        finally:
+            os._exit(127)
+    chunks = []
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == 0:  # still running: the test failed or timed out; never leave it behind
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+        os.close(fd)
     tty_out = b"".join(chunks).decode()
     assert os.waitstatus_to_exitcode(status) == 0, tty_out
-    assert "6/6 steps" in tty_out and "ETA" in tty_out and "\r" in tty_out
+    # The bar itself, redrawn in place: percentage, bar, count and unit, elapsed and ETA.
+    assert re.search(r"\r100%\|[^|\r\n]*\| 6/6 steps \[\d+:\d+ elapsed, ETA \d+:\d+", tty_out), tty_out
     assert "iteration 3/6: loss" in tty_out
 
-    piped = run_cli(STYLE, *args[2:], "--overwrite")
+    piped = call_cli(STYLE, *args[2:], "--overwrite")
     assert piped.returncode == 0, piped.stderr
-    assert "\r" not in piped.stdout and "ETA" not in piped.stdout
+    assert "\r" not in piped.stdout and "ETA" not in piped.stdout and "6/6 steps" not in piped.stdout
     assert len(printed_totals(piped.stdout)) == 2
 
 
 def test_progress_bar_text():
-    progress = Progress(200, "evaluations", "bar")
-    progress.done = 50
-    progress._loss = 1234.5
-    text = progress.render(progress.began + 10.0, 120)
-    assert text.startswith(" 25% [") and "50/200 evaluations" in text
-    assert "loss 1.2345e+03" in text and "0:10 elapsed" in text and "ETA 0:30" in text
-    assert len(progress.render(progress.began + 10.0, 40)) < 40
+    stream = io.StringIO()
+    recorder = RunRecorder(200, "evaluations", stream=stream, mode=BAR)
+    recorder.step(50, 1234.5)
+    recorder.line("iteration 1/10: a line above the bar")
+    recorder.close()
+    text = stream.getvalue()
+    assert re.search(r" 25%\|[^|]*\| 50/200 evaluations \[", text), text
+    assert "loss 1.2345e+03" in text and "ETA" in text
+    assert "iteration 1/10: a line above the bar\n" in text
 
 
 def test_same_seed_same_files_other_seed_other_files(tiny, tmp_path):
@@ -112,7 +136,7 @@ def test_same_seed_same_files_other_seed_other_files(tiny, tmp_path):
     outputs = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         out = tmp_path / f"{name}.png"
-        proc = run_cli(STYLE, "--content", content, "--styles", style, "--output", out,
+        proc = call_cli(STYLE, "--content", content, "--styles", style, "--output", out,
                        "--iterations", "3", "--network", "random", "--seed", seed, "--quiet")
         assert proc.returncode == 0, proc.stderr
         outputs.append(out.read_bytes())
@@ -124,16 +148,16 @@ def test_sigterm_keeps_image_and_log_then_resume(tmp_path):
     content = make_image(tmp_path / "c.png", (48, 32), 1)
     style = make_image(tmp_path / "s.png", (48, 32), 2)
     log = tmp_path / "run.csv"
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / STYLE), "--content", str(content), "--styles", str(style),
-         "--output", str(tmp_path / "o.png"), "--iterations", "100000", "--network", "random",
-         "--log", str(log)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
-    deadline = time.time() + 120
-    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 30):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    with child([sys.executable, str(ROOT / STYLE), "--content", str(content), "--styles",
+                str(style), "--output", str(tmp_path / "o.png"), "--iterations", "100000",
+                "--network", "random", "--log", str(log)],
+               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and \
+                (not log.exists() or len(log.read_text().splitlines()) < 30):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     interrupted = tmp_path / "o_interrupted.png"
@@ -145,7 +169,7 @@ def test_sigterm_keeps_image_and_log_then_resume(tmp_path):
 
     # Resuming from the interrupted image starts near where the run stopped, far below a
     # fresh start from noise.
-    resumed = run_cli(STYLE, "--content", content, "--styles", style, "--output",
+    resumed = call_cli(STYLE, "--content", content, "--styles", style, "--output",
                       tmp_path / "o.png", "--iterations", "1", "--network", "random",
                       "--initial", interrupted, "--log", tmp_path / "resumed.csv")
     assert resumed.returncode == 0, resumed.stderr
@@ -156,10 +180,10 @@ def test_sigterm_keeps_image_and_log_then_resume(tmp_path):
 
 def test_transfer_resume_with_init(tiny, tmp_path):
     base, style = tiny
-    first = run_cli(TRANSFER, base, style, tmp_path / "a", "--weights", "random", "--iter", "2",
+    first = call_cli(TRANSFER, base, style, tmp_path / "a", "--weights", "random", "--iter", "2",
                     "--height", "32")
     assert first.returncode == 0, first.stderr
-    resumed = run_cli(TRANSFER, base, style, tmp_path / "b", "--weights", "random", "--iter", "1",
+    resumed = call_cli(TRANSFER, base, style, tmp_path / "b", "--weights", "random", "--iter", "1",
                       "--height", "32", "--init", tmp_path / "a_at_iteration_01.png")
     assert resumed.returncode == 0, resumed.stderr
     # One more iteration from the earlier result beats the earlier result's loss.
@@ -175,7 +199,7 @@ def test_run_outputs_never_overwrite_inputs(tiny, tmp_path, option):
     if option == "--plot":
         target = style
     before = target.read_bytes()
-    proc = run_cli(TRANSFER, base, target if option != "--plot" else style, tmp_path / "r",
+    proc = call_cli(TRANSFER, base, target if option != "--plot" else style, tmp_path / "r",
                    "--weights", "random", "--iter", "1", option, target)
     assert_clean_error(proc, "input")
     assert target.read_bytes() == before

@@ -6,23 +6,21 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import cli_common as cc
-from .errors import StyleflowError
+from ..errors import StyleflowError
+from . import common as cc
 
 PROG = "neural_style.py"
 GIF_FRAMES = 50
-# anishathalye/neural-style's defaults, as the original styleflow port used them.
-DEFAULTS = dict(iterations=1000, content_weight=5.0, content_weight_blend=1.0,
-                style_weight=100.0, style_layer_weight_exp=1.0, tv_weight=100.0,
-                learning_rate=10.0, beta1=0.9, beta2=0.999, epsilon=1e-8, pooling="max")
 
 
-def build_parser() -> cc.ArgumentParser:
-    from .defaults import LITE_CONTENT_LAYER, LITE_STYLE_LAYERS, NS_CONTENT_LAYERS, \
-        FULL_STYLE_LAYERS
+def build_parser(prog: str = PROG) -> cc.ArgumentParser:
+    """The command line of neural_style.py (and `styleflow style`)."""
+    from ..defaults import (FULL_STYLE_LAYERS, LITE_CONTENT_LAYER, LITE_STYLE_LAYERS,
+                            NS_CONTENT_LAYERS, STYLIZE_DEFAULTS)
 
+    DEFAULTS = dict(STYLIZE_DEFAULTS, pooling="max")
     p = cc.ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="Neural style transfer with Adam and several blended styles, as in "
                     "anishathalye/neural-style.")
     p.add_argument("--content", required=True, help="content image")
@@ -99,9 +97,9 @@ def build_parser() -> cc.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Run the CLI; returns the exit status."""
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.checkpoint_output is not None and "%s" not in args.checkpoint_output:
         parser.error("argument --checkpoint-output: must contain %s (replaced by the step number)")
@@ -112,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     "--tv-weight": args.tv_weight})
     args.content_layers = cc.split_list(args.content_layers)
     args.style_layers = cc.split_list(args.style_layers)
-    return cc.run_cli(PROG, lambda: _run(args))
+    return cc.run_cli(prog, lambda: _run(args, prog))
 
 
 def checkpoint_name(pattern: str, step: int) -> Path:
@@ -120,11 +118,8 @@ def checkpoint_name(pattern: str, step: int) -> Path:
     return Path(pattern.replace("%s", str(step), 1))
 
 
-def _run(args) -> int:
-    from . import images
-    from .adam import AdamLoop, AdamSettings, run_adam
-    from .color import preserve_colors
-    from .problem import stylize_problem
+def _run(args, prog: str) -> int:
+    from .. import images
 
     output = Path(args.output)
     images.check_image_extension(output, "--output")
@@ -138,75 +133,62 @@ def _run(args) -> int:
                        for i in range(args.checkpoint_iterations, args.iterations + 1,
                                       args.checkpoint_iterations)]
     inputs = [args.content, *args.styles, args.initial]
-    interrupted = images.interrupted_name(output, inputs)
+    interrupted = images.interrupted_name(str(output.with_suffix("")), output.suffix, inputs)
     images.refuse_overwriting_inputs([output, interrupted, *checkpoints], inputs)
     images.prepare_output_dir(output, "--output")
     for path in checkpoints[:1]:
         images.prepare_output_dir(path, "--checkpoint-output")
     cc.check_run_outputs(args, inputs)
 
-    problem = stylize_problem(
-        args.content, args.styles, width=args.width, style_scales=args.style_scales,
-        style_blend_weights=args.style_blend_weights, content_weight=args.content_weight,
-        content_weight_blend=args.content_weight_blend, style_weight=args.style_weight,
-        style_layer_weight_exp=args.style_layer_weight_exp, tv_weight=args.tv_weight,
-        weights=args.network, content_layers=args.content_layers, style_layers=args.style_layers,
-        initial=args.initial, initial_noiseblend=args.initial_noiseblend,
-        seed=cc.apply_seed(args.seed),
-        pooling=args.pooling, dtype=args.precision,
-        log=cc.notes_to_stderr(args.quiet))
-    spec = problem.network.input_spec
+    stylizer = cc.make_stylizer(args, args.network)
+    recorder = None
+    run = stylizer.iter_stylize(
+        args.content, args.styles, iterations=args.iterations, width=args.width,
+        style_scales=args.style_scales, style_blend_weights=args.style_blend_weights,
+        content_weight=args.content_weight, content_weight_blend=args.content_weight_blend,
+        style_weight=args.style_weight, style_layer_weight_exp=args.style_layer_weight_exp,
+        tv_weight=args.tv_weight, learning_rate=args.learning_rate, beta1=args.beta1,
+        beta2=args.beta2, epsilon=args.epsilon, content_layers=args.content_layers,
+        style_layers=args.style_layers, initial=args.initial,
+        initial_noiseblend=args.initial_noiseblend, preserve_colors=args.preserve_colors,
+        on_evaluation=None if args.quiet else lambda n, loss: recorder.step(n, loss))
     recorder = cc.recorder_for(args, args.iterations, "steps",
                                title=f"{output.name}: loss per Adam step")
-    recorder.line(cc.describe_run(problem, "Adam", args.precision, styles=len(args.styles)))
+    recorder.line(cc.describe_run(run, args.precision, styles=len(args.styles)))
     # With --gif, about GIF_FRAMES frames of the best image so far, evenly spaced.
     gif_every = max(1, args.iterations // GIF_FRAMES) if args.gif else None
-
-    def finished(image) -> object:
-        rgb = spec.deprocess(image)
-        return preserve_colors(problem.content_rgb, rgb) if args.preserve_colors else rgb
+    # A log or plot wants every step; reading four numbers back per step costs little.
+    every_step = bool(args.log or args.plot)
 
     def every(n: int | None, i: int) -> bool:
         return bool(n and i % n == 0)
 
-    def is_report(i: int) -> bool:
-        # A log or plot wants every step; reading four numbers back per step costs little.
-        return bool(args.log or args.plot) or every(args.print_iterations, i) or \
-            every(args.checkpoint_iterations, i) or every(gif_every, i)
-
-    since_line = [0.0]  # seconds since the last printed line (reports can be more frequent)
-
-    def on_report(step) -> None:
-        i = step.iteration
-        since_line[0] += step.seconds
-        last = i == args.iterations
-        path = rgb = line = None
-        if every(args.checkpoint_iterations, i):
-            path = checkpoint_name(args.checkpoint_output, i)
-            rgb = finished(loop.best())
-            images.save_image(path, rgb)
-        if every(args.print_iterations, i) or path or last:
-            line = (f"iteration {i}/{args.iterations}: {cc.format_parts(step.parts)} "
-                    f"best {step.best_loss:.4e} {since_line[0]:.1f}s"
-                    + (f" -> {path}" if path else ""))
-            since_line[0] = 0.0
-        if every(gif_every, i) or (gif_every and last):
-            rgb = finished(loop.best()) if rgb is None else rgb
-        recorder.iteration(i, step.parts, step.seconds, i, text=line, image=rgb,
-                           image_path=path)
-
-    loop = AdamLoop(problem.objective, problem.start,
-                    AdamSettings(args.learning_rate, args.beta1, args.beta2, args.epsilon))
+    since_line = 0.0  # seconds since the last printed line
     try:
-        run_adam(loop, args.iterations, is_report, on_report, on_step=recorder.step)
+        for step in run:
+            i = step.iteration
+            since_line += step.seconds
+            last = i == args.iterations
+            path = line = rgb = None
+            if every(args.checkpoint_iterations, i):
+                path = checkpoint_name(args.checkpoint_output, i)
+                rgb = step.array
+                images.save_image(path, rgb)
+            if every(args.print_iterations, i) or path or last:
+                line = (f"iteration {i}/{args.iterations}: {cc.format_parts(step.parts)} "
+                        f"best {step.best_loss:.4e} {since_line:.1f}s"
+                        + (f" -> {path}" if path else ""))
+                since_line = 0.0
+            if every(gif_every, i) or (gif_every and last):
+                rgb = step.array
+            if every_step or line or rgb is not None:
+                recorder.iteration(i, step.parts, step.seconds, i, text=line, image=rgb,
+                                   image_path=path)
     except KeyboardInterrupt as exc:
-        images.save_image(interrupted, finished(loop.best()))
-        recorder.finish()
-        print(f"{PROG}: interrupted; best image so far written to {interrupted}", file=sys.stderr)
-        if args.log:
-            print(f"{PROG}: log of the finished steps in {args.log}", file=sys.stderr)
-        return cc.interrupt_code(exc)
-    images.save_image(output, finished(loop.best()))
-    recorder.line(f"final loss {float(loop.best_loss.numpy()):.4e} -> {output}")
+        return cc.finish_interrupted(prog, exc, run, interrupted, recorder, args.log,
+                                     show_loss=False, finished="steps")
+    result = run.result()
+    images.save_image(output, result.array)
+    recorder.line(f"final loss {result.parts.total:.4e} -> {output}")
     recorder.finish()
     return 0

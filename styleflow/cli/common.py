@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Callable, Sequence
 
-from .errors import StyleflowError
+from ..errors import StyleflowError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -190,11 +190,12 @@ def check_run_outputs(args, inputs: Sequence[str | None]) -> None:
     input file."""
     from pathlib import Path
 
-    from . import images
+    from .. import images
+    from ..plot import check_plot_extension
 
     paths = []
     if args.plot:
-        images.check_image_extension(args.plot, "--plot")
+        check_plot_extension(args.plot)
     if args.gif and Path(args.gif).suffix.lower() != ".gif":
         raise StyleflowError(f"--gif '{args.gif}': the file name must end in .gif")
     for option, value in (("--log", args.log), ("--plot", args.plot), ("--gif", args.gif)):
@@ -214,20 +215,48 @@ def notes_to_stderr(quiet: bool) -> Callable[[str], None]:
     return note
 
 
-def describe_run(problem, method: str, precision: str, styles: int | None = None) -> str:
+def describe_run(run, precision: str, styles: int | None = None, label: str | None = None) -> str:
     """The first line a run prints: size, weights, layers, optimiser and precision."""
-    h, w = problem.size
-    network = problem.network
+    h, w = run.size
     return (f"{w}x{h} px, {'' if styles is None else f'{styles} style(s), '}weights "
-            f"{network.weights.source}, content {','.join(network.content_layers)}, style "
-            f"{','.join(network.style_layers)}, {method}"
+            f"{run.weights_source}, content {','.join(run.content_layers)}, style "
+            f"{','.join(run.style_layers)}, {label or run.method}"
             f"{', bfloat16' if precision == 'bfloat16' else ''}")
 
 
 def recorder_for(args, total: int, unit: str, title: str):
     """The RunRecorder the options in add_run_options ask for."""
-    from .report import RunRecorder
+    from .recorder import RunRecorder
 
     return RunRecorder(total, unit, quiet=args.quiet, log=args.log, plot=args.plot, gif=args.gif,
                        title=title)
 
+
+def make_stylizer(args, weights: str):
+    """The Stylizer for a CLI run: weights, precision, pooling and the seed as given, notes
+    (such as the weights fallback) on stderr unless --quiet."""
+    from ..api import Stylizer
+
+    return Stylizer(weights, precision=args.precision, pooling=args.pooling,
+                    seed=apply_seed(args.seed), notes=notes_to_stderr(args.quiet))
+
+
+def finish_interrupted(prog: str, exc: KeyboardInterrupt, run, path, recorder, log: str | None,
+                       *, show_loss: bool, finished: str) -> int:
+    """After Ctrl-C or SIGTERM: write the best image so far to `path` (before the plot and GIF,
+    whose failure must not lose it), finish the recorder, say what was kept; the exit status."""
+    from .. import images
+
+    result = run.result()
+    if result is not None:
+        images.save_image(path, result.array)
+    recorder.finish()
+    if result is not None:
+        loss = f" (loss {result.parts.total:.4e})" if show_loss else ""
+        print(f"{prog}: interrupted; best image so far{loss} written to {path}", file=sys.stderr)
+    else:
+        print(f"{prog}: interrupted before the first {run.unit.rstrip('s')}; nothing written",
+              file=sys.stderr)
+    if log:
+        print(f"{prog}: log of the finished {finished} in {log}", file=sys.stderr)
+    return interrupt_code(exc)

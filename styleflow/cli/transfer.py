@@ -6,21 +6,20 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import cli_common as cc
+from . import common as cc
 
 PROG = "neural_style_transfer.py"
-DEFAULTS = dict(iter=10, content_weight=0.025, style_weight=1.0, tv_weight=1.0)
-# The original's fmin_l_bfgs_b(maxfun=20): an "iteration" is 20 loss evaluations.
-EVALUATIONS_PER_ITERATION = 20
 
 
-def build_parser() -> cc.ArgumentParser:
-    from .defaults import (DEFAULT_HEIGHT, FULL_CONTENT_LAYER, FULL_STYLE_LAYERS,
-                           LITE_CONTENT_LAYER, LITE_STYLE_LAYERS)
-    from .weights import IMAGENET_FILE
+def build_parser(prog: str = PROG) -> cc.ArgumentParser:
+    """The command line of neural_style_transfer.py (and `styleflow transfer`)."""
+    from ..defaults import (DEFAULT_HEIGHT, FULL_CONTENT_LAYER, FULL_STYLE_LAYERS,
+                            LITE_CONTENT_LAYER, LITE_STYLE_LAYERS, TRANSFER_DEFAULTS)
+    from ..weights import IMAGENET_FILE
 
+    DEFAULTS = dict(TRANSFER_DEFAULTS, iter=TRANSFER_DEFAULTS["iterations"])
     parser = cc.ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="Neural style transfer with L-BFGS (Gatys et al.), as in the Keras example. "
                     "Writes PREFIX_at_iteration_NN.png after every iteration.",
 )
@@ -77,76 +76,57 @@ def build_parser() -> cc.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Run the CLI; returns the exit status."""
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     cc.require_some_weight(parser, {"--content_weight": args.content_weight,
                                     "--style_weight": args.style_weight,
                                     "--tv_weight": args.tv_weight})
     args.style_layers = cc.split_list(args.style_layers)
-    return cc.run_cli(PROG, lambda: _run(args))
+    return cc.run_cli(prog, lambda: _run(args, prog))
 
 
 def output_name(prefix: str, iteration: int) -> Path:
-    """The original's file name for an iteration's image."""
+    """The original's file name for an iteration's image (0-based, as the original)."""
     return Path(f"{prefix}_at_iteration_{iteration:02d}.png")
 
 
-def _run(args) -> int:
-    from . import images
-    from .lbfgs import Evaluator, pixel_bounds, run_lbfgs
-    from .problem import transfer_problem
+def _run(args, prog: str) -> int:
+    from .. import images
 
     outputs = [output_name(args.prefix, i) for i in range(args.iter)]
     inputs = [args.base, args.ref, args.init]
-    interrupted = images.interrupted_name(f"{args.prefix}.png", inputs)
+    # PREFIX_interrupted.png; a folder prefix 'out/' gives out/_interrupted.png beside
+    # out/_at_iteration_00.png.
+    interrupted = images.interrupted_name(args.prefix, ".png", inputs)
     images.refuse_overwriting_inputs(outputs + [interrupted], inputs)
     images.prepare_output_dir(outputs[0], "prefix")
     cc.check_run_outputs(args, inputs)
 
-    problem = transfer_problem(
-        args.base, args.ref, content_weight=args.content_weight, style_weight=args.style_weight,
-        tv_weight=args.tv_weight, height=args.height, width=args.width, weights=args.weights,
-        content_layer=args.content_layer, style_layers=args.style_layers, init=args.init,
-        seed=cc.apply_seed(args.seed), pooling=args.pooling, dtype=args.precision,
-        log=cc.notes_to_stderr(args.quiet))
-    spec = problem.network.input_spec
-    total = args.iter * EVALUATIONS_PER_ITERATION
-    recorder = cc.recorder_for(args, total, "evaluations",
+    stylizer = cc.make_stylizer(args, args.weights)
+    recorder = None
+    run = stylizer.iter_transfer(
+        args.base, args.ref, iterations=args.iter, content_weight=args.content_weight,
+        style_weight=args.style_weight, tv_weight=args.tv_weight, height=args.height,
+        width=args.width, content_layer=args.content_layer, style_layers=args.style_layers,
+        init=args.init, faithful=args.faithful,
+        on_evaluation=lambda n, loss: recorder.step(min(n, run.total), loss))
+    recorder = cc.recorder_for(args, run.total, "evaluations",
                                title=f"{Path(args.prefix).name}: loss per iteration")
     recorder.line(cc.describe_run(
-        problem, f"{'faithful' if args.faithful else 'continuous'} L-BFGS", args.precision))
-
-    def on_iteration(result) -> None:
-        path = outputs[result.iteration]
-        rgb = spec.deprocess(result.image)
-        images.save_image(path, rgb)
-        recorder.iteration(
-            result.iteration + 1, result.parts, result.seconds, result.evaluations, image=rgb,
-            image_path=path,
-            text=f"iteration {result.iteration + 1}/{args.iter}: {cc.format_parts(result.parts)} "
-                 f"{result.seconds:.1f}s -> {path}")
-
-    evaluator = Evaluator(problem.objective,
-                          on_evaluation=lambda n, loss: recorder.step(min(n, total), loss))
-    bounds = None if args.faithful else pixel_bounds(problem.objective.shape,
-                                                     *spec.pixel_bounds())
+        run, args.precision, label=f"{'faithful' if args.faithful else 'continuous'} L-BFGS"))
     try:
-        run_lbfgs(problem.objective, problem.start, args.iter, on_iteration,
-                  schedule="faithful" if args.faithful else "continuous", bounds=bounds,
-                  evaluations_per_iteration=EVALUATIONS_PER_ITERATION, evaluator=evaluator)
+        for it in run:
+            path = outputs[it.iteration - 1]
+            images.save_image(path, it.array)
+            recorder.iteration(
+                it.iteration, it.parts, it.seconds, it.evaluations, image=it.array,
+                image_path=path,
+                text=f"iteration {it.iteration}/{args.iter}: {cc.format_parts(it.parts)} "
+                     f"{it.seconds:.1f}s -> {path}")
     except KeyboardInterrupt as exc:
-        recorder.finish()
-        if evaluator.best_image is not None:
-            images.save_image(interrupted, spec.deprocess(evaluator.best_image))
-            print(f"{PROG}: interrupted; best image so far (loss {evaluator.best_parts.total:.4e}) "
-                  f"written to {interrupted}", file=sys.stderr)
-        else:
-            print(f"{PROG}: interrupted before the first evaluation; nothing written",
-                  file=sys.stderr)
-        if args.log:
-            print(f"{PROG}: log of the finished iterations in {args.log}", file=sys.stderr)
-        return cc.interrupt_code(exc)
+        return cc.finish_interrupted(prog, exc, run, interrupted, recorder, args.log,
+                                     show_loss=True, finished="iterations")
     recorder.finish()
     return 0

@@ -1,0 +1,469 @@
+"""The library's front door: `Stylizer` loads VGG19 once and stylises any number of images.
+
+    from styleflow import Stylizer
+    stylizer = Stylizer(weights="lite")
+    result = stylizer.transfer("photo.jpg", "painting.jpg", iterations=5)
+    result.image.save("out.png")
+
+`transfer` is neural_style_transfer.py's problem (the Keras example, L-BFGS); `stylize` is
+neural_style.py's (anishathalye/neural-style, Adam, several styles). `iter_transfer` and
+`iter_stylize` return a `Run` that yields every iteration as it finishes. Nothing here prints
+or names files: the command lines do that on top of this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import images
+from .adam import AdamLoop, AdamSettings
+from .color import preserve_colors as _preserve_colors
+from .defaults import EVALUATIONS_PER_ITERATION, STYLIZE_DEFAULTS, TRANSFER_DEFAULTS
+from .errors import StyleflowError
+from .lbfgs import Evaluator, iterate_lbfgs, pixel_bounds
+from .objective import Parts
+from .problem import Networks, Problem, stylize_problem, transfer_problem
+from .weights import resolve_weights
+
+_logger = logging.getLogger("styleflow")
+T = TRANSFER_DEFAULTS
+S = STYLIZE_DEFAULTS
+
+
+@dataclass
+class LossRecord:
+    """One iteration's (L-BFGS) or step's (Adam) loss parts and the seconds it took."""
+
+    iteration: int
+    evaluations: int
+    total: float
+    content: float
+    style: float
+    tv: float
+    seconds: float
+
+    @property
+    def parts(self) -> Parts:
+        return Parts(self.total, self.content, self.style, self.tv)
+
+
+class Iteration:
+    """What one iteration (L-BFGS) or step (Adam) produced, as the Run yields it.
+
+    `iteration` counts from 1. `image` / `array` is the picture to show or save for it: the
+    iterate for L-BFGS, the best image so far for Adam (as neural-style's checkpoints). Values
+    that need a read from the device (`parts`, `best_loss`, the image) are fetched on first use.
+    """
+
+    def __init__(self, iteration: int, iterations: int, evaluations: int, seconds: float,
+                 parts: Callable[[], Parts], best_loss: Callable[[], float],
+                 array: Callable[[], np.ndarray]):
+        self.iteration = iteration
+        self.iterations = iterations
+        self.evaluations = evaluations
+        self.seconds = seconds
+        self._parts, self._best, self._array = parts, best_loss, array
+        self._cache: dict[str, object] = {}
+
+    def _once(self, key: str, make: Callable):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def parts(self) -> Parts:
+        """This iteration's loss parts (Adam: of the image before the step)."""
+        return self._once("parts", self._parts)
+
+    @property
+    def best_loss(self) -> float:
+        """The lowest loss seen so far in the run."""
+        return self._once("best", self._best)
+
+    @property
+    def array(self) -> np.ndarray:
+        """The picture as uint8 RGB (h, w, 3)."""
+        return self._once("array", self._array)
+
+    @property
+    def image(self):
+        """The picture as a PIL.Image."""
+        from PIL import Image
+
+        return Image.fromarray(self.array)
+
+
+@dataclass
+class Result:
+    """A finished (or interrupted) run: the picture, its loss and the loss history."""
+
+    array: np.ndarray
+    parts: Parts
+    losses: list[LossRecord] = field(default_factory=list)
+    evaluations: int = 0
+    interrupted: bool = False
+
+    @property
+    def image(self):
+        """The picture as a PIL.Image."""
+        from PIL import Image
+
+        return Image.fromarray(self.array)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return self.array.shape[0], self.array.shape[1]
+
+    def save(self, path) -> None:
+        """Write the picture atomically; the format follows the extension (.png, .jpg, ...)."""
+        images.save_image(path, self.array)
+
+
+class Run:
+    """A prepared run: images loaded, sizes checked, targets computed. Iterating it optimises,
+    yielding an `Iteration` each time one finishes; stop whenever you like.
+
+    `result()` gives the outcome so far at any time — after the loop, after `break`, or after a
+    KeyboardInterrupt — or None when nothing has been evaluated yet.
+    """
+
+    method = ""
+    unit = ""
+
+    def __init__(self, problem: Problem, iterations: int, progress: bool,
+                 on_evaluation: Callable[[int, float], None] | None):
+        self.problem = problem
+        self.iterations = iterations
+        self.on_evaluation = on_evaluation
+        self.progress = progress
+        self._records: list[tuple] = []
+        self._started = False
+
+    # -- what the run is -----------------------------------------------------------------
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Output (height, width)."""
+        return self.problem.size
+
+    @property
+    def content_layers(self) -> list[str]:
+        return self.problem.network.content_layers
+
+    @property
+    def style_layers(self) -> list[str]:
+        return self.problem.network.style_layers
+
+    @property
+    def weights_source(self) -> str:
+        return self.problem.network.weights.source
+
+    @property
+    def total(self) -> int:
+        """Units of work (`unit`: L-BFGS evaluations or Adam steps) the run will do."""
+        raise NotImplementedError
+
+    @property
+    def losses(self) -> list[LossRecord]:
+        """Loss parts of every finished iteration or step so far."""
+        return [LossRecord(i, n, *(float(v) for v in np.asarray(values)), seconds)
+                for i, n, seconds, values in self._records]
+
+    def __iter__(self) -> Iterator[Iteration]:
+        if self._started:
+            raise RuntimeError("a Run can be iterated once; start another for a new run")
+        self._started = True
+        bar = None
+        callback = self.on_evaluation
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total, unit=self.unit.rstrip("s"), desc=self.method)
+
+            def callback(n: int, loss: float, user=self.on_evaluation) -> None:
+                bar.update(n - bar.n)
+                bar.set_postfix(loss=f"{loss:.4e}", refresh=False)
+                if user is not None:
+                    user(n, loss)
+        try:
+            yield from self._iterate(callback)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _iterate(self, on_evaluation) -> Iterator[Iteration]:
+        raise NotImplementedError
+
+    def result(self) -> Result | None:
+        raise NotImplementedError
+
+
+class TransferRun(Run):
+    """L-BFGS on the Keras example's problem (see Stylizer.iter_transfer)."""
+
+    method = "L-BFGS"
+    unit = "evaluations"
+
+    def __init__(self, problem, iterations, faithful, progress, on_evaluation):
+        super().__init__(problem, iterations, progress, on_evaluation)
+        self.faithful = faithful
+        self.evaluator = Evaluator(problem.objective)
+        self._last = None
+
+    @property
+    def total(self) -> int:
+        return self.iterations * EVALUATIONS_PER_ITERATION
+
+    def _iterate(self, on_evaluation) -> Iterator[Iteration]:
+        spec = self.problem.network.input_spec
+        self.evaluator.on_evaluation = on_evaluation
+        bounds = None if self.faithful else pixel_bounds(self.problem.objective.shape,
+                                                         *spec.pixel_bounds())
+        for step in iterate_lbfgs(self.evaluator, self.problem.start, self.iterations,
+                                  schedule="faithful" if self.faithful else "continuous",
+                                  evaluations_per_iteration=EVALUATIONS_PER_ITERATION,
+                                  bounds=bounds):
+            self._last = step
+            parts = step.parts
+            self._records.append((step.iteration + 1, step.evaluations, step.seconds,
+                                  [parts.total, parts.content, parts.style, parts.tv]))
+            best = self.evaluator.best_parts.total
+            yield Iteration(step.iteration + 1, self.iterations, step.evaluations, step.seconds,
+                            parts=lambda p=parts: p, best_loss=lambda b=best: b,
+                            array=lambda image=step.image: spec.deprocess(image))
+
+    def result(self) -> Result | None:
+        """The last iteration's image once all are done; before that (an interruption, an
+        early stop) the lowest-loss image evaluated so far."""
+        spec = self.problem.network.input_spec
+        done = self._last is not None and self._last.iteration + 1 == self.iterations
+        if done:
+            image, parts = self._last.image, self._last.parts
+        elif self.evaluator.best_image is not None:
+            image, parts = self.evaluator.best_image, self.evaluator.best_parts
+        else:
+            return None
+        return Result(spec.deprocess(image), parts, self.losses, self.evaluator.evaluations,
+                      interrupted=not done)
+
+
+class StylizeRun(Run):
+    """Adam on neural-style's problem (see Stylizer.iter_stylize)."""
+
+    method = "Adam"
+    unit = "steps"
+
+    def __init__(self, problem, iterations, settings: AdamSettings, preserve_colors: bool,
+                 progress, on_evaluation):
+        super().__init__(problem, iterations, progress, on_evaluation)
+        self.preserve_colors = preserve_colors
+        self.loop = AdamLoop(problem.objective, problem.start, settings)
+
+    @property
+    def total(self) -> int:
+        return self.iterations
+
+    def _picture(self, image: np.ndarray) -> np.ndarray:
+        rgb = self.problem.network.input_spec.deprocess(image)
+        return _preserve_colors(self.problem.content_rgb, rgb) if self.preserve_colors else rgb
+
+    def _iterate(self, on_evaluation) -> Iterator[Iteration]:
+        loop = self.loop
+        began = time.perf_counter()
+        for i in range(1, self.iterations + 1):
+            values = loop.step()
+            if i == self.iterations:
+                loop.settle()
+            if on_evaluation is not None:
+                on_evaluation(i, float(values[0]))
+            now = time.perf_counter()
+            self._records.append((i, i, now - began, values))
+            yield Iteration(i, self.iterations, i, now - began,
+                            parts=lambda v=values: Parts(*(float(x) for x in v.numpy())),
+                            best_loss=lambda: loop.best_loss,
+                            array=lambda best=loop.best_image: self._picture(best.numpy()))
+            began = time.perf_counter()
+
+    def result(self) -> Result | None:
+        """The lowest-loss image so far (the final output once all steps are done)."""
+        loop = self.loop
+        if loop.steps == 0:
+            return None
+        records = self.losses
+        return Result(self._picture(loop.best()),
+                      self._best_parts(records), records, loop.steps,
+                      interrupted=loop.steps < self.iterations)
+
+    def _best_parts(self, records: list[LossRecord]) -> Parts:
+        settled = self.loop.settled
+        if settled is not None and settled.total <= self.loop.best_loss:
+            return settled  # the image after the last step was the best
+        return min(records, key=lambda r: r.total).parts
+
+
+class Stylizer:
+    """Neural style transfer with VGG19 loaded once, for any number of images.
+
+    weights: "auto" (ImageNet when cached or downloadable, else the shipped block 1-3
+    weights), "imagenet", "lite", "random" (seeded, untrained: tests and benchmarks), or a
+    path to a Keras .h5 or MatConvNet .mat file. precision: "float32" or "bfloat16" for the
+    VGG pass. pooling: "max" or "avg". seed: for random weights and Adam's start noise.
+    notes: called with one-line notes (e.g. the weights fallback); default: the "styleflow"
+    logger.
+
+    A network is built once per set of layers, and its loss is compiled once per image size, so
+    a second pair of the same size starts optimising at once.
+
+    Images are file paths, PIL images or (h, w, 3) uint8 arrays. Problems the caller can fix
+    raise StyleflowError with a one-line message. A KeyboardInterrupt during `transfer` or
+    `stylize` propagates with the outcome so far as its `result` attribute (a Result, or None
+    when nothing was evaluated); with `iter_*`, call the Run's `result()`.
+    """
+
+    def __init__(self, weights: str = "auto", *, precision: str = "float32",
+                 pooling: str = "max", seed: int = 0,
+                 notes: Callable[[str], None] | None = None):
+        self.seed = int(seed)
+        self.weights = resolve_weights(str(weights), seed=self.seed,
+                                       log=notes or _logger.warning)
+        self.networks = Networks(self.weights, pooling=pooling, precision=precision)
+        self.precision = precision
+        self.pooling = pooling
+
+    @property
+    def builds(self) -> int:
+        """Feature extractors built so far (one per set of layers)."""
+        return self.networks.builds
+
+    @property
+    def traces(self) -> int:
+        """Loss functions traced so far (one per image size and problem kind)."""
+        return self.networks.traces
+
+    # -- the Keras example's L-BFGS ------------------------------------------------------
+
+    def iter_transfer(self, content, style, *, iterations: int = T["iterations"],
+                      content_weight: float = T["content_weight"],
+                      style_weight: float = T["style_weight"], tv_weight: float = T["tv_weight"],
+                      height: int | None = None, width: int | None = None,
+                      content_layer: str | None = None,
+                      style_layers: Sequence[str] | None = None, init=None,
+                      faithful: bool = False, progress: bool = False,
+                      on_evaluation: Callable[[int, float], None] | None = None) -> TransferRun:
+        """Prepare neural_style_transfer.py's problem and return a Run yielding its iterations.
+
+        Options are the CLI's (`--iter` is `iterations`). Each iteration is 20 L-BFGS
+        evaluations of one continuous run with pixels bounded to 0..255, or with
+        `faithful=True` a fresh 20-evaluation L-BFGS run per iteration, as the Keras example.
+        Output height defaults to 200 px when neither height nor width is given.
+        `on_evaluation(count, loss)` is called after every evaluation; `progress=True` shows a
+        tqdm bar (a widget in Jupyter).
+        """
+        _check_numbers(iterations=iterations, content_weight=content_weight,
+                       style_weight=style_weight, tv_weight=tv_weight)
+        problem = transfer_problem(
+            self.networks, content, style, content_weight=content_weight,
+            style_weight=style_weight, tv_weight=tv_weight, height=height, width=width,
+            content_layer=content_layer, style_layers=style_layers, init=init)
+        return TransferRun(problem, iterations, faithful, progress, on_evaluation)
+
+    def transfer(self, content, style, **options) -> Result:
+        """Run `iter_transfer(content, style, **options)` to the end; return the Result (the
+        image after the last iteration, as the CLI's last file)."""
+        return _finish(self.iter_transfer(content, style, **options))
+
+    # -- neural-style's Adam -------------------------------------------------------------
+
+    def iter_stylize(self, content, styles, *, iterations: int = S["iterations"],
+                     width: int | None = None, style_scales: Sequence[float] | None = None,
+                     style_blend_weights: Sequence[float] | None = None,
+                     content_weight: float = S["content_weight"],
+                     content_weight_blend: float = S["content_weight_blend"],
+                     style_weight: float = S["style_weight"],
+                     style_layer_weight_exp: float = S["style_layer_weight_exp"],
+                     tv_weight: float = S["tv_weight"], learning_rate: float = S["learning_rate"],
+                     beta1: float = S["beta1"], beta2: float = S["beta2"],
+                     epsilon: float = S["epsilon"], content_layers: Sequence[str] | None = None,
+                     style_layers: Sequence[str] | None = None, initial=None,
+                     initial_noiseblend: float | None = None, preserve_colors: bool = False,
+                     seed: int | None = None, progress: bool = False,
+                     on_evaluation: Callable[[int, float], None] | None = None) -> StylizeRun:
+        """Prepare neural_style.py's problem and return a Run yielding every Adam step.
+
+        `styles` is one image or a list; options are the CLI's, with the same defaults. The
+        start is seeded noise (`seed`, default the Stylizer's) unless `initial` is given.
+        Each step's `image` is the best so far; `preserve_colors` keeps the content's colours
+        in every picture produced.
+        """
+        if isinstance(styles, (str, bytes)) or not isinstance(styles, Sequence):
+            styles = [styles]
+        _check_numbers(iterations=iterations, content_weight=content_weight,
+                       style_weight=style_weight, tv_weight=tv_weight,
+                       learning_rate=learning_rate, style_layer_weight_exp=style_layer_weight_exp)
+        problem = stylize_problem(
+            self.networks, content, list(styles), width=width, style_scales=style_scales,
+            style_blend_weights=style_blend_weights, content_weight=content_weight,
+            content_weight_blend=content_weight_blend, style_weight=style_weight,
+            style_layer_weight_exp=style_layer_weight_exp, tv_weight=tv_weight,
+            content_layers=content_layers, style_layers=style_layers, initial=initial,
+            initial_noiseblend=initial_noiseblend,
+            seed=self.seed if seed is None else int(seed))
+        return StylizeRun(problem, iterations,
+                          AdamSettings(learning_rate, beta1, beta2, epsilon), preserve_colors,
+                          progress, on_evaluation)
+
+    def stylize(self, content, styles, **options) -> Result:
+        """Run `iter_stylize(content, styles, **options)` to the end; return the Result (the
+        lowest-loss image, as the CLI's --output)."""
+        return _finish(self.iter_stylize(content, styles, **options))
+
+
+def _finish(run: Run) -> Result:
+    try:
+        for _ in run:
+            pass
+    except KeyboardInterrupt as exc:
+        exc.result = run.result()
+        raise
+    return run.result()
+
+
+def _check_numbers(**values: float) -> None:
+    """StyleflowError for what the CLIs' argument types refuse: counts below 1, negative or
+    non-finite weights, and all loss weights zero."""
+    for name, value in values.items():
+        if name == "iterations":
+            if int(value) != value or value < 1:
+                raise StyleflowError(f"iterations: must be a whole number greater than zero, "
+                                     f"not {value!r}")
+        elif name in ("learning_rate", "style_layer_weight_exp"):
+            if not math.isfinite(value) or value <= 0:
+                raise StyleflowError(f"{name}: must be a finite number above zero, not {value!r}")
+        elif not math.isfinite(value) or value < 0:
+            raise StyleflowError(f"{name}: must be a finite number, zero or more, not {value!r}")
+    weights = [values[k] for k in ("content_weight", "style_weight", "tv_weight")]
+    if all(w == 0 for w in weights):
+        raise StyleflowError("content_weight, style_weight, tv_weight: all are zero, so there "
+                             "is nothing to optimise")
+
+
+def transfer(content, style, *, weights: str = "auto", precision: str = "float32",
+             pooling: str = "max", seed: int = 0, **options) -> Result:
+    """One-off `Stylizer(weights, ...).transfer(content, style, **options)`. For several
+    images, make one Stylizer and reuse it: the network is then loaded once."""
+    return Stylizer(weights, precision=precision, pooling=pooling, seed=seed).transfer(
+        content, style, **options)
+
+
+def stylize(content, styles, *, weights: str = "auto", precision: str = "float32",
+            pooling: str = "max", seed: int = 0, **options) -> Result:
+    """One-off `Stylizer(weights, ...).stylize(content, styles, **options)`."""
+    return Stylizer(weights, precision=precision, pooling=pooling, seed=seed).stylize(
+        content, styles, **options)

@@ -1,0 +1,1 @@
+"""The command lines: `styleflow` and its subcommands, and the two original scripts."""

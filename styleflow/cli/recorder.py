@@ -1,0 +1,133 @@
+"""What a command-line run leaves besides its images: the progress display (a tqdm bar on a
+terminal, plain lines otherwise, nothing with --quiet), the loss log, the loss plot and the GIF.
+`finish` is called on success and on interruption."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from ..animation import gif_frame, write_gif
+from ..objective import Parts
+from ..plot import plot_losses
+from ..runlog import RunLog
+
+BAR = "bar"
+LINES = "lines"
+QUIET = "quiet"
+# A terminal redraw costs little, but a 1000-step Adam run must not redraw 1000 times a second.
+REDRAW_SECONDS = 0.2
+# tqdm's own layout, with the unit after the count and the remaining time labelled.
+BAR_FORMAT = ("{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} "
+              "[{elapsed} elapsed, ETA {remaining}{postfix}]")
+
+
+def choose_mode(quiet: bool, stream: TextIO) -> str:
+    """QUIET when asked, BAR on a terminal, LINES otherwise (files, pipes, shell loops)."""
+    if quiet:
+        return QUIET
+    isatty = getattr(stream, "isatty", None)
+    return BAR if isatty is not None and isatty() else LINES
+
+
+def _columns(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+class RunRecorder:
+    """Progress of `total` `unit`s plus the optional --log, --plot and --gif outputs."""
+
+    def __init__(self, total: int, unit: str, *, quiet: bool = False, log: str | None = None,
+                 plot: str | None = None, gif: str | None = None, title: str = "loss",
+                 stream: TextIO | None = None, mode: str | None = None):
+        self.stream = stream or sys.stdout
+        self.mode = mode or choose_mode(quiet, self.stream)
+        self.bar = None
+        if self.mode == BAR:
+            from tqdm import tqdm
+
+            # Follow the terminal's width, unless it reports none (a fresh pseudo-terminal
+            # says 0 columns, where tqdm would draw nothing).
+            sized = _columns(self.stream) > 0
+            self.bar = tqdm(total=max(1, int(total)), unit=unit, file=self.stream,
+                            dynamic_ncols=sized, ncols=None if sized else 100,
+                            nrows=None if sized else 24,
+                            mininterval=REDRAW_SECONDS, bar_format=BAR_FORMAT)
+        self.plot_path = Path(plot) if plot else None
+        self.gif_path = Path(gif) if gif else None
+        self.title = title
+        self.history: list[dict] = []
+        self.frames = []
+        self.log = RunLog(log) if log else None
+        self.began = time.perf_counter()
+
+    @property
+    def wants_frames(self) -> bool:
+        return self.gif_path is not None
+
+    @property
+    def wants_steps(self) -> bool:
+        """Whether per-evaluation progress is shown at all."""
+        return self.bar is not None
+
+    def step(self, done: int, loss: float | None = None) -> None:
+        """`done` evaluations or steps are finished (drives the bar)."""
+        if self.bar is None:
+            return
+        if loss is not None:
+            self.bar.set_postfix_str(f"loss {loss:.4e}", refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def iteration(self, iteration: int, parts: Parts, seconds: float, evaluations: int,
+                  text: str | None = None, image: np.ndarray | None = None,
+                  image_path: str | Path | None = None) -> None:
+        """Record one iteration: a log row, a plot point, a GIF frame (from the uint8 RGB
+        `image`, when a GIF is asked for) and, when given, a line of text for the user."""
+        row = dict(iteration=iteration, evaluations=evaluations, **parts.as_dict(),
+                   seconds=round(seconds, 4), elapsed=round(time.perf_counter() - self.began, 4),
+                   image=str(image_path) if image_path else None)
+        self.history.append(row)
+        if self.log is not None:
+            self.log.write(row)
+        if self.wants_frames and image is not None:
+            self.frames.append(gif_frame(image))
+        if text:
+            self.line(text)
+
+    def finish(self) -> None:
+        """Close the log, draw the plot, write the GIF and say where they are."""
+        if self.log is not None:
+            self.log.close()
+        written = []
+        if self.plot_path is not None and self.history:
+            plot_losses(self.plot_path, self.history, title=self.title)
+            written.append(self.plot_path)
+        if self.gif_path is not None and self.frames:
+            write_gif(self.gif_path, self.frames)
+            written.append(self.gif_path)
+        for path in written:
+            self.line(f"wrote {path}")
+        self.close()
+
+    def close(self) -> None:
+        """Leave the terminal on a fresh line after the bar."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def line(self, text: str) -> None:
+        """Print a line for the user (not when quiet), above the bar on a terminal."""
+        if self.mode == QUIET:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
