@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_clean_error, call_cli, make_image
+from conftest import assert_clean_error, call_cli, make_image, run_cli
 from styleflow.images import load_image
 from test_weights import legacy_h5
 from styleflow.weights import random_weights
@@ -146,6 +146,20 @@ def test_bad_input_one_clear_line(case, files, tmp_path):
     assert_clean_error(proc, *needles)
     assert not [p for p in out.rglob("*") if p.is_file()], "partial output left behind"
     assert all(p.read_bytes() == data for p, data in before.items()), "an input was modified"
+
+
+@pytest.mark.parametrize("case", ["missing file", "unknown option", "weights not hdf5"])
+def test_bad_input_in_a_real_process(case, files, tmp_path):
+    """The same cases as a user meets them: stderr holds one line and no traceback, and the
+    exit status is non-zero (the matrix above runs in-process through main(argv))."""
+    script, args, needles = CASES[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    values = {k: str(v) for k, v in files.items()}
+    values.update(out=str(out))
+    proc = run_cli(script, *[a.format(**values) for a in args])
+    assert_clean_error(proc, *needles)
+    assert not any(out.iterdir())
 
 
 # --- unusual inputs that must work ------------------------------------------------------
