@@ -90,11 +90,15 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     """Convert any Pillow mode to uint8 RGB, scaling 16/32-bit data instead of clipping it."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         data = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or data.max(initial=0) > 255 else 255.0
+        peak = data.max(initial=0)
+        if img.mode == "F" and peak <= 1.0:
+            top = 1.0  # floating-point images conventionally hold 0..1
+        else:
+            top = 65535.0 if img.mode.startswith("I;16") or peak > 255 else 255.0
         gray = np.clip(np.rint(data * (255.0 / top)), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
+    if img.mode in ("P", "RGB", "L") and "transparency" in img.info:
+        img = img.convert("RGBA")  # a palette entry or a tRNS colour marks transparent pixels
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -134,13 +138,22 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     save_pil_atomically(path, Image.fromarray(np.asarray(image, dtype=np.uint8)), fmt, **options)
 
 
+# Formats that hold an RGB picture and that Pillow writes, by extension (an output is checked
+# against this before any work: Pillow's own table also lists formats it cannot write, or only
+# as 1-bit or palette images).
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG",
+                  ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP",
+                  ".ppm": "PPM", ".pnm": "PPM", ".tga": "TGA"}
+
+
 def check_image_extension(path: str | os.PathLike, what: str = "output") -> str:
-    """Pillow's format name for the file's extension; StyleflowError when it has none."""
+    """Pillow's format name for the file's extension; StyleflowError for an extension that
+    cannot hold the RGB picture."""
     suffix = Path(path).suffix.lower()
-    fmt = Image.registered_extensions().get(suffix)
+    fmt = OUTPUT_FORMATS.get(suffix)
     if fmt is None or fmt not in Image.SAVE:
         raise StyleflowError(f"{what} '{path}': cannot write images with extension "
-                             f"'{suffix or '(none)'}'; use .png or .jpg")
+                             f"'{suffix or '(none)'}'; use .png, .jpg, .tif, .webp or .bmp")
     return fmt
 
 

@@ -37,12 +37,18 @@ class RunLog:
             self._handle.flush()
 
     def write(self, row: dict) -> None:
-        """Append one row and flush it to the operating system."""
-        if self.json:
-            self._handle.write(json.dumps({k: row.get(k) for k in FIELDS}) + "\n")
-        else:
-            self._csv.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in FIELDS})
-        self._handle.flush()
+        """Append one row and flush it to the operating system; a failing write (disk full)
+        is a one-line StyleflowError, the rows before it stay in the file."""
+        try:
+            if self.json:
+                self._handle.write(json.dumps({k: row.get(k) for k in FIELDS}) + "\n")
+            else:
+                self._csv.writerow({k: ("" if row.get(k) is None else row.get(k))
+                                    for k in FIELDS})
+            self._handle.flush()
+        except OSError as exc:
+            raise StyleflowError(f"--log '{self.path}': cannot write "
+                                 f"({exc.strerror or exc})") from None
 
     def close(self) -> None:
         self._handle.close()

@@ -4,8 +4,11 @@ the block 1-3 ImageNet weights shipped with the package ("lite"), or seeded rand
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,7 +23,8 @@ IMAGENET_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
                 + IMAGENET_FILE)
 IMAGENET_MD5 = "253f8cb515780f3b799900260a226db6"
-DOWNLOADING = "downloading VGG19 ImageNet weights (80 MB, once) to {} ..."
+LITE_SOURCE = "lite (ImageNet blocks 1-3, shipped)"
+DOWNLOADED = "note: downloaded the VGG19 ImageNet weights (80 MB, once) to {}"
 # Names accepted besides a file path; shown in --help.
 WEIGHT_CHOICES = ("auto", "imagenet", "lite", "random")
 # MatConvNet's imagenet-vgg-verydeep-19.mat names conv layers conv1_1 ... conv5_4.
@@ -75,22 +79,28 @@ def resolve_weights(spec: str, seed: int = 0,
     if spec == "random":
         return random_weights(seed)
     if spec == "lite":
-        return load_h5(LITE_PATH, source="lite (ImageNet blocks 1-3, shipped)")
+        return load_h5(LITE_PATH, source=LITE_SOURCE)
     if spec == "imagenet":
         return load_h5(imagenet_file(download=True), source="imagenet")
     if spec == "auto":
-        cached = cached_imagenet_file()
+        try:
+            cached = verified_imagenet_file()
+        except StyleflowError as exc:
+            log(f"note: {exc}; using the shipped block 1-3 weights ('lite') meanwhile")
+            return load_h5(LITE_PATH, source=LITE_SOURCE)
         if cached is not None:
             return load_h5(cached, source="imagenet")
+        # One line either way: where the download went, or the fallback (no "downloading"
+        # line first, which offline would make two).
         try:
-            log(DOWNLOADING.format(keras_models_dir()))
-            return load_h5(imagenet_file(download=True), source="imagenet")
+            weights = load_h5(imagenet_file(download=True), source="imagenet")
+            log(DOWNLOADED.format(keras_models_dir()))
+            return weights
         except StyleflowError:
-            weights = load_h5(LITE_PATH, source="lite (ImageNet blocks 1-3, shipped)")
             log("note: full VGG19 ImageNet weights could not be downloaded; using the shipped "
                 f"block 1-3 weights ('lite'). For the full network put {IMAGENET_FILE} in "
                 f"{keras_models_dir()} or pass --weights PATH")
-            return weights
+            return load_h5(LITE_PATH, source=LITE_SOURCE)
     path = Path(spec)
     if not path.exists():
         raise StyleflowError(
@@ -109,33 +119,84 @@ def keras_models_dir() -> Path:
 
 
 def cached_imagenet_file() -> Path | None:
-    """The cached Keras notop VGG19 weights file, if one is there."""
+    """The cached Keras notop VGG19 weights file, if one is there (checked or not)."""
     path = keras_models_dir() / IMAGENET_FILE
     return path if path.is_file() else None
 
 
-def imagenet_file(download: bool = True) -> Path:
-    """Path of the Keras notop VGG19 ImageNet weights, downloading them once if needed."""
+def file_md5(path: Path) -> str:
+    """The file's MD5, read in chunks (80 MB for the ImageNet weights)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def damaged_cache_message(path: Path) -> str:
+    return (f"the cached ImageNet weights file {path} is damaged or incomplete (its MD5 is not "
+            f"Keras' {IMAGENET_MD5}); delete it to download it again")
+
+
+def verified_imagenet_file() -> Path | None:
+    """The cached file when its MD5 is Keras' published one; None when there is none;
+    StyleflowError naming the file when it is there but damaged (a killed download, say)."""
     cached = cached_imagenet_file()
-    if cached is not None or not download:
-        if cached is None:
-            raise StyleflowError(f"imagenet weights not found in {keras_models_dir()}")
+    if cached is None:
+        return None
+    if file_md5(cached) != IMAGENET_MD5:
+        raise StyleflowError(damaged_cache_message(cached))
+    return cached
+
+
+def imagenet_file(download: bool = True) -> Path:
+    """Path of the Keras notop VGG19 ImageNet weights, downloading them once if needed.
+
+    The download goes to a temporary name beside the cache and is renamed into place only
+    once its MD5 matches, so a killed or racing download never leaves a damaged file; a
+    damaged file already there is replaced by a good download.
+    """
+    try:
+        cached = verified_imagenet_file()
+    except StyleflowError:
+        cached = None
+        damaged = True
+    else:
+        damaged = False
+    if cached is not None:
         return cached
+    if not download:
+        raise StyleflowError(f"imagenet weights not found in {keras_models_dir()}")
     import keras
 
+    folder = keras_models_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".styleflow-download-", dir=folder)
+    except OSError as exc:
+        raise StyleflowError(f"cannot download VGG19 ImageNet weights: cannot write to "
+                             f"{folder} ({exc.strerror or exc})") from None
     try:
         # STYLEFLOW_IMAGENET_URL points at a mirror (tests use an unreachable one).
         url = os.environ.get("STYLEFLOW_IMAGENET_URL", IMAGENET_URL)
         # Keras prints its own "Downloading data from" line on stdout, which would break
         # --quiet and interleave with our lines; callers announce the download themselves.
         with contextlib.redirect_stdout(io.StringIO()):
-            return Path(keras.utils.get_file(IMAGENET_FILE, url, cache_subdir="models",
-                                             file_hash=IMAGENET_MD5))
+            fetched = Path(keras.utils.get_file(IMAGENET_FILE, url, cache_dir=staging,
+                                                cache_subdir="", file_hash=IMAGENET_MD5))
+        target = folder / IMAGENET_FILE
+        os.replace(fetched, target)
+        return target
     except Exception as exc:  # keras raises a bare Exception on network failure
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if damaged:
+            raise StyleflowError(f"{damaged_cache_message(folder / IMAGENET_FILE)}; it could "
+                                 f"not be downloaded again ({reason[:120]})") from None
         raise StyleflowError(
             f"cannot download VGG19 ImageNet weights ({reason[:160]}); put {IMAGENET_FILE} in "
-            f"{keras_models_dir()}, or use --weights PATH or --weights lite") from None
+            f"{folder}, or use --weights PATH or --weights lite") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def random_weights(seed: int, needed: Sequence[str] = CONV_LAYERS) -> Weights:
