@@ -199,10 +199,12 @@ def test_unusual_formats_give_the_right_picture(tmp_path, kind):
         Image.fromarray(rgb).convert("CMYK").save(path, quality=95)
         expected = rgb
     elif kind == "gray16":
-        gray = (rgb[..., 0].astype(np.uint16) * 257)  # 0 or 65535
+        # Mid-grey as well as black and white: scaled gives 128, plain clipping 255.
+        gray = (rgb[..., 0].astype(np.uint16) * 257)
+        gray[rgb[..., 2] == 255] = 128 * 257
         Image.fromarray(gray).save(path)
         assert Image.open(path).mode.startswith("I")
-        expected = np.repeat(rgb[..., :1], 3, axis=2)
+        expected = np.repeat((gray // 257).astype(np.uint8)[..., None], 3, axis=2)
     elif kind == "gray":
         Image.fromarray(rgb[..., 0]).save(path)
         expected = np.repeat(rgb[..., :1], 3, axis=2)

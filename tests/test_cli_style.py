@@ -50,16 +50,48 @@ def test_style_scales_resize_styles(pair):
 
 def test_preserve_colors_keeps_content_chrominance(pair, tmp_path):
     content, s1, _ = pair
-    out = tmp_path / "out.png"
-    proc = call_cli(SCRIPT, "--content", content, "--styles", s1, "--output", out,
-                   "--iterations", "3", "--network", "random", "--preserve-colors")
-    assert proc.returncode == 0, proc.stderr
-    with Image.open(out) as a, Image.open(content) as b:
-        got = np.asarray(a.convert("YCbCr"), float)
-        want = np.asarray(b.convert("YCbCr"), float)
-    # Cb, Cr survive (within the rounding of two colour-space round trips); Y is the style's.
-    assert np.abs(got[..., 1:] - want[..., 1:]).mean() < 1.5
-    assert np.abs(got[..., 0] - want[..., 0]).mean() > 5
+    for name, extra in (("plain", []), ("kept", ["--preserve-colors"])):
+        proc = call_cli(SCRIPT, "--content", content, "--styles", s1, "--output",
+                        tmp_path / f"{name}.png", "--iterations", "3", "--network", "random",
+                        "--seed", "2", *extra)
+        assert proc.returncode == 0, proc.stderr
+    with Image.open(tmp_path / "kept.png") as a, Image.open(content) as b, \
+            Image.open(tmp_path / "plain.png") as c:
+        kept = np.asarray(a.convert("YCbCr"), float)
+        original = np.asarray(b.convert("YCbCr"), float)
+        plain = np.asarray(c.convert("YCbCr"), float)
+    # Cb, Cr are the content's (within two colour-space round trips), Y is the stylised one's.
+    assert np.abs(kept[..., 1:] - original[..., 1:]).mean() < 1.5
+    assert np.abs(kept[..., 0] - plain[..., 0]).mean() < 1.5
+    assert np.abs(plain[..., 1:] - original[..., 1:]).mean() > 3  # it did change colours
+
+
+def test_matconvnet_file_and_average_pooling_through_the_cli(pair, tmp_path):
+    from test_weights import matconvnet_file
+    from styleflow.network import KERAS_INPUT
+    from styleflow.weights import random_weights
+
+    content, s1, _ = pair
+    mat = matconvnet_file(tmp_path / "vgg.mat", random_weights(4, ["block2_conv2"]).layers,
+                          KERAS_INPUT.mean_rgb)
+    outputs = {}
+    for pooling in ("max", "avg"):
+        out = tmp_path / f"{pooling}.png"
+        proc = call_cli(SCRIPT, "--content", content, "--styles", s1, "--output", out,
+                        "--iterations", "2", "--network", mat, "--content-layers",
+                        "block2_conv2", "--style-layers", "block1_conv1", "block2_conv1",
+                        "--pooling", pooling)
+        assert proc.returncode == 0, proc.stderr
+        assert f"weights '{mat}'" in proc.stdout
+        outputs[pooling] = totals(proc.stdout)
+    assert outputs["max"] != outputs["avg"]  # the pooling really changed the network
+
+
+def test_adam_refuses_a_size_that_cannot_fit(pair, tmp_path):
+    content, s1, _ = pair
+    proc = call_cli(SCRIPT, "--content", content, "--styles", s1, "--output", tmp_path / "o.png",
+                    "--network", "random", "--width", "90000")
+    assert_clean_error(proc, "90000x60000", "needs about", "available")
 
 
 def test_checkpoint_pattern_needs_percent_s(pair, tmp_path):

