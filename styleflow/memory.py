@@ -17,7 +17,10 @@ BYTES_PER_ACTIVATION = {"float32": 8.0, "bfloat16": 7.0}
 BASE_BYTES = 900 * 2**20
 # Float64 copies of the image the optimiser keeps: scipy's L-BFGS-B works in 2m + 5 vectors
 # (m = 10 correction pairs); Adam keeps a few float32 ones (image, best, two moments).
-IMAGE_BYTES = {"lbfgs": (2 * 10 + 5) * 8, "adam": 6 * 4}
+# "forward" is a style image's one forward pass for its Gram targets: no optimiser, and no
+# activations kept for a backward pass.
+IMAGE_BYTES = {"lbfgs": (2 * 10 + 5) * 8, "adam": 6 * 4, "forward": 0}
+FORWARD_SHARE = 0.5
 
 
 def activation_elements(size: tuple[int, int], layers: Sequence[str]) -> int:
@@ -43,12 +46,50 @@ def estimate_bytes(size: tuple[int, int], layers: Sequence[str], precision: str 
                    optimiser: str = "lbfgs") -> int:
     """Estimated peak memory of a run on an (h, w) image using `layers`."""
     pixels = size[0] * size[1] * 3
-    return int(BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(size, layers)
+    per_activation = BYTES_PER_ACTIVATION[precision] * (FORWARD_SHARE if optimiser == "forward"
+                                                        else 1.0)
+    return int(BASE_BYTES + per_activation * activation_elements(size, layers)
                + IMAGE_BYTES[optimiser] * pixels)
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (TensorFlow and the weights, once loaded)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _cgroup_free(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """A cgroup's limit less what it uses, not counting reclaimable page cache (v2, then v1)."""
+    for limit_file, usage_file, stat_file, cache_key in (
+            ("memory.max", "memory.current", "memory.stat", "inactive_file"),
+            ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes",
+             "memory/memory.stat", "total_inactive_file")):
+        try:
+            text = (root / limit_file).read_text().strip()
+            used = int((root / usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if not text.isdigit() or int(text) >= 2**60:
+            continue
+        cache = 0
+        try:
+            for line in (root / stat_file).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == cache_key:
+                    cache = int(value)
+        except (OSError, ValueError):
+            pass
+        return int(text) - max(0, used - cache)
+    return None
+
+
 def available_bytes() -> int | None:
-    """Memory this process may still use: the smaller of MemAvailable and a cgroup limit."""
+    """Memory this process may still use: the smaller of MemAvailable and a cgroup's room."""
     candidates = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -56,21 +97,9 @@ def available_bytes() -> int | None:
                 candidates.append(int(line.split()[1]) * 1024)
     except OSError:
         pass
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 2**60:
-            used = 0
-            for usage in ("/sys/fs/cgroup/memory.current",
-                          "/sys/fs/cgroup/memory/memory.usage_in_bytes"):
-                try:
-                    used = int(Path(usage).read_text().strip())
-                    break
-                except (OSError, ValueError):
-                    continue
-            candidates.append(int(text) - used)
+    room = _cgroup_free()
+    if room is not None:
+        candidates.append(room)
     if not candidates and hasattr(os, "sysconf"):
         try:
             candidates.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
@@ -95,22 +124,34 @@ def largest_fitting(size: tuple[int, int], layers: Sequence[str], precision: str
 
 
 def check_fits(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
-               optimiser: str = "lbfgs", available: int | None = None) -> None:
+               optimiser: str = "lbfgs", available: int | None = None,
+               resident: int | None = None, what: str = "") -> None:
     """Raise StyleflowError when a run on an (h, w) image would need more memory than is
-    available, naming the estimate, what is available and the largest size that fits.
+    available, naming the need, what is available and the largest size that fits.
 
+    The estimate's BASE_BYTES (TensorFlow, the weights) is largely resident already when this
+    runs: what this process holds (`resident`) counts toward it, so only the rest is asked for.
     Only the host's memory is checked: with a GPU, TensorFlow's own out-of-memory error is
     turned into a message by the CLIs instead.
     """
     available = available_bytes() if available is None else available
     if available is None:
         return
-    need = estimate_bytes(size, layers, precision, optimiser)
+    resident = resident_bytes() if resident is None else resident
+    base_left = max(0, BASE_BYTES - resident)
+    need = estimate_bytes(size, layers, precision, optimiser) - BASE_BYTES + base_left
     if need <= available:
         return
-    h, w = largest_fitting(size, layers, precision, available, optimiser)
+    smallest = estimate_bytes((16, 16), layers, precision, optimiser) - BASE_BYTES + base_left
+    if smallest > available:
+        raise StyleflowError(
+            f"only {available / 2**30:.2f} GB of memory is available, not enough for "
+            f"TensorFlow and the network (about {smallest / 2**30:.2f} GB); close other "
+            "programs or use a machine with more memory")
+    h, w = largest_fitting(size, layers, precision, available - base_left + BASE_BYTES,
+                           optimiser)
     hint = "" if precision == "bfloat16" else ", or --precision bfloat16"
     raise StyleflowError(
-        f"a {size[1]}x{size[0]} image needs about {need / 2**30:.1f} GB of memory with these "
+        f"{what + ': ' if what else ''}a {size[1]}x{size[0]} image needs about {need / 2**30:.1f} GB of memory with these "
         f"layers but {available / 2**30:.1f} GB is available; use at most about {w}x{h} "
-        f"(--width/--height){hint}")
+        f"({'--style-scales' if optimiser == 'forward' else '--width/--height'}){hint}")

@@ -85,18 +85,18 @@ class Networks:
 
 def check_size(shape: tuple[int, int], network: Network, what: str,
                optimiser: str | None = None) -> None:
-    """Raise if an image of `shape` (h, w) is too small for the deepest layer's poolings or,
-    for the image being optimised (by `optimiser`: lbfgs or adam), too large for the memory
-    available."""
+    """Raise if an image of `shape` (h, w) is too small for the deepest layer's poolings or too
+    large for the memory available: optimised (by `optimiser`: lbfgs or adam) or, without
+    one, run forward once for its style targets."""
     layers = network.content_layers + network.style_layers
     need = min_image_side(layers)
     if min(shape) < need:
         raise StyleflowError(
             f"{what}: {shape[1]}x{shape[0]} pixels is too small for the chosen layers; each "
             f"side must be at least {need} px")
-    if optimiser and not _on_gpu():
+    if not _on_gpu():
         # On a GPU TensorFlow's own out-of-memory error is reported instead (run_cli).
-        check_fits(shape, layers, network.precision, optimiser)
+        check_fits(shape, layers, network.precision, optimiser or "forward", what=what)
 
 
 def _on_gpu() -> bool:

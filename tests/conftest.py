@@ -32,6 +32,9 @@ UNREACHABLE_MIRROR = "http://127.0.0.1:9/vgg19_notop.h5"
 os.environ["KERAS_HOME"] = EMPTY_KERAS_HOME
 os.environ["STYLEFLOW_IMAGENET_URL"] = UNREACHABLE_MIRROR
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# On a GPU host the memory checks would be left to TensorFlow (and a 90000x60000 test image
+# would be allocated): the suite runs on the CPU everywhere.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 SCRIPTS = {"neural_style_transfer.py": "styleflow.cli.transfer",
            "neural_style.py": "styleflow.cli.style", "styleflow": "styleflow.cli.main"}
 

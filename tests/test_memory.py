@@ -5,7 +5,8 @@ import pytest
 from conftest import assert_clean_error, call_cli, make_image
 from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_STYLE_LAYERS
 from styleflow.errors import StyleflowError
-from styleflow.memory import activation_elements, check_fits, estimate_bytes, largest_fitting
+from styleflow.memory import (BASE_BYTES, _cgroup_free, activation_elements, check_fits,
+                              estimate_bytes, largest_fitting)
 
 FULL = [FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS]
 
@@ -27,10 +28,10 @@ def test_estimate_grows_with_size_depth_and_precision():
 
 def test_check_fits_names_the_limit_and_a_size_that_fits():
     budget = estimate_bytes((768, 1024), FULL)
-    check_fits((768, 1024), FULL, available=budget)  # fits exactly: no error
+    check_fits((768, 1024), FULL, available=budget, resident=0)  # fits exactly: no error
     with pytest.raises(StyleflowError, match=r"2048x1536 image needs about .* GB .* available; "
                                              r"use at most about \d+x\d+"):
-        check_fits((1536, 2048), FULL, available=budget)
+        check_fits((1536, 2048), FULL, available=budget, resident=0)
     h, w = largest_fitting((1536, 2048), FULL, "float32", budget)
     assert 1000 <= w <= 1024 and abs(w / h - 4 / 3) < 0.01
     assert estimate_bytes((h, w), FULL) <= budget
@@ -43,3 +44,40 @@ def test_cli_refuses_an_image_that_cannot_fit_before_allocating(tmp_path):
                    "--height", "60000")
     assert_clean_error(proc, "90000x60000", "needs about", "available", "--width/--height")
     assert not list(tmp_path.glob("r_*"))
+
+
+def test_what_is_already_resident_counts_toward_the_base():
+    """TensorFlow and the weights are loaded before the check: not counted twice."""
+    work = estimate_bytes((768, 1024), FULL) - BASE_BYTES
+    check_fits((768, 1024), FULL, available=work + 2**20, resident=BASE_BYTES)
+    with pytest.raises(StyleflowError, match="use at most about"):
+        check_fits((768, 1024), FULL, available=work + 2**20, resident=0)
+
+
+def test_too_little_memory_for_anything_says_so_instead_of_1x1():
+    with pytest.raises(StyleflowError) as caught:
+        check_fits((200, 267), FULL, available=200 * 2**20, resident=0)
+    message = str(caught.value)
+    assert "not enough for TensorFlow and the network" in message and "1x1" not in message
+    # At the other end a size that fits a little budget is suggested, with its aspect.
+    with pytest.raises(StyleflowError, match=r"use at most about \d+x\d+") as caught:
+        check_fits((1536, 2048), FULL, available=BASE_BYTES, resident=BASE_BYTES // 2)
+
+
+def test_cgroup_room_leaves_out_reclaimable_page_cache(tmp_path):
+    (tmp_path / "memory.max").write_text(f"{4 * 2**30}\n")
+    (tmp_path / "memory.current").write_text(f"{3 * 2**30}\n")
+    (tmp_path / "memory.stat").write_text(f"anon 1\ninactive_file {2 * 2**30}\nactive_file 5\n")
+    assert _cgroup_free(tmp_path) == 3 * 2**30
+    (tmp_path / "memory.max").write_text("max\n")
+    assert _cgroup_free(tmp_path) is None
+
+
+def test_style_images_are_checked_too(tmp_path):
+    """A style scaled up by --style-scales goes through the network once: checked as well."""
+    from styleflow import Stylizer
+
+    content = make_image(tmp_path / "c.png", (48, 32), 1)
+    with pytest.raises(StyleflowError, match=r"style image 1 after --style-scales: a 96000x64000 "
+                                             r"image needs about .*\(--style-scales\)"):
+        Stylizer("random").iter_stylize(str(content), str(content), style_scales=[2000])
