@@ -187,11 +187,13 @@ class Run:
 
             bar = tqdm(total=self.total, unit=self.unit.rstrip("s"), desc=self.method)
 
-            def callback(n: int, loss: float, user=self.on_evaluation) -> None:
-                bar.update(n - bar.n)
+            def show(n: int, loss: float, user=self.on_evaluation) -> None:
+                # L-BFGS may spend an evaluation past its budget: the bar stops at full.
+                bar.update(min(n, bar.total) - bar.n)
                 bar.set_postfix(loss=f"{loss:.4e}", refresh=False)
                 if user is not None:
                     user(n, loss)
+            callback = show
         try:
             yield from self._iterate(callback)
         finally:

@@ -205,3 +205,16 @@ def test_styleflow_command_runs_both_subcommands(pictures, tmp_path):
     assert Image.open(tmp_path / "o.png").size == (24, 16)
     proc = call_cli("styleflow", "transfer", content, style, tmp_path / "t", "--iter", "0")
     assert proc.returncode == 2 and proc.stderr.startswith("styleflow transfer: error: ")
+
+
+def test_progress_only_when_asked(stylizer, pictures, capsys):
+    content, style, _ = pictures
+    stylizer.transfer(content, style, iterations=1, height=16, **LAYERS)
+    quiet = capsys.readouterr()
+    assert quiet.out == "" and quiet.err == ""  # the library prints nothing by itself
+    seen = []
+    stylizer.transfer(content, style, iterations=1, height=16, progress=True,
+                      on_evaluation=lambda n, loss: seen.append(n), **LAYERS)
+    shown = capsys.readouterr().err
+    assert "20/20" in shown and "loss=" in shown  # tqdm's bar, with the caller's hook kept
+    assert seen[:20] == list(range(1, 21))
