@@ -27,6 +27,14 @@ BAR_FORMAT = ("{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} "
               "[{elapsed} elapsed, ETA {remaining}{postfix}]")
 
 
+def format_duration(seconds: float) -> str:
+    """'1:02:03' or '2:03'."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def choose_mode(quiet: bool, stream: TextIO) -> str:
     """QUIET when asked, BAR on a terminal, LINES otherwise (files, pipes, shell loops)."""
     if quiet:

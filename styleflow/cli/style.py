@@ -96,8 +96,8 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
-    """Run the CLI; returns the exit status."""
+def parse(argv: Sequence[str] | None = None, prog: str = PROG):
+    """Parse and check the command line (usage errors exit with status 2, as argparse)."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.checkpoint_output is not None and "%s" not in args.checkpoint_output:
@@ -109,7 +109,28 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
                                     "--tv-weight": args.tv_weight})
     args.content_layers = cc.split_list(args.content_layers)
     args.style_layers = cc.split_list(args.style_layers)
+    return args
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Run the CLI; returns the exit status."""
+    args = parse(argv, prog)
     return cc.run_cli(prog, lambda: _run(args, prog))
+
+
+def api_options(args) -> dict:
+    """Stylizer.iter_stylize's keyword arguments from the parsed options (also used by
+    `styleflow batch --method adam`)."""
+    return dict(iterations=args.iterations, width=args.width, style_scales=args.style_scales,
+                style_blend_weights=args.style_blend_weights,
+                content_weight=args.content_weight,
+                content_weight_blend=args.content_weight_blend, style_weight=args.style_weight,
+                style_layer_weight_exp=args.style_layer_weight_exp, tv_weight=args.tv_weight,
+                learning_rate=args.learning_rate, beta1=args.beta1, beta2=args.beta2,
+                epsilon=args.epsilon, content_layers=args.content_layers,
+                style_layers=args.style_layers, initial=args.initial,
+                initial_noiseblend=args.initial_noiseblend,
+                preserve_colors=args.preserve_colors)
 
 
 def checkpoint_name(pattern: str, step: int) -> Path:
@@ -142,14 +163,7 @@ def _run(args, prog: str) -> int:
     stylizer = cc.make_stylizer(args, args.network)
     recorder = None
     run = stylizer.iter_stylize(
-        args.content, args.styles, iterations=args.iterations, width=args.width,
-        style_scales=args.style_scales, style_blend_weights=args.style_blend_weights,
-        content_weight=args.content_weight, content_weight_blend=args.content_weight_blend,
-        style_weight=args.style_weight, style_layer_weight_exp=args.style_layer_weight_exp,
-        tv_weight=args.tv_weight, learning_rate=args.learning_rate, beta1=args.beta1,
-        beta2=args.beta2, epsilon=args.epsilon, content_layers=args.content_layers,
-        style_layers=args.style_layers, initial=args.initial,
-        initial_noiseblend=args.initial_noiseblend, preserve_colors=args.preserve_colors,
+        args.content, args.styles, **api_options(args),
         on_evaluation=None if args.quiet else lambda n, loss: recorder.step(n, loss))
     recorder = cc.recorder_for(args, args.iterations, "steps",
                                title=f"{output.name}: loss per Adam step")

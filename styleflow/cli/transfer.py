@@ -75,15 +75,30 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
-    """Run the CLI; returns the exit status."""
+def parse(argv: Sequence[str] | None = None, prog: str = PROG):
+    """Parse and check the command line (usage errors exit with status 2, as argparse)."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     cc.require_some_weight(parser, {"--content_weight": args.content_weight,
                                     "--style_weight": args.style_weight,
                                     "--tv_weight": args.tv_weight})
     args.style_layers = cc.split_list(args.style_layers)
+    return args
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Run the CLI; returns the exit status."""
+    args = parse(argv, prog)
     return cc.run_cli(prog, lambda: _run(args, prog))
+
+
+def api_options(args) -> dict:
+    """Stylizer.iter_transfer's keyword arguments from the parsed options (also used by
+    `styleflow batch --method lbfgs`)."""
+    return dict(iterations=args.iter, content_weight=args.content_weight,
+                style_weight=args.style_weight, tv_weight=args.tv_weight, height=args.height,
+                width=args.width, content_layer=args.content_layer,
+                style_layers=args.style_layers, init=args.init, faithful=args.faithful)
 
 
 def output_name(prefix: str, iteration: int) -> Path:
@@ -106,10 +121,7 @@ def _run(args, prog: str) -> int:
     stylizer = cc.make_stylizer(args, args.weights)
     recorder = None
     run = stylizer.iter_transfer(
-        args.base, args.ref, iterations=args.iter, content_weight=args.content_weight,
-        style_weight=args.style_weight, tv_weight=args.tv_weight, height=args.height,
-        width=args.width, content_layer=args.content_layer, style_layers=args.style_layers,
-        init=args.init, faithful=args.faithful,
+        args.base, args.ref, **api_options(args),
         on_evaluation=lambda n, loss: recorder.step(min(n, run.total), loss))
     recorder = cc.recorder_for(args, run.total, "evaluations",
                                title=f"{Path(args.prefix).name}: loss per iteration")

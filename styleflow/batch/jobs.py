@@ -1,0 +1,130 @@
+"""The pairs of a batch: from a manifest CSV or from every combination of contents and styles.
+
+A pair's options are the method's command-line options (validated by that command's own
+parser), with a manifest row's extra columns overriding them.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import StyleflowError
+
+REQUIRED_COLUMNS = ("content", "style", "output")
+# Extensions read as images when a folder or glob is given.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+@dataclass
+class Pair:
+    """One content/style pair: where its picture goes and the API options it runs with.
+
+    `error` is set when the pair cannot run (e.g. a bad value in its manifest row); it is
+    then recorded as failed with that message, and the batch goes on.
+    """
+
+    content: str
+    style: str
+    output: str
+    options: dict = field(default_factory=dict)
+    error: str | None = None
+    label: str = ""
+
+    def describe(self) -> dict:
+        return {"content": self.content, "style": self.style, "output": self.output}
+
+
+def expand_images(specs: Sequence[str], option: str) -> list[Path]:
+    """Image files named by `specs`: files, folders (their images, sorted) or glob patterns."""
+    found: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir()
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif glob.has_magic(spec):
+            found += sorted(Path(p) for p in glob.glob(spec)
+                            if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            found.append(path)  # a missing file fails its pairs with the usual message
+    if not found:
+        raise StyleflowError(f"{option}: no image files in {' '.join(specs)}")
+    return list(dict.fromkeys(found))
+
+
+def grid_pairs(contents: Sequence[str], styles: Sequence[str], out: str,
+               options: dict) -> list[Pair]:
+    """Every combination, written to OUT/{content}_{style}.png."""
+    pairs = []
+    for content in expand_images(contents, "--contents"):
+        for style in expand_images(styles, "--styles"):
+            output = Path(out) / f"{content.stem}_{style.stem}.png"
+            pairs.append(Pair(str(content), str(style), str(output), dict(options),
+                              label=output.name))
+    return pairs
+
+
+def manifest_pairs(path: str, options: dict, row_options: Callable[[dict, Path], dict],
+                   columns_known: Callable[[Sequence[str]], None]) -> list[Pair]:
+    """The rows of a manifest CSV (header content,style,output[,option columns...]); paths
+    are relative to the manifest's folder. `columns_known(names)` raises for an option column
+    the method does not have (a typo would otherwise fail every row); `row_options(cells,
+    folder)` turns a row's extra cells into API options, raising StyleflowError for a bad
+    value, which fails that row only."""
+    manifest = Path(path)
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+            header = rows[0].keys() if rows else []
+    except FileNotFoundError:
+        raise StyleflowError(f"--manifest '{path}': file not found") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise StyleflowError(f"--manifest '{path}': cannot read it ({exc})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if not rows or missing:
+        raise StyleflowError(f"--manifest '{path}': needs a header with the columns "
+                             f"content,style,output and at least one row"
+                             + (f" (missing: {', '.join(missing)})" if missing else ""))
+    columns_known([c for c in header if c not in REQUIRED_COLUMNS and c is not None])
+    folder = manifest.parent
+    pairs = []
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        if None in row:
+            extra = row.pop(None)
+            error = f"row {number}: {len(extra)} more cells than the header has columns"
+        else:
+            error = None
+        cells = {k: (v or "").strip() for k, v in row.items()}
+        paths = {c: cells[c] for c in REQUIRED_COLUMNS}
+        for column, value in paths.items():
+            if not value and error is None:
+                error = f"row {number}: the '{column}' cell is empty"
+        resolved = {c: str(folder / v) if v and not os.path.isabs(v) else v
+                    for c, v in paths.items()}
+        overrides = {k: v for k, v in cells.items() if k not in REQUIRED_COLUMNS and v}
+        pair_options = dict(options)
+        if error is None and overrides:
+            try:
+                pair_options = row_options(overrides, folder)
+            except StyleflowError as exc:
+                error = f"row {number}: {exc}"
+        pairs.append(Pair(resolved["content"], resolved["style"], resolved["output"],
+                          pair_options, error, label=f"row {number}"))
+    return pairs
+
+
+def check_distinct_outputs(pairs: Sequence[Pair]) -> None:
+    """Two pairs writing one file would overwrite each other's work: refuse up front."""
+    seen: dict[Path, Pair] = {}
+    for pair in pairs:
+        key = Path(pair.output).resolve()
+        if key in seen:
+            raise StyleflowError(f"two pairs write '{pair.output}' ({seen[key].content} + "
+                                 f"{seen[key].style} and {pair.content} + {pair.style}); "
+                                 "give them distinct outputs")
+        seen[key] = pair

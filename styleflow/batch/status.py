@@ -1,0 +1,57 @@
+"""The batch's status log: JSON Lines, one record per pair per run, appended and flushed to
+disk as each pair ends, so a batch killed at any moment leaves a log the next run can extend."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..errors import StyleflowError
+
+FIELDS = ("content", "style", "output", "status", "seconds", "loss", "error")
+
+
+class StatusLog:
+    """Appends records to `path` (created if needed)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a+", encoding="utf-8")
+            # A run killed mid-line leaves no newline: start on a fresh line.
+            self._handle.seek(0, os.SEEK_END)
+            if self._handle.tell() > 0:
+                self._handle.seek(self._handle.tell() - 1)
+                if self._handle.read(1) != "\n":
+                    self._handle.write("\n")
+        except OSError as exc:
+            raise StyleflowError(f"--status '{path}': cannot write ({exc.strerror or exc})") \
+                from None
+
+    def write(self, record: dict) -> None:
+        """Append one record and push it to the disk."""
+        line = json.dumps({k: record.get(k) for k in FIELDS}) + "\n"
+        try:
+            self._handle.write(line)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            raise StyleflowError(f"--status '{self.path}': cannot write "
+                                 f"({exc.strerror or exc})") from None
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def read_status(path: str | os.PathLike) -> list[dict]:
+    """The records of a status log (a torn last line from a killed run is skipped)."""
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records

@@ -1,0 +1,116 @@
+"""Doing one pair of a batch: a Stylizer kept for the whole batch, the pair's image written
+atomically, and a status record — never an exception for a bad pair, so one bad pair never
+stops the batch. Plain Python: the local engine calls it directly, the Ray engine wraps it in
+an actor."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .. import images
+from ..errors import StyleflowError
+from .jobs import Pair
+
+METHODS = ("lbfgs", "adam")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every pair of a batch shares: the method and the network it runs on."""
+
+    method: str = "lbfgs"
+    weights: str = "auto"
+    precision: str = "float32"
+    pooling: str = "max"
+    seed: int | None = None
+    iteration_images: bool = False
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class PairWorker:
+    """Runs pairs one after another on one Stylizer (network loaded once, loss traced once
+    per size). `notes` receives one-line notes such as the weights fallback."""
+
+    def __init__(self, settings: Settings, notes: Callable[[str], None] | None = None):
+        if settings.method not in METHODS:
+            raise StyleflowError(f"--method: must be lbfgs or adam, not '{settings.method}'")
+        self.settings = settings
+        self.notes = notes
+        self._stylizer = None
+
+    @property
+    def stylizer(self):
+        if self._stylizer is None:
+            from ..api import Stylizer
+
+            if self.settings.seed is not None:
+                import tensorflow as tf
+
+                # An explicit seed promises repeatable files: deterministic kernels (GPU).
+                tf.config.experimental.enable_op_determinism()
+            self._stylizer = Stylizer(self.settings.weights, precision=self.settings.precision,
+                                      pooling=self.settings.pooling,
+                                      seed=self.settings.seed or 0, notes=self.notes)
+        return self._stylizer
+
+    def run(self, pair: Pair,
+            on_progress: Callable[[int, int], None] | None = None) -> dict:
+        """Do `pair`; return its status record (status done or failed, seconds, final loss,
+        error). KeyboardInterrupt propagates, leaving no file for the pair."""
+        began = time.perf_counter()
+        try:
+            loss = self._run(pair, on_progress)
+        except StyleflowError as exc:
+            return record(pair, "failed", began, error=one_line(exc))
+        except KeyboardInterrupt:
+            raise
+        except MemoryError:
+            return record(pair, "failed", began, error="out of memory; try a smaller size")
+        except Exception as exc:  # an unexpected error fails this pair, not the batch
+            if type(exc).__name__ == "ResourceExhaustedError":
+                return record(pair, "failed", began, error="the accelerator ran out of memory; "
+                                                           "try a smaller size")
+            return record(pair, "failed", began,
+                          error=one_line(f"internal error: {type(exc).__name__}: {exc}")[:500])
+        return record(pair, "done", began, loss=loss)
+
+    def _run(self, pair: Pair, on_progress) -> float:
+        if pair.error:
+            raise StyleflowError(pair.error)
+        output = Path(pair.output)
+        images.check_image_extension(output, "output")
+        options = dict(pair.options)
+        inputs = [pair.content, pair.style, options.get("init"), options.get("initial")]
+        images.refuse_overwriting_inputs([output], inputs)
+        images.prepare_output_dir(output, "output")
+        if self.settings.method == "lbfgs":
+            run = self.stylizer.iter_transfer(pair.content, pair.style, **options)
+        else:
+            run = self.stylizer.iter_stylize(pair.content, [pair.style], **options)
+        for it in run:
+            if self.settings.iteration_images:
+                images.save_image(iteration_name(output, it.iteration - 1), it.array)
+            if on_progress is not None:
+                on_progress(it.iteration, it.iterations)
+        result = run.result()
+        result.save(output)
+        return float(result.parts.total)
+
+
+def iteration_name(output: Path, index: int) -> Path:
+    """Where --iteration-images puts iteration `index` (0-based) of `output`."""
+    return output.with_name(f"{output.stem}_at_iteration_{index:02d}{output.suffix}")
+
+
+def record(pair: Pair, status: str, began: float | None = None, loss: float | None = None,
+           error: str | None = None) -> dict:
+    """A status-log record for `pair`."""
+    seconds = 0.0 if began is None else round(time.perf_counter() - began, 3)
+    return {**pair.describe(), "status": status, "seconds": seconds, "loss": loss,
+            "error": error}

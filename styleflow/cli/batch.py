@@ -1,0 +1,284 @@
+"""`styleflow batch`: many content/style pairs in one process (or on a Ray cluster), resumable.
+
+Pairs come from a manifest CSV (content,style,output[,option columns]) or from every
+combination of --contents and --styles. The method's own command-line options (those of
+`styleflow transfer` for lbfgs, `styleflow style` for adam) apply to every pair; a manifest's
+extra columns override them per row. A pair whose output exists is skipped, so rerunning the
+same command after a crash finishes only what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import StyleflowError
+from . import common as cc
+
+PROG = "styleflow batch"
+ENGINES = ("local", "ray")
+# Options of the single-pair commands that have no meaning for a batch.
+NOT_IN_BATCH = {"--log", "--plot", "--gif", "--checkpoint-output", "--checkpoint-iterations",
+                "--print-iterations", "--content", "--output", "--style-blend-weights"}
+# Options that define the shared network: one value for the whole batch, not per row.
+WHOLE_BATCH = {"weights", "network", "precision", "pooling", "seed", "quiet", "overwrite"}
+# Dummy pair for parsing the method's options with the method's own parser.
+DUMMY = {"lbfgs": ["CONTENT", "STYLE", "PREFIX"],
+         "adam": ["--content", "CONTENT", "--styles", "STYLE", "--output", "OUTPUT.png"]}
+# Manifest column aliases: the API's name for an option the CLI spells otherwise.
+ALIASES = {"lbfgs": {"iterations": "iter"}, "adam": {}}
+
+
+def build_parser() -> cc.ArgumentParser:
+    """The batch's own options (the method's options are parsed by the method's parser)."""
+    # No abbreviations: "--iter" must reach the method's parser, not match --iteration-images.
+    p = cc.ArgumentParser(
+        prog=PROG, allow_abbrev=False,
+        description="Stylise many content/style pairs in one process (the network is loaded "
+                    "once and the loss compiled once per size), or on a Ray cluster. "
+                    "Resumable: pairs whose output exists are skipped.",
+        epilog="Every option of `styleflow transfer` (--method lbfgs) or `styleflow style` "
+               "(--method adam) may follow and applies to every pair, e.g. --iter 5 "
+               "--height 300 --weights lite; see their --help.")
+    source = p.add_argument_group("pairs (a manifest, or every combination)")
+    source.add_argument("--manifest", metavar="CSV",
+                        help="CSV with a header content,style,output and optional option "
+                             "columns (e.g. style_weight, iterations, height) overriding the "
+                             "options per row; paths relative to the manifest's folder")
+    source.add_argument("--contents", nargs="+", metavar="FILE|DIR|GLOB",
+                        help="content images: files, folders or glob patterns")
+    source.add_argument("--styles", nargs="+", metavar="FILE|DIR|GLOB",
+                        help="style images: files, folders or glob patterns")
+    source.add_argument("--out", metavar="DIR",
+                        help="folder for the combinations' outputs, named {content}_{style}.png")
+    p.add_argument("--method", choices=("lbfgs", "adam"), default="lbfgs",
+                   help="lbfgs: the options and defaults of `styleflow transfer`; adam: those "
+                        "of `styleflow style` (default: %(default)s)")
+    p.add_argument("--status", metavar="FILE.jsonl",
+                   help="status log, one JSON line per pair per run (default: "
+                        "OUT/styleflow-status.jsonl, or MANIFEST.status.jsonl beside a manifest)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo pairs whose output exists (by default they are skipped)")
+    p.add_argument("--iteration-images", action="store_true",
+                   help="also write each pair's image after every iteration, as "
+                        "OUTPUT_at_iteration_NN.EXT")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    engine = p.add_argument_group("engine")
+    engine.add_argument("--engine", choices=ENGINES, default="local",
+                        help="local: this process; ray: Ray actors, one per GPU or --workers "
+                             "CPU actors (pip install 'styleflow[ray]') (default: %(default)s)")
+    engine.add_argument("--address", metavar="ADDR",
+                        help="Ray cluster address (default: RAY_ADDRESS, else a local Ray "
+                             "started for the run)")
+    engine.add_argument("--workers", type=cc.positive_int, metavar="N",
+                        help="Ray CPU actors when there are no GPUs (default: 1 per 2 CPUs)")
+    return p
+
+
+def parse(argv: Sequence[str]):
+    """(batch options, method options as parsed by the method's parser, method module)."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.manifest and (args.contents or args.styles or args.out):
+        parser.error("argument --manifest: give either a manifest or --contents/--styles/--out")
+    if not args.manifest and not (args.contents and args.styles and args.out):
+        parser.error("arguments --contents, --styles, --out: give all three, or --manifest")
+    if args.engine != "ray" and (args.address or args.workers):
+        parser.error("arguments --address/--workers: only with --engine ray")
+    for token in rest:
+        if token.split("=", 1)[0] in NOT_IN_BATCH:
+            parser.error(f"argument {token.split('=', 1)[0]}: not available in a batch (each "
+                         "pair writes its output; its progress goes to the status log)")
+    module = method_module(args.method)
+    method_args = module.parse(DUMMY[args.method] + rest, prog=f"{PROG} --method {args.method}")
+    return args, rest, method_args, module
+
+
+def method_module(method: str):
+    from . import style, transfer
+
+    return transfer if method == "lbfgs" else style
+
+
+def row_parser(method: str, rest: Sequence[str]):
+    """A function from a manifest row's extra cells to that row's API options, validated by
+    the method's own parser (so a bad value gives the CLI's message, for that row only)."""
+    module = method_module(method)
+    actions = {a.dest: a for a in module.build_parser()._actions if a.option_strings}
+    aliases = ALIASES[method]
+
+    def columns_known(names: Sequence[str]) -> None:
+        for name in names:
+            dest = aliases.get(name, name)
+            if dest in WHOLE_BATCH:
+                raise StyleflowError(f"--manifest: column '{name}' applies to the whole batch "
+                                     f"(give --{dest.replace('_', '-')} on the command line)")
+            if dest not in actions or actions[dest].option_strings[-1] in NOT_IN_BATCH:
+                raise StyleflowError(f"--manifest: unknown column '{name}'; columns after "
+                                     "content,style,output name options of the method, e.g. "
+                                     "style_weight")
+
+    def options(cells: dict, folder: Path) -> dict:
+        argv = []
+        for name, value in cells.items():
+            action = actions[aliases.get(name, name)]
+            flag = action.option_strings[-1]
+            if action.dest in ("init", "initial") and not Path(value).is_absolute():
+                value = str(folder / value)
+            if action.nargs == 0:  # a switch: true/false
+                if value.lower() in ("1", "true", "yes", "on"):
+                    argv.append(flag)
+                elif value.lower() not in ("0", "false", "no", "off"):
+                    raise StyleflowError(f"{name}: '{value}' is not true or false")
+            elif action.nargs in ("+", "*"):
+                argv += [flag, *value.replace(",", " ").split()]
+            else:
+                argv.append(f"{flag}={value}")
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                args = module.parse(DUMMY[method] + list(rest) + argv, prog=PROG)
+        except SystemExit:
+            message = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else ""
+            raise StyleflowError(message.split("error: ", 1)[-1].replace(" (see --help)", ""))
+        return module.api_options(args)
+
+    return columns_known, options
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Run `styleflow batch`; returns the exit status."""
+    args, rest, method_args, module = parse(sys.argv[1:] if argv is None else argv)
+    return cc.run_cli(PROG, lambda: _run(args, rest, method_args, module))
+
+
+def _pairs(args, rest, method_args, module):
+    from ..batch.jobs import check_distinct_outputs, grid_pairs, manifest_pairs
+
+    options = module.api_options(method_args)
+    if args.manifest:
+        columns_known, row_options = row_parser(args.method, rest)
+        pairs = manifest_pairs(args.manifest, options, row_options, columns_known)
+        status = args.status or str(Path(args.manifest).with_suffix(".status.jsonl"))
+    else:
+        pairs = grid_pairs(args.contents, args.styles, args.out, options)
+        status = args.status or str(Path(args.out) / "styleflow-status.jsonl")
+    check_distinct_outputs(pairs)
+    return pairs, status
+
+
+def _run(args, rest, method_args, module) -> int:
+    from ..batch.jobs import Pair
+    from ..batch.status import StatusLog
+    from ..batch.worker import Settings, record
+
+    pairs, status_path = _pairs(args, rest, method_args, module)
+    settings = Settings(method=args.method,
+                        weights=method_args.weights if args.method == "lbfgs"
+                        else method_args.network,
+                        precision=method_args.precision, pooling=method_args.pooling,
+                        seed=method_args.seed, iteration_images=args.iteration_images)
+    status = StatusLog(status_path)
+    report = Report(len(pairs), args.quiet)
+    todo: list[Pair] = []
+    for pair in pairs:
+        if Path(pair.output).exists() and not args.overwrite:
+            rec = record(pair, "skipped")
+            status.write(rec)
+            report.done(pair, rec)
+        else:
+            todo.append(pair)
+
+    def finished(pair: Pair, rec: dict) -> None:
+        status.write(rec)
+        report.done(pair, rec)
+
+    try:
+        if args.engine == "ray":
+            from ..batch.ray_engine import run_on_ray
+
+            run_on_ray(todo, settings, finished, address=args.address, workers=args.workers,
+                       notes=cc.notes_to_stderr(args.quiet), on_start=report.start)
+        else:
+            from ..batch.worker import PairWorker
+
+            worker = PairWorker(settings, notes=cc.notes_to_stderr(args.quiet))
+            for pair in todo:
+                report.start(pair)
+                finished(pair, worker.run(pair, on_progress=report.progress))
+    except KeyboardInterrupt as exc:
+        report.close()
+        print(f"{PROG}: interrupted; the pair in progress was abandoned (no file written); "
+              f"{report.summary()}; rerun the same command to finish", file=sys.stderr)
+        return cc.interrupt_code(exc)
+    finally:
+        status.close()
+    report.finish(f"{report.summary()}; status log {status_path}")
+    return cc.EXIT_ERROR if report.counts["failed"] else 0
+
+
+class Report:
+    """What the user sees: a bar over pairs (with the current pair's progress) on a terminal,
+    a line per pair otherwise, nothing but errors with --quiet; and the counts."""
+
+    def __init__(self, total: int, quiet: bool):
+        from .recorder import BAR, QUIET, choose_mode
+
+        self.total = total
+        self.mode = choose_mode(quiet, sys.stdout)
+        self.quiet = self.mode == QUIET
+        self.counts = {"done": 0, "skipped": 0, "failed": 0}
+        self.began = time.perf_counter()
+        self.bar = None
+        if self.mode == BAR:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="pair", file=sys.stdout, dynamic_ncols=True,
+                            bar_format="{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} pairs "
+                                       "[{elapsed} elapsed, ETA {remaining}{postfix}]")
+        self._current = ""
+
+    def start(self, pair) -> None:
+        self._current = Path(pair.output).name
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._current)
+
+    def progress(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{self._current} {done}/{total}")
+
+    def done(self, pair, rec: dict) -> None:
+        self.counts[rec["status"]] += 1
+        n = sum(self.counts.values())
+        detail = {"done": lambda: f"{rec['seconds']:.1f}s, loss {rec['loss']:.4e}",
+                  "skipped": lambda: "output exists",
+                  "failed": lambda: rec["error"]}[rec["status"]]()
+        line = f"[{n}/{self.total}] {rec['status']} {pair.output} ({detail})"
+        if rec["status"] == "failed" and self.quiet:
+            print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+        elif self.bar is not None:
+            self.bar.write(line, file=sys.stdout)
+            self.bar.update(1)
+        elif not self.quiet:
+            print(line, flush=True)
+
+    def summary(self) -> str:
+        from .recorder import format_duration
+
+        c = self.counts
+        return (f"{c['done']} done, {c['skipped']} skipped, {c['failed']} failed of "
+                f"{self.total} pairs in {format_duration(time.perf_counter() - self.began)}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def finish(self, text: str) -> None:
+        self.close()
+        if not self.quiet:
+            print(f"batch: {text}", flush=True)
