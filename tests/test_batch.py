@@ -1,0 +1,156 @@
+"""`styleflow batch`: grid and manifest forms, per-row overrides, bad rows, crash and resume."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from conftest import assert_clean_error, call_cli, child, make_image, run_cli
+from styleflow.batch.status import read_status
+
+QUICK = ["--weights", "random", "--iter", "1", "--height", "24"]
+
+
+@pytest.fixture
+def pictures(tmp_path):
+    """Contents in in/, styles in in/styles/ (a folder given as --contents holds only them)."""
+    folder = tmp_path / "in"
+    (folder / "styles").mkdir(parents=True)
+    for i, size in enumerate([(48, 32), (32, 48)]):
+        make_image(folder / f"c{i}.png", size, i)
+    for i in range(2):
+        make_image(folder / "styles" / f"s{i}.jpg", (40, 40), 10 + i)
+    make_image(tmp_path / "c0.png", (48, 32), 7)  # a second c0, elsewhere
+    return folder
+
+
+def test_grid_of_folders_and_globs(pictures, tmp_path):
+    out = tmp_path / "out"
+    proc = call_cli("styleflow", "batch", "--contents", pictures, "--styles",
+                    str(pictures / "styles" / "s*.jpg"), "--out", out, *QUICK)
+    assert proc.returncode == 0, proc.stderr
+    made = sorted(p.name for p in out.glob("*.png"))
+    assert made == ["c0_s0.png", "c0_s1.png", "c1_s0.png", "c1_s1.png"]
+    assert Image.open(out / "c0_s1.png").size == (36, 24)
+    assert Image.open(out / "c1_s0.png").size == (16, 24)
+    records = read_status(out / "styleflow-status.jsonl")
+    assert [r["status"] for r in records] == ["done"] * 4
+    assert all(r["loss"] > 0 and r["seconds"] > 0 for r in records)
+    assert proc.stdout.strip().splitlines()[-1].startswith("batch: 4 done, 0 skipped, 0 failed")
+
+
+def test_manifest_rows_override_options_and_a_bad_row_fails_alone(pictures, tmp_path):
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text(
+        "content,style,output,height,iterations,style_weight\n"
+        "in/c0.png,in/styles/s0.jpg,out/a.png,,,\n"
+        "in/c0.png,in/styles/s0.jpg,out/b.png,16,2,\n"
+        "in/missing.png,in/styles/s0.jpg,out/c.png,,,\n"
+        "in/c0.png,in/styles/s1.jpg,out/d.png,,,abc\n"
+        "in/c1.png,in/styles/s1.jpg,out/e.png,,,100\n")
+    proc = call_cli("styleflow", "batch", "--manifest", manifest, *QUICK,
+                    "--iteration-images")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = tmp_path / "out"
+    assert Image.open(out / "a.png").size == (36, 24)
+    assert Image.open(out / "b.png").size == (24, 16)  # height 16 for this row only
+    assert sorted(p.name for p in out.glob("b_at_iteration_*")) == \
+        ["b_at_iteration_00.png", "b_at_iteration_01.png"]  # 2 iterations for this row
+    assert [p.name for p in out.glob("a_at_iteration_*")] == ["a_at_iteration_00.png"]
+    assert not (out / "c.png").exists() and not (out / "d.png").exists()
+    assert (out / "e.png").exists()  # the rows after the bad ones ran
+    records = {r["output"].rsplit("/", 1)[-1]: r
+               for r in read_status(tmp_path / "pairs.status.jsonl")}
+    assert [records[k]["status"] for k in "abcde" for k in [f"{k}.png"]] == \
+        ["done", "done", "failed", "failed", "done"]
+    assert "missing.png': file not found" in records["c.png"]["error"]
+    assert "row 5" in records["d.png"]["error"] and "'abc' is not a number" in \
+        records["d.png"]["error"]
+    # style_weight 100 on e raised its style term, hence its loss, far above a's.
+    assert records["e.png"]["loss"] > 10 * records["a.png"]["loss"]
+    assert "2 failed" in proc.stdout.strip().splitlines()[-1]
+
+
+def test_adam_method_takes_style_options(pictures, tmp_path):
+    out = tmp_path / "out"
+    proc = call_cli("styleflow", "batch", "--method", "adam", "--contents", pictures / "c0.png",
+                    "--styles", pictures / "styles" / "s0.jpg", "--out", out, "--network", "random",
+                    "--iterations", "3", "--width", "24", "--preserve-colors")
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(out / "c0_s0.png").size == (24, 16)
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--manifest", "{m}", "--out", "x"], ["--manifest", "either"]),
+    (["--contents", "{c}", "--out", "x"], ["--contents", "all three"]),
+    (["--manifest", "{m}", "--log", "x.csv"], ["--log", "not available in a batch"]),
+    (["--manifest", "{bad}"], ["unknown column 'stlye_weight'"]),
+    (["--manifest", "{whole}"], ["column 'weights' applies to the whole batch"]),
+    (["--manifest", "{m}", "--iter", "0"], ["--iter", "greater than zero"]),
+    (["--contents", "{c}", "{c2}", "--styles", "{c}", "--out", "{out}"], ["two pairs write"]),
+])
+def test_batch_usage_errors_are_one_line(args, needles, pictures, tmp_path):
+    (tmp_path / "m.csv").write_text("content,style,output\nin/c0.png,in/styles/s0.jpg,o.png\n")
+    (tmp_path / "bad.csv").write_text("content,style,output,stlye_weight\na,b,c,1\n")
+    (tmp_path / "whole.csv").write_text("content,style,output,weights\na,b,c,lite\n")
+    values = dict(m=tmp_path / "m.csv", bad=tmp_path / "bad.csv", whole=tmp_path / "whole.csv",
+                  c=pictures / "c0.png", c2=tmp_path / "c0.png", out=tmp_path / "out")
+    proc = call_cli("styleflow", "batch", *[a.format(**values) for a in args])
+    assert_clean_error(proc, *needles)
+    assert not (tmp_path / "o.png").exists()
+
+
+def batch_command(pictures, out, iterations="40"):
+    return [sys.executable, "-m", "styleflow", "batch", "--contents", str(pictures),
+            "--styles", str(pictures / "styles" / "s0.jpg"), "--out", str(out), "--weights",
+            "random",
+            "--iter", iterations, "--height", "32", "--seed", "1"]
+
+
+def test_kill_9_then_rerun_finishes_only_what_is_missing(pictures, tmp_path):
+    out = tmp_path / "out"
+    with child(batch_command(pictures, out), stdout=subprocess.DEVNULL,
+               stderr=subprocess.DEVNULL) as proc:
+        deadline = time.time() + 180
+        while not list(out.glob("*.png")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert list(out.glob("*.png")), "no pair finished"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    first = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.png")}
+    assert len(first) == 1
+    rerun = run_cli("styleflow", *batch_command(pictures, out)[3:])
+    assert rerun.returncode == 0, rerun.stderr
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["c0_s0.png", "c1_s0.png"]
+    for name in names:
+        with Image.open(out / name) as img:
+            img.load()  # every output is a whole, valid image
+    for name, (data, mtime) in first.items():  # finished before the kill: not redone
+        assert (out / name).read_bytes() == data and (out / name).stat().st_mtime_ns == mtime
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
+    records = read_status(out / "styleflow-status.jsonl")
+    latest = {r["output"]: r["status"] for r in records}
+    assert sorted(latest.values()) == ["done", "skipped"]
+    assert all(set(r) >= {"content", "style", "output", "status", "seconds", "loss", "error"}
+               for r in records)
+
+
+def test_sigint_abandons_the_pair_in_progress_and_resumes(pictures, tmp_path):
+    out = tmp_path / "out"
+    with child(batch_command(pictures, out, iterations="1000"), stdout=subprocess.PIPE,
+               stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.time() + 120
+        while not (out / "styleflow-status.jsonl").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)  # the first pair is optimising
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "abandoned (no file written)" in err and "Traceback" not in err
+    assert not list(out.glob("*.png")) and not [p for p in out.iterdir()
+                                                if p.name.startswith(".")]
