@@ -10,10 +10,13 @@ from typing import Sequence
 from .errors import StyleflowError
 from .network import VGG19_LAYOUT, deepest
 
-# Fitted to bench/memory.py's peak RSS (full layers, CPU, 512 to 2048 px wide): bytes per
-# activation value (kept for the backward pass, plus the backward pass's own buffers), and
-# TensorFlow's own footprint with the weights.
-BYTES_PER_ACTIVATION = {"float32": 8.0, "bfloat16": 7.0}
+# Fitted to bench/memory.py's peak RSS (12 L-BFGS evaluations, float32, 1024 and 2048 px wide,
+# full and lite layers; see the README): bytes per activation value (kept for the backward
+# pass, plus the backward pass's own buffers), with about 6% margin over the worst case. It
+# depends on TensorFlow's kernels: lite 2048x1536 peaked at 8.5 GB with oneDNN and 12.6 GB
+# without it (the full layers, whose activations are deeper and smaller, at 8.6 GB with it).
+BYTES_PER_ACTIVATION = {True: {"float32": 8.5, "bfloat16": 7.5},     # oneDNN on
+                        False: {"float32": 14.5, "bfloat16": 12.7}}  # oneDNN off
 BASE_BYTES = 900 * 2**20
 # Float64 copies of the image the optimiser keeps: scipy's L-BFGS-B works in 2m + 5 vectors
 # (m = 10 correction pairs); Adam keeps a few float32 ones (image, best, two moments).
@@ -21,6 +24,24 @@ BASE_BYTES = 900 * 2**20
 # activations kept for a backward pass.
 IMAGE_BYTES = {"lbfgs": (2 * 10 + 5) * 8, "adam": 6 * 4, "forward": 0}
 FORWARD_SHARE = 0.5
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels here (its own choice per CPU, unless
+    TF_ENABLE_ONEDNN_OPTS says); without TensorFlow loaded yet, the environment decides."""
+    import sys
+
+    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if setting is not None:
+        return setting.strip().lower() in ("1", "true")
+    if "tensorflow" in sys.modules:
+        try:
+            from tensorflow.python.util import _pywrap_util_port
+
+            return bool(_pywrap_util_port.IsMklEnabled())
+        except (ImportError, AttributeError):
+            pass
+    return False  # the larger figure: never under-estimate
 
 
 def activation_elements(size: tuple[int, int], layers: Sequence[str]) -> int:
@@ -46,8 +67,8 @@ def estimate_bytes(size: tuple[int, int], layers: Sequence[str], precision: str 
                    optimiser: str = "lbfgs") -> int:
     """Estimated peak memory of a run on an (h, w) image using `layers`."""
     pixels = size[0] * size[1] * 3
-    per_activation = BYTES_PER_ACTIVATION[precision] * (FORWARD_SHARE if optimiser == "forward"
-                                                        else 1.0)
+    per_activation = BYTES_PER_ACTIVATION[onednn_enabled()][precision] * (
+        FORWARD_SHARE if optimiser == "forward" else 1.0)
     return int(BASE_BYTES + per_activation * activation_elements(size, layers)
                + IMAGE_BYTES[optimiser] * pixels)
 

@@ -107,35 +107,41 @@ def test_batch_usage_errors_are_one_line(args, needles, pictures, tmp_path):
 def batch_command(pictures, out, iterations="40"):
     return [sys.executable, "-m", "styleflow", "batch", "--contents", str(pictures),
             "--styles", str(pictures / "styles" / "s0.jpg"), "--out", str(out), "--weights",
-            "random",
-            "--iter", iterations, "--height", "32", "--seed", "1"]
+            "random", "--iter", iterations, "--height", "32", "--seed", "1"]
 
 
 def test_kill_9_then_rerun_finishes_only_what_is_missing(pictures, tmp_path):
+    # A quick first pair and a slow second one: kill -9 lands while the second runs.
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("content,style,output,iterations\n"
+                        "in/c0.png,in/styles/s0.jpg,out/a.png,1\n"
+                        "in/c1.png,in/styles/s0.jpg,out/b.png,25\n"
+                        "in/c0.png,in/styles/s1.jpg,out/c.png,1\n")
     out = tmp_path / "out"
-    with child(batch_command(pictures, out), stdout=subprocess.DEVNULL,
+    command = ["batch", "--manifest", str(manifest), "--weights", "random", "--height", "32",
+               "--seed", "1"]
+    with child([sys.executable, "-m", "styleflow", *command], stdout=subprocess.DEVNULL,
                stderr=subprocess.DEVNULL) as proc:
         deadline = time.time() + 180
-        while not list(out.glob("*.png")) and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert list(out.glob("*.png")), "no pair finished"
+        while not (out / "a.png").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert (out / "a.png").exists() and proc.poll() is None, "killed too late"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     first = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.png")}
-    assert len(first) == 1
-    rerun = run_cli("styleflow", *batch_command(pictures, out)[3:])
+    assert list(first) == ["a.png"]
+    rerun = run_cli("styleflow", *command)
     assert rerun.returncode == 0, rerun.stderr
     names = sorted(p.name for p in out.glob("*.png"))
-    assert names == ["c0_s0.png", "c1_s0.png"]
+    assert names == ["a.png", "b.png", "c.png"]
     for name in names:
         with Image.open(out / name) as img:
             img.load()  # every output is a whole, valid image
     for name, (data, mtime) in first.items():  # finished before the kill: not redone
         assert (out / name).read_bytes() == data and (out / name).stat().st_mtime_ns == mtime
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
-    records = read_status(out / "styleflow-status.jsonl")
-    latest = {r["output"]: r["status"] for r in records}
-    assert sorted(latest.values()) == ["done", "skipped"]
+    records = read_status(tmp_path / "pairs.status.jsonl")
+    assert [r["status"] for r in records] == ["done", "skipped", "done", "done"]
     assert all(set(r) >= {"content", "style", "output", "status", "seconds", "loss", "error"}
                for r in records)
 
