@@ -115,7 +115,7 @@ def test_kill_9_then_rerun_finishes_only_what_is_missing(pictures, tmp_path):
     manifest = tmp_path / "pairs.csv"
     manifest.write_text("content,style,output,iterations\n"
                         "in/c0.png,in/styles/s0.jpg,out/a.png,1\n"
-                        "in/c1.png,in/styles/s0.jpg,out/b.png,25\n"
+                        "in/c1.png,in/styles/s0.jpg,out/b.png,8\n"
                         "in/c0.png,in/styles/s1.jpg,out/c.png,1\n")
     out = tmp_path / "out"
     command = ["batch", "--manifest", str(manifest), "--weights", "random", "--height", "32",

@@ -70,7 +70,7 @@ def test_a_killed_actor_is_restarted_and_its_pair_retried(ray_address, pictures,
     contents, styles = pictures
     out = tmp_path / "out"
     args = [sys.executable, "-m", "styleflow", "batch", "--contents", str(contents), "--styles",
-            str(styles), "--out", str(out), "--weights", "random", "--iter", "6", "--height",
+            str(styles), "--out", str(out), "--weights", "random", "--iter", "4", "--height",
             "32", "--engine", "ray", "--workers", "1", "--address", ray_address]
     killed = []
     with child(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
@@ -81,7 +81,7 @@ def test_a_killed_actor_is_restarted_and_its_pair_retried(ray_address, pictures,
             pids = actor_pids()
             if pids and seen is None:
                 seen = time.time()
-            if pids and time.time() - seen > 3 and not list(out.glob("*.png")):
+            if pids and time.time() - seen > 2 and not list(out.glob("*.png")):
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
             time.sleep(0.2)
