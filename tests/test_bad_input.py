@@ -148,7 +148,7 @@ def test_bad_input_one_clear_line(case, files, tmp_path):
     assert all(p.read_bytes() == data for p, data in before.items()), "an input was modified"
 
 
-@pytest.mark.parametrize("case", ["missing file", "unknown option", "weights not hdf5"])
+@pytest.mark.parametrize("case", ["missing file", "unknown option"])
 def test_bad_input_in_a_real_process(case, files, tmp_path):
     """The same cases as a user meets them: stderr holds one line and no traceback, and the
     exit status is non-zero (the matrix above runs in-process through main(argv))."""

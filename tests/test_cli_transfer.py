@@ -1,5 +1,6 @@
 """neural_style_transfer.py run as a user runs it: files, sizes, loss, weights, interruption."""
 
+import contextlib
 import re
 import signal
 from pathlib import Path
@@ -103,29 +104,32 @@ def test_auto_offline_falls_back_to_lite(tiny, tmp_path):
     assert "content block3_conv2" in proc.stdout
 
 
-@pytest.mark.parametrize("prefix", ["r", "out/"])
-def test_interrupt_keeps_latest_result(tmp_path, prefix):
+def test_interrupt_keeps_latest_result(tmp_path):
     """Ctrl-C writes the lowest-loss image so far, for a file prefix and a folder prefix
-    ('out/' names files inside out/, as the iteration images)."""
+    ('out/' names files inside out/, as the iteration images). Both run at once."""
     base = make_image(tmp_path / "b.png", (48, 32), 1)
     style = make_image(tmp_path / "s.png", (48, 32), 2)
-    prefix = str(tmp_path / prefix) + ("/" if prefix.endswith("/") else "")
-    first = Path(f"{prefix}_at_iteration_00.png")
-    with child([sys.executable, str(ROOT / SCRIPT), str(base), str(style), prefix,
-                "--weights", "random", "--iter", "1000", "--height", "32"],
-               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
-        deadline = time.time() + 120
-        while not first.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        assert first.exists(), "no iteration finished"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
-    interrupted = Path(f"{prefix}_interrupted.png")
-    with Image.open(interrupted) as img:
-        assert img.size == (48, 32)
-    assert str(interrupted) in err
-    # The image kept is the best so far: no printed iteration did better.
-    kept = float(re.search(r"best image so far \(loss (\S+)\)", err).group(1))
-    assert kept <= min(losses(out))
+    prefixes = [str(tmp_path / "r"), str(tmp_path / "out") + "/"]
+    with contextlib.ExitStack() as stack:
+        procs = [stack.enter_context(child(
+            [sys.executable, str(ROOT / SCRIPT), str(base), str(style), prefix, "--weights",
+             "random", "--iter", "1000", "--height", "32"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) for prefix in prefixes]
+        for proc, prefix in zip(procs, prefixes):
+            first = Path(f"{prefix}_at_iteration_00.png")
+            deadline = time.time() + 120
+            while not first.exists() and time.time() < deadline and proc.poll() is None:
+                time.sleep(0.2)
+            assert first.exists(), "no iteration finished"
+            proc.send_signal(signal.SIGINT)
+        outputs = [proc.communicate(timeout=60) for proc in procs]
+    for proc, prefix, (out, err) in zip(procs, prefixes, outputs):
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err
+        interrupted = Path(f"{prefix}_interrupted.png")
+        with Image.open(interrupted) as img:
+            assert img.size == (48, 32)
+        assert str(interrupted) in err
+        # The image kept is the best so far: no printed iteration did better.
+        kept = float(re.search(r"best image so far \(loss (\S+)\)", err).group(1))
+        assert kept <= min(losses(out))

@@ -1,5 +1,6 @@
 """Defects found in review, each with a test that failed before its fix."""
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -220,17 +221,21 @@ def test_sigterm_on_lbfgs_and_sigint_on_adam(tiny, tmp_path):
               "random", "--checkpoint-output", str(tmp_path / "a%s.png"),
               "--checkpoint-iterations", "5"],
              tmp_path / "a5.png", signal.SIGINT, 130, tmp_path / "a_interrupted.png")]
-    for args, started, sig, code, kept in runs:
-        with child(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+    with contextlib.ExitStack() as stack:  # both at once: the test takes one run's time
+        procs = [stack.enter_context(child(args, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True))
+                 for args, *_ in runs]
+        for proc, (_, started, sig, code, kept) in zip(procs, runs):
             deadline = time.time() + 120
             while not started.exists() and time.time() < deadline and proc.poll() is None:
                 time.sleep(0.2)
             proc.send_signal(sig)
+        for proc, (_, started, sig, code, kept) in zip(procs, runs):
             _, err = proc.communicate(timeout=60)
-        assert proc.returncode == code, err
-        assert "Traceback" not in err and str(kept) in err
-        with Image.open(kept) as img:
-            assert img.size == (48, 32)
+            assert proc.returncode == code, err
+            assert "Traceback" not in err and str(kept) in err
+            with Image.open(kept) as img:
+                assert img.size == (48, 32)
 
 
 def test_a_log_that_fails_mid_run_is_one_error_line(tiny, tmp_path, monkeypatch):
