@@ -166,6 +166,11 @@ class Run:
         return self.problem.network.weights.source
 
     @property
+    def precision(self) -> str:
+        """float32 or bfloat16: the arithmetic of the VGG pass."""
+        return self.problem.network.precision
+
+    @property
     def total(self) -> int:
         """Units of work (`unit`: L-BFGS evaluations or Adam steps) the run will do."""
         raise NotImplementedError
@@ -315,8 +320,9 @@ class Stylizer:
 
     weights: "auto" (ImageNet when cached or downloadable, else the shipped block 1-3
     weights), "imagenet", "lite", "random" (seeded, untrained: tests and benchmarks), or a
-    path to a Keras .h5 or MatConvNet .mat file. precision: "float32" or "bfloat16" for the
-    VGG pass. pooling: "max" or "avg". seed: for random weights and Adam's start noise.
+    path to a Keras .h5 or MatConvNet .mat file. precision: "float32", "bfloat16" for the
+    VGG pass (losses stay float32), or "auto": bfloat16 where the CPU (AVX512_BF16, AMX) or GPU
+    (compute capability 8.0+) runs it natively, else float32; `self.precision` is the choice. pooling: "max" or "avg". seed: for random weights and Adam's start noise.
     notes: called with one-line notes (e.g. the weights fallback); default: the "styleflow"
     logger.
 
@@ -332,9 +338,14 @@ class Stylizer:
     def __init__(self, weights: str = "auto", *, precision: str = "float32",
                  pooling: str = "max", seed: int = 0,
                  notes: Callable[[str], None] | None = None):
+        from .hardware import resolve_precision
+
         self.seed = int(seed)
-        self.weights = resolve_weights(str(weights), seed=self.seed,
-                                       log=notes or _logger.warning)
+        notes = notes or _logger.warning
+        precision, note = resolve_precision(precision)
+        if note:
+            notes(note)
+        self.weights = resolve_weights(str(weights), seed=self.seed, log=notes)
         self.networks = Networks(self.weights, pooling=pooling, precision=precision)
         self.precision = precision
         self.pooling = pooling

@@ -215,13 +215,24 @@ def notes_to_stderr(quiet: bool) -> Callable[[str], None]:
     return note
 
 
-def describe_run(run, precision: str, styles: int | None = None, label: str | None = None) -> str:
+def describe_run(run, styles: int | None = None, label: str | None = None) -> str:
     """The first line a run prints: size, weights, layers, optimiser and precision."""
     h, w = run.size
     return (f"{w}x{h} px, {'' if styles is None else f'{styles} style(s), '}weights "
             f"{run.weights_source}, content {','.join(run.content_layers)}, style "
             f"{','.join(run.style_layers)}, {label or run.method}"
-            f"{', bfloat16' if precision == 'bfloat16' else ''}")
+            f"{', bfloat16' if run.precision == 'bfloat16' else ''}")
+
+
+def add_precision_option(parser: argparse.ArgumentParser, prog: str) -> None:
+    """--precision: float32 by default in the two original scripts (their results stay as they
+    were), auto in the `styleflow` command (bfloat16 where the hardware runs it natively)."""
+    default = "auto" if prog.startswith("styleflow") else "float32"
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=default,
+                        help="arithmetic of the VGG pass (losses stay float32): bfloat16 is "
+                             "faster where native (CPUs with AVX512_BF16 or AMX, GPUs of compute "
+                             "capability 8.0+) and very slow where emulated; auto picks "
+                             "bfloat16 only where native (default: %(default)s)")
 
 
 def recorder_for(args, total: int, unit: str, title: str):

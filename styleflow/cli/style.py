@@ -84,9 +84,7 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
     p.add_argument("--style-layers", nargs="+", metavar="LAYER",
                    help=f"default: {' '.join(FULL_STYLE_LAYERS)}; "
                         f"{' '.join(LITE_STYLE_LAYERS)} with lite weights")
-    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                   help="arithmetic of the VGG pass: bfloat16 is faster on CPUs with AVX-512 "
-                        "BF16 and on recent GPUs, losses stay float32 (default: %(default)s)")
+    cc.add_precision_option(p, prog)
     p.add_argument("--seed", type=cc.nonnegative_int, default=None,
                    help="seed for the start noise and random weights; the same command and seed "
                         "give the same files; given, GPU kernels are made deterministic too "
@@ -167,7 +165,7 @@ def _run(args, prog: str) -> int:
         on_evaluation=None if args.quiet else lambda n, loss: recorder.step(n, loss))
     recorder = cc.recorder_for(args, args.iterations, "steps",
                                title=f"{output.name}: loss per Adam step")
-    recorder.line(cc.describe_run(run, args.precision, styles=len(args.styles)))
+    recorder.line(cc.describe_run(run, styles=len(args.styles)))
     # With --gif, about GIF_FRAMES frames of the best image so far, evenly spaced.
     gif_every = max(1, args.iterations // GIF_FRAMES) if args.gif else None
     # A log or plot wants every step; reading four numbers back per step costs little.

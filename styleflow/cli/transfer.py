@@ -64,10 +64,7 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
                              "from an earlier or interrupted result")
     parser.add_argument("--pooling", choices=("max", "avg"), default="max",
                         help="VGG pooling (default: %(default)s)")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                        help="arithmetic of the VGG pass: bfloat16 is faster on CPUs with "
-                             "AVX-512 BF16 and on recent GPUs, losses stay float32 "
-                             "(default: %(default)s)")
+    cc.add_precision_option(parser, prog)
     parser.add_argument("--seed", type=cc.nonnegative_int, default=None,
                         help="seed for random weights; the same command and seed give the same "
                              "files; given, GPU kernels are made deterministic too (default: 0)")
@@ -126,7 +123,7 @@ def _run(args, prog: str) -> int:
     recorder = cc.recorder_for(args, run.total, "evaluations",
                                title=f"{Path(args.prefix).name}: loss per iteration")
     recorder.line(cc.describe_run(
-        run, args.precision, label=f"{'faithful' if args.faithful else 'continuous'} L-BFGS"))
+        run, label=f"{'faithful' if args.faithful else 'continuous'} L-BFGS"))
     try:
         for it in run:
             path = outputs[it.iteration - 1]
