@@ -49,12 +49,15 @@ def _adam_update(graph: LossGraph, state: tuple, targets: tuple, settings: tf.Te
     return (image, m, v, t, best_image, best_loss), values
 
 
-def _compiled_step(graph: LossGraph):
-    """The Adam step compiled once per LossGraph, so every problem of a size shares a trace."""
-    if "adam" not in graph.cache:
-        graph.cache["adam"] = tf.function(
-            lambda state, targets, settings: _adam_update(graph, state, targets, settings))
-    return graph.cache["adam"]
+def _compiled_step(graph: LossGraph, xla: bool):
+    """The Adam step compiled once per LossGraph (and XLA choice), so every problem of a size
+    shares a trace."""
+    key = "adam-xla" if xla else "adam"
+    if key not in graph.cache:
+        graph.cache[key] = tf.function(
+            lambda state, targets, settings: _adam_update(graph, state, targets, settings),
+            jit_compile=xla)
+    return graph.cache[key]
 
 
 class AdamLoop:
@@ -68,12 +71,15 @@ class AdamLoop:
         self._state = (start, zeros, zeros, tf.constant(0.0), start,
                        tf.constant(np.inf, tf.float32))
         self._settings = settings.as_tensor()
-        self._step = _compiled_step(objective.graph)
+        self._step = None  # chosen at the first step: XLA or not may be measured before it
         self.steps = 0
         self.settled: Parts | None = None  # parts of the image after the last step
 
     def step(self) -> tf.Tensor:
         """One Adam step; returns [total, content, style, tv] of the image before it."""
+        if self._step is None:
+            graph = self.objective.graph
+            self._step = _compiled_step(graph, graph.uses_xla(self.objective.shape))
         self._state, values = self._step(self._state, self.objective.targets.as_args(),
                                          self._settings)
         self.steps += 1

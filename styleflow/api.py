@@ -138,11 +138,13 @@ class Run:
     unit = ""
 
     def __init__(self, problem: Problem, iterations: int, progress: bool,
-                 on_evaluation: Callable[[int, float], None] | None):
+                 on_evaluation: Callable[[int, float], None] | None, jit_plan=None):
         self.problem = problem
         self.iterations = iterations
         self.on_evaluation = on_evaluation
         self.progress = progress
+        self.jit_plan = jit_plan
+        self.jit_report: str | None = None  # set once the XLA choice is made
         self._records: list[tuple] = []
         self._started = False
 
@@ -172,7 +174,11 @@ class Run:
 
     @property
     def total(self) -> int:
-        """Units of work (`unit`: L-BFGS evaluations or Adam steps) the run will do."""
+        """Units of work the run will do: L-BFGS evaluations or Adam steps (`unit`), plus the
+        trial evaluations that time XLA against plain compilation, if any."""
+        return self._units() + (self.jit_plan.trials if self.jit_plan else 0)
+
+    def _units(self) -> int:
         raise NotImplementedError
 
     @property
@@ -200,12 +206,18 @@ class Run:
                     user(n, loss)
             callback = show
         try:
-            yield from self._iterate(callback)
+            if self.jit_plan is not None:
+                from . import jit
+
+                self.jit_report = jit.apply(self.problem.objective, self.jit_plan,
+                                            self.problem.start, callback)
+            yield from self._iterate(callback, self.jit_plan.trials if self.jit_plan else 0)
         finally:
             if bar is not None:
                 bar.close()
 
-    def _iterate(self, on_evaluation) -> Iterator[Iteration]:
+    def _iterate(self, on_evaluation, done: int) -> Iterator[Iteration]:
+        """Optimise, yielding iterations; `done` trial evaluations were reported already."""
         raise NotImplementedError
 
     def result(self) -> Result | None:
@@ -218,19 +230,19 @@ class TransferRun(Run):
     method = "L-BFGS"
     unit = "evaluations"
 
-    def __init__(self, problem, iterations, faithful, progress, on_evaluation):
-        super().__init__(problem, iterations, progress, on_evaluation)
+    def __init__(self, problem, iterations, faithful, progress, on_evaluation, jit_plan=None):
+        super().__init__(problem, iterations, progress, on_evaluation, jit_plan)
         self.faithful = faithful
         self.evaluator = Evaluator(problem.objective)
         self._last = None
 
-    @property
-    def total(self) -> int:
+    def _units(self) -> int:
         return self.iterations * EVALUATIONS_PER_ITERATION
 
-    def _iterate(self, on_evaluation) -> Iterator[Iteration]:
+    def _iterate(self, on_evaluation, done: int) -> Iterator[Iteration]:
         spec = self.problem.network.input_spec
         self.evaluator.on_evaluation = on_evaluation
+        self.evaluator.evaluations = done  # the XLA trials count as evaluations too
         bounds = None if self.faithful else pixel_bounds(self.problem.objective.shape,
                                                          *spec.pixel_bounds())
         for step in iterate_lbfgs(self.evaluator, self.problem.start, self.iterations,
@@ -268,20 +280,19 @@ class StylizeRun(Run):
     unit = "steps"
 
     def __init__(self, problem, iterations, settings: AdamSettings, preserve_colors: bool,
-                 progress, on_evaluation):
-        super().__init__(problem, iterations, progress, on_evaluation)
+                 progress, on_evaluation, jit_plan=None):
+        super().__init__(problem, iterations, progress, on_evaluation, jit_plan)
         self.preserve_colors = preserve_colors
         self.loop = AdamLoop(problem.objective, problem.start, settings)
 
-    @property
-    def total(self) -> int:
+    def _units(self) -> int:
         return self.iterations
 
     def _picture(self, image: np.ndarray) -> np.ndarray:
         rgb = self.problem.network.input_spec.deprocess(image)
         return _preserve_colors(self.problem.content_rgb, rgb) if self.preserve_colors else rgb
 
-    def _iterate(self, on_evaluation) -> Iterator[Iteration]:
+    def _iterate(self, on_evaluation, done: int) -> Iterator[Iteration]:
         loop = self.loop
         began = time.perf_counter()
         for i in range(1, self.iterations + 1):
@@ -289,7 +300,7 @@ class StylizeRun(Run):
             if i == self.iterations:
                 loop.settle()
             if on_evaluation is not None:
-                on_evaluation(i, float(values[0]))
+                on_evaluation(done + i, float(values[0]))
             now = time.perf_counter()
             self._records.append((i, i, now - began, values))
             yield Iteration(i, self.iterations, i, now - began,
@@ -336,11 +347,17 @@ class Stylizer:
     """
 
     def __init__(self, weights: str = "auto", *, precision: str = "float32",
-                 pooling: str = "max", seed: int = 0,
+                 pooling: str = "max", seed: int | None = None, jit: str = "auto",
                  notes: Callable[[str], None] | None = None):
         from .hardware import resolve_precision
+        from .jit import MODES
 
-        self.seed = int(seed)
+        if jit not in MODES:
+            raise StyleflowError(f"--jit: must be one of {', '.join(MODES)}, not '{jit}'")
+        self.jit = jit
+        # An explicit seed promises repeatable results: XLA is then not chosen by timing.
+        self.seeded = seed is not None
+        self.seed = int(seed or 0)
         notes = notes or _logger.warning
         precision, note = resolve_precision(precision)
         if note:
@@ -385,7 +402,8 @@ class Stylizer:
             self.networks, content, style, content_weight=content_weight,
             style_weight=style_weight, tv_weight=tv_weight, height=height, width=width,
             content_layer=content_layer, style_layers=style_layers, init=init)
-        return TransferRun(problem, iterations, faithful, progress, on_evaluation)
+        return TransferRun(problem, iterations, faithful, progress, on_evaluation,
+                           self._jit_plan(problem, iterations * EVALUATIONS_PER_ITERATION))
 
     def transfer(self, content, style, **options) -> Result:
         """Run `iter_transfer(content, style, **options)` to the end; return the Result (the
@@ -430,7 +448,12 @@ class Stylizer:
             seed=self.seed if seed is None else int(seed))
         return StylizeRun(problem, iterations,
                           AdamSettings(learning_rate, beta1, beta2, epsilon), preserve_colors,
-                          progress, on_evaluation)
+                          progress, on_evaluation, self._jit_plan(problem, iterations))
+
+    def _jit_plan(self, problem: Problem, evaluations: int):
+        from . import jit
+
+        return jit.plan(problem.objective, self.jit, self.seeded, evaluations)
 
     def stylize(self, content, styles, **options) -> Result:
         """Run `iter_stylize(content, styles, **options)` to the end; return the Result (the
@@ -468,7 +491,7 @@ def _check_numbers(**values: float) -> None:
 
 
 def transfer(content, style, *, weights: str = "auto", precision: str = "float32",
-             pooling: str = "max", seed: int = 0, **options) -> Result:
+             pooling: str = "max", seed: int | None = None, **options) -> Result:
     """One-off `Stylizer(weights, ...).transfer(content, style, **options)`. For several
     images, make one Stylizer and reuse it: the network is then loaded once."""
     return Stylizer(weights, precision=precision, pooling=pooling, seed=seed).transfer(
@@ -476,7 +499,7 @@ def transfer(content, style, *, weights: str = "auto", precision: str = "float32
 
 
 def stylize(content, styles, *, weights: str = "auto", precision: str = "float32",
-            pooling: str = "max", seed: int = 0, **options) -> Result:
+            pooling: str = "max", seed: int | None = None, **options) -> Result:
     """One-off `Stylizer(weights, ...).stylize(content, styles, **options)`."""
     return Stylizer(weights, precision=precision, pooling=pooling, seed=seed).stylize(
         content, styles, **options)

@@ -67,7 +67,11 @@ class LossGraph:
         self.style_layers = tuple(style_layers)
         self.traces = 0
         self.cache: dict[str, object] = {}
-        self._compiled = tf.function(self._loss_and_grads, jit_compile=jit_compile)
+        # Whether XLA compiles the functions: a default, and per image shape once measured.
+        self.jit_compile = bool(jit_compile)
+        self.jit_by_shape: dict[tuple, bool] = {}
+        self._compiled = {xla: tf.function(self._loss_and_grads, jit_compile=xla)
+                          for xla in (False, True)}
 
     def gram(self, features: tf.Tensor) -> tf.Tensor:
         """The Gram matrix in this graph's normalisation."""
@@ -110,9 +114,15 @@ class LossGraph:
             total = values[0]  # inside the tape, so the slice is recorded too
         return values, tape.gradient(total, image)
 
-    def loss_and_grads(self, image: tf.Tensor, targets: tuple):
-        """Compiled: ([total, content, style, tv], gradient) as tensors."""
-        return self._compiled(image, targets)
+    def uses_xla(self, shape) -> bool:
+        """Whether images of `shape` run through XLA."""
+        return self.jit_by_shape.get(tuple(shape), self.jit_compile)
+
+    def loss_and_grads(self, image: tf.Tensor, targets: tuple, xla: bool | None = None):
+        """Compiled: ([total, content, style, tv], gradient) as tensors; `xla` forces the
+        plain (False) or XLA (True) compilation, else the graph's choice for this shape."""
+        xla = self.uses_xla(image.shape) if xla is None else xla
+        return self._compiled[xla](image, targets)
 
 
 class Objective:
@@ -192,8 +202,10 @@ class Objective:
         """[total, content, style, tv] as a tensor; usable inside tf.function and GradientTape."""
         return self.graph.loss_parts(image, self.targets.as_args())
 
-    def loss_and_grads(self, image: np.ndarray) -> tuple[Parts, np.ndarray]:
-        """Loss parts and the float32 gradient for a network-space image of this objective's shape."""
+    def loss_and_grads(self, image: np.ndarray,
+                       xla: bool | None = None) -> tuple[Parts, np.ndarray]:
+        """Loss parts and the float32 gradient for a network-space image of this objective's
+        shape (`xla` as in LossGraph.loss_and_grads)."""
         values, grad = self.graph.loss_and_grads(
-            tf.constant(np.reshape(image, self.shape), tf.float32), self.targets.as_args())
+            tf.constant(np.reshape(image, self.shape), tf.float32), self.targets.as_args(), xla)
         return Parts(*(float(v) for v in values.numpy())), grad.numpy()

@@ -27,6 +27,7 @@ class Settings:
     pooling: str = "max"
     seed: int | None = None
     iteration_images: bool = False
+    jit: str = "auto"
 
 
 def one_line(text: str) -> str:
@@ -55,8 +56,8 @@ class PairWorker:
                 # An explicit seed promises repeatable files: deterministic kernels (GPU).
                 tf.config.experimental.enable_op_determinism()
             self._stylizer = Stylizer(self.settings.weights, precision=self.settings.precision,
-                                      pooling=self.settings.pooling,
-                                      seed=self.settings.seed or 0, notes=self.notes)
+                                      pooling=self.settings.pooling, seed=self.settings.seed,
+                                      jit=self.settings.jit, notes=self.notes)
         return self._stylizer
 
     def run(self, pair: Pair,

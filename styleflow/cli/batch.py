@@ -181,7 +181,8 @@ def _run(args, rest, method_args, module) -> int:
                         weights=method_args.weights if args.method == "lbfgs"
                         else method_args.network,
                         precision=method_args.precision, pooling=method_args.pooling,
-                        seed=method_args.seed, iteration_images=args.iteration_images)
+                        seed=method_args.seed, iteration_images=args.iteration_images,
+                        jit=method_args.jit)
     status = StatusLog(status_path)
     report = Report(len(pairs), args.quiet)
     todo: list[Pair] = []

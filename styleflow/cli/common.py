@@ -160,11 +160,12 @@ def require_some_weight(parser: argparse.ArgumentParser, weights: dict[str, floa
                      "optimise; give at least one a value above zero")
 
 
-def apply_seed(seed: int | None) -> int:
-    """The seed to use (0 by default). An explicit --seed also asks TensorFlow for deterministic
-    kernels: CPU runs repeat anyway, GPU convolutions otherwise may not (at some speed cost)."""
+def apply_seed(seed: int | None) -> int | None:
+    """The seed as given (None: the default, 0). An explicit --seed also asks TensorFlow for
+    deterministic kernels: CPU runs repeat anyway, GPU convolutions otherwise may not (at some
+    speed cost)."""
     if seed is None:
-        return 0
+        return None
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
@@ -224,15 +225,21 @@ def describe_run(run, styles: int | None = None, label: str | None = None) -> st
             f"{', bfloat16' if run.precision == 'bfloat16' else ''}")
 
 
-def add_precision_option(parser: argparse.ArgumentParser, prog: str) -> None:
+def add_engine_options(parser: argparse.ArgumentParser, prog: str) -> None:
     """--precision: float32 by default in the two original scripts (their results stay as they
-    were), auto in the `styleflow` command (bfloat16 where the hardware runs it natively)."""
+    were), auto in the `styleflow` command (bfloat16 where the hardware runs it natively);
+    --jit: XLA or not, by default measured for long runs."""
     default = "auto" if prog.startswith("styleflow") else "float32"
     parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=default,
                         help="arithmetic of the VGG pass (losses stay float32): bfloat16 is "
                              "faster where native (CPUs with AVX512_BF16 or AMX, GPUs of compute "
                              "capability 8.0+) and very slow where emulated; auto picks "
                              "bfloat16 only where native (default: %(default)s)")
+    parser.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
+                        help="XLA compilation of the loss: auto times both ways for the run's "
+                             "size and keeps the faster (runs of 100+ evaluations without "
+                             "--seed; trial evaluations count in the progress), on, or off "
+                             "(default: %(default)s)")
 
 
 def recorder_for(args, total: int, unit: str, title: str):
@@ -249,7 +256,8 @@ def make_stylizer(args, weights: str):
     from ..api import Stylizer
 
     return Stylizer(weights, precision=args.precision, pooling=args.pooling,
-                    seed=apply_seed(args.seed), notes=notes_to_stderr(args.quiet))
+                    seed=apply_seed(args.seed), jit=args.jit,
+                    notes=notes_to_stderr(args.quiet))
 
 
 def finish_interrupted(prog: str, exc: KeyboardInterrupt, run, path, recorder, log: str | None,

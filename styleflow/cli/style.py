@@ -84,7 +84,7 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
     p.add_argument("--style-layers", nargs="+", metavar="LAYER",
                    help=f"default: {' '.join(FULL_STYLE_LAYERS)}; "
                         f"{' '.join(LITE_STYLE_LAYERS)} with lite weights")
-    cc.add_precision_option(p, prog)
+    cc.add_engine_options(p, prog)
     p.add_argument("--seed", type=cc.nonnegative_int, default=None,
                    help="seed for the start noise and random weights; the same command and seed "
                         "give the same files; given, GPU kernels are made deterministic too "
@@ -178,6 +178,8 @@ def _run(args, prog: str) -> int:
     try:
         for step in run:
             i = step.iteration
+            if i == 1 and run.jit_plan.measure:
+                recorder.line(run.jit_report)
             since_line += step.seconds
             last = i == args.iterations
             path = line = rgb = None

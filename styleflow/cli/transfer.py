@@ -64,7 +64,7 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
                              "from an earlier or interrupted result")
     parser.add_argument("--pooling", choices=("max", "avg"), default="max",
                         help="VGG pooling (default: %(default)s)")
-    cc.add_precision_option(parser, prog)
+    cc.add_engine_options(parser, prog)
     parser.add_argument("--seed", type=cc.nonnegative_int, default=None,
                         help="seed for random weights; the same command and seed give the same "
                              "files; given, GPU kernels are made deterministic too (default: 0)")
@@ -126,6 +126,8 @@ def _run(args, prog: str) -> int:
         run, label=f"{'faithful' if args.faithful else 'continuous'} L-BFGS"))
     try:
         for it in run:
+            if it.iteration == 1 and run.jit_plan.measure:
+                recorder.line(run.jit_report)
             path = outputs[it.iteration - 1]
             images.save_image(path, it.array)
             recorder.iteration(
