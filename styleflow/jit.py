@@ -37,17 +37,29 @@ class JitPlan:
         return TRIALS if self.measure else 0
 
 
+def deterministic_kernels() -> bool:
+    """Whether TensorFlow was asked for deterministic kernels (an explicit seed in this
+    process), which XLA cannot give for max pooling's gradient."""
+    # Public to enable, internal to read (TensorFlow 2.21 exports no getter).
+    from tensorflow.python.framework import config
+
+    return bool(config.is_op_determinism_enabled())
+
+
 def plan(objective: Objective, mode: str, seeded: bool, evaluations: int) -> JitPlan:
     """The plan for a run of about `evaluations` evaluations. With an explicit seed the choice
     must not depend on timing (repeat runs give the same bytes): plain compilation then."""
     if mode not in MODES:
         raise StyleflowError(f"--jit: must be one of {', '.join(MODES)}, not '{mode}'")
     graph, shape = objective.graph, tuple(objective.shape)
+    if mode == "on" and deterministic_kernels():
+        raise StyleflowError("--jit on: XLA has no deterministic max-pooling gradient, and "
+                             "--seed asks for deterministic kernels; use --jit off or auto")
     if mode != "auto":
         return JitPlan(False, mode == "on", f"jit {mode}")
     if shape in graph.jit_by_shape:
         return JitPlan(False, graph.jit_by_shape[shape], "jit auto: measured earlier for this size")
-    if seeded:
+    if seeded or deterministic_kernels():
         return JitPlan(False, False, "jit auto: plain compilation, not timed (a seed was given)")
     if evaluations < AUTO_MIN_EVALUATIONS:
         return JitPlan(False, False, "jit auto: plain compilation (run too short to time both)")

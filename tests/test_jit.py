@@ -11,6 +11,19 @@ from styleflow.objective import KERAS_EXAMPLE, NEURAL_STYLE, Objective
 from styleflow.weights import random_weights
 
 STYLE = ["block1_conv1", "block2_conv1"]
+
+
+@pytest.fixture(autouse=True)
+def nondeterministic_kernels():
+    """An earlier in-process run with --seed leaves TensorFlow's determinism on, under which
+    XLA cannot compile max pooling's gradient: these tests run without it, then restore it."""
+    from tensorflow.python.framework import config
+
+    was = config.is_op_determinism_enabled()
+    config.disable_op_determinism()
+    yield
+    if was:
+        config.enable_op_determinism()
 CONTENT = ["block2_conv2"]
 
 
@@ -40,6 +53,20 @@ def test_modes_and_the_seed_rule(tiny):
     assert long.jit_plan.measure and long.total == 5 * 20 + jit.TRIALS
     with pytest.raises(Exception, match="--jit"):
         Stylizer("random", jit="maybe")
+
+
+def test_jit_on_with_a_seed_is_refused_in_one_line(tiny, tmp_path):
+    from tensorflow.python.framework import config
+
+    from conftest import assert_clean_error, call_cli
+
+    base, style = tiny
+    try:
+        proc = call_cli("neural_style_transfer.py", base, style, tmp_path / "r", "--weights",
+                        "random", "--iter", "1", "--height", "16", "--seed", "1", "--jit", "on")
+    finally:
+        config.disable_op_determinism()
+    assert_clean_error(proc, "--jit on", "--seed")
 
 
 def test_auto_times_both_counts_its_trials_and_remembers_the_size(tiny, tmp_path):
