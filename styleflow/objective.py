@@ -163,9 +163,7 @@ class Objective:
         content_features = self._features(content)
         self.content_targets = {name: tf.constant(content_features[name])
                                 for name in self.content_layers}
-        grams = [{name: graph.gram(feats[name]).numpy().astype(np.float64)
-                  for name in self.style_layers}
-                 for feats in (self._features(style) for style in styles)]
+        grams = [self._style_grams(style) for style in styles]
         self.gram_targets = {}
         self.gram_offsets = {}
         for name in self.style_layers:
@@ -182,6 +180,19 @@ class Objective:
                                      tf.float32),
             term_weights=tf.constant([self.content_weight, self.style_weight, self.tv_weight],
                                      tf.float32))
+
+    def _style_grams(self, style: np.ndarray) -> dict[str, np.ndarray]:
+        """A style image's Gram targets (float64), in tiles when it is large."""
+        from . import tiling
+
+        if style.shape[1] * style.shape[2] > tiling.TILE_ABOVE_PIXELS:
+            sums = tiling.tiled_gram_sums(self.extractor, style, list(self.style_layers))
+            keras = self.normalisation == KERAS_EXAMPLE
+            return {name: total if keras else total / count
+                    for name, (total, count) in sums.items()}
+        feats = self._features(style)
+        return {name: self.graph.gram(feats[name]).numpy().astype(np.float64)
+                for name in self.style_layers}
 
     def _features(self, image: np.ndarray) -> dict[str, tf.Tensor]:
         outputs = self.extractor(tf.constant(image, tf.float32), training=False)

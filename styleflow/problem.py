@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import images
+from . import images, tiling
 from .defaults import (DEFAULT_HEIGHT, FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
                        LITE_STYLE_LAYERS, NS_CONTENT_LAYERS)
 from .errors import StyleflowError
@@ -96,6 +96,10 @@ def check_size(shape: tuple[int, int], network: Network, what: str,
             f"side must be at least {need} px")
     if not _on_gpu():
         # On a GPU TensorFlow's own out-of-memory error is reported instead (run_cli).
+        if optimiser is None and shape[0] * shape[1] > tiling.TILE_ABOVE_PIXELS:
+            # A large style image goes through in tiles: a tile's memory is what counts.
+            side = 2 * tiling.TILE_SIDE
+            shape = (min(shape[0], side), min(shape[1], side))
         check_fits(shape, layers, network.precision, optimiser or "forward", what=what)
 
 
