@@ -148,23 +148,32 @@ def largest_fitting(size: tuple[int, int], layers: Sequence[str], precision: str
 
 def check_fits(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
                optimiser: str = "lbfgs", available: int | None = None,
-               resident: int | None = None, what: str = "") -> None:
+               resident: int | None = None, what: str = "", extra: int = 0,
+               shown: tuple[int, int] | None = None) -> None:
     """Raise StyleflowError when a run on an (h, w) image would need more memory than is
     available, naming the need, what is available and the largest size that fits.
 
     The estimate's BASE_BYTES (TensorFlow, the weights) is largely resident already when this
     runs: what this process holds (`resident`) counts toward it, so only the rest is asked for.
     Only the host's memory is checked: with a GPU, TensorFlow's own out-of-memory error is
-    turned into a message by the CLIs instead.
+    turned into a message by the CLIs instead. `extra` bytes are needed besides (e.g. a tiled
+    image held whole); the message then names the image as `shown` (h, w) and suggests no
+    size, as the tile is not the image.
     """
     available = available_bytes() if available is None else available
     if available is None:
         return
     resident = resident_bytes() if resident is None else resident
     base_left = max(0, BASE_BYTES - resident)
-    need = estimate_bytes(size, layers, precision, optimiser) - BASE_BYTES + base_left
+    need = estimate_bytes(size, layers, precision, optimiser) - BASE_BYTES + base_left + extra
     if need <= available:
         return
+    if extra:
+        h, w = shown or size
+        raise StyleflowError(
+            f"{what + ': ' if what else ''}a {w}x{h} image needs about {need / 2**30:.1f} GB "
+            f"of memory but {available / 2**30:.1f} GB is available; use a smaller "
+            f"{'--style-scales' if optimiser == 'forward' else '--width/--height'}")
     smallest = estimate_bytes((16, 16), layers, precision, optimiser) - BASE_BYTES + base_left
     if smallest > available:
         raise StyleflowError(

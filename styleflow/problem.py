@@ -18,6 +18,10 @@ from .network import InputSpec, build_extractor, check_layers, min_image_side
 from .objective import KERAS_EXAMPLE, NEURAL_STYLE, LossGraph, Objective
 from .weights import Weights
 
+# A tiled style image held whole meanwhile: uint8 RGB, its float32 network copy, and slack.
+TILED_BYTES_PER_PIXEL = 3 + 12 + 5
+
+
 @dataclass
 class Network:
     """A feature extractor, the pixel convention of its weights and the layers it serves."""
@@ -96,11 +100,16 @@ def check_size(shape: tuple[int, int], network: Network, what: str,
             f"side must be at least {need} px")
     if not _on_gpu():
         # On a GPU TensorFlow's own out-of-memory error is reported instead (run_cli).
-        if optimiser is None and shape[0] * shape[1] > tiling.TILE_ABOVE_PIXELS:
-            # A large style image goes through in tiles: a tile's memory is what counts.
+        pixels = shape[0] * shape[1]
+        if optimiser is None and pixels > tiling.TILE_ABOVE_PIXELS:
+            # A large style image goes through in tiles: a tile's activations, plus the
+            # image itself (uint8 and float32 copies) held meanwhile.
             side = 2 * tiling.TILE_SIDE
-            shape = (min(shape[0], side), min(shape[1], side))
-        check_fits(shape, layers, network.precision, optimiser or "forward", what=what)
+            check_fits((min(shape[0], side), min(shape[1], side)), layers, network.precision,
+                       "forward", what=what, extra=TILED_BYTES_PER_PIXEL * pixels,
+                       shown=shape)
+        else:
+            check_fits(shape, layers, network.precision, optimiser or "forward", what=what)
 
 
 def _on_gpu() -> bool:
