@@ -333,7 +333,8 @@ class Stylizer:
     weights), "imagenet", "lite", "random" (seeded, untrained: tests and benchmarks), or a
     path to a Keras .h5 or MatConvNet .mat file. precision: "float32", "bfloat16" for the
     VGG pass (losses stay float32), or "auto": bfloat16 where the CPU (AVX512_BF16, AMX) or GPU
-    (compute capability 8.0+) runs it natively, else float32; `self.precision` is the choice. pooling: "max" or "avg". seed: for random weights and Adam's start noise.
+    (compute capability 8.0+) runs it natively, else float32; `self.precision` is the choice.
+    pooling: "max" or "avg". seed: for random weights and Adam's start noise.
     notes: called with one-line notes (e.g. the weights fallback); default: the "styleflow"
     logger.
 

@@ -184,6 +184,7 @@ def check_fits(size: tuple[int, int], layers: Sequence[str], precision: str = "f
                            optimiser)
     hint = "" if precision == "bfloat16" else ", or --precision bfloat16"
     raise StyleflowError(
-        f"{what + ': ' if what else ''}a {size[1]}x{size[0]} image needs about {need / 2**30:.1f} GB of memory with these "
+        f"{what + ': ' if what else ''}a {size[1]}x{size[0]} image needs about "
+        f"{need / 2**30:.1f} GB of memory with these "
         f"layers but {available / 2**30:.1f} GB is available; use at most about {w}x{h} "
         f"({'--style-scales' if optimiser == 'forward' else '--width/--height'}){hint}")

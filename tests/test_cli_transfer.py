@@ -113,7 +113,7 @@ def test_interrupt_keeps_latest_result(tmp_path):
     with contextlib.ExitStack() as stack:
         procs = [stack.enter_context(child(
             [sys.executable, str(ROOT / SCRIPT), str(base), str(style), prefix, "--weights",
-             "random", "--iter", "1000", "--height", "32"],
+             "random", "--iter", "1000", "--height", "32", "--jit", "off"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) for prefix in prefixes]
         for proc, prefix in zip(procs, prefixes):
             first = Path(f"{prefix}_at_iteration_00.png")

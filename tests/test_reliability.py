@@ -214,10 +214,12 @@ def test_interrupted2_when_resuming_from_the_interrupted_file(tiny, tmp_path):
 def test_sigterm_on_lbfgs_and_sigint_on_adam(tiny, tmp_path):
     base, style = tiny
     runs = [([sys.executable, str(ROOT / TRANSFER), str(base), str(style), str(tmp_path / "t"),
-              "--weights", "random", "--iter", "1000", "--height", "32"],
+              "--weights", "random", "--iter", "1000", "--height", "32", "--jit",
+              "off"],
              tmp_path / "t_at_iteration_00.png", signal.SIGTERM, 143, tmp_path / "t_interrupted.png"),
             ([sys.executable, str(ROOT / STYLE), "--content", str(base), "--styles", str(style),
-              "--output", str(tmp_path / "a.png"), "--iterations", "100000", "--network",
+              "--output", str(tmp_path / "a.png"), "--iterations", "100000", "--jit",
+              "off", "--network",
               "random", "--checkpoint-output", str(tmp_path / "a%s.png"),
               "--checkpoint-iterations", "5"],
              tmp_path / "a5.png", signal.SIGINT, 130, tmp_path / "a_interrupted.png")]

@@ -168,7 +168,7 @@ def test_sigterm_keeps_image_and_log_then_resume(tmp_path):
     log = tmp_path / "run.csv"
     with child([sys.executable, str(ROOT / STYLE), "--content", str(content), "--styles",
                 str(style), "--output", str(tmp_path / "o.png"), "--iterations", "100000",
-                "--network", "random", "--log", str(log)],
+                "--jit", "off", "--network", "random", "--log", str(log)],
                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None and \
