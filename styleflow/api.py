@@ -334,8 +334,10 @@ class Stylizer:
     path to a Keras .h5 or MatConvNet .mat file. precision: "float32", "bfloat16" for the
     VGG pass (losses stay float32), or "auto": bfloat16 where the CPU (AVX512_BF16, AMX) or GPU
     (compute capability 8.0+) runs it natively, else float32; `self.precision` is the choice.
-    pooling: "max" or "avg". seed: for random weights and Adam's start noise.
-    notes: called with one-line notes (e.g. the weights fallback); default: the "styleflow"
+    pooling: "max" or "avg". seed: for random weights and Adam's start noise (default 0;
+    given explicitly, results repeat byte for byte, so `jit="auto"` then does not time).
+    jit: "auto" compiles the loss with and without XLA for a long run's size and keeps the
+    faster; "on" or "off" force it. notes: called with one-line notes (e.g. the weights fallback); default: the "styleflow"
     logger.
 
     A network is built once per set of layers, and its loss is compiled once per image size, so
