@@ -160,3 +160,21 @@ def test_sigint_abandons_the_pair_in_progress_and_resumes(pictures, tmp_path):
     assert "abandoned (no file written)" in err and "Traceback" not in err
     assert not list(out.glob("*.png")) and not [p for p in out.iterdir()
                                                 if p.name.startswith(".")]
+
+
+def test_the_bar_runs_over_pairs_with_the_current_pair_s_progress(monkeypatch, capsys):
+    from styleflow.batch.jobs import Pair
+    from styleflow.cli import batch, recorder
+
+    monkeypatch.setattr(recorder, "choose_mode", lambda quiet, stream: recorder.BAR)
+    report = batch.Report(2, quiet=False)
+    pair = Pair("c.png", "s.png", "out/c_s.png")
+    report.start(pair)
+    report.progress(3, 10)
+    report.bar.refresh()
+    report.done(pair, {"status": "done", "seconds": 1.5, "loss": 2.0, "error": None})
+    report.finish(report.summary())
+    out = capsys.readouterr().out
+    assert "c_s.png 3/10" in out  # the current pair's iterations, beside the bar
+    assert "1/2 pairs" in out and "[1/2] done out/c_s.png (1.5s, loss 2.0000e+00)" in out
+    assert out.strip().splitlines()[-1].startswith("batch: 1 done, 0 skipped, 0 failed of 2")

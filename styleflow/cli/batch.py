@@ -227,7 +227,7 @@ class Report:
     a line per pair otherwise, nothing but errors with --quiet; and the counts."""
 
     def __init__(self, total: int, quiet: bool):
-        from .recorder import BAR, QUIET, choose_mode
+        from .recorder import BAR, BAR_FORMAT, QUIET, choose_mode, terminal_bar
 
         self.total = total
         self.mode = choose_mode(quiet, sys.stdout)
@@ -236,11 +236,7 @@ class Report:
         self.began = time.perf_counter()
         self.bar = None
         if self.mode == BAR:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="pair", file=sys.stdout, dynamic_ncols=True,
-                            bar_format="{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} pairs "
-                                       "[{elapsed} elapsed, ETA {remaining}{postfix}]")
+            self.bar = terminal_bar(total, "pairs", sys.stdout, BAR_FORMAT)
         self._current = ""
 
     def start(self, pair) -> None:

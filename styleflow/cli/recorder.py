@@ -50,6 +50,17 @@ def _columns(stream: TextIO) -> int:
         return 0
 
 
+def terminal_bar(total: int, unit: str, stream: TextIO, bar_format: str):
+    """A tqdm bar on `stream` following the terminal's width, unless the terminal reports
+    none (a fresh pseudo-terminal says 0x0, where tqdm would draw nothing)."""
+    from tqdm import tqdm
+
+    sized = _columns(stream) > 0
+    return tqdm(total=max(1, int(total)), unit=unit, file=stream, dynamic_ncols=sized,
+                ncols=None if sized else 100, nrows=None if sized else 24,
+                mininterval=REDRAW_SECONDS, bar_format=bar_format)
+
+
 class RunRecorder:
     """Progress of `total` `unit`s plus the optional --log, --plot and --gif outputs."""
 
@@ -60,15 +71,7 @@ class RunRecorder:
         self.mode = mode or choose_mode(quiet, self.stream)
         self.bar = None
         if self.mode == BAR:
-            from tqdm import tqdm
-
-            # Follow the terminal's width, unless it reports none (a fresh pseudo-terminal
-            # says 0 columns, where tqdm would draw nothing).
-            sized = _columns(self.stream) > 0
-            self.bar = tqdm(total=max(1, int(total)), unit=unit, file=self.stream,
-                            dynamic_ncols=sized, ncols=None if sized else 100,
-                            nrows=None if sized else 24,
-                            mininterval=REDRAW_SECONDS, bar_format=BAR_FORMAT)
+            self.bar = terminal_bar(total, unit, self.stream, BAR_FORMAT)
         self.plot_path = Path(plot) if plot else None
         self.gif_path = Path(gif) if gif else None
         self.title = title
