@@ -82,8 +82,11 @@ def test_a_killed_actor_is_restarted_and_its_pair_retried(ray_address, pictures,
             if pids and seen is None:
                 seen = time.time()
             if pids and time.time() - seen > 2 and not list(out.glob("*.png")):
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
+                try:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+                except ProcessLookupError:  # it ended meanwhile: look again
+                    pass
             time.sleep(0.2)
         assert killed, "the actor was never seen working"
         stdout, stderr = proc.communicate(timeout=300)
