@@ -20,20 +20,23 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 IMAGES = ROOT.parent / "shared" / "images"
 
 
 def cpu_description() -> str:
     """The CPU model and the flags that decide TensorFlow's kernels."""
-    model, flags = platform.processor() or "unknown CPU", set()
+    from styleflow.hardware import cpu_flags
+
+    model = platform.processor() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", "unknown CPU", platform.machine()):
+            if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
+                break
     except OSError:
         pass
+    flags = cpu_flags()
     wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"]
     return f"{model}; flags: {' '.join(f for f in wanted if f in flags) or 'none of ' + ','.join(wanted)}"
 

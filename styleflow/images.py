@@ -49,11 +49,7 @@ def load_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
         raise StyleflowError(f"{label}: permission denied") from None
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
         raise StyleflowError(f"{label}: cannot decode image ({_first_line(exc)})") from None
-    h, w = array.shape[:2]
-    if min(h, w) < MIN_INPUT_SIDE:
-        raise StyleflowError(
-            f"{label}: image is {w}x{h} pixels; at least {MIN_INPUT_SIDE}x{MIN_INPUT_SIDE} is needed")
-    return array
+    return _big_enough(array, label)
 
 
 def as_rgb(image, what: str = "image") -> np.ndarray:
@@ -74,9 +70,14 @@ def as_rgb(image, what: str = "image") -> np.ndarray:
     else:
         raise StyleflowError(f"{what}: expected a file path, a PIL image or a uint8 array, not "
                              f"{type(image).__name__}")
+    return _big_enough(array, what)
+
+
+def _big_enough(array: np.ndarray, label: str) -> np.ndarray:
+    """`array`, or StyleflowError naming `label` when a side is below MIN_INPUT_SIDE."""
     h, w = array.shape[:2]
     if min(h, w) < MIN_INPUT_SIDE:
-        raise StyleflowError(f"{what}: image is {w}x{h} pixels; at least "
+        raise StyleflowError(f"{label}: image is {w}x{h} pixels; at least "
                              f"{MIN_INPUT_SIDE}x{MIN_INPUT_SIDE} is needed")
     return array
 

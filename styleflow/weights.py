@@ -81,7 +81,7 @@ def resolve_weights(spec: str, seed: int = 0,
     if spec == "lite":
         return load_h5(LITE_PATH, source=LITE_SOURCE)
     if spec == "imagenet":
-        return load_h5(imagenet_file(download=True), source="imagenet")
+        return load_h5(imagenet_file(), source="imagenet")
     if spec == "auto":
         try:
             cached = verified_imagenet_file()
@@ -93,7 +93,7 @@ def resolve_weights(spec: str, seed: int = 0,
         # One line either way: where the download went, or the fallback (no "downloading"
         # line first, which offline would make two).
         try:
-            weights = load_h5(imagenet_file(download=True), source="imagenet")
+            weights = load_h5(imagenet_file(), source="imagenet")
             log(DOWNLOADED.format(keras_models_dir()))
             return weights
         except StyleflowError:
@@ -149,7 +149,7 @@ def verified_imagenet_file() -> Path | None:
     return cached
 
 
-def imagenet_file(download: bool = True) -> Path:
+def imagenet_file() -> Path:
     """Path of the Keras notop VGG19 ImageNet weights, downloading them once if needed.
 
     The download goes to a temporary name beside the cache and is renamed into place only
@@ -165,8 +165,6 @@ def imagenet_file(download: bool = True) -> Path:
         damaged = False
     if cached is not None:
         return cached
-    if not download:
-        raise StyleflowError(f"imagenet weights not found in {keras_models_dir()}")
     import keras
 
     folder = keras_models_dir()

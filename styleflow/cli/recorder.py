@@ -84,11 +84,6 @@ class RunRecorder:
     def wants_frames(self) -> bool:
         return self.gif_path is not None
 
-    @property
-    def wants_steps(self) -> bool:
-        """Whether per-evaluation progress is shown at all."""
-        return self.bar is not None
-
     def step(self, done: int, loss: float | None = None) -> None:
         """`done` evaluations or steps are finished (drives the bar)."""
         if self.bar is None:
