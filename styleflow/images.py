@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tempfile
 import warnings
 from pathlib import Path
@@ -172,7 +174,8 @@ def write_atomically(path: str | os.PathLike, write) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_OWNER}-", suffix=".tmp",
+                                   dir=path.parent)
     except OSError as exc:
         raise StyleflowError(f"cannot write '{path}': {exc.strerror or exc}") from None
     try:
@@ -189,6 +192,47 @@ def write_atomically(path: str | os.PathLike, write) -> None:
         if isinstance(exc, OSError):
             raise StyleflowError(f"cannot write '{path}': {exc.strerror or exc}") from None
         raise
+
+
+# Temporary names carry host and process id, so a later run can tell the leftovers of a process
+# killed with SIGKILL (which no handler sees) from files another live process is writing.
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+_OWNER = f"{_HOST}.{os.getpid()}"
+_TEMPORARY = re.compile(r"^\..*\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)-[^/]*$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete this host's temporaries (from write_atomically or the writability probe) in
+    `folder` whose process no longer exists; return what was removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if not match or match["host"] != _HOST or not entry.is_file(follow_symlinks=False):
+            continue
+        if not (entry.name.endswith(".tmp") or entry.name.startswith(".styleflow-check.")):
+            continue
+        if _alive(int(match["pid"])):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _umask() -> int:
@@ -208,8 +252,9 @@ def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
                              f"({exc.strerror or exc})") from None
     if not folder.is_dir():
         raise StyleflowError(f"{what} '{path}': '{folder}' is not a folder")
+    remove_stale_temporaries(folder)
     try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".styleflow-check-"):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".styleflow-check.{_OWNER}-"):
             pass
     except OSError as exc:
         raise StyleflowError(f"{what} '{path}': folder '{folder}' is not writable "

@@ -258,3 +258,23 @@ def test_a_log_that_fails_mid_run_is_one_error_line(tiny, tmp_path, monkeypatch)
     assert_clean_error(proc, "--log", "No space left")
     monkeypatch.undo()
     assert len(read_log(tmp_path / "run.csv")) == 1
+
+
+def test_leftovers_of_a_killed_writer_are_removed_but_a_live_writers_are_kept(tmp_path):
+    from styleflow import images
+    # A process that has ended: its pid is free (checked right after it exits).
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    host = images._HOST
+    stale = [tmp_path / f".out.png.{host}.{dead}-abc.tmp",
+             tmp_path / f".styleflow-check.{host}.{dead}-xyz"]
+    live = tmp_path / f".out.png.{host}.{os.getpid()}-def.tmp"  # this process: alive
+    other_host = tmp_path / f".out.png.elsewhere.{dead}-ghi.tmp"  # maybe alive on that host
+    user_file = tmp_path / ".hidden.tmp"
+    for path in [*stale, live, other_host, user_file]:
+        path.write_bytes(b"x")
+    images.prepare_output_dir(tmp_path / "out.png")
+    assert not any(p.exists() for p in stale)
+    assert live.exists() and other_host.exists() and user_file.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in [live, other_host, user_file])  # the probe left nothing either
