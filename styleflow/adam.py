@@ -30,13 +30,19 @@ def _adam_update(graph: LossGraph, state: tuple, targets: tuple, settings: tf.Te
     The update is TF1's AdamOptimizer, which the original used: a bias-corrected step size
     lr·√(1−β₂ᵗ)/(1−β₁ᵗ) and ε added to √v.
     """
-    image, m, v, t, best_image, best_loss = state
-    lr, beta1, beta2, epsilon = settings[0], settings[1], settings[2], settings[3]
+    image = state[0]
     with tf.GradientTape() as tape:
         tape.watch(image)
         values = graph.loss_parts(image, targets)
         total = values[0]  # inside the tape, so the slice is recorded too
     grad = tape.gradient(total, image)
+    return _adam_apply(state, values, grad, settings), values
+
+
+def _adam_apply(state: tuple, values: tf.Tensor, grad: tf.Tensor, settings: tf.Tensor) -> tuple:
+    """Adam's update of `state` given the loss parts and gradient of its image."""
+    image, m, v, t, best_image, best_loss = state
+    lr, beta1, beta2, epsilon = settings[0], settings[1], settings[2], settings[3]
     # The loss belongs to the image before this update: remember it if it is the best.
     improved = values[0] < best_loss
     best_loss = tf.where(improved, values[0], best_loss)
@@ -46,7 +52,11 @@ def _adam_update(graph: LossGraph, state: tuple, targets: tuple, settings: tf.Te
     v = beta2 * v + (1.0 - beta2) * tf.square(grad)
     rate = lr * tf.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
     image = image - rate * m / (tf.sqrt(v) + epsilon)
-    return (image, m, v, t, best_image, best_loss), values
+    return image, m, v, t, best_image, best_loss
+
+
+# For tiled objectives, whose gradient comes from outside TensorFlow's graph.
+_compiled_apply = tf.function(_adam_apply)
 
 
 def _compiled_step(graph: LossGraph, xla: bool):
@@ -77,6 +87,12 @@ class AdamLoop:
 
     def step(self) -> tf.Tensor:
         """One Adam step; returns [total, content, style, tv] of the image before it."""
+        if self.objective.tiled:
+            parts, grad = self.objective.loss_and_grads(self._state[0].numpy())
+            values = tf.constant([parts.total, parts.content, parts.style, parts.tv], tf.float32)
+            self._state = _compiled_apply(self._state, values, tf.constant(grad), self._settings)
+            self.steps += 1
+            return values
         if self._step is None:
             graph = self.objective.graph
             self._step = _compiled_step(graph, graph.uses_xla(self.objective.shape))

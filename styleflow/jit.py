@@ -55,6 +55,8 @@ def plan(objective: Objective, mode: str, seeded: bool, evaluations: int) -> Jit
     if mode == "on" and deterministic_kernels():
         raise StyleflowError("--jit on: XLA has no deterministic max-pooling gradient, and "
                              "--seed asks for deterministic kernels; use --jit off or auto")
+    if getattr(objective, "tiled", False):
+        return JitPlan(False, False, "jit: plain compilation (tiled evaluation)")
     if mode != "auto":
         return JitPlan(False, mode == "on", f"jit {mode}")
     if shape in graph.jit_by_shape:

@@ -135,13 +135,16 @@ class Objective:
     cost of a single style.
 
     `graph` is a LossGraph to reuse (its layers must match); without one, a new one is built.
+    `tile` (a core side, or (rows, columns)) evaluates loss and gradient exactly over tiles of
+    that size (`tiled_loss`), and computes the content features and large style Grams likewise.
     """
 
     def __init__(self, extractor, content: np.ndarray, styles: Sequence[np.ndarray],
                  content_layers: Mapping[str, float], style_layers: Mapping[str, float],
                  content_weight: float, style_weight: float, tv_weight: float,
                  normalisation: str = KERAS_EXAMPLE, style_blends: Sequence[float] | None = None,
-                 graph: LossGraph | None = None, jit_compile: bool = False):
+                 graph: LossGraph | None = None, jit_compile: bool = False,
+                 tile: int | tuple[int, int] | None = None):
         if graph is None:
             graph = LossGraph(extractor, normalisation, list(content_layers), list(style_layers),
                               jit_compile=jit_compile)
@@ -159,8 +162,15 @@ class Objective:
         self.tv_weight = float(tv_weight)
         blends = np.ones(len(styles)) if style_blends is None else np.asarray(style_blends, float)
         blends = blends / blends.sum()
+        self.tile = tile
 
-        content_features = self._features(content)
+        if tile is None:
+            content_features = self._features(content)
+        else:
+            from . import tiling
+
+            content_features = tiling.tiled_features(extractor, content,
+                                                     list(self.content_layers), tile)
         self.content_targets = {name: tf.constant(content_features[name])
                                 for name in self.content_layers}
         grams = [self._style_grams(style) for style in styles]
@@ -180,13 +190,30 @@ class Objective:
                                      tf.float32),
             term_weights=tf.constant([self.content_weight, self.style_weight, self.tv_weight],
                                      tf.float32))
+        self._tiled = None
+        if tile is not None:
+            from .tiled_loss import TiledLoss
+
+            key = ("tiled", self.shape, tile)
+            if key not in graph.cache:
+                graph.cache[key] = TiledLoss(graph, self.shape, tile)
+            self._tiled = graph.cache[key]
+            self._tiled_targets = self._tiled.prepare(self.targets)
+
+    @property
+    def tiled(self) -> bool:
+        """Whether loss and gradient are evaluated over tiles."""
+        return self._tiled is not None
 
     def _style_grams(self, style: np.ndarray) -> dict[str, np.ndarray]:
         """A style image's Gram targets (float64), in tiles when it is large."""
         from . import tiling
 
-        if style.shape[1] * style.shape[2] > tiling.TILE_ABOVE_PIXELS:
-            sums = tiling.tiled_gram_sums(self.extractor, style, list(self.style_layers))
+        pixels = style.shape[1] * style.shape[2]
+        if pixels > tiling.TILE_ABOVE_PIXELS or (
+                self.tile is not None and pixels > _pixels_of(self.tile)):
+            sums = tiling.tiled_gram_sums(self.extractor, style, list(self.style_layers),
+                                          self.tile)
             keras = self.normalisation == KERAS_EXAMPLE
             return {name: total if keras else total / count
                     for name, (total, count) in sums.items()}
@@ -216,7 +243,14 @@ class Objective:
     def loss_and_grads(self, image: np.ndarray,
                        xla: bool | None = None) -> tuple[Parts, np.ndarray]:
         """Loss parts and the float32 gradient for a network-space image of this objective's
-        shape (`xla` as in LossGraph.loss_and_grads)."""
+        shape (`xla` as in LossGraph.loss_and_grads; tiled evaluation never uses XLA)."""
+        if self._tiled is not None:
+            return self._tiled.loss_and_grads(image, self._tiled_targets)
         values, grad = self.graph.loss_and_grads(
             tf.constant(np.reshape(image, self.shape), tf.float32), self.targets.as_args(), xla)
         return Parts(*(float(v) for v in values.numpy())), grad.numpy()
+
+
+def _pixels_of(tile: int | tuple[int, int]) -> int:
+    rows, cols = (tile, tile) if isinstance(tile, int) else tile
+    return rows * cols

@@ -1,17 +1,19 @@
-"""Gram matrices of images too large for one pass through the network, computed exactly over
-tiles: each tile carries a halo at least as wide as the deepest layer's receptive field and
-starts on that layer's pooling grid, so the features of its core equal the whole image's there.
-Large style images go through here (one eager convolution over ~11 MP crashed TensorFlow)."""
+"""Tiles for images too large for one pass through the network, placed so that results are
+exact: each tile's core starts on the deepest layer's pooling grid and the tile carries a halo
+at least as wide as that layer's receptive field reaches, so the features of its core equal the
+whole image's there. Used for large style images' Gram targets, for content features, and by
+`tiled_loss` for the loss and gradient of the optimised image."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from .network import VGG19_LAYOUT
 
-# Images above this many pixels have their style Gram matrices computed in tiles; 7.4 MP
+# Style images above this many pixels have their Gram matrices computed in tiles; 7.4 MP
 # passed in one piece on a 24 GB machine and 11.3 MP crashed, so 4 MP keeps well clear.
 TILE_ABOVE_PIXELS = 2048 * 2048
 TILE_SIDE = 1024
@@ -22,8 +24,9 @@ def geometry(layer: str) -> tuple[int, int]:
     `stride` input rows and depends on input rows up to `radius` beyond them on each side."""
     stride, radius = 1, 0
     for entry in VGG19_LAYOUT:
-        if entry is None:  # a 2x2 pooling reaches one more row at the current stride
-            radius += stride
+        if entry is None:
+            # A 2x2 pooling on its grid merges two neighbouring blocks: it reaches no further
+            # than they did, and its rows stand for twice as many input rows.
             stride *= 2
             continue
         radius += stride  # a 3x3 convolution reaches one row further at the current stride
@@ -32,44 +35,135 @@ def geometry(layer: str) -> tuple[int, int]:
     raise ValueError(f"unknown layer {layer!r}")
 
 
-def tile_origins(length: int, core: int) -> list[int]:
-    """Starts of the tile cores along one side."""
-    return list(range(0, length, core))
+def grid(layers: Sequence[str]) -> int:
+    """The pooling stride of the deepest layer: tile cores start on multiples of it."""
+    return max(geometry(name)[0] for name in layers)
+
+
+def halo(layers: Sequence[str]) -> int:
+    """Input pixels a tile needs beyond its core on each side: the deepest receptive-field
+    reach, rounded up to the grid so crops start on it too."""
+    g = grid(layers)
+    return -(-max(geometry(name)[1] for name in layers) // g) * g
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: the crop of the image it reads, and per layer where its core lies, both in
+    the crop's feature grid (`boxes`, rows then columns, stop exclusive) and in the whole
+    image's (`places`)."""
+
+    crop: tuple[int, int, int, int]  # y0, y1, x0, x1 in image pixels
+    boxes: np.ndarray  # (layers, 4) int32: r0, r1, c0, c1 in the crop's features
+    places: np.ndarray  # (layers, 4) int32: the same rows and columns in the image's features
+
+    @property
+    def pixels(self) -> int:
+        y0, y1, x0, x1 = self.crop
+        return (y1 - y0) * (x1 - x0)
+
+
+def plan(height: int, width: int, layers: Sequence[str],
+         core: int | tuple[int, int]) -> list[Tile]:
+    """Tiles covering an image of height x width whose cores are about `core` pixels (a side,
+    or (rows, columns)), rounded down to the grid (at least one grid step)."""
+    g, h = grid(layers), halo(layers)
+    core_h, core_w = (core, core) if isinstance(core, int) else core
+    core_h, core_w = max(g, core_h // g * g), max(g, core_w // g * g)
+    strides = [geometry(name)[0] for name in layers]
+    tiles = []
+    for y0 in range(0, height, core_h):
+        for x0 in range(0, width, core_w):
+            y1, x1 = min(y0 + core_h, height), min(x0 + core_w, width)
+            cy, cx = max(0, y0 - h), max(0, x0 - h)
+            ey, ex = min(height, y1 + h), min(width, x1 + h)
+            boxes, places = [], []
+            for s in strides:
+                # At the image's far edge floor division gives the whole image's last row or
+                # column, as a pass over the whole image would (valid pooling floors).
+                r1 = (y1 // s) if y1 < height else height // s
+                c1 = (x1 // s) if x1 < width else width // s
+                places.append((y0 // s, r1, x0 // s, c1))
+                boxes.append((y0 // s - cy // s, r1 - cy // s, x0 // s - cx // s, c1 - cx // s))
+            tiles.append(Tile((cy, ey, cx, ex), np.asarray(boxes, np.int32),
+                              np.asarray(places, np.int32)))
+    return tiles
+
+
+def computed_pixels(height: int, width: int, layers: Sequence[str],
+                    core: int | tuple[int, int]) -> int:
+    """Pixels that go through the network for one pass over `plan(...)`'s tiles."""
+    return sum(tile.pixels for tile in plan(height, width, layers, core))
+
+
+def best_core(height: int, width: int, layers: Sequence[str],
+              max_crop_pixels: int) -> tuple[int, int] | None:
+    """The core (rows, columns) whose crops stay within `max_crop_pixels` and that sends the
+    fewest pixels through the network (full-width strips where they fit, else near-square
+    tiles); None when not even a one-step core fits."""
+    g, h = grid(layers), halo(layers)
+    best, best_cost = None, None
+    widths = sorted({min(width, c) for c in range(g, width + g, g)}, reverse=True)
+    for core_w in widths:
+        crop_w = min(width, core_w + 2 * h)
+        rows = max_crop_pixels // crop_w - 2 * h
+        core_h = min(height, rows) // g * g if rows < height else height
+        if core_h < g:
+            continue
+        if min(height, core_h + 2 * h) * crop_w > max_crop_pixels:
+            continue
+        cost = computed_pixels(height, width, layers, (core_h, core_w))
+        if best_cost is None or cost < best_cost:
+            best, best_cost = (core_h, core_w), cost
+    return best
+
+
+def _crop(image: np.ndarray, tile: Tile) -> np.ndarray:
+    y0, y1, x0, x1 = tile.crop
+    return image[:, y0:y1, x0:x1, :]
 
 
 def tiled_gram_sums(extractor, image: np.ndarray, layers: Sequence[str],
-                    tile: int | None = None) -> dict[str, tuple[np.ndarray, int]]:
+                    tile: int | tuple[int, int] | None = None
+                    ) -> dict[str, tuple[np.ndarray, int]]:
     """For each layer, (Σ FᵀF over every position, number of feature values h·w·c) of the
-    network-space `image` (1, H, W, 3), accumulated in float64 over tiles of about `tile`
-    pixels a side (TILE_SIDE by default) plus their halo."""
+    network-space `image` (1, H, W, 3), accumulated in float64 over tiles with cores of about
+    `tile` pixels (TILE_SIDE by default)."""
     import tensorflow as tf
 
-    tile = TILE_SIDE if tile is None else tile
     _, height, width, _ = image.shape
-    strides = {name: geometry(name)[0] for name in layers}
-    grid = max(strides.values())
-    halo = -(-max(geometry(name)[1] for name in layers) // grid) * grid  # round up to grid
-    core = max(grid, tile // grid * grid)
-    sums = {name: 0.0 for name in layers}
+    sums: dict[str, np.ndarray | float] = {name: 0.0 for name in layers}
+    for t in plan(height, width, layers, TILE_SIDE if tile is None else tile):
+        feats = extractor(tf.constant(_crop(image, t), tf.float32), training=False)
+        for i, name in enumerate(layers):
+            r0, r1, c0, c1 = (int(v) for v in t.boxes[i])
+            f = tf.cast(feats[name], tf.float32)[0, r0:r1, c0:c1, :]
+            part = tf.reshape(f, (-1, f.shape[-1]))
+            sums[name] = sums[name] + tf.matmul(part, part, transpose_a=True).numpy().astype(
+                np.float64)
     counts = {}
-    for y0 in tile_origins(height, core):
-        for x0 in tile_origins(width, core):
-            y1, x1 = min(y0 + core, height), min(x0 + core, width)
-            cy, cx = max(0, y0 - halo), max(0, x0 - halo)
-            crop = image[:, cy:min(height, y1 + halo), cx:min(width, x1 + halo), :]
-            feats = extractor(tf.constant(crop, tf.float32), training=False)
-            for name in layers:
-                s = strides[name]
-                f = tf.cast(feats[name], tf.float32)[0]
-                # The core in this crop's feature grid; at the image's far edge, floor division
-                # gives the whole image's last row or column, as the full pass would.
-                rows = slice((y0 - cy) // s, (y1 - cy) // s if y1 < height else None)
-                cols = slice((x0 - cx) // s, (x1 - cx) // s if x1 < width else None)
-                part = tf.reshape(f[rows, cols, :], (-1, f.shape[-1]))
-                sums[name] = sums[name] + tf.matmul(part, part, transpose_a=True).numpy().astype(
-                    np.float64)
     for name in layers:
-        s = strides[name]
-        channels = sums[name].shape[0]
-        counts[name] = (height // s) * (width // s) * channels
+        s = geometry(name)[0]
+        counts[name] = (height // s) * (width // s) * sums[name].shape[0]
     return {name: (sums[name], counts[name]) for name in layers}
+
+
+def tiled_features(extractor, image: np.ndarray, layers: Sequence[str],
+                   tile: int | tuple[int, int]) -> dict[str, np.ndarray]:
+    """The whole image's float32 features at `layers`, (1, h, w, c) each, assembled from the
+    cores of tiles of about `tile` pixels."""
+    import tensorflow as tf
+
+    _, height, width, _ = image.shape
+    out: dict[str, np.ndarray] = {}
+    for t in plan(height, width, layers, tile):
+        feats = extractor(tf.constant(_crop(image, t), tf.float32), training=False)
+        for i, name in enumerate(layers):
+            f = tf.cast(feats[name], tf.float32).numpy()
+            if name not in out:
+                s = geometry(name)[0]
+                out[name] = np.zeros((1, height // s, width // s, f.shape[-1]), np.float32)
+            r0, r1, c0, c1 = t.boxes[i]
+            p0, p1, q0, q1 = t.places[i]
+            out[name][:, p0:p1, q0:q1, :] = f[:, r0:r1, c0:c1, :]
+    return out

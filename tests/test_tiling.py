@@ -14,9 +14,41 @@ from styleflow.weights import random_weights
 def test_geometry_of_vgg_layers():
     assert tiling.geometry("block1_conv1") == (1, 1)
     assert tiling.geometry("block1_conv2") == (1, 2)
-    assert tiling.geometry("block2_conv1") == (2, 5)  # + pool (1) + conv at stride 2
+    assert tiling.geometry("block2_conv1") == (2, 4)  # + conv at stride 2 (pooling: none)
     stride, radius = tiling.geometry("block5_conv1")
-    assert (stride, radius) == (16, 85)  # 2 + 1 + 2·2 + 2 + 4·4 + 4 + 4·8 + 8 + 16
+    assert (stride, radius) == (16, 70)  # 2 + 2·2 + 4·4 + 4·8 + 16
+    assert tiling.halo(["block1_conv1", "block5_conv1"]) == 80  # rounded up to the grid
+
+
+def test_tiles_cover_every_feature_once():
+    layers = ["block1_conv1", "block3_conv1", "block4_conv2"]
+    height, width = 203, 157
+    for core in (64, (40, 157), 8):
+        cover = {name: np.zeros((height // s, width // s), int) for name, s in
+                 ((n, tiling.geometry(n)[0]) for n in layers)}
+        for tile in tiling.plan(height, width, layers, core):
+            y0, y1, x0, x1 = tile.crop
+            assert y0 % 8 == 0 and x0 % 8 == 0  # crops start on the deepest grid
+            for i, name in enumerate(layers):
+                p0, p1, q0, q1 = tile.places[i]
+                r0, r1, c0, c1 = tile.boxes[i]
+                assert (p1 - p0, q1 - q0) == (r1 - r0, c1 - c0)
+                cover[name][p0:p1, q0:q1] += 1
+        for name in layers:
+            assert (cover[name] == 1).all(), (core, name)
+
+
+def test_best_core_fits_and_sends_fewest_pixels():
+    layers = ["block1_conv1", "block5_conv1"]
+    core = tiling.best_core(1536, 2048, layers, 1_000_000)
+    assert core is not None
+    assert all(t.pixels <= 1_000_000 for t in tiling.plan(1536, 2048, layers, core))
+    cost = tiling.computed_pixels(1536, 2048, layers, core)
+    for other in [(320, 2048), (832, 832), (512, 512), (160, 2048)]:  # strips and squares
+        if all(t.pixels <= 1_000_000 for t in tiling.plan(1536, 2048, layers, other)):
+            assert cost <= tiling.computed_pixels(1536, 2048, layers, other), other
+    assert tiling.best_core(200, 3000, layers, 400 * 3000)[1] == 3000  # a wide, short image
+    assert tiling.best_core(1536, 2048, layers, 100 * 100) is None  # not even one grid step
 
 
 @pytest.mark.parametrize("layers", ["full", "lite"])
@@ -47,3 +79,80 @@ def test_tiled_style_targets_equal_untiled(layers, normalisation, monkeypatch):
     x = content + rng.normal(0, 10, content.shape).astype(np.float32)
     assert tiled.loss_and_grads(x)[0].total == pytest.approx(whole.loss_and_grads(x)[0].total,
                                                             rel=1e-5)
+
+
+def _problem(layers, normalisation, size=(200, 296), balance=False):
+    content_layer, style_layers = ((FULL_CONTENT_LAYER, FULL_STYLE_LAYERS) if layers == "full"
+                                   else (LITE_CONTENT_LAYER, LITE_STYLE_LAYERS))
+    extractor = build_extractor(random_weights(1).layers, [content_layer, *style_layers])
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    small = rng.integers(0, 256, (25, 37, 3)).astype(np.uint8)
+    content = KERAS_INPUT.preprocess(np.asarray(Image.fromarray(small).resize(size)))
+    style = KERAS_INPUT.preprocess(np.asarray(Image.fromarray(small[::-1]).resize((150, 180))))
+    # Two blended styles, both content layers' normalisations; a small TV weight so the
+    # network's terms dominate the gradient being compared.
+    args = (extractor, content, [style, style[:, :100]], {content_layer: 1.0},
+            {n: 1.0 / len(style_layers) for n in style_layers},
+            0.025 if normalisation == KERAS_EXAMPLE else 5.0, 1.0, 1e-3, normalisation)
+    x = content + rng.normal(0, 10, content.shape).astype(np.float32)
+    if balance:  # content weight set so content and style weigh alike in the gradient
+        parts = Objective(*args).loss_and_grads(x)[0]
+        args = (*args[:5], args[5] * parts.style / parts.content, *args[6:])
+    return args, x
+
+
+@pytest.mark.parametrize("layers", ["full", "lite"])
+@pytest.mark.parametrize("normalisation", [KERAS_EXAMPLE, NEURAL_STYLE])
+def test_tiled_loss_and_gradient_equal_untiled(layers, normalisation):
+    # The full layers' 80 px halo makes each tile dearer: a smaller image there.
+    size = (200, 296) if layers == "lite" else (136, 168)
+    args, x = _problem(layers, normalisation, size, balance=True)
+    whole, tiled = Objective(*args), Objective(*args, tile=64)
+    assert tiled.tiled and len(tiled._tiled.tiles) >= 9  # 64 px cores: several each way
+    want, grad_want = whole.loss_and_grads(x)
+    got, grad = tiled.loss_and_grads(x)
+    for part in ("total", "content", "style", "tv"):
+        assert getattr(got, part) == pytest.approx(getattr(want, part), rel=1e-5), part
+    assert want.content > 0.2 * want.total and want.style > 0.2 * want.total
+    assert np.abs(grad - grad_want).max() <= 1e-4 * np.abs(grad_want).max()
+
+
+def test_a_halo_one_grid_step_short_is_not_exact(monkeypatch):
+    # The halo is what makes tiles exact: one grid step less and the gradient differs.
+    args, x = _problem("lite", KERAS_EXAMPLE)
+    want = Objective(*args).loss_and_grads(x)[1]
+    short = tiling.halo
+    monkeypatch.setattr(tiling, "halo", lambda layers: short(layers) - tiling.grid(layers))
+    got = Objective(*args, tile=64).loss_and_grads(x)[1]
+    assert np.abs(got - want).max() > 1e-3 * np.abs(want).max()
+
+
+def test_lbfgs_tiled_ends_at_the_untiled_loss():
+    from styleflow.lbfgs import Evaluator, iterate_lbfgs
+
+    args, _ = _problem("lite", KERAS_EXAMPLE, size=(96, 120))
+    ends = []
+    for tile in (None, 48):
+        objective = Objective(*args, tile=tile)
+        steps = list(iterate_lbfgs(Evaluator(objective), args[1], 3, evaluations_per_iteration=5))
+        ends.append(steps[-1])
+    untiled, tiled = ends
+    assert untiled.evaluations == tiled.evaluations >= 15
+    assert tiled.parts.total == pytest.approx(untiled.parts.total, rel=1e-4)
+    assert tiled.parts.total < 0.9 * Objective(*args).loss_and_grads(args[1])[0].total
+
+
+def test_adam_tiled_follows_the_untiled_steps():
+    from styleflow.adam import AdamLoop, AdamSettings
+
+    args, _ = _problem("lite", NEURAL_STYLE, size=(96, 120))
+    runs = []
+    for tile in (None, 48):
+        loop = AdamLoop(Objective(*args, tile=tile), args[1], AdamSettings())
+        runs.append([float(loop.step()[0]) for _ in range(4)] + [loop.best()])
+    for a, b in zip(runs[0][:4], runs[1][:4]):
+        assert b == pytest.approx(a, rel=1e-4)
+    assert runs[0][3] < runs[0][0]  # the steps did lower the loss
+    assert np.abs(runs[0][4] - runs[1][4]).max() < 1e-2

@@ -1,0 +1,190 @@
+"""The loss and its gradient for an image too large for one pass, computed exactly over tiles
+(the method of Galerne et al., "Scaling Painting Style Transfer", EGSR 2024).
+
+The style loss depends on the image only through Gram matrices, which are sums over positions,
+and the content loss is itself a sum over positions. So:
+
+1. a forward-only pass over tiles sums each style layer's FᵀF over the tiles' cores: the whole
+   image's Gram matrices, from which the style loss and S = ∂loss/∂(FᵀF) follow in closed form;
+2. a second pass runs each tile forward and back against the surrogate
+   Σ_l ⟨F_coreᵀF_core, S_l⟩ + content loss of the core, whose gradient with respect to the core
+   features is exactly the whole loss's (2·F·S for a symmetric S), and adds the tile's input
+   gradient into the image's, halo included;
+3. total variation, a sum over neighbouring pixels, is taken over row strips.
+
+With cores on the pooling grid and halos as wide as the receptive field (`tiling`), loss and
+gradient equal the untiled ones up to rounding, while memory follows the tile size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from . import tiling
+from .objective import KERAS_EXAMPLE, Parts
+
+# Rows of the image per total-variation strip: a few image-sized temporaries per strip.
+TV_STRIP_PIXELS = 1 << 20
+
+
+class TiledLoss:
+    """Loss and gradient of a LossGraph's problem at one image size, over tiles with cores of
+    `core` pixels (a side, or (rows, columns)). Functions are traced once for every tile shape
+    (crop sizes are dynamic)."""
+
+    def __init__(self, graph, shape: tuple, core: int | tuple[int, int]):
+        self.graph = graph
+        self.shape = tuple(shape)
+        _, height, width, _ = self.shape
+        self.core = core
+        self.style_layers = graph.style_layers
+        self.content_layers = graph.content_layers
+        # The first pass needs only the style layers' (smaller) halo.
+        self.style_tiles = tiling.plan(height, width, self.style_layers, core)
+        self.tiles = tiling.plan(height, width, (*self.content_layers, *self.style_layers), core)
+        self.keras = graph.normalisation == KERAS_EXAMPLE
+        crop = tf.TensorSpec((1, None, None, 3), tf.float32)
+        self._gram_pass = tf.function(self._tile_grams, input_signature=[
+            crop, tf.TensorSpec((len(self.style_layers), 4), tf.int32)])
+        n_content = len(self.content_layers)
+        self._grad_pass = tf.function(self._tile_gradient, input_signature=[
+            crop, tf.TensorSpec((n_content + len(self.style_layers), 4), tf.int32),
+            tuple(tf.TensorSpec((1, None, None, None), tf.float32) for _ in range(n_content)),
+            tf.TensorSpec((n_content,), tf.float32),
+            tuple(tf.TensorSpec((None, None), tf.float32) for _ in self.style_layers)])
+        self._tv = tf.function(self._tv_strip, input_signature=[crop, tf.TensorSpec((), tf.int32)])
+
+    @property
+    def computed_pixels(self) -> int:
+        """Pixels through the network per evaluation (both passes)."""
+        return (sum(t.pixels for t in self.style_tiles) + sum(t.pixels for t in self.tiles))
+
+    def _tile_grams(self, crop, boxes):
+        feats = self.graph.extractor(crop, training=False)
+        grams = []
+        for i, name in enumerate(self.style_layers):
+            f = _core(tf.cast(feats[name], tf.float32), boxes[i])
+            flat = tf.reshape(f, (-1, tf.shape(f)[-1]))
+            grams.append(tf.matmul(flat, flat, transpose_a=True))
+        return grams
+
+    def _tile_gradient(self, crop, boxes, content_targets, content_scales, style_slopes):
+        with tf.GradientTape() as tape:
+            tape.watch(crop)
+            feats = self.graph.extractor(crop, training=False)
+            content = tf.constant(0.0)
+            for i, name in enumerate(self.content_layers):
+                f = _core(tf.cast(feats[name], tf.float32), boxes[i])
+                content += content_scales[i] * tf.reduce_sum(tf.square(f - content_targets[i]))
+            surrogate = content
+            offset = len(self.content_layers)
+            for i, name in enumerate(self.style_layers):
+                f = _core(tf.cast(feats[name], tf.float32), boxes[offset + i])
+                flat = tf.reshape(f, (-1, tf.shape(f)[-1]))
+                gram = tf.matmul(flat, flat, transpose_a=True)
+                surrogate += tf.reduce_sum(gram * style_slopes[i])
+        return content, tape.gradient(surrogate, crop)
+
+    def _tv_strip(self, strip, rows):
+        """Unnormalised TV sums of `rows` image rows; `strip` holds one more row below them
+        when there is one. Keras: Σ(Δy²+Δx²)^1.25; else (ΣΔy², ΣΔx²)."""
+        with tf.GradientTape() as tape:
+            tape.watch(strip)
+            if self.keras:
+                corner = strip[:, :-1, :-1, :]
+                dy = tf.square(corner - strip[:, 1:, :-1, :])
+                dx = tf.square(corner - strip[:, :-1, 1:, :])
+                value = tf.reduce_sum(tf.pow(dy + dx, 1.25))
+                sums = tf.stack([value, 0.0])
+                weighted = value
+            else:
+                _, _, width, _ = self.shape
+                height = self.shape[1]
+                dy = tf.reduce_sum(tf.square(strip[:, 1:] - strip[:, :-1]))
+                own = strip[:, :rows]
+                dx = tf.reduce_sum(tf.square(own[:, :, 1:] - own[:, :, :-1]))
+                sums = tf.stack([dy, dx])
+                weighted = (dy / float((height - 1) * width * 3)
+                            + dx / float(height * (width - 1) * 3))
+        return sums, weighted, tape.gradient(weighted, strip)
+
+    @staticmethod
+    def prepare(targets) -> dict:
+        """An Objective's Targets as NumPy values, read once per problem."""
+        return _numpy(targets)
+
+    def loss_and_grads(self, image: np.ndarray, weights: dict) -> tuple[Parts, np.ndarray]:
+        """Parts and the float32 gradient for a network-space image of this size against
+        `weights` (`prepare`d targets: the whole image's content features, blended Grams)."""
+        image = np.asarray(image, np.float32).reshape(self.shape)
+        _, height, width, _ = self.shape
+        pixels = height * width
+        # Pass 1: the whole image's FᵀF per style layer, summed over tile cores in float64.
+        sums = [np.zeros(g.shape, np.float64) for g in weights["grams"]]
+        for t in self.style_tiles:
+            grams = self._gram_pass(tf.constant(tiling._crop(image, t)), tf.constant(t.boxes))
+            for i, g in enumerate(grams):
+                sums[i] += g.numpy()
+        style, slopes = 0.0, []
+        for i, name in enumerate(self.style_layers):
+            s = tiling.geometry(name)[0]
+            channels = sums[i].shape[0]
+            size = (height // s) * (width // s) * channels
+            norm = 1.0 if self.keras else 1.0 / size
+            diff = sums[i] * norm - weights["grams"][i]
+            if self.keras:
+                scale = 1.0 / (4.0 * 9.0 * float(pixels) ** 2)
+            else:
+                scale = 1.0 / channels ** 2
+            w = weights["style_weights"][i] * weights["terms"][1]
+            style += w * (np.sum(diff ** 2) * scale + weights["offsets"][i])
+            # ∂loss/∂(FᵀF) for this layer, symmetric.
+            slopes.append(tf.constant((w * 2.0 * scale * norm * diff).astype(np.float32)))
+        slopes = tuple(slopes)
+        # Pass 2: per tile, the gradient of content + Σ⟨FᵀF, S⟩ over its core.
+        grad = np.zeros(self.shape, np.float32)
+        scales = []
+        for i, name in enumerate(self.content_layers):
+            full = weights["content"][i]
+            per = 1.0 if self.keras else 1.0 / full.size
+            scales.append(weights["content_weights"][i] * weights["terms"][0] * per)
+        scales = tf.constant(scales, tf.float32)
+        content = 0.0
+        n_content = len(self.content_layers)
+        for t in self.tiles:
+            pieces = tuple(
+                tf.constant(weights["content"][i][:, p[0]:p[1], p[2]:p[3], :])
+                for i, p in enumerate(t.places[:n_content]))
+            value, g = self._grad_pass(tf.constant(tiling._crop(image, t)),
+                                       tf.constant(t.boxes), pieces, scales, slopes)
+            content += float(value)
+            y0, y1, x0, x1 = t.crop
+            grad[:, y0:y1, x0:x1, :] += g.numpy()
+        # Total variation over row strips, each with the row below it.
+        tv = 0.0
+        rows = max(1, TV_STRIP_PIXELS // width)
+        for r0 in range(0, height, rows):
+            r1 = min(height, r0 + rows)
+            strip = image[:, r0:min(height, r1 + 1)]
+            _, weighted, g = self._tv(tf.constant(strip), tf.constant(r1 - r0))
+            tv += float(weighted)
+            grad[:, r0:r0 + g.shape[1]] += weights["terms"][2] * g.numpy()
+        tv *= weights["terms"][2]
+        total = content + style + tv
+        return Parts(float(total), float(content), float(style), float(tv)), grad
+
+
+def _core(features, box):
+    return features[:, box[0]:box[1], box[2]:box[3], :]
+
+
+def _numpy(targets) -> dict:
+    """Targets as NumPy values."""
+    content, content_w, grams, style_w, offsets, terms = targets.as_args()
+    return {"content": [c.numpy() if hasattr(c, "numpy") else c for c in content],
+            "content_weights": content_w.numpy().astype(np.float64),
+            "grams": [g.numpy().astype(np.float64) for g in grams],
+            "style_weights": style_w.numpy().astype(np.float64),
+            "offsets": offsets.numpy().astype(np.float64),
+            "terms": terms.numpy().astype(np.float64)}
