@@ -147,10 +147,10 @@ def test_lbfgs_tiled_ends_at_the_untiled_loss():
 def test_adam_tiled_follows_the_untiled_steps():
     from styleflow.adam import AdamLoop, AdamSettings
 
-    args, _ = _problem("lite", NEURAL_STYLE, size=(96, 120))
+    args, x = _problem("lite", NEURAL_STYLE, size=(96, 120))
     runs = []
     for tile in (None, 48):
-        loop = AdamLoop(Objective(*args, tile=tile), args[1], AdamSettings())
+        loop = AdamLoop(Objective(*args, tile=tile), x, AdamSettings(learning_rate=1.0))
         runs.append([float(loop.step()[0]) for _ in range(4)] + [loop.best()])
     for a, b in zip(runs[0][:4], runs[1][:4]):
         assert b == pytest.approx(a, rel=1e-4)
