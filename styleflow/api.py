@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import images
+from . import images, scales as _scales
 from .adam import AdamLoop, AdamSettings
 from .color import preserve_colors as _preserve_colors
 from .defaults import EVALUATIONS_PER_ITERATION, STYLIZE_DEFAULTS, TRANSFER_DEFAULTS
@@ -138,8 +138,15 @@ class Run:
     unit = ""
 
     def __init__(self, problem: Problem, iterations: int, progress: bool,
-                 on_evaluation: Callable[[int, float], None] | None, jit_plan=None):
+                 on_evaluation: Callable[[int, float], None] | None, jit_plan=None,
+                 coarse: Sequence[tuple[tuple[int, int], Callable[[], Problem]]] = (),
+                 on_scale: Callable[[_scales.Scale], None] | None = None):
         self.problem = problem
+        # Coarse-to-fine: (size, problem maker) for each size before this one, coarsest first.
+        self.coarse = list(coarse)
+        self.on_scale = on_scale
+        self.scales: list[_scales.Scale] = []  # the coarse sizes finished so far
+        self._coarse_start: np.ndarray | None = None  # the last one, upsampled to full size
         self.iterations = iterations
         self.on_evaluation = on_evaluation
         self.progress = progress
@@ -173,10 +180,25 @@ class Run:
         return self.problem.network.precision
 
     @property
+    def memory_report(self) -> str:
+        """One line: how the run is laid out in memory (one pass or tiles, L-BFGS history)."""
+        layout = self.problem.layout
+        return layout.describe("lbfgs" if self.unit == "evaluations" else "adam") if layout else ""
+
+    @property
+    def coarse_units(self) -> int:
+        """Evaluations or steps planned at the coarse sizes (coarse-to-fine)."""
+        return len(self.coarse) * _scales.COARSE_EVALUATIONS[self._optimiser]
+
+    @property
     def total(self) -> int:
-        """Units of work the run will do: L-BFGS evaluations or Adam steps (`unit`), plus the
-        trial evaluations that time XLA against plain compilation, if any."""
-        return self._units() + (self.jit_plan.trials if self.jit_plan else 0)
+        """Units of work the run will do: L-BFGS evaluations or Adam steps (`unit`), those at
+        the coarse sizes first, plus the trial evaluations that time XLA against plain
+        compilation, if any."""
+        return (self.coarse_units + self._units()
+                + (self.jit_plan.trials if self.jit_plan else 0))
+
+    _optimiser = ""
 
     def _units(self) -> int:
         raise NotImplementedError
@@ -206,19 +228,63 @@ class Run:
                     user(n, loss)
             callback = show
         try:
+            done = self._run_coarse(callback) if self.coarse else 0
             if self.jit_plan is not None:
                 from . import jit
 
-                self.jit_report = jit.apply(self.problem.objective, self.jit_plan,
-                                            self.problem.start, callback)
-            yield from self._iterate(callback, self.jit_plan.trials if self.jit_plan else 0)
+                self.jit_report = jit.apply(
+                    self.problem.objective, self.jit_plan, self.problem.start,
+                    None if callback is None else lambda n, loss: callback(done + n, loss))
+                done += self.jit_plan.trials
+            yield from self._iterate(callback, done)
         finally:
             if bar is not None:
                 bar.close()
 
     def _iterate(self, on_evaluation, done: int) -> Iterator[Iteration]:
-        """Optimise, yielding iterations; `done` trial evaluations were reported already."""
+        """Optimise, yielding iterations; `done` evaluations (coarse sizes, XLA trials) were
+        reported already."""
         raise NotImplementedError
+
+    def _run_coarse(self, callback) -> int:
+        """Optimise at each coarse size, each starting from the last one's result upsampled;
+        start the full size from the last. Returns the evaluations spent."""
+        done, image = 0, None
+        count = len(self.coarse) + 1
+        per = _scales.COARSE_EVALUATIONS[self._optimiser]
+        for k, (size, make) in enumerate(self.coarse):
+            began = time.perf_counter()
+            problem = make()
+            start = problem.start if image is None else _scales.upsample(image, size)
+            report = None if callback is None else (
+                lambda n, loss, base=done: callback(base + min(n, per), loss))
+            image, parts, used = self._coarse_stage(problem, start, per, report)
+            done += used
+            self._coarse_start = _scales.upsample(image, self.problem.size)
+            scale = _scales.Scale(k + 1, count, size, used, parts, time.perf_counter() - began)
+            self.scales.append(scale)
+            if self.on_scale is not None:
+                self.on_scale(scale)
+        self._restart(self._coarse_start)
+        return done
+
+    def _coarse_stage(self, problem: Problem, start: np.ndarray, evaluations: int,
+                      on_evaluation) -> tuple[np.ndarray, Parts, int]:
+        """Optimise `problem` from `start` for about `evaluations`; (image, parts, used)."""
+        raise NotImplementedError
+
+    def _restart(self, start: np.ndarray) -> None:
+        """Start the full size from `start` (network space) instead of the problem's start."""
+        raise NotImplementedError
+
+    def _coarse_result(self) -> Result | None:
+        """When interrupted before the full size's first evaluation: the last coarse size's
+        result, upsampled to the full size (None when no coarse size finished)."""
+        if self._coarse_start is None:
+            return None
+        spec = self.problem.network.input_spec
+        return Result(spec.deprocess(self._coarse_start), self.scales[-1].parts, [],
+                      sum(s.evaluations for s in self.scales), interrupted=True)
 
     def result(self) -> Result | None:
         raise NotImplementedError
@@ -229,9 +295,12 @@ class TransferRun(Run):
 
     method = "L-BFGS"
     unit = "evaluations"
+    _optimiser = "lbfgs"
 
-    def __init__(self, problem, iterations, faithful, progress, on_evaluation, jit_plan=None):
-        super().__init__(problem, iterations, progress, on_evaluation, jit_plan)
+    def __init__(self, problem, iterations, faithful, progress, on_evaluation, jit_plan=None,
+                 coarse=(), on_scale=None):
+        super().__init__(problem, iterations, progress, on_evaluation, jit_plan, coarse,
+                         on_scale)
         self.faithful = faithful
         self.evaluator = Evaluator(problem.objective)
         self._last = None
@@ -248,7 +317,7 @@ class TransferRun(Run):
         for step in iterate_lbfgs(self.evaluator, self.problem.start, self.iterations,
                                   schedule="faithful" if self.faithful else "continuous",
                                   evaluations_per_iteration=EVALUATIONS_PER_ITERATION,
-                                  bounds=bounds):
+                                  bounds=bounds, history=self._history(self.problem)):
             self._last = step
             parts = step.parts
             self._records.append((step.iteration + 1, step.evaluations, step.seconds,
@@ -257,6 +326,23 @@ class TransferRun(Run):
             yield Iteration(step.iteration + 1, self.iterations, step.evaluations, step.seconds,
                             parts=lambda p=parts: p, best_loss=lambda b=best: b,
                             array=lambda image=step.image: spec.deprocess(image))
+
+    @staticmethod
+    def _history(problem: Problem) -> int:
+        return problem.layout.history if problem.layout else 10
+
+    def _coarse_stage(self, problem, start, evaluations, on_evaluation):
+        spec = problem.network.input_spec
+        evaluator = Evaluator(problem.objective, on_evaluation)
+        bounds = pixel_bounds(problem.objective.shape, *spec.pixel_bounds())
+        last = None
+        for last in iterate_lbfgs(evaluator, start, 1, evaluations_per_iteration=evaluations,
+                                  bounds=bounds, history=self._history(problem)):
+            pass
+        return last.image, last.parts, evaluator.evaluations
+
+    def _restart(self, start):
+        self.problem.start = start
 
     def result(self) -> Result | None:
         """The last iteration's image once all are done; before that (an interruption, an
@@ -268,7 +354,7 @@ class TransferRun(Run):
         elif self.evaluator.best_image is not None:
             image, parts = self.evaluator.best_image, self.evaluator.best_parts
         else:
-            return None
+            return self._coarse_result()
         return Result(spec.deprocess(image), parts, self.losses, self.evaluator.evaluations,
                       interrupted=not done)
 
@@ -278,12 +364,32 @@ class StylizeRun(Run):
 
     method = "Adam"
     unit = "steps"
+    _optimiser = "adam"
 
     def __init__(self, problem, iterations, settings: AdamSettings, preserve_colors: bool,
-                 progress, on_evaluation, jit_plan=None):
-        super().__init__(problem, iterations, progress, on_evaluation, jit_plan)
+                 progress, on_evaluation, jit_plan=None, coarse=(), on_scale=None):
+        super().__init__(problem, iterations, progress, on_evaluation, jit_plan, coarse,
+                         on_scale)
         self.preserve_colors = preserve_colors
+        self.settings = settings
         self.loop = AdamLoop(problem.objective, problem.start, settings)
+
+    def _coarse_stage(self, problem, start, evaluations, on_evaluation):
+        loop = AdamLoop(problem.objective, start, self.settings)
+        for i in range(1, evaluations + 1):
+            values = loop.step()
+            if i == evaluations:
+                loop.settle()
+            if on_evaluation is not None:
+                on_evaluation(i, float(values[0]))
+        parts = loop.settled if loop.settled.total <= loop.best_loss else None
+        if parts is None:
+            parts, _ = problem.objective.loss_and_grads(loop.best())
+        return loop.best(), parts, evaluations
+
+    def _restart(self, start):
+        self.problem.start = start
+        self.loop = AdamLoop(self.problem.objective, start, self.settings)
 
     def _units(self) -> int:
         return self.iterations
@@ -313,7 +419,7 @@ class StylizeRun(Run):
         """The lowest-loss image so far (the final output once all steps are done)."""
         loop = self.loop
         if loop.steps == 0:
-            return None
+            return self._coarse_result()
         records = self.losses
         return Result(self._picture(loop.best()),
                       self._best_parts(records), records, loop.steps,
@@ -388,8 +494,10 @@ class Stylizer:
                       height: int | None = None, width: int | None = None,
                       content_layer: str | None = None,
                       style_layers: Sequence[str] | None = None, init=None,
-                      faithful: bool = False, progress: bool = False,
-                      on_evaluation: Callable[[int, float], None] | None = None) -> TransferRun:
+                      faithful: bool = False, max_memory: float | None = None,
+                      tile: int | None = None, scales: int = 1, progress: bool = False,
+                      on_evaluation: Callable[[int, float], None] | None = None,
+                      on_scale: Callable[[_scales.Scale], None] | None = None) -> TransferRun:
         """Prepare neural_style_transfer.py's problem and return a Run yielding its iterations.
 
         Options are the CLI's (`--iter` is `iterations`). Each iteration is 20 L-BFGS
@@ -398,15 +506,49 @@ class Stylizer:
         Output height defaults to 200 px when neither height nor width is given.
         `on_evaluation(count, loss)` is called after every evaluation; `progress=True` shows a
         tqdm bar (a widget in Jupyter).
+
+        Large outputs: `max_memory` (GB, default the memory available) is the process's
+        budget, within which sizes that do not fit in one pass are computed exactly in tiles;
+        `tile` (px) forces tiles of that core size. `scales=N` optimises first at N-1 smaller
+        sizes (each half the next, per side; `scales.COARSE_EVALUATIONS` each), reported to
+        `on_scale`, and starts the requested size from the last one's result.
         """
         _check_numbers(iterations=iterations, content_weight=content_weight,
-                       style_weight=style_weight, tv_weight=tv_weight)
-        problem = transfer_problem(
-            self.networks, content, style, content_weight=content_weight,
-            style_weight=style_weight, tv_weight=tv_weight, height=height, width=width,
-            content_layer=content_layer, style_layers=style_layers, init=init)
+                       style_weight=style_weight, tv_weight=tv_weight, scales=scales)
+        content = images.as_rgb(content, "base image")  # read once for every size
+        style = images.as_rgb(style, "style image")
+
+        def make(size=None, starts=True):
+            h, w = (height, width) if size is None else size
+            return transfer_problem(
+                self.networks, content, style, content_weight=content_weight,
+                style_weight=style_weight, tv_weight=tv_weight, height=h, width=w,
+                content_layer=content_layer, style_layers=style_layers,
+                init=init if starts else None, max_memory=max_memory, tile=tile)
+
+        problem = make()
+        coarse = self._coarse(problem, scales, make)
         return TransferRun(problem, iterations, faithful, progress, on_evaluation,
-                           self._jit_plan(problem, iterations * EVALUATIONS_PER_ITERATION))
+                           self._jit_plan(problem, iterations * EVALUATIONS_PER_ITERATION),
+                           coarse, on_scale)
+
+    @staticmethod
+    def _coarse(problem: Problem, count: int, make: Callable) -> list:
+        """(size, problem maker) for the coarse sizes of a `count`-scale run. `make(size,
+        starts)` builds the problem at a size; only the coarsest `starts` as a single-size run
+        would (from the content, the initial image or noise)."""
+        from .network import min_image_side
+
+        sizes = _scales.sizes(problem.size, int(count))[:-1]
+        if not sizes:
+            return []
+        need = min_image_side(problem.network.content_layers + problem.network.style_layers)
+        if min(sizes[0]) < need:
+            raise StyleflowError(
+                f"--scales {count}: the coarsest size, {sizes[0][1]}x{sizes[0][0]} px, is too "
+                f"small for the chosen layers (each side at least {need} px); use fewer scales")
+        return [(size, lambda size=size, k=k: make(size, k == 0))
+                for k, size in enumerate(sizes)]
 
     def transfer(self, content, style, **options) -> Result:
         """Run `iter_transfer(content, style, **options)` to the end; return the Result (the
@@ -427,31 +569,43 @@ class Stylizer:
                      epsilon: float = S["epsilon"], content_layers: Sequence[str] | None = None,
                      style_layers: Sequence[str] | None = None, initial=None,
                      initial_noiseblend: float | None = None, preserve_colors: bool = False,
-                     seed: int | None = None, progress: bool = False,
-                     on_evaluation: Callable[[int, float], None] | None = None) -> StylizeRun:
+                     seed: int | None = None, max_memory: float | None = None,
+                     tile: int | None = None, scales: int = 1, progress: bool = False,
+                     on_evaluation: Callable[[int, float], None] | None = None,
+                     on_scale: Callable[[_scales.Scale], None] | None = None) -> StylizeRun:
         """Prepare neural_style.py's problem and return a Run yielding every Adam step.
 
         `styles` is one image or a list; options are the CLI's, with the same defaults. The
         start is seeded noise (`seed`, default the Stylizer's) unless `initial` is given.
         Each step's `image` is the best so far; `preserve_colors` keeps the content's colours
-        in every picture produced.
+        in every picture produced. `max_memory`, `tile`, `scales` and `on_scale` as in
+        `iter_transfer` (style images keep their size relative to the content at every size).
         """
         if isinstance(styles, (str, bytes)) or not isinstance(styles, Sequence):
             styles = [styles]
         _check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight,
-                       learning_rate=learning_rate, style_layer_weight_exp=style_layer_weight_exp)
-        problem = stylize_problem(
-            self.networks, content, list(styles), width=width, style_scales=style_scales,
-            style_blend_weights=style_blend_weights, content_weight=content_weight,
-            content_weight_blend=content_weight_blend, style_weight=style_weight,
-            style_layer_weight_exp=style_layer_weight_exp, tv_weight=tv_weight,
-            content_layers=content_layers, style_layers=style_layers, initial=initial,
-            initial_noiseblend=initial_noiseblend,
-            seed=self.seed if seed is None else int(seed))
+                       learning_rate=learning_rate, style_layer_weight_exp=style_layer_weight_exp,
+                       scales=scales)
+        content = images.as_rgb(content, "content image")  # read once for every size
+        styles = [images.as_rgb(style, f"style image {i + 1}") for i, style in enumerate(styles)]
+
+        def make(size=None, starts=True):
+            return stylize_problem(
+                self.networks, content, styles, width=width if size is None else size[1],
+                style_scales=style_scales, style_blend_weights=style_blend_weights,
+                content_weight=content_weight, content_weight_blend=content_weight_blend,
+                style_weight=style_weight, style_layer_weight_exp=style_layer_weight_exp,
+                tv_weight=tv_weight, content_layers=content_layers, style_layers=style_layers,
+                initial=initial if starts else None,
+                initial_noiseblend=initial_noiseblend if starts else None,
+                seed=self.seed if seed is None else int(seed), max_memory=max_memory, tile=tile)
+
+        problem = make()
         return StylizeRun(problem, iterations,
                           AdamSettings(learning_rate, beta1, beta2, epsilon), preserve_colors,
-                          progress, on_evaluation, self._jit_plan(problem, iterations))
+                          progress, on_evaluation, self._jit_plan(problem, iterations),
+                          self._coarse(problem, scales, make), on_scale)
 
     def _jit_plan(self, problem: Problem, evaluations: int):
         from . import jit
@@ -478,9 +632,9 @@ def _check_numbers(**values: float) -> None:
     """StyleflowError for what the CLIs' argument types refuse: counts below 1, negative or
     non-finite weights, and all loss weights zero."""
     for name, value in values.items():
-        if name == "iterations":
+        if name in ("iterations", "scales"):
             if int(value) != value or value < 1:
-                raise StyleflowError(f"iterations: must be a whole number greater than zero, "
+                raise StyleflowError(f"{name}: must be a whole number greater than zero, "
                                      f"not {value!r}")
         elif name in ("learning_rate", "style_layer_weight_exp"):
             if not math.isfinite(value) or value <= 0:

@@ -102,8 +102,10 @@ def pixel_bounds(objective_shape: tuple, low: np.ndarray, high: np.ndarray) -> B
 
 def iterate_lbfgs(evaluator: Evaluator, start: np.ndarray, iterations: int,
                   schedule: str = "continuous", evaluations_per_iteration: int = 20,
-                  bounds: Bounds | None = None) -> Iterator[IterationResult]:
+                  bounds: Bounds | None = None,
+                  history: int = 10) -> Iterator[IterationResult]:
     """Optimise `start` (network space), yielding an IterationResult after each iteration.
+    `history` is L-BFGS's number of correction pairs (scipy's maxcor, default 10).
 
     The Evaluator keeps the best image seen, which survives an interruption or an early close.
     """
@@ -118,7 +120,8 @@ def iterate_lbfgs(evaluator: Evaluator, start: np.ndarray, iterations: int,
         for i in range(iterations):
             began = time.perf_counter()
             result = minimize(evaluator, x, jac=True, method="L-BFGS-B", bounds=bounds,
-                              options={"maxfun": evaluations_per_iteration})
+                              options={"maxfun": evaluations_per_iteration,
+                                       "maxcor": history})
             x = result.x
             parts = evaluator.parts_at(x, float(result.fun))
             yield IterationResult(i, x.astype(np.float32).reshape(shape), parts,
@@ -126,11 +129,12 @@ def iterate_lbfgs(evaluator: Evaluator, start: np.ndarray, iterations: int,
         return
     yield from _handed_over(lambda report: _continuous(evaluator, x, iterations,
                                                        evaluations_per_iteration, bounds,
-                                                       report), evaluator.stop)
+                                                       report, history), evaluator.stop)
 
 
 def _continuous(evaluator: Evaluator, x: np.ndarray, iterations: int, per_iteration: int,
-                bounds: Bounds | None, on_iteration: Callable[[IterationResult], None]) -> None:
+                bounds: Bounds | None, on_iteration: Callable[[IterationResult], None],
+                history: int = 10) -> None:
     """One L-BFGS-B run, calling `on_iteration` whenever another iteration's evaluations are
     spent, and for every iteration still owed when the run ends early."""
     shape = evaluator.objective.shape
@@ -153,7 +157,8 @@ def _continuous(evaluator: Evaluator, x: np.ndarray, iterations: int, per_iterat
 
     budget = per_iteration * iterations
     result = minimize(evaluator, x, jac=True, method="L-BFGS-B", bounds=bounds,
-                      callback=callback, options={"maxfun": budget, "maxiter": budget})
+                      callback=callback, options={"maxfun": budget, "maxiter": budget,
+                                                  "maxcor": history})
     # The run can end early (converged, or the budget ran out inside an iteration): report the
     # final iterate for every iteration still owed, so each iteration has its image.
     while state["iteration"] < iterations:

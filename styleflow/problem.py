@@ -9,7 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-from . import images, tiling
+from . import budget, images, tiling
+from .budget import Layout
 from .defaults import (DEFAULT_HEIGHT, FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
                        LITE_STYLE_LAYERS, NS_CONTENT_LAYERS)
 from .errors import StyleflowError
@@ -88,16 +89,25 @@ class Networks:
 
 
 def check_size(shape: tuple[int, int], network: Network, what: str,
-               optimiser: str | None = None) -> None:
+               optimiser: str | None = None, max_memory: float | None = None,
+               tile: int | None = None) -> Layout | None:
     """Raise if an image of `shape` (h, w) is too small for the deepest layer's poolings or too
-    large for the memory available: optimised (by `optimiser`: lbfgs or adam) or, without
-    one, run forward once for its style targets."""
+    large for the memory available: optimised (by `optimiser`: lbfgs or adam; the Layout that
+    fits `max_memory` GB, tiled if need be, is returned) or, without one, run forward once for
+    its style targets."""
     layers = network.content_layers + network.style_layers
     need = min_image_side(layers)
     if min(shape) < need:
         raise StyleflowError(
             f"{what}: {shape[1]}x{shape[0]} pixels is too small for the chosen layers; each "
             f"side must be at least {need} px")
+    if optimiser is not None:
+        # On a GPU only an explicit budget or tile is planned for; TensorFlow's own
+        # out-of-memory error is reported otherwise (run_cli).
+        gpu = _on_gpu()
+        return budget.choose(shape, layers, network.content_layers, network.precision,
+                             optimiser, max_memory=max_memory, tile=tile, what=what,
+                             available=(2**62 if gpu and max_memory is None else None))
     if not _on_gpu():
         # On a GPU TensorFlow's own out-of-memory error is reported instead (run_cli).
         pixels = shape[0] * shape[1]
@@ -128,17 +138,20 @@ class Problem:
     size: tuple[int, int]
     content_rgb: np.ndarray
     style_sizes: list[tuple[int, int]]
+    layout: Layout | None = None
 
 
 def transfer_problem(networks: Networks, base, ref, *, content_weight: float = 0.025,
                      style_weight: float = 1.0, tv_weight: float = 1.0,
                      height: int | None = None, width: int | None = None,
                      content_layer: str | None = None, style_layers: Sequence[str] | None = None,
-                     init=None) -> Problem:
+                     init=None, max_memory: float | None = None,
+                     tile: int | None = None) -> Problem:
     """neural_style_transfer.py's problem (the Keras example): content and style resized to one
     size, content and style layers weighted equally, the example's loss normalisation.
 
-    Images are paths, PIL images or uint8 arrays (see images.as_rgb)."""
+    Images are paths, PIL images or uint8 arrays (see images.as_rgb). `max_memory` (GB) and
+    `tile` (px) lay the run out in memory (see budget.choose)."""
     base_rgb = images.as_rgb(base, "base image")
     ref_rgb = images.as_rgb(ref, "style image")
     if height is None and width is None:
@@ -147,7 +160,8 @@ def transfer_problem(networks: Networks, base, ref, *, content_weight: float = 0
     init_rgb = None if init is None else images.as_rgb(init, "initial image")
     network = networks.get([content_layer] if content_layer is not None else None, style_layers,
                            [FULL_CONTENT_LAYER], KERAS_EXAMPLE)
-    check_size(size, network, "output size", optimiser="lbfgs")  # before any large allocation
+    # Before any large allocation:
+    layout = check_size(size, network, "output size", "lbfgs", max_memory, tile)
     start_rgb = None if init_rgb is None else images.resize(init_rgb, size)
     spec = network.input_spec
     content_rgb = images.resize(base_rgb, size)
@@ -157,9 +171,9 @@ def transfer_problem(networks: Networks, base, ref, *, content_weight: float = 0
         content_layers={name: 1.0 for name in network.content_layers},
         style_layers={name: 1.0 / len(network.style_layers) for name in network.style_layers},
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        normalisation=KERAS_EXAMPLE, graph=network.graph)
+        normalisation=KERAS_EXAMPLE, graph=network.graph, tile=layout.tile)
     start = content if start_rgb is None else spec.preprocess(start_rgb)
-    return Problem(objective, start, network, size, content_rgb, [size])
+    return Problem(objective, start, network, size, content_rgb, [size], layout)
 
 
 def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int | None = None,
@@ -169,11 +183,13 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
                     style_weight: float = 100.0, style_layer_weight_exp: float = 1.0,
                     tv_weight: float = 100.0, content_layers: Sequence[str] | None = None,
                     style_layers: Sequence[str] | None = None, initial=None,
-                    initial_noiseblend: float | None = None, seed: int = 0) -> Problem:
+                    initial_noiseblend: float | None = None, seed: int = 0,
+                    max_memory: float | None = None, tile: int | None = None) -> Problem:
     """neural_style.py's problem (anishathalye/neural-style): several styles, each scaled to
     `scale` x the content width and blended, and that project's loss normalisation.
 
-    Images are paths, PIL images or uint8 arrays (see images.as_rgb)."""
+    Images are paths, PIL images or uint8 arrays (see images.as_rgb). `max_memory` (GB) and
+    `tile` (px) lay the run out in memory (see budget.choose)."""
     content_rgb = images.as_rgb(content, "content image")
     style_rgbs = [images.as_rgb(style, f"style image {i + 1}") for i, style in enumerate(styles)]
     if not style_rgbs:
@@ -192,7 +208,7 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
 
     network = networks.get(content_layers, style_layers, NS_CONTENT_LAYERS, NEURAL_STYLE)
     # Sizes are checked before any large allocation.
-    check_size(size, network, "content image", optimiser="adam")
+    layout = check_size(size, network, "content image", "adam", max_memory, tile)
     for i, style_size in enumerate(style_sizes):
         check_size(style_size, network, f"style image {i + 1} after --style-scales")
     content_rgb = images.resize(content_rgb, size)
@@ -219,7 +235,8 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
         network.extractor, content_x, [spec.preprocess(rgb) for rgb in style_rgbs],
         content_layers=content_weights, style_layers=style_weights,
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        normalisation=NEURAL_STYLE, style_blends=blends, graph=network.graph)
+        normalisation=NEURAL_STYLE, style_blends=blends, graph=network.graph,
+        tile=layout.tile)
     if initial_noiseblend is None:
         initial_noiseblend = 1.0 if start_rgb is None else 0.0
     base = content_x if start_rgb is None else spec.preprocess(start_rgb)
@@ -227,4 +244,4 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
     noise = np.random.default_rng(seed).normal(0.0, 0.256, base.shape).astype(np.float32)
     start = (1.0 - initial_noiseblend) * base + initial_noiseblend * noise
     return Problem(objective, start.astype(np.float32), network, size, content_rgb,
-                   [rgb.shape[:2] for rgb in style_rgbs])
+                   [rgb.shape[:2] for rgb in style_rgbs], layout)

@@ -242,6 +242,48 @@ def add_engine_options(parser: argparse.ArgumentParser, prog: str) -> None:
                              "(default: %(default)s)")
 
 
+def add_size_options(parser: argparse.ArgumentParser) -> None:
+    """--max-memory, --tile and --scales: large outputs, the same in both CLIs."""
+    group = parser.add_argument_group("large outputs")
+    group.add_argument("--max-memory", type=positive_float, metavar="GB", default=None,
+                       help="memory budget for the whole process; sizes beyond what fits in one "
+                            "pass are computed exactly in tiles that fit (default: the memory "
+                            "available now)")
+    group.add_argument("--tile", type=positive_int, metavar="PX", default=None,
+                       help="compute loss and gradient in tiles of this core size (exact; "
+                            "default: only when the image does not fit the budget)")
+    group.add_argument("--scales", type=positive_int, metavar="N", default=1,
+                       help="coarse-to-fine: optimise at N sizes, each the next one's start, "
+                            "ending at the requested size (default: %(default)s, one size)")
+
+
+def size_api_options(args) -> dict:
+    """The API's keyword arguments for add_size_options' options."""
+    return dict(max_memory=args.max_memory, tile=args.tile, scales=args.scales)
+
+
+def describe_layout(run, args) -> str | None:
+    """A line on how the run fits in memory when that is not the plain one-pass run (tiles, a
+    shorter L-BFGS history, or a budget was asked for); None otherwise, so the two scripts'
+    output stays as it was."""
+    layout = run.problem.layout
+    if layout is None:
+        return None
+    if layout.tile is None and layout.history == 10 and args.max_memory is None:
+        return None
+    return run.memory_report
+
+
+def record_scale(recorder, scale, unit: str) -> None:
+    """A finished coarse size (coarse-to-fine): a line, and a log row with iteration 0, as
+    it comes before the first iteration at the full size."""
+    h, w = scale.size
+    recorder.iteration(0, scale.parts, scale.seconds, scale.evaluations,
+                       text=f"scale {scale.index}/{scale.count} at {w}x{h}: "
+                            f"{format_parts(scale.parts)} {scale.evaluations} {unit} "
+                            f"{scale.seconds:.1f}s")
+
+
 def recorder_for(args, total: int, unit: str, title: str):
     """The RunRecorder the options in add_run_options ask for."""
     from .recorder import RunRecorder

@@ -85,6 +85,7 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
                    help=f"default: {' '.join(FULL_STYLE_LAYERS)}; "
                         f"{' '.join(LITE_STYLE_LAYERS)} with lite weights")
     cc.add_engine_options(p, prog)
+    cc.add_size_options(p)
     p.add_argument("--seed", type=cc.nonnegative_int, default=None,
                    help="seed for the start noise and random weights; the same command and seed "
                         "give the same files; given, GPU kernels are made deterministic too "
@@ -128,7 +129,8 @@ def api_options(args) -> dict:
                 epsilon=args.epsilon, content_layers=args.content_layers,
                 style_layers=args.style_layers, initial=args.initial,
                 initial_noiseblend=args.initial_noiseblend,
-                preserve_colors=args.preserve_colors)
+                preserve_colors=args.preserve_colors,
+                **cc.size_api_options(args))
 
 
 def checkpoint_name(pattern: str, step: int) -> Path:
@@ -162,10 +164,14 @@ def _run(args, prog: str) -> int:
     recorder = None
     run = stylizer.iter_stylize(
         args.content, args.styles, **api_options(args),
-        on_evaluation=None if args.quiet else lambda n, loss: recorder.step(n, loss))
-    recorder = cc.recorder_for(args, args.iterations, "steps",
+        on_evaluation=None if args.quiet else lambda n, loss: recorder.step(
+            min(n, run.total), loss),
+        on_scale=lambda scale: cc.record_scale(recorder, scale, "steps"))
+    recorder = cc.recorder_for(args, run.total, "steps",
                                title=f"{output.name}: loss per Adam step")
     recorder.line(cc.describe_run(run, styles=len(args.styles)))
+    if cc.describe_layout(run, args):
+        recorder.line(cc.describe_layout(run, args))
     # With --gif, about GIF_FRAMES frames of the best image so far, evenly spaced.
     gif_every = max(1, args.iterations // GIF_FRAMES) if args.gif else None
     # A log or plot wants every step; reading four numbers back per step costs little.

@@ -65,6 +65,7 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
     parser.add_argument("--pooling", choices=("max", "avg"), default="max",
                         help="VGG pooling (default: %(default)s)")
     cc.add_engine_options(parser, prog)
+    cc.add_size_options(parser)
     parser.add_argument("--seed", type=cc.nonnegative_int, default=None,
                         help="seed for random weights; the same command and seed give the same "
                              "files; given, GPU kernels are made deterministic too (default: 0)")
@@ -95,7 +96,8 @@ def api_options(args) -> dict:
     return dict(iterations=args.iter, content_weight=args.content_weight,
                 style_weight=args.style_weight, tv_weight=args.tv_weight, height=args.height,
                 width=args.width, content_layer=args.content_layer,
-                style_layers=args.style_layers, init=args.init, faithful=args.faithful)
+                style_layers=args.style_layers, init=args.init, faithful=args.faithful,
+                **cc.size_api_options(args))
 
 
 def output_name(prefix: str, iteration: int) -> Path:
@@ -119,11 +121,14 @@ def _run(args, prog: str) -> int:
     recorder = None
     run = stylizer.iter_transfer(
         args.base, args.ref, **api_options(args),
-        on_evaluation=lambda n, loss: recorder.step(min(n, run.total), loss))
+        on_evaluation=lambda n, loss: recorder.step(min(n, run.total), loss),
+        on_scale=lambda scale: cc.record_scale(recorder, scale, "evaluations"))
     recorder = cc.recorder_for(args, run.total, "evaluations",
                                title=f"{Path(args.prefix).name}: loss per iteration")
     recorder.line(cc.describe_run(
         run, label=f"{'faithful' if args.faithful else 'continuous'} L-BFGS"))
+    if cc.describe_layout(run, args):
+        recorder.line(cc.describe_layout(run, args))
     try:
         for it in run:
             if it.iteration == 1 and run.jit_plan.measure:

@@ -1,0 +1,168 @@
+"""Fitting a run into a memory budget: the whole image in one pass when it fits, else the
+largest tiles that do (`tiled_loss`, exact), with L-BFGS's history shortened only when even
+modest tiles leave no room for it. Sizes are refused only when the smallest tile cannot fit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from . import tiling
+from .errors import StyleflowError
+from .memory import (BASE_BYTES, BYTES_PER_ACTIVATION, activation_elements, available_bytes,
+                     estimate_bytes, onednn_enabled, resident_bytes)
+
+# scipy's L-BFGS-B keeps about (2m + 5) float64 vectors of the image's size; m = 10 is scipy's
+# default and the Keras example's, kept whenever the budget allows.
+DEFAULT_HISTORY = 10
+MIN_HISTORY = 3
+# Per image value besides the optimiser's own state when tiled: the float32 gradient being
+# summed, the float32 image handed to the tiles, the float64 gradient scipy reads, the start
+# and content images, and slack.
+TILED_IMAGE_BYTES = 4 + 4 + 8 + 4 + 4 + 4
+# Below this many pixels per crop the halo dominates and runs get slow: L-BFGS gives up
+# history (down to MIN_HISTORY) before tiles get smaller than this.
+COMFORTABLE_CROP = 768 * 768
+# Images above this many pixels are always tiled: one eager pass over 11.3 MP crashed
+# TensorFlow's CPU convolution (see tiling.TILE_ABOVE_PIXELS).
+UNTILED_MAX_PIXELS = tiling.TILE_ABOVE_PIXELS
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a run is laid out in memory: `tile` None for the whole image in one pass, else the
+    tiles' core (rows, columns); `history` L-BFGS's correction pairs; `need` the estimate."""
+
+    tile: tuple[int, int] | None
+    history: int
+    need: int
+
+    def describe(self, optimiser: str) -> str:
+        """One line for the run's notes."""
+        gb = f"about {self.need / 2**30:.1f} GB"
+        where = ("the whole image in one pass" if self.tile is None
+                 else f"tiles of {self.tile[1]}x{self.tile[0]} px (exact)")
+        history = f", L-BFGS history {self.history}" if optimiser == "lbfgs" else ""
+        return f"memory: {where}{history}, {gb}"
+
+
+def optimiser_bytes(optimiser: str, history: int) -> int:
+    """Bytes per image value (3 per pixel) the optimiser keeps."""
+    if optimiser == "lbfgs":
+        return (2 * history + 5) * 8
+    if optimiser == "adam":
+        return 10 * 4  # image, best, two moments, twice during an update
+    return 0
+
+
+def content_bytes(size: tuple[int, int], content_layers: Sequence[str]) -> int:
+    """The content targets (the whole image's features at the content layers), float32."""
+    from .network import CONV_FILTERS
+
+    total = 0
+    for name in content_layers:
+        s = tiling.geometry(name)[0]
+        total += (size[0] // s) * (size[1] // s) * CONV_FILTERS[name] * 4
+    return total
+
+
+def tiled_need(size: tuple[int, int], crop_pixels: int, layers: Sequence[str],
+               content_layers: Sequence[str], precision: str, optimiser: str,
+               history: int) -> int:
+    """Estimated peak bytes of a tiled run whose largest crop has `crop_pixels` pixels."""
+    values = size[0] * size[1] * 3
+    side = max(1, int(crop_pixels ** 0.5))
+    per_activation = BYTES_PER_ACTIVATION[onednn_enabled()][precision]
+    tile = per_activation * activation_elements((side, side), layers)
+    return int(BASE_BYTES + tile + content_bytes(size, content_layers)
+               + (optimiser_bytes(optimiser, history) + TILED_IMAGE_BYTES) * values)
+
+
+def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str],
+           precision: str, optimiser: str, *, max_memory: float | None = None,
+           tile: int | None = None, what: str = "output size", resident: int | None = None,
+           available: int | None = None) -> Layout:
+    """The layout for optimising an (h, w) image: untiled when it fits (and is not too large
+    for one pass), else the largest tiles that fit. `max_memory` (GB) is the budget for the
+    whole process; without it, what this process holds plus the memory available now.
+    `tile` (px) forces tiles of that core side. StyleflowError when nothing fits."""
+    resident = resident_bytes() if resident is None else resident
+    if max_memory is not None:
+        if not max_memory > 0:
+            raise StyleflowError(f"--max-memory: must be above 0 GB, not {max_memory:g}")
+        budget = int(max_memory * 2**30)
+    else:
+        available = available_bytes() if available is None else available
+        budget = None if available is None else available + max(resident, 0)
+    pixels = size[0] * size[1]
+    if tile is not None and tile < 1:
+        raise StyleflowError(f"--tile: must be at least 1 px, not {tile}")
+    whole = estimate_bytes(size, layers, precision, optimiser)
+    if tile is None and pixels <= UNTILED_MAX_PIXELS and (budget is None or whole <= budget):
+        return Layout(None, DEFAULT_HISTORY, whole)
+    height, width = size
+    if budget is None:  # no way to measure memory here: modest tiles, full history
+        core = (tile, tile) if tile else tiling.best_core(height, width, layers,
+                                                           COMFORTABLE_CROP)
+        return _layout(size, layers, content_layers, precision, optimiser, core,
+                       DEFAULT_HISTORY)
+    if tile is not None:
+        for history in _histories(optimiser):
+            layout = _layout(size, layers, content_layers, precision, optimiser,
+                             (tile, tile), history)
+            if layout.need <= budget:
+                return layout
+        raise _refusal(what, size, layout.need, budget, f"with --tile {tile}")
+    for floor in (COMFORTABLE_CROP, 0):
+        for history in _histories(optimiser):
+            crop = _largest_crop(size, layers, content_layers, precision, optimiser,
+                                 history, budget)
+            if crop is None or crop < floor:
+                continue
+            crop = min(crop, UNTILED_MAX_PIXELS)
+            core = tiling.best_core(height, width, layers, crop)
+            if core is not None:
+                return _layout(size, layers, content_layers, precision, optimiser, core,
+                               history)
+    g = tiling.grid(layers)
+    smallest = _layout(size, layers, content_layers, precision, optimiser, (g, g),
+                       _histories(optimiser)[-1])
+    raise _refusal(what, size, smallest.need, budget, "even in the smallest tiles")
+
+
+def _histories(optimiser: str) -> list[int]:
+    if optimiser != "lbfgs":
+        return [DEFAULT_HISTORY]
+    return list(range(DEFAULT_HISTORY, MIN_HISTORY - 1, -1))
+
+
+def _layout(size, layers, content_layers, precision, optimiser, core, history) -> Layout:
+    height, width = size
+    crop = max(t.pixels for t in tiling.plan(height, width, layers, core))
+    need = tiled_need(size, crop, layers, content_layers, precision, optimiser, history)
+    return Layout(tuple(core), history, need)
+
+
+def _largest_crop(size, layers, content_layers, precision, optimiser, history,
+                  budget) -> int | None:
+    """The most pixels a crop may have within `budget`, or None when none fits."""
+    lo, hi = 0, size[0] * size[1] * 4 + 1
+    if tiled_need(size, 1, layers, content_layers, precision, optimiser, history) > budget:
+        return None
+    while hi - lo > 1024:
+        mid = (lo + hi) // 2
+        if tiled_need(size, mid, layers, content_layers, precision, optimiser,
+                      history) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _refusal(what: str, size: tuple[int, int], need: int, budget: int,
+             how: str) -> StyleflowError:
+    h, w = size
+    return StyleflowError(
+        f"{what}: a {w}x{h} image needs about {need / 2**30:.1f} GB of memory {how} but the "
+        f"budget is {budget / 2**30:.1f} GB; use a smaller --width/--height or a larger "
+        "--max-memory")

@@ -1,0 +1,52 @@
+"""Coarse-to-fine: optimise at reduced sizes first, each result upsampled (bicubic) to start the
+next size, ending at the requested one. The coarse sizes settle the large-scale structure for a
+fraction of the cost, so the full size needs only a few evaluations to reach the loss a
+single-size run reaches (`bench/scales.py` measured the ratio and budgets below)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Each size is this fraction of the next (per side): a quarter of the pixels, so a coarse
+# evaluation costs about a quarter of the next size's.
+RATIO = 0.5
+# Evaluations (L-BFGS) or steps (Adam) spent at each coarse size.
+COARSE_EVALUATIONS = {"lbfgs": 100, "adam": 200}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One finished coarse size: which (1-based, of `count` sizes in all), its (h, w), the
+    evaluations or steps it took, its final loss parts and seconds."""
+
+    index: int
+    count: int
+    size: tuple[int, int]
+    evaluations: int
+    parts: object
+    seconds: float
+
+
+def sizes(final: tuple[int, int], count: int, ratio: float = RATIO) -> list[tuple[int, int]]:
+    """(h, w) of the `count` sizes, coarsest first, the last being `final`."""
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    h, w = final
+    out = []
+    for k in range(count - 1, 0, -1):
+        f = ratio ** k
+        out.append((max(1, int(round(h * f))), max(1, int(round(w * f)))))
+    out.append((h, w))
+    return out
+
+
+def upsample(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A network-space image (1, h, w, 3) resized bicubically to (1, *size, 3), float32."""
+    import tensorflow as tf
+
+    image = np.asarray(image, np.float32).reshape((1, *np.shape(image)[-3:]))
+    if image.shape[1:3] == tuple(size):
+        return image
+    return tf.image.resize(image, size, method="bicubic").numpy().astype(np.float32)
