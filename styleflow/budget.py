@@ -112,7 +112,7 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
                              (tile, tile), history)
             if layout.need <= budget:
                 return layout
-        raise _refusal(what, size, layout.need, budget, f"with --tile {tile}")
+        raise _refusal(what, size, layout.need, budget, f"with --tile {tile}", max_memory)
     for floor in (COMFORTABLE_CROP, 0):
         for history in _histories(optimiser):
             crop = _largest_crop(size, layers, content_layers, precision, optimiser,
@@ -127,7 +127,8 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
     g = tiling.grid(layers)
     smallest = _layout(size, layers, content_layers, precision, optimiser, (g, g),
                        _histories(optimiser)[-1])
-    raise _refusal(what, size, smallest.need, budget, "even in the smallest tiles")
+    raise _refusal(what, size, smallest.need, budget, "even in the smallest tiles",
+                   max_memory)
 
 
 def _histories(optimiser: str) -> list[int]:
@@ -138,7 +139,7 @@ def _histories(optimiser: str) -> list[int]:
 
 def _layout(size, layers, content_layers, precision, optimiser, core, history) -> Layout:
     height, width = size
-    crop = max(t.pixels for t in tiling.plan(height, width, layers, core))
+    crop = tiling.largest_crop(height, width, layers, core)
     need = tiled_need(size, crop, layers, content_layers, precision, optimiser, history)
     return Layout(tuple(core), history, need)
 
@@ -159,10 +160,12 @@ def _largest_crop(size, layers, content_layers, precision, optimiser, history,
     return lo
 
 
-def _refusal(what: str, size: tuple[int, int], need: int, budget: int,
-             how: str) -> StyleflowError:
+def _refusal(what: str, size: tuple[int, int], need: int, budget: int, how: str,
+             max_memory: float | None) -> StyleflowError:
     h, w = size
+    room = (f"the budget is {budget / 2**30:.1f} GB (--max-memory)" if max_memory is not None
+            else f"{budget / 2**30:.1f} GB is available")
     return StyleflowError(
-        f"{what}: a {w}x{h} image needs about {need / 2**30:.1f} GB of memory {how} but the "
-        f"budget is {budget / 2**30:.1f} GB; use a smaller --width/--height or a larger "
-        "--max-memory")
+        f"{what}: a {w}x{h} image needs about {need / 2**30:.1f} GB of memory {how} but "
+        f"{room}; use a smaller --width/--height"
+        f"{' or a larger --max-memory' if max_memory is not None else ''}")

@@ -40,7 +40,7 @@ def load_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
             with Image.open(p) as img:
                 img.seek(0)
                 img = ImageOps.exif_transpose(img)
-                array = _to_rgb(img)
+                array = _to_rgb(_in_srgb(img))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise StyleflowError(
             f"{label}: image is too large (more than {Image.MAX_IMAGE_PIXELS} pixels); "
@@ -63,7 +63,10 @@ def as_rgb(image, what: str = "image") -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         return load_image(image, what)
     if isinstance(image, Image.Image):
-        array = _to_rgb(ImageOps.exif_transpose(image))
+        try:
+            array = _to_rgb(_in_srgb(ImageOps.exif_transpose(image)))
+        except ValueError as exc:
+            raise StyleflowError(f"{what}: {exc}") from None
     elif isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise StyleflowError(f"{what}: an array must be height x width x 3 of uint8, not "
@@ -73,6 +76,13 @@ def as_rgb(image, what: str = "image") -> np.ndarray:
         raise StyleflowError(f"{what}: expected a file path, a PIL image or a uint8 array, not "
                              f"{type(image).__name__}")
     return _big_enough(array, what)
+
+
+def _in_srgb(img: Image.Image) -> Image.Image:
+    """`img` converted to sRGB when it embeds another colour profile (e.g. Adobe RGB)."""
+    from .icc import to_srgb
+
+    return to_srgb(img)
 
 
 def _big_enough(array: np.ndarray, label: str) -> np.ndarray:
@@ -130,15 +140,93 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(pil, dtype=np.uint8).copy()
 
 
-def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write a uint8 RGB array atomically: a temporary file in the same folder, then a rename.
+# Extensions written with 16 bits per channel whatever the picture's depth.
+SIXTEEN_BIT_ALWAYS = {".tif", ".tiff"}
+# Extensions that can hold 16 bits per channel when asked (--bit-depth 16).
+SIXTEEN_BIT_CAPABLE = {".png", ".tif", ".tiff"}
 
-    A reader never sees a half-written file, and an interrupted write leaves the old one.
+
+def bit_depth_for(path: str | os.PathLike, asked: int = 8) -> int:
+    """Bits per channel an output at `path` is written with: 16 for TIFF, `asked` for PNG,
+    8 elsewhere; StyleflowError when 16 is asked of a format that cannot hold it."""
+    suffix = Path(path).suffix.lower()
+    if suffix in SIXTEEN_BIT_ALWAYS:
+        return 16
+    if asked == 16 and suffix not in SIXTEEN_BIT_CAPABLE:
+        raise StyleflowError(f"output '{path}': --bit-depth 16 needs a .png or .tif file, not "
+                             f"'{suffix or '(none)'}'")
+    return asked
+
+
+def to_uint16(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB, or float RGB on the 0..255 scale, as uint16 RGB (0..65535)."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype == np.uint16:
+        return rgb
+    if rgb.dtype == np.uint8:
+        return rgb.astype(np.uint16) * 257  # exact: 255 -> 65535
+    return np.clip(np.rint(np.asarray(rgb, np.float64) * (65535.0 / 255.0)), 0,
+                   65535).astype(np.uint16)
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray, bit_depth: int = 8) -> None:
+    """Write an RGB picture atomically (a temporary file in the same folder, then a rename),
+    with an sRGB ICC profile.
+
+    `image` is uint8, or uint16 / float on the 0..255 scale for 16-bit outputs. TIFF files
+    are written with 16 bits per channel (tifffile), PNG with 16 when `bit_depth` is 16
+    (pypng); everything else with 8 (Pillow). A reader never sees a half-written file, and
+    an interrupted write leaves the old one.
     """
+    from .icc import srgb_profile
+
     path = Path(path)
     fmt = check_image_extension(path)
+    depth = bit_depth_for(path, bit_depth)
+    if depth == 16:
+        data = to_uint16(image)
+        if fmt == "TIFF":
+            import io
+
+            import tifffile
+
+            buffer = io.BytesIO()  # tifffile wants a named file or a buffer, not a descriptor
+            tifffile.imwrite(buffer, data, photometric="rgb", compression="zlib",
+                             iccprofile=srgb_profile())
+            write_atomically(path, lambda handle: handle.write(buffer.getvalue()))
+        else:
+            write_atomically(path, lambda handle: _write_png16(handle, data))
+        return
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = (np.clip(np.rint(array.astype(np.float64) / 257.0), 0, 255) if array.dtype ==
+                 np.uint16 else np.clip(np.rint(array), 0, 255)).astype(np.uint8)
     options = {"quality": 95} if fmt == "JPEG" else {}
-    save_pil_atomically(path, Image.fromarray(np.asarray(image, dtype=np.uint8)), fmt, **options)
+    if fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+        options["icc_profile"] = srgb_profile()
+    save_pil_atomically(path, Image.fromarray(array), fmt, **options)
+
+
+def _write_png16(handle, data: np.ndarray) -> None:
+    """A 16-bit RGB PNG with an sRGB iCCP chunk (Pillow writes 16-bit PNGs only as grey)."""
+    import io
+    import zlib
+
+    import png
+
+    from .icc import srgb_profile
+
+    height, width, _ = data.shape
+    plain = io.BytesIO()
+    png.Writer(width, height, greyscale=False, bitdepth=16).write(
+        plain, data.reshape(height, width * 3))
+    chunks = list(png.Reader(bytes=plain.getvalue()).chunks())
+    # iCCP: profile name, NUL, compression method 0 (deflate), compressed profile; it must
+    # come before the image data.
+    iccp = b"sRGB\x00\x00" + zlib.compress(srgb_profile())
+    at = next(i for i, (kind, _) in enumerate(chunks) if kind == b"IDAT")
+    chunks.insert(at, (b"iCCP", iccp))
+    png.write_chunks(handle, chunks)
 
 
 # Formats that hold an RGB picture and that Pillow writes, by extension (an output is checked
@@ -154,6 +242,7 @@ def check_image_extension(path: str | os.PathLike, what: str = "output") -> str:
     cannot hold the RGB picture."""
     suffix = Path(path).suffix.lower()
     fmt = OUTPUT_FORMATS.get(suffix)
+    Image.init()  # Pillow fills its SAVE table as plugins load
     if fmt is None or fmt not in Image.SAVE:
         raise StyleflowError(f"{what} '{path}': cannot write images with extension "
                              f"'{suffix or '(none)'}'; use .png, .jpg, .tif, .webp or .bmp")

@@ -90,27 +90,58 @@ def plan(height: int, width: int, layers: Sequence[str],
     return tiles
 
 
+def _spans(length: int, core: int, halo_: int) -> list[int]:
+    """Lengths of the crops along one side (tiles form a grid, so sides are independent)."""
+    return [min(length, y0 + core + halo_) - max(0, y0 - halo_)
+            for y0 in range(0, length, core)]
+
+
+def _core_sides(height: int, width: int, layers: Sequence[str],
+                core: int | tuple[int, int]) -> tuple[int, int]:
+    g = grid(layers)
+    core_h, core_w = (core, core) if isinstance(core, int) else core
+    return max(g, core_h // g * g), max(g, core_w // g * g)
+
+
 def computed_pixels(height: int, width: int, layers: Sequence[str],
                     core: int | tuple[int, int]) -> int:
     """Pixels that go through the network for one pass over `plan(...)`'s tiles."""
-    return sum(tile.pixels for tile in plan(height, width, layers, core))
+    core_h, core_w = _core_sides(height, width, layers, core)
+    h = halo(layers)
+    return sum(_spans(height, core_h, h)) * sum(_spans(width, core_w, h))
+
+
+def largest_crop(height: int, width: int, layers: Sequence[str],
+                 core: int | tuple[int, int]) -> int:
+    """Pixels of the largest crop of `plan(...)`."""
+    core_h, core_w = _core_sides(height, width, layers, core)
+    h = halo(layers)
+    return max(_spans(height, core_h, h)) * max(_spans(width, core_w, h))
+
+
+# Column counts tried when choosing tiles: enough to find strips and near-square tiles.
+MAX_COLUMNS_TRIED = 256
 
 
 def best_core(height: int, width: int, layers: Sequence[str],
               max_crop_pixels: int) -> tuple[int, int] | None:
     """The core (rows, columns) whose crops stay within `max_crop_pixels` and that sends the
-    fewest pixels through the network (full-width strips where they fit, else near-square
+    fewest pixels through the network (full-width strips where they pay, else near-square
     tiles); None when not even a one-step core fits."""
     g, h = grid(layers), halo(layers)
     best, best_cost = None, None
-    widths = sorted({min(width, c) for c in range(g, width + g, g)}, reverse=True)
-    for core_w in widths:
+    widths = set()
+    for n in range(1, min(MAX_COLUMNS_TRIED, -(-width // g)) + 1):
+        per_column = -(-width // n)
+        widths.add(min(width, -(-per_column // g) * g))
+    widths.add(g)
+    for core_w in sorted(widths, reverse=True):
         crop_w = min(width, core_w + 2 * h)
         rows = max_crop_pixels // crop_w - 2 * h
-        core_h = min(height, rows) // g * g if rows < height else height
+        core_h = height if rows >= height else rows // g * g
         if core_h < g:
             continue
-        if min(height, core_h + 2 * h) * crop_w > max_crop_pixels:
+        if largest_crop(height, width, layers, (core_h, core_w)) > max_crop_pixels:
             continue
         cost = computed_pixels(height, width, layers, (core_h, core_w))
         if best_cost is None or cost < best_cost:

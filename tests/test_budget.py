@@ -1,0 +1,101 @@
+"""Fitting a run into a memory budget: one pass when it fits, else exact tiles that fit, with
+L-BFGS's history shortened only when it must be; refusals in one line."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import assert_clean_error, call_cli, make_image
+from styleflow import budget, tiling
+from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
+from styleflow.errors import StyleflowError
+from styleflow.memory import estimate_bytes
+
+FULL = [FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS]
+GB = 2**30
+
+
+def choose(size, optimiser="lbfgs", **kw):
+    kw.setdefault("resident", 800 * 2**20)
+    return budget.choose(size, FULL, [FULL_CONTENT_LAYER], "float32", optimiser, **kw)
+
+
+def test_one_pass_when_it_fits():
+    layout = choose((300, 400), max_memory=4)
+    assert layout.tile is None and layout.history == 10
+    assert layout.need == estimate_bytes((300, 400), FULL)
+
+
+@pytest.mark.parametrize("optimiser", ["lbfgs", "adam"])
+def test_tiles_that_fit_when_one_pass_does_not(optimiser):
+    size = (1536, 2048)
+    assert estimate_bytes(size, FULL, "float32", optimiser) > 4 * GB
+    layout = choose(size, optimiser, max_memory=4)
+    assert layout.tile is not None and layout.need <= 4 * GB
+    # Not needlessly small: the halos add well under the image's own pixels again.
+    assert tiling.computed_pixels(*size, FULL, layout.tile) < 1.8 * size[0] * size[1]
+    # A larger budget gives larger tiles.
+    bigger = choose(size, optimiser, max_memory=6)
+    assert bigger.tile is None or np.prod(bigger.tile) > np.prod(layout.tile)
+
+
+def test_lbfgs_history_shortens_to_fit_and_adams_moments_count():
+    # 4096x3072: scipy's (2m+5) float64 vectors are 7.5 GB at m=10.
+    size = (3072, 4096)
+    layout = choose(size, "lbfgs", max_memory=7)
+    assert 3 <= layout.history < 10 and layout.need <= 7 * GB
+    assert f"L-BFGS history {layout.history}" in layout.describe("lbfgs")
+    roomy = choose(size, "lbfgs", max_memory=14)
+    assert roomy.history == 10
+    # Adam's image-sized state (about 40 bytes a value) is in its estimate too.
+    adam = choose(size, "adam", max_memory=4)
+    assert adam.need <= 4 * GB
+    assert budget.optimiser_bytes("adam", 10) * 3 * 4096 * 3072 < adam.need
+
+
+def test_refused_only_when_the_smallest_tile_cannot_fit():
+    with pytest.raises(StyleflowError) as caught:
+        choose((3072, 4096), "lbfgs", max_memory=4)
+    message = str(caught.value)
+    assert "4096x3072" in message and "smallest tiles" in message and "--max-memory" in message
+    assert "\n" not in message
+    with pytest.raises(StyleflowError, match="GB is available"):
+        choose((60000, 90000), "adam", available=8 * GB)
+
+
+def test_no_single_pass_above_the_crash_limit(monkeypatch):
+    # One eager pass over 11.3 MP crashed TensorFlow: large images are tiled whatever the budget.
+    monkeypatch.setattr(budget, "UNTILED_MAX_PIXELS", 300 * 300)
+    layout = choose((600, 600), "adam", max_memory=100)
+    assert layout.tile is not None
+    assert max(t.pixels for t in tiling.plan(600, 600, FULL, layout.tile)) <= 300 * 300
+
+
+def test_tile_forces_tiles_and_bad_values_are_refused():
+    assert choose((300, 400), tile=128, max_memory=4).tile == (128, 128)
+    with pytest.raises(StyleflowError, match="--max-memory"):
+        choose((300, 400), max_memory=0)
+
+
+def test_cli_runs_tiled_in_a_small_budget_and_says_so(tmp_path):
+    base = make_image(tmp_path / "b.png", (64, 48), 1)
+    ref = make_image(tmp_path / "s.png", (40, 40), 2)
+    common = [base, ref, "--weights", "random", "--iter", "1", "--height", "48", "--seed", "1"]
+    plain = call_cli("neural_style_transfer.py", *common[:2], tmp_path / "p", *common[2:])
+    tiled = call_cli("neural_style_transfer.py", *common[:2], tmp_path / "t", *common[2:],
+                     "--tile", "32")
+    assert plain.returncode == 0 and tiled.returncode == 0, tiled.stderr
+    assert "memory: tiles of 32x32 px (exact)" in tiled.stdout
+    assert "memory:" not in plain.stdout  # the script's output is unchanged without them
+    a = np.asarray(Image.open(tmp_path / "p_at_iteration_00.png"), float)
+    b = np.asarray(Image.open(tmp_path / "t_at_iteration_00.png"), float)
+    assert np.abs(a - b).mean() < 0.5  # same optimisation, rounding apart
+
+
+@pytest.mark.parametrize("args, needle", [(["--max-memory", "0"], "--max-memory"),
+                                          (["--tile", "-3"], "--tile"),
+                                          (["--scales", "0"], "--scales")])
+def test_cli_option_values_are_checked(args, needle, tiny, tmp_path):
+    proc = call_cli("neural_style.py", "--content", tiny[0], "--styles", tiny[1], "--output",
+                    tmp_path / "o.png", "--network", "random", *args)
+    assert_clean_error(proc, needle)
