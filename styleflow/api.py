@@ -63,12 +63,14 @@ class Iteration:
 
     def __init__(self, iteration: int, iterations: int, evaluations: int, seconds: float,
                  parts: Callable[[], Parts], best_loss: Callable[[], float],
-                 array: Callable[[], np.ndarray]):
+                 array: Callable[[], np.ndarray],
+                 precise: Callable[[], np.ndarray] | None = None):
         self.iteration = iteration
         self.iterations = iterations
         self.evaluations = evaluations
         self.seconds = seconds
         self._parts, self._best, self._array = parts, best_loss, array
+        self._precise = precise
         self._cache: dict[str, object] = {}
 
     def _once(self, key: str, make: Callable):
@@ -92,11 +94,31 @@ class Iteration:
         return self._once("array", self._array)
 
     @property
+    def precise(self) -> np.ndarray:
+        """The picture as float32 RGB on the 0..255 scale, before rounding (16-bit outputs)."""
+        if self._precise is None:
+            return self.array.astype(np.float32)
+        return self._once("precise", self._precise)
+
+    @property
     def image(self):
         """The picture as a PIL.Image."""
         from PIL import Image
 
         return Image.fromarray(self.array)
+
+    def save(self, path, bit_depth: int = 8) -> None:
+        """Write the picture atomically, as Result.save."""
+        _save(path, self.array, lambda: self.precise, bit_depth)
+
+
+def _save(path, array: np.ndarray, precise: Callable[[], np.ndarray], bit_depth: int) -> None:
+    """Write a picture: 16 bits per channel from the unrounded values when the file gets them
+    (.tif, or .png with bit_depth 16), else the uint8 picture."""
+    if images.bit_depth_for(path, bit_depth) == 16:
+        images.save_image(path, precise(), 16)
+    else:
+        images.save_image(path, array)
 
 
 @dataclass
@@ -108,6 +130,7 @@ class Result:
     losses: list[LossRecord] = field(default_factory=list)
     evaluations: int = 0
     interrupted: bool = False
+    precise: np.ndarray | None = None  # float32 RGB 0..255 before rounding, for 16-bit files
 
     @property
     def image(self):
@@ -121,9 +144,13 @@ class Result:
         """(height, width)."""
         return self.array.shape[0], self.array.shape[1]
 
-    def save(self, path) -> None:
-        """Write the picture atomically; the format follows the extension (.png, .jpg, ...)."""
-        images.save_image(path, self.array)
+    def save(self, path, bit_depth: int = 8) -> None:
+        """Write the picture atomically with an sRGB profile; the format follows the
+        extension (.png, .jpg, ...). .tif files get 16 bits per channel, and .png files too
+        with bit_depth=16, from the optimised values before rounding."""
+        _save(path, self.array,
+              lambda: self.array.astype(np.float32) if self.precise is None else self.precise,
+              bit_depth)
 
 
 class Run:
@@ -284,7 +311,12 @@ class Run:
             return None
         spec = self.problem.network.input_spec
         return Result(spec.deprocess(self._coarse_start), self.scales[-1].parts, [],
-                      sum(s.evaluations for s in self.scales), interrupted=True)
+                      sum(s.evaluations for s in self.scales), interrupted=True,
+                      precise=self._precise_picture(self._coarse_start))
+
+    def _precise_picture(self, image: np.ndarray) -> np.ndarray:
+        """Float RGB 0..255 of a network-space image (as the run's pictures are made)."""
+        return self.problem.network.input_spec.deprocess_float(image)
 
     def result(self) -> Result | None:
         raise NotImplementedError
@@ -325,7 +357,8 @@ class TransferRun(Run):
             best = self.evaluator.best_parts.total
             yield Iteration(step.iteration + 1, self.iterations, step.evaluations, step.seconds,
                             parts=lambda p=parts: p, best_loss=lambda b=best: b,
-                            array=lambda image=step.image: spec.deprocess(image))
+                            array=lambda image=step.image: spec.deprocess(image),
+                            precise=lambda image=step.image: spec.deprocess_float(image))
 
     @staticmethod
     def _history(problem: Problem) -> int:
@@ -356,6 +389,7 @@ class TransferRun(Run):
         else:
             return self._coarse_result()
         return Result(spec.deprocess(image), parts, self.losses, self.evaluator.evaluations,
+                      precise=spec.deprocess_float(image),
                       interrupted=not done)
 
 
@@ -394,6 +428,14 @@ class StylizeRun(Run):
     def _units(self) -> int:
         return self.iterations
 
+    def _precise_picture(self, image: np.ndarray) -> np.ndarray:
+        rgb = self.problem.network.input_spec.deprocess_float(image)
+        if self.preserve_colors:
+            from .color import preserve_colors_float
+
+            return preserve_colors_float(self.problem.content_rgb, rgb)
+        return rgb
+
     def _picture(self, image: np.ndarray) -> np.ndarray:
         rgb = self.problem.network.input_spec.deprocess(image)
         return _preserve_colors(self.problem.content_rgb, rgb) if self.preserve_colors else rgb
@@ -412,7 +454,9 @@ class StylizeRun(Run):
             yield Iteration(i, self.iterations, i, now - began,
                             parts=lambda v=values: Parts(*(float(x) for x in v.numpy())),
                             best_loss=lambda: loop.best_loss,
-                            array=lambda best=loop.best_image: self._picture(best.numpy()))
+                            array=lambda best=loop.best_image: self._picture(best.numpy()),
+                            precise=lambda best=loop.best_image: self._precise_picture(
+                                best.numpy()))
             began = time.perf_counter()
 
     def result(self) -> Result | None:
@@ -421,9 +465,10 @@ class StylizeRun(Run):
         if loop.steps == 0:
             return self._coarse_result()
         records = self.losses
-        return Result(self._picture(loop.best()),
-                      self._best_parts(records), records, loop.steps,
-                      interrupted=loop.steps < self.iterations)
+        best = loop.best()
+        return Result(self._picture(best), self._best_parts(records), records, loop.steps,
+                      interrupted=loop.steps < self.iterations,
+                      precise=self._precise_picture(best))
 
     def _best_parts(self, records: list[LossRecord]) -> Parts:
         settled = self.loop.settled

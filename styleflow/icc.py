@@ -16,7 +16,13 @@ def srgb_profile() -> bytes:
     """An sRGB ICC profile (LittleCMS's built-in), as bytes to embed in outputs."""
     from PIL import ImageCms
 
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    # LittleCMS stamps the creation time into the header (bytes 24-35) and derives the
+    # profile ID (84-99) from it: zeroed (an ID of zeros means "not computed"), the same
+    # command gives the same bytes, as --seed promises.
+    data[24:36] = bytes(12)
+    data[84:100] = bytes(16)
+    return bytes(data)
 
 
 def to_srgb(img: Image.Image) -> Image.Image:

@@ -37,11 +37,16 @@ class InputSpec:
 
     def deprocess(self, x: np.ndarray) -> np.ndarray:
         """Network-space image (1, h, w, 3) or (h, w, 3) -> uint8 RGB, clipped to 0..255."""
+        return np.rint(self.deprocess_float(x)).astype(np.uint8)
+
+    def deprocess_float(self, x: np.ndarray) -> np.ndarray:
+        """Network-space image -> float32 RGB on the 0..255 scale, clipped, not rounded (for
+        16-bit outputs)."""
         x = np.asarray(x, dtype=np.float32).reshape(np.shape(x)[-3:])
         if self.bgr:
             x = x[..., ::-1]
         x = x + np.asarray(self.mean_rgb, dtype=np.float32)
-        return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        return np.clip(x, 0, 255)
 
     def pixel_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel (low, high) in network space that map to displayable 0..255 pixels."""

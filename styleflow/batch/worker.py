@@ -28,6 +28,7 @@ class Settings:
     seed: int | None = None
     iteration_images: bool = False
     jit: str = "auto"
+    bit_depth: int = 8  # of PNG outputs (.tif ones always get 16)
 
 
 def one_line(text: str) -> str:
@@ -96,11 +97,11 @@ class PairWorker:
             run = self.stylizer.iter_stylize(pair.content, [pair.style], **options)
         for it in run:
             if self.settings.iteration_images:
-                images.save_image(iteration_name(output, it.iteration - 1), it.array)
+                it.save(iteration_name(output, it.iteration - 1), self.settings.bit_depth)
             if on_progress is not None:
                 on_progress(it.iteration, it.iterations)
         result = run.result()
-        result.save(output)
+        result.save(output, self.settings.bit_depth)
         return float(result.parts.total)
 
 

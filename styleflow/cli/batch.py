@@ -182,7 +182,7 @@ def _run(args, rest, method_args, module) -> int:
                         else method_args.network,
                         precision=method_args.precision, pooling=method_args.pooling,
                         seed=method_args.seed, iteration_images=args.iteration_images,
-                        jit=method_args.jit)
+                        jit=method_args.jit, bit_depth=method_args.bit_depth)
     status = StatusLog(status_path)
     report = Report(len(pairs), args.quiet)
     todo: list[Pair] = []

@@ -252,6 +252,9 @@ def add_size_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tile", type=positive_int, metavar="PX", default=None,
                        help="compute loss and gradient in tiles of this core size (exact; "
                             "default: only when the image does not fit the budget)")
+    group.add_argument("--bit-depth", type=int, choices=(8, 16), default=8,
+                       help="bits per channel of PNG outputs (.tif outputs always get 16; "
+                            "every output carries an sRGB profile; default: %(default)s)")
     group.add_argument("--scales", type=positive_int, metavar="N", default=1,
                        help="coarse-to-fine: optimise at N sizes, each the next one's start, "
                             "ending at the requested size (default: %(default)s, one size)")
@@ -303,14 +306,12 @@ def make_stylizer(args, weights: str):
 
 
 def finish_interrupted(prog: str, exc: KeyboardInterrupt, run, path, recorder, log: str | None,
-                       *, show_loss: bool, finished: str) -> int:
+                       *, show_loss: bool, finished: str, bit_depth: int = 8) -> int:
     """After Ctrl-C or SIGTERM: write the best image so far to `path` (before the plot and GIF,
     whose failure must not lose it), finish the recorder, say what was kept; the exit status."""
-    from .. import images
-
     result = run.result()
     if result is not None:
-        images.save_image(path, result.array)
+        result.save(path, bit_depth)
     recorder.finish()
     if result is not None:
         loss = f" (loss {result.parts.total:.4e})" if show_loss else ""

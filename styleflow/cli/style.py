@@ -143,6 +143,7 @@ def _run(args, prog: str) -> int:
 
     output = Path(args.output)
     images.check_image_extension(output, "--output")
+    images.bit_depth_for(output, args.bit_depth)
     if output.exists() and not args.overwrite:
         raise StyleflowError(f"--output '{output}' exists; pass --overwrite to replace it")
     checkpoints = []
@@ -192,7 +193,7 @@ def _run(args, prog: str) -> int:
             if every(args.checkpoint_iterations, i):
                 path = checkpoint_name(args.checkpoint_output, i)
                 rgb = step.array
-                images.save_image(path, rgb)
+                step.save(path, args.bit_depth)
             if every(args.print_iterations, i) or path or last:
                 line = (f"iteration {i}/{args.iterations}: {cc.format_parts(step.parts)} "
                         f"best {step.best_loss:.4e} {since_line:.1f}s"
@@ -205,9 +206,10 @@ def _run(args, prog: str) -> int:
                                    image_path=path)
     except KeyboardInterrupt as exc:
         return cc.finish_interrupted(prog, exc, run, interrupted, recorder, args.log,
-                                     show_loss=False, finished="steps")
+                                     show_loss=False, finished="steps",
+                                     bit_depth=args.bit_depth)
     result = run.result()
-    images.save_image(output, result.array)
+    result.save(output, args.bit_depth)
     recorder.line(f"final loss {result.parts.total:.4e} -> {output}")
     recorder.finish()
     return 0

@@ -134,7 +134,7 @@ def _run(args, prog: str) -> int:
             if it.iteration == 1 and run.jit_plan.measure:
                 recorder.line(run.jit_report)
             path = outputs[it.iteration - 1]
-            images.save_image(path, it.array)
+            it.save(path, args.bit_depth)
             recorder.iteration(
                 it.iteration, it.parts, it.seconds, it.evaluations, image=it.array,
                 image_path=path,
@@ -142,6 +142,7 @@ def _run(args, prog: str) -> int:
                      f"{it.seconds:.1f}s -> {path}")
     except KeyboardInterrupt as exc:
         return cc.finish_interrupted(prog, exc, run, interrupted, recorder, args.log,
-                                     show_loss=True, finished="iterations")
+                                     show_loss=True, finished="iterations",
+                                     bit_depth=args.bit_depth)
     recorder.finish()
     return 0
