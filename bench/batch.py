@@ -11,7 +11,6 @@ machine the Ray engine cannot scale (two actors share two cores); its line shows
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import subprocess
 import sys
@@ -23,22 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 IMAGES = ROOT.parent / "shared" / "images"
 
-
-def cpu_description() -> str:
-    """The CPU model and the flags that decide TensorFlow's kernels."""
-    from styleflow.hardware import cpu_flags
-
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = cpu_flags()
-    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"]
-    return f"{model}; flags: {' '.join(f for f in wanted if f in flags) or 'none of ' + ','.join(wanted)}"
+from cpu import cpu_description  # noqa: E402
 
 
 def timed(command: list[str]) -> float:
