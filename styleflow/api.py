@@ -215,7 +215,7 @@ class Run:
     @property
     def coarse_units(self) -> int:
         """Evaluations or steps planned at the coarse sizes (coarse-to-fine)."""
-        return len(self.coarse) * _scales.COARSE_EVALUATIONS[self._optimiser]
+        return sum(_scales.budgets(self._optimiser, len(self.coarse) + 1))
 
     @property
     def total(self) -> int:
@@ -278,13 +278,14 @@ class Run:
         start the full size from the last. Returns the evaluations spent."""
         done, image = 0, None
         count = len(self.coarse) + 1
-        per = _scales.COARSE_EVALUATIONS[self._optimiser]
-        for k, (size, make) in enumerate(self.coarse):
+        for k, ((size, make), per) in enumerate(
+                zip(self.coarse, _scales.budgets(self._optimiser, count))):
             began = time.perf_counter()
             problem = make()
+            size = problem.size  # as the problem rounds it (e.g. from the width alone)
             start = problem.start if image is None else _scales.upsample(image, size)
             report = None if callback is None else (
-                lambda n, loss, base=done: callback(base + min(n, per), loss))
+                lambda n, loss, base=done, per=per: callback(base + min(n, per), loss))
             image, parts, used = self._coarse_stage(problem, start, per, report)
             done += used
             self._coarse_start = _scales.upsample(image, self.problem.size)
@@ -555,7 +556,7 @@ class Stylizer:
         Large outputs: `max_memory` (GB, default the memory available) is the process's
         budget, within which sizes that do not fit in one pass are computed exactly in tiles;
         `tile` (px) forces tiles of that core size. `scales=N` optimises first at N-1 smaller
-        sizes (each half the next, per side; `scales.COARSE_EVALUATIONS` each), reported to
+        sizes (each half the next, per side; `scales.budgets` evaluations each), reported to
         `on_scale`, and starts the requested size from the last one's result.
         """
         _check_numbers(iterations=iterations, content_weight=content_weight,

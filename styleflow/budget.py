@@ -9,8 +9,8 @@ from typing import Sequence
 
 from . import tiling
 from .errors import StyleflowError
-from .memory import (BASE_BYTES, BYTES_PER_ACTIVATION, activation_elements, available_bytes,
-                     estimate_bytes, onednn_enabled, resident_bytes)
+from .memory import (BASE_BYTES, BYTES_PER_ACTIVATION, FORWARD_SHARE, activation_elements,
+                     available_bytes, estimate_bytes, onednn_enabled, resident_bytes)
 
 # scipy's L-BFGS-B keeps about (2m + 5) float64 vectors of the image's size; m = 10 is scipy's
 # default and the Keras example's, kept whenever the budget allows.
@@ -36,6 +36,9 @@ class Layout:
     tile: tuple[int, int] | None
     history: int
     need: int
+    # Cores of the forward-only pass (Gram sums): it keeps no activations for a backward
+    # pass, so its tiles may hold twice the pixels (fewer halos) in the same memory.
+    forward_tile: tuple[int, int] | None = None
 
     def describe(self, optimiser: str) -> str:
         """One line for the run's notes."""
@@ -141,7 +144,9 @@ def _layout(size, layers, content_layers, precision, optimiser, core, history) -
     height, width = size
     crop = tiling.largest_crop(height, width, layers, core)
     need = tiled_need(size, crop, layers, content_layers, precision, optimiser, history)
-    return Layout(tuple(core), history, need)
+    forward = tiling.best_core(height, width, layers,
+                               min(UNTILED_MAX_PIXELS, int(crop / FORWARD_SHARE)))
+    return Layout(tuple(core), history, need, forward)
 
 
 def _largest_crop(size, layers, content_layers, precision, optimiser, history,

@@ -136,7 +136,8 @@ class Objective:
 
     `graph` is a LossGraph to reuse (its layers must match); without one, a new one is built.
     `tile` (a core side, or (rows, columns)) evaluates loss and gradient exactly over tiles of
-    that size (`tiled_loss`), and computes the content features and large style Grams likewise.
+    that size (`tiled_loss`), and computes the content features and large style Grams likewise;
+    `forward_tile`, larger, serves the forward-only passes (Gram sums, content features).
     """
 
     def __init__(self, extractor, content: np.ndarray, styles: Sequence[np.ndarray],
@@ -144,7 +145,8 @@ class Objective:
                  content_weight: float, style_weight: float, tv_weight: float,
                  normalisation: str = KERAS_EXAMPLE, style_blends: Sequence[float] | None = None,
                  graph: LossGraph | None = None, jit_compile: bool = False,
-                 tile: int | tuple[int, int] | None = None):
+                 tile: int | tuple[int, int] | None = None,
+                 forward_tile: int | tuple[int, int] | None = None):
         if graph is None:
             graph = LossGraph(extractor, normalisation, list(content_layers), list(style_layers),
                               jit_compile=jit_compile)
@@ -163,6 +165,7 @@ class Objective:
         blends = np.ones(len(styles)) if style_blends is None else np.asarray(style_blends, float)
         blends = blends / blends.sum()
         self.tile = tile
+        self.forward_tile = forward_tile
 
         if tile is None:
             content_features = self._features(content)
@@ -170,7 +173,8 @@ class Objective:
             from . import tiling
 
             content_features = tiling.tiled_features(extractor, content,
-                                                     list(self.content_layers), tile)
+                                                     list(self.content_layers),
+                                                     forward_tile or tile)
         self.content_targets = {name: tf.constant(content_features[name])
                                 for name in self.content_layers}
         grams = [self._style_grams(style) for style in styles]
@@ -194,9 +198,9 @@ class Objective:
         if tile is not None:
             from .tiled_loss import TiledLoss
 
-            key = ("tiled", self.shape, tile)
+            key = ("tiled", self.shape, tile, forward_tile)
             if key not in graph.cache:
-                graph.cache[key] = TiledLoss(graph, self.shape, tile)
+                graph.cache[key] = TiledLoss(graph, self.shape, tile, forward_tile)
             self._tiled = graph.cache[key]
             self._tiled_targets = self._tiled.prepare(self.targets)
 
@@ -213,7 +217,7 @@ class Objective:
         if pixels > tiling.TILE_ABOVE_PIXELS or (
                 self.tile is not None and pixels > _pixels_of(self.tile)):
             sums = tiling.tiled_gram_sums(self.extractor, style, list(self.style_layers),
-                                          self.tile)
+                                          self.forward_tile or self.tile)
             keras = self.normalisation == KERAS_EXAMPLE
             return {name: total if keras else total / count
                     for name, (total, count) in sums.items()}

@@ -171,7 +171,8 @@ def transfer_problem(networks: Networks, base, ref, *, content_weight: float = 0
         content_layers={name: 1.0 for name in network.content_layers},
         style_layers={name: 1.0 / len(network.style_layers) for name in network.style_layers},
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        normalisation=KERAS_EXAMPLE, graph=network.graph, tile=layout.tile)
+        normalisation=KERAS_EXAMPLE, graph=network.graph, tile=layout.tile,
+        forward_tile=layout.forward_tile)
     start = content if start_rgb is None else spec.preprocess(start_rgb)
     return Problem(objective, start, network, size, content_rgb, [size], layout)
 
@@ -236,7 +237,8 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
         content_layers=content_weights, style_layers=style_weights,
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
         normalisation=NEURAL_STYLE, style_blends=blends, graph=network.graph,
-        tile=layout.tile)
+        tile=layout.tile,
+        forward_tile=layout.forward_tile)
     if initial_noiseblend is None:
         initial_noiseblend = 1.0 if start_rgb is None else 0.0
     base = content_x if start_rgb is None else spec.preprocess(start_rgb)

@@ -12,8 +12,17 @@ import numpy as np
 # Each size is this fraction of the next (per side): a quarter of the pixels, so a coarse
 # evaluation costs about a quarter of the next size's.
 RATIO = 0.5
-# Evaluations (L-BFGS) or steps (Adam) spent at each coarse size.
+# Evaluations (L-BFGS) or steps (Adam) spent at the coarsest size; each finer coarse size gets
+# half as many as the one before (it costs four times as much per evaluation, and starts from
+# settled structure), but never fewer than MIN_COARSE_EVALUATIONS.
 COARSE_EVALUATIONS = {"lbfgs": 100, "adam": 200}
+MIN_COARSE_EVALUATIONS = 20
+
+
+def budgets(optimiser: str, count: int) -> list[int]:
+    """Evaluations or steps for each of the `count` - 1 coarse sizes, coarsest first."""
+    first = COARSE_EVALUATIONS[optimiser]
+    return [max(min(first, MIN_COARSE_EVALUATIONS), first >> k) for k in range(count - 1)]
 
 
 @dataclass(frozen=True)

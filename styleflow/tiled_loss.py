@@ -30,18 +30,20 @@ TV_STRIP_PIXELS = 1 << 20
 
 class TiledLoss:
     """Loss and gradient of a LossGraph's problem at one image size, over tiles with cores of
-    `core` pixels (a side, or (rows, columns)). Functions are traced once for every tile shape
-    (crop sizes are dynamic)."""
+    `core` pixels (a side, or (rows, columns)); the forward-only first pass over tiles of
+    `forward_core` when given. Each pass is traced once (crop sizes are dynamic)."""
 
-    def __init__(self, graph, shape: tuple, core: int | tuple[int, int]):
+    def __init__(self, graph, shape: tuple, core: int | tuple[int, int],
+                 forward_core: int | tuple[int, int] | None = None):
         self.graph = graph
         self.shape = tuple(shape)
         _, height, width, _ = self.shape
         self.core = core
         self.style_layers = graph.style_layers
         self.content_layers = graph.content_layers
-        # The first pass needs only the style layers' (smaller) halo.
-        self.style_tiles = tiling.plan(height, width, self.style_layers, core)
+        # The first pass needs only the style layers' (smaller) halo, and may use larger
+        # tiles (`forward_core`): it keeps no activations for a backward pass.
+        self.style_tiles = tiling.plan(height, width, self.style_layers, forward_core or core)
         self.tiles = tiling.plan(height, width, (*self.content_layers, *self.style_layers), core)
         self.keras = graph.normalisation == KERAS_EXAMPLE
         crop = tf.TensorSpec((1, None, None, 3), tf.float32)
