@@ -57,11 +57,6 @@ class TiledLoss:
             tuple(tf.TensorSpec((None, None), tf.float32) for _ in self.style_layers)])
         self._tv = tf.function(self._tv_strip, input_signature=[crop, tf.TensorSpec((), tf.int32)])
 
-    @property
-    def computed_pixels(self) -> int:
-        """Pixels through the network per evaluation (both passes)."""
-        return (sum(t.pixels for t in self.style_tiles) + sum(t.pixels for t in self.tiles))
-
     def _tile_grams(self, crop, boxes):
         feats = self.graph.extractor(crop, training=False)
         grams = []
@@ -89,8 +84,8 @@ class TiledLoss:
         return content, tape.gradient(surrogate, crop)
 
     def _tv_strip(self, strip, rows):
-        """Unnormalised TV sums of `rows` image rows; `strip` holds one more row below them
-        when there is one. Keras: Σ(Δy²+Δx²)^1.25; else (ΣΔy², ΣΔx²)."""
+        """The total variation contributed by `rows` image rows, and its gradient; `strip`
+        holds one more row below them when there is one."""
         with tf.GradientTape() as tape:
             tape.watch(strip)
             if self.keras:
@@ -98,18 +93,15 @@ class TiledLoss:
                 dy = tf.square(corner - strip[:, 1:, :-1, :])
                 dx = tf.square(corner - strip[:, :-1, 1:, :])
                 value = tf.reduce_sum(tf.pow(dy + dx, 1.25))
-                sums = tf.stack([value, 0.0])
-                weighted = value
             else:
-                _, _, width, _ = self.shape
-                height = self.shape[1]
+                _, height, width, _ = self.shape
                 dy = tf.reduce_sum(tf.square(strip[:, 1:] - strip[:, :-1]))
                 own = strip[:, :rows]
                 dx = tf.reduce_sum(tf.square(own[:, :, 1:] - own[:, :, :-1]))
-                sums = tf.stack([dy, dx])
-                weighted = (dy / float((height - 1) * width * 3)
-                            + dx / float(height * (width - 1) * 3))
-        return sums, weighted, tape.gradient(weighted, strip)
+                # Each mean over its whole image's count, as losses.total_variation_mean.
+                value = (dy / float((height - 1) * width * 3)
+                         + dx / float(height * (width - 1) * 3))
+        return value, tape.gradient(value, strip)
 
     @staticmethod
     def prepare(targets) -> dict:
@@ -169,8 +161,8 @@ class TiledLoss:
         for r0 in range(0, height, rows):
             r1 = min(height, r0 + rows)
             strip = image[:, r0:min(height, r1 + 1)]
-            _, weighted, g = self._tv(tf.constant(strip), tf.constant(r1 - r0))
-            tv += float(weighted)
+            value, g = self._tv(tf.constant(strip), tf.constant(r1 - r0))
+            tv += float(value)
             grad[:, r0:r0 + g.shape[1]] += weights["terms"][2] * g.numpy()
         tv *= weights["terms"][2]
         total = content + style + tv
