@@ -9,12 +9,14 @@ from typing import Sequence
 
 from . import tiling
 from .errors import StyleflowError
-from .memory import (BASE_BYTES, BYTES_PER_ACTIVATION, FORWARD_SHARE, activation_elements,
-                     available_bytes, estimate_bytes, onednn_enabled, resident_bytes)
+from .memory import (BASE_BYTES, BYTES_PER_ACTIVATION, FORWARD_SHARE, LBFGS_HISTORY,
+                     activation_elements, available_bytes, estimate_bytes, onednn_enabled,
+                     optimiser_bytes, resident_bytes)
 
-# scipy's L-BFGS-B keeps about (2m + 5) float64 vectors of the image's size; m = 10 is scipy's
-# default and the Keras example's, kept whenever the budget allows.
-DEFAULT_HISTORY = 10
+# scipy's L-BFGS-B keeps about (2m + 5) float64 vectors of the image's size (see
+# memory.optimiser_bytes); m = 10 is scipy's default and the Keras example's, kept whenever the
+# budget allows.
+DEFAULT_HISTORY = LBFGS_HISTORY
 MIN_HISTORY = 3
 # Per image value besides the optimiser's own state when tiled: the float32 gradient being
 # summed, the float32 image handed to the tiles, the float64 gradient scipy reads, the start
@@ -47,15 +49,6 @@ class Layout:
                  else f"tiles of {self.tile[1]}x{self.tile[0]} px (exact)")
         history = f", L-BFGS history {self.history}" if optimiser == "lbfgs" else ""
         return f"memory: {where}{history}, {gb}"
-
-
-def optimiser_bytes(optimiser: str, history: int) -> int:
-    """Bytes per image value (3 per pixel) the optimiser keeps."""
-    if optimiser == "lbfgs":
-        return (2 * history + 5) * 8
-    if optimiser == "adam":
-        return 10 * 4  # image, best, two moments, twice during an update
-    return 0
 
 
 def content_bytes(size: tuple[int, int], content_layers: Sequence[str]) -> int:

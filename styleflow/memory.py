@@ -24,7 +24,18 @@ BASE_BYTES = 900 * 2**20
 # 3000x2250 with lite weights, 10 bytes per value above the single-copy estimate.
 # "forward" is a style image's one forward pass for its Gram targets: no optimiser, and no
 # activations kept for a backward pass.
-IMAGE_BYTES = {"lbfgs": (2 * 10 + 5) * 8, "adam": 10 * 4, "forward": 0}
+LBFGS_HISTORY = 10
+
+
+def optimiser_bytes(optimiser: str, history: int = LBFGS_HISTORY) -> int:
+    """Bytes per image value (3 per pixel) the optimiser keeps; L-BFGS's depend on its
+    history m."""
+    if optimiser == "lbfgs":
+        return (2 * history + 5) * 8
+    return {"adam": 10 * 4, "forward": 0}[optimiser]
+
+
+IMAGE_BYTES = {name: optimiser_bytes(name) for name in ("lbfgs", "adam", "forward")}
 FORWARD_SHARE = 0.5
 
 
