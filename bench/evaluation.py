@@ -12,8 +12,12 @@ import argparse
 import numpy as np
 
 from common import OriginalDesign, conv_gflop, matmul_gflops, median_seconds, pair
+from cpu import cpu_description
+
+import tensorflow as tf
 
 from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
+from styleflow.memory import onednn_enabled
 from styleflow.network import build_extractor, deepest
 from styleflow.objective import Objective
 from styleflow.weights import random_weights
@@ -31,6 +35,9 @@ def main() -> None:
     precisions = ["float32"] + ([] if args.no_bf16 else ["bfloat16"])
     extractors = {p: build_extractor(weights, layers, dtype=p) for p in precisions}
     peak = matmul_gflops()
+    print(f"CPU: {cpu_description()}")
+    print(f"TensorFlow {tf.__version__}: oneDNN {'on' if onednn_enabled() else 'off'}, "
+          f"XLA off (plain tf.function; bench/peer_pytorch.py compares with PyTorch)")
     print(f"large float32 matmul: {peak:.0f} GFLOP/s (the practical ceiling here)")
     header = (f"{'size':>9} {'original s/eval':>16} {'ours s/eval':>12} {'speed-up':>9} "
               f"{'GFLOP/s':>8} {'% of matmul':>12}")

@@ -9,6 +9,9 @@ cheap: TensorFlow is imported when the first of these names is used.
 """
 
 from .errors import StyleflowError
+from .hardware import prefer_onednn
+
+prefer_onednn()  # before anything imports TensorFlow: it reads the setting once
 
 __version__ = "0.2.0"
 __all__ = ["Stylizer", "Run", "Result", "Iteration", "LossRecord", "StyleflowError", "transfer",

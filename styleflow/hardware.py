@@ -1,10 +1,15 @@
 """What the machine runs natively: bfloat16 arithmetic on this CPU or GPU, and so which
 precision `auto` means. bfloat16 emulated in software is many times slower than float32 (21 s
-against 2 s per evaluation measured on an AVX2-only CPU), so it is only chosen where native."""
+against 2 s per evaluation measured on an AVX2-only CPU), so it is only chosen where native.
+Also which convolution kernels TensorFlow uses on a CPU (oneDNN, see `prefer_onednn`)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+
+ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -65,3 +70,19 @@ def resolve_precision(requested: str) -> tuple[str, str | None]:
         return "bfloat16", None
     return "bfloat16", (f"note: --precision bfloat16 will be slow here ({why}; measured about "
                         "ten times slower than float32 on such a CPU); float32 is faster")
+
+
+def prefer_onednn() -> bool:
+    """Ask TensorFlow for its oneDNN CPU kernels unless the user chose (TF_ENABLE_ONEDNN_OPTS
+    set) or TensorFlow is already imported (too late: it reads the variable once). Returns
+    whether this call set it.
+
+    TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on an
+    AVX2-only CPU it was 1.2x faster per evaluation at 400x300 (issue 11's measurement) and its
+    convolutions survive larger tensors (`bench/conv_limit.py`: without it one 3340x3340x64
+    convolution crashes). A slowdown reported for one 2700x2700 eager convolution on AVX2 stays
+    out of reach: images above `budget.UNTILED_MAX_PIXELS` (4 MP) go through in tiles."""
+    if ONEDNN_VARIABLE in os.environ or "tensorflow" in sys.modules:
+        return False
+    os.environ[ONEDNN_VARIABLE] = "1"
+    return True

@@ -47,3 +47,42 @@ def test_defaults_float32_in_the_scripts_auto_in_styleflow():
     args = ["--content", "a", "--styles", "b", "--output", "c.png"]
     assert style.parse(args).precision == "float32"
     assert style.parse(args, prog="styleflow style").precision == "auto"
+
+
+def test_onednn_is_asked_for_unless_the_user_chose_or_tensorflow_is_loaded(monkeypatch):
+    import sys
+
+    monkeypatch.delenv(hardware.ONEDNN_VARIABLE, raising=False)
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    assert hardware.prefer_onednn() is True
+    assert hardware.os.environ[hardware.ONEDNN_VARIABLE] == "1"
+    monkeypatch.setenv(hardware.ONEDNN_VARIABLE, "0")  # the user's choice stands
+    assert hardware.prefer_onednn() is False
+    assert hardware.os.environ[hardware.ONEDNN_VARIABLE] == "0"
+    monkeypatch.delenv(hardware.ONEDNN_VARIABLE)
+    monkeypatch.setitem(sys.modules, "tensorflow", object())  # too late to matter: say so
+    assert hardware.prefer_onednn() is False
+    assert hardware.ONEDNN_VARIABLE not in hardware.os.environ
+
+
+@pytest.mark.parametrize("setting, expected", [(None, "True"), ("0", "False")])
+def test_importing_styleflow_first_gives_tensorflow_onednn(setting, expected):
+    """In a fresh process TensorFlow itself reports oneDNN on after `import styleflow`, on any
+    CPU (TensorFlow's own default is off on AVX2-only CPUs), and off when the user said 0."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, cli_env, default_signals
+
+    env = cli_env(TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop(hardware.ONEDNN_VARIABLE, None)
+    if setting is not None:
+        env[hardware.ONEDNN_VARIABLE] = setting
+    code = ("import styleflow, tensorflow\n"
+            "from tensorflow.python.util import _pywrap_util_port as port\n"
+            "print(port.IsMklEnabled())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                          preexec_fn=default_signals)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == expected

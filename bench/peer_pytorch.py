@@ -1,0 +1,170 @@
+"""Seconds per loss+gradient evaluation: styleflow beside the same objective written in PyTorch,
+measured in one run on the same CPU (or GPU), same weights, images, layers and losses.
+
+The PyTorch side is written as well as PyTorch allows for this job: network weights frozen (the
+backward pass computes no weight gradients), in-place ReLU, only the layers up to the deepest
+one used, targets computed once under inference mode, and channels-last memory format when it
+measures faster. Both losses are printed so a reader can see they compute the same thing.
+
+PyTorch is a benchmark dependency only (`pip install -r requirements-bench.txt`); without it the
+script says so and exits.
+
+    python bench/peer_pytorch.py [--sizes 400x300 800x600] [--repeats 5] [--layers full|lite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from cpu import cpu_description
+
+try:
+    import torch
+except ImportError:  # a benchmark dependency, not a runtime one
+    sys.exit("peer_pytorch.py needs PyTorch: pip install -r requirements-bench.txt")
+
+import numpy as np
+
+from common import median_seconds, pair
+
+from styleflow.defaults import (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
+                                LITE_STYLE_LAYERS)
+from styleflow.network import VGG19_LAYOUT, build_extractor, deepest
+from styleflow.objective import Objective
+from styleflow.weights import random_weights
+
+CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT = 0.025, 1.0, 1.0  # the Keras example's defaults
+
+
+class TorchFeatures(torch.nn.Module):
+    """VGG19 up to the deepest wanted layer, with frozen weights taken from Keras' layout."""
+
+    def __init__(self, layer_weights, outputs):
+        super().__init__()
+        self.outputs = set(outputs)
+        last = deepest(outputs)
+        self.names, modules = [], []
+        for entry in VGG19_LAYOUT:
+            if entry is None:
+                modules.append(torch.nn.MaxPool2d(2, 2))
+                self.names.append(None)
+                continue
+            name, filters = entry
+            kernel, bias = layer_weights[name]  # Keras: (3, 3, in, out)
+            conv = torch.nn.Conv2d(kernel.shape[2], filters, 3, padding=1)
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(
+                    kernel.transpose(3, 2, 0, 1))))
+                conv.bias.copy_(torch.from_numpy(bias))
+            modules += [conv, torch.nn.ReLU(inplace=True)]
+            self.names += [None, name]  # the ReLU's output is the layer's activation
+            if name == last:
+                break
+        self.layers = torch.nn.ModuleList(modules)
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x):
+        out = {}
+        for name, layer in zip(self.names, self.layers):
+            x = layer(x)
+            if name in self.outputs:
+                # The next convolution reads this tensor without modifying it: no copy needed.
+                out[name] = x
+        return out
+
+
+def gram(f):
+    c = f.shape[1]
+    flat = f.reshape(c, -1)
+    return flat @ flat.T
+
+
+class TorchObjective:
+    """The Keras example's loss (as `styleflow.losses` defines it) with its gradient."""
+
+    def __init__(self, net, content, style, content_layer, style_layers, channels_last):
+        self.net = net
+        self.content_layer = content_layer
+        self.style_layers = list(style_layers)
+        self.format = torch.channels_last if channels_last else torch.contiguous_format
+        with torch.inference_mode():
+            self.content_target = net(self._tensor(content))[content_layer].clone()
+            feats = net(self._tensor(style))
+            self.gram_targets = [gram(feats[n]).clone() for n in self.style_layers]
+        self.pixels = content.shape[1] * content.shape[2]
+
+    def _tensor(self, image):
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(0, 3, 1, 2))).to(
+            memory_format=self.format)
+
+    def __call__(self, image):
+        x = self._tensor(image).requires_grad_(True)
+        feats = self.net(x)
+        total = CONTENT_WEIGHT * (feats[self.content_layer] - self.content_target).square().sum()
+        scale = 4.0 * 9.0 * float(self.pixels) ** 2
+        for name, target in zip(self.style_layers, self.gram_targets):
+            term = (gram(feats[name]) - target).square().sum() / scale
+            total = total + STYLE_WEIGHT / len(self.style_layers) * term
+        corner = x[:, :, :-1, :-1]
+        dy = (corner - x[:, :, 1:, :-1]).square()
+        dx = (corner - x[:, :, :-1, 1:]).square()
+        total = total + TV_WEIGHT * (dy + dx).pow(1.25).sum()
+        total.backward()
+        return float(total.detach()), x.grad
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["400x300", "800x600"], help="WxH")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--layers", choices=("full", "lite"), default="full")
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    from styleflow.memory import onednn_enabled
+
+    content_layer, style_layers = ((FULL_CONTENT_LAYER, FULL_STYLE_LAYERS)
+                                   if args.layers == "full"
+                                   else (LITE_CONTENT_LAYER, LITE_STYLE_LAYERS))
+    layers = [content_layer, *style_layers]
+    weights = random_weights(0).layers
+    extractor = build_extractor(weights, layers)
+    net = TorchFeatures(weights, layers)
+    print(f"CPU: {cpu_description()}")
+    print(f"TensorFlow {tf.__version__}: oneDNN {'on' if onednn_enabled() else 'off'}, XLA off; "
+          f"PyTorch {torch.__version__}: {torch.get_num_threads()} threads, "
+          f"mkldnn {'on' if torch.backends.mkldnn.is_available() else 'off'}")
+    print(f"layers {args.layers}, float32, random weights, median of {args.repeats}")
+    print(f"{'size':>9} {'ours s/eval':>12} {'PyTorch s/eval':>15} {'layout':>14} "
+          f"{'ours/PyTorch':>13} {'loss diff':>10} {'grad diff':>10}")
+    for text in args.sizes:
+        w, h = (int(v) for v in text.lower().split("x"))
+        content, style = pair((h, w))
+        x = content + np.random.default_rng(0).normal(0, 5, content.shape).astype(np.float32)
+        ours = Objective(extractor, content, [style], {content_layer: 1.0},
+                         {n: 1 / len(style_layers) for n in style_layers},
+                         CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT)
+        peers = {("channels-last" if cl else "NCHW"): TorchObjective(
+            net, content, style, content_layer, style_layers, cl) for cl in (False, True)}
+        t_ours = median_seconds(lambda: ours.loss_and_grads(x), args.repeats)
+        timed = {name: median_seconds(lambda p=peer: p(x), args.repeats)
+                 for name, peer in peers.items()}
+        layout = min(timed, key=timed.get)
+        parts, grad_ours = ours.loss_and_grads(x)
+        loss_peer, grad_peer = peers[layout](x)
+        grad_peer = grad_peer.permute(0, 2, 3, 1).numpy()
+        diff = abs(parts.total - loss_peer) / abs(loss_peer)
+        # max |difference| / max |g|: the measure the tiling tests use
+        grad_diff = np.abs(grad_ours - grad_peer).max() / np.abs(grad_peer).max()
+        print(f"{text:>9} {t_ours:12.3f} {timed[layout]:15.3f} {layout:>14} "
+              f"{t_ours / timed[layout]:12.2f}x {100 * diff:9.3f}% {grad_diff:10.1e}", flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    main()
