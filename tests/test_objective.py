@@ -127,3 +127,25 @@ def test_bfloat16_network_computes_in_bfloat16_and_stays_close(extractor):
     assert half_parts.total != full_parts.total  # really computed differently
     cosine = np.sum(full_grad * half_grad) / np.linalg.norm(full_grad) / np.linalg.norm(half_grad)
     assert cosine > 0.99
+
+
+def test_no_weight_gradient_convolution_runs(extractor, tmp_path):
+    """The traced gradient holds a Conv2DBackpropFilter per convolution (TensorFlow's Conv2D
+    gradient makes both), but only the image's gradient is asked for: TensorFlow must prune
+    them, so the profiler sees input-gradient convolutions run and no filter-gradient ones."""
+    import tensorflow as tf
+
+    content, style = images((40, 32), 2, 7)
+    objective = Objective(extractor, content, [style], {CONTENT[0]: 1.0},
+                          {name: 0.5 for name in STYLE}, 1.0, 1.0, 1.0)
+    objective.loss_and_grads(content)  # traced outside the profile
+    tf.profiler.experimental.start(str(tmp_path))
+    try:
+        objective.loss_and_grads(content)
+    finally:
+        tf.profiler.experimental.stop()
+    traces = list(tmp_path.rglob("*.xplane.pb"))
+    assert traces
+    recorded = b"".join(path.read_bytes() for path in traces)
+    assert recorded.count(b"Conv2DBackpropInput") > 0  # the profile does name kernels
+    assert recorded.count(b"Conv2DBackpropFilter") == 0
