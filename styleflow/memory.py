@@ -142,6 +142,32 @@ def available_bytes() -> int | None:
     return min(candidates) if candidates else None
 
 
+def gpu_available_bytes(run=None) -> int | None:
+    """Memory the GPU TensorFlow uses first may still give this process: the device's free
+    memory (nvidia-smi, which names GPUs as CUDA_VISIBLE_DEVICES does) plus what TensorFlow
+    already holds there. None when it cannot be told (no nvidia-smi, another vendor)."""
+    import subprocess
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip() or "0"
+    command = ["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits",
+               "-i", visible]
+    try:
+        out = (run or subprocess.run)(command, capture_output=True, text=True, timeout=20)
+        free = int(float(out.stdout.strip().splitlines()[0])) * 2**20  # MiB
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+    if getattr(out, "returncode", 0) != 0:
+        return None
+    held = 0
+    try:
+        import tensorflow as tf
+
+        held = int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+    except Exception:  # noqa: BLE001 - TensorFlow without this GPU's allocator: none held
+        pass
+    return free + held
+
+
 def largest_fitting(size: tuple[int, int], layers: Sequence[str], precision: str,
                     budget: int, optimiser: str = "lbfgs") -> tuple[int, int]:
     """The largest (h, w) with the aspect of `size` whose estimate fits in `budget` bytes."""

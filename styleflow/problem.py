@@ -14,7 +14,7 @@ from .budget import Layout
 from .defaults import (DEFAULT_HEIGHT, FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
                        LITE_STYLE_LAYERS, NS_CONTENT_LAYERS)
 from .errors import StyleflowError
-from .memory import check_fits
+from .memory import check_fits, gpu_available_bytes
 from .network import InputSpec, build_extractor, check_layers, min_image_side
 from .objective import KERAS_EXAMPLE, NEURAL_STYLE, LossGraph, Objective
 from .weights import Weights
@@ -102,12 +102,18 @@ def check_size(shape: tuple[int, int], network: Network, what: str,
             f"{what}: {shape[1]}x{shape[0]} pixels is too small for the chosen layers; each "
             f"side must be at least {need} px")
     if optimiser is not None:
-        # On a GPU only an explicit budget or tile is planned for; TensorFlow's own
-        # out-of-memory error is reported otherwise (run_cli).
-        gpu = _on_gpu()
+        # On a GPU the tiles follow the device's free memory (the host's holds only the
+        # optimiser's state there); where that cannot be read, only an explicit budget or
+        # tile is planned for and TensorFlow's own out-of-memory error is reported (run_cli).
+        available = resident = None
+        if max_memory is None and _on_gpu():
+            available = gpu_available_bytes()
+            resident = 0  # the device's figure already counts what TensorFlow holds
+            if available is None:
+                available = 2**62
         return budget.choose(shape, layers, network.content_layers, network.precision,
                              optimiser, max_memory=max_memory, tile=tile, what=what,
-                             available=(2**62 if gpu and max_memory is None else None))
+                             available=available, resident=resident)
     if not _on_gpu():
         # On a GPU TensorFlow's own out-of-memory error is reported instead (run_cli).
         pixels = shape[0] * shape[1]

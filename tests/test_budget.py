@@ -99,3 +99,49 @@ def test_cli_option_values_are_checked(args, needle, tiny, tmp_path):
     proc = call_cli("neural_style.py", "--content", tiny[0], "--styles", tiny[1], "--output",
                     tmp_path / "o.png", "--network", "random", *args)
     assert_clean_error(proc, needle)
+
+
+def test_gpu_free_memory_is_read_for_the_gpu_tensorflow_uses(monkeypatch):
+    import subprocess
+
+    from styleflow import memory
+
+    asked = []
+
+    def smi(free, code=0):
+        def run(command, **kw):
+            asked.append(command)
+            return subprocess.CompletedProcess(command, code, free, "")
+        return run
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    found = memory.gpu_available_bytes(smi("40536\n"))
+    assert found >= 40536 * 2**20 and asked[-1][-2:] == ["-i", "3"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    memory.gpu_available_bytes(smi("100\n"))
+    assert asked[-1][-2:] == ["-i", "0"]
+    assert memory.gpu_available_bytes(smi("", 9)) is None  # nvidia-smi failed
+    assert memory.gpu_available_bytes(smi("[N/A]\n")) is None
+
+    def missing(command, **kw):
+        raise FileNotFoundError(command[0])
+    assert memory.gpu_available_bytes(missing) is None
+
+
+@pytest.mark.parametrize("free_gb", [3, None])
+def test_on_a_gpu_the_tiles_follow_its_free_memory(monkeypatch, free_gb):
+    """On a GPU the host's memory does not decide the tiles: the device's free memory does,
+    and where it cannot be read, one pass as before (TensorFlow's own error if it fails)."""
+    from styleflow import problem
+    from styleflow.problem import Network
+
+    monkeypatch.setattr(problem, "_on_gpu", lambda: True)
+    monkeypatch.setattr(problem, "gpu_available_bytes",
+                        lambda: None if free_gb is None else free_gb * GB)
+    monkeypatch.setattr(budget, "available_bytes", lambda: 100 * GB)  # the host: roomy
+    network = Network(None, None, None, [FULL_CONTENT_LAYER], list(FULL_STYLE_LAYERS))
+    layout = problem.check_size((1536, 2048), network, "output size", "adam")
+    if free_gb is None:
+        assert layout.tile is None
+    else:
+        assert layout.tile is not None and layout.need <= free_gb * GB
