@@ -13,6 +13,8 @@ or names files: the command lines do that on top of this module.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import math
 import time
@@ -409,8 +411,16 @@ class StylizeRun(Run):
         self.settings = settings
         self.loop = AdamLoop(problem.objective, problem.start, settings)
 
+    def _fine_settings(self) -> AdamSettings:
+        """Adam's settings at the sizes after the coarsest (`scales.FINE_LEARNING_RATE`)."""
+        return dataclasses.replace(
+            self.settings,
+            learning_rate=self.settings.learning_rate * _scales.FINE_LEARNING_RATE)
+
     def _coarse_stage(self, problem, start, evaluations, on_evaluation):
-        loop = AdamLoop(problem.objective, start, self.settings)
+        # The coarsest size starts from the run's start (noise, by default): full rate there.
+        settings = self._fine_settings() if self.scales else self.settings
+        loop = AdamLoop(problem.objective, start, settings)
         for i in range(1, evaluations + 1):
             values = loop.step()
             if i == evaluations:
@@ -424,7 +434,7 @@ class StylizeRun(Run):
 
     def _restart(self, start):
         self.problem.start = start
-        self.loop = AdamLoop(self.problem.objective, start, self.settings)
+        self.loop = AdamLoop(self.problem.objective, start, self._fine_settings())
 
     def _units(self) -> int:
         return self.iterations
