@@ -24,8 +24,10 @@ sys.path.insert(0, str(HERE))
 from cpu import cpu_description  # noqa: E402
 
 COMMON = r"""
-import json, statistics, sys, time
+import json, sys
 sys.path.insert(0, {root!r})
+sys.path.insert(0, {root!r} + "/bench")
+from timing import median_seconds
 import numpy as np
 from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
 from styleflow.network import KERAS_INPUT, build_extractor
@@ -37,22 +39,14 @@ h, w = {h}, {w}
 content = KERAS_INPUT.preprocess(rng.integers(0, 256, (h, w, 3)).astype(np.uint8))
 style = KERAS_INPUT.preprocess(rng.integers(0, 256, (h, w, 3)).astype(np.uint8))
 x = content + rng.normal(0, 5, content.shape).astype(np.float32)
-
-def timed(fn, repeats={repeats}):
-    fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+repeats = {repeats}
 """
 
 TENSORFLOW = COMMON + r"""
 from styleflow.objective import Objective
 objective = Objective(extractor, content, [style], {{FULL_CONTENT_LAYER: 1.0}},
                       {{n: 1 / len(FULL_STYLE_LAYERS) for n in FULL_STYLE_LAYERS}}, 0.025, 1.0, 1.0)
-seconds = timed(lambda: objective.loss_and_grads(x))
+seconds = median_seconds(lambda: objective.loss_and_grads(x), repeats)
 print(json.dumps(dict(seconds=seconds, loss=objective.loss_and_grads(x)[0].total)))
 """
 
@@ -87,7 +81,7 @@ def loss(image):
 
 step = jax.jit(jax.value_and_grad(loss))
 image = jnp.asarray(x)
-seconds = timed(lambda: jax.block_until_ready(step(image)))
+seconds = median_seconds(lambda: jax.block_until_ready(step(image)), repeats)
 print(json.dumps(dict(seconds=seconds, loss=float(step(image)[0]))))
 """
 

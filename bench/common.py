@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ sys.path.insert(0, str(ROOT))
 SHARED_IMAGES = ROOT.parent / "shared" / "images"
 
 from styleflow.cli.common import quiet_tensorflow  # noqa: E402
+from timing import median_seconds  # noqa: E402 - also re-exported for the benchmarks
 
 quiet_tensorflow()
 import tensorflow as tf  # noqa: E402
@@ -64,18 +63,6 @@ class OriginalDesign:
         x = tf.constant(flat.reshape(self.shape).astype(np.float32))
         loss, grad = self._compiled(x)
         return float(loss), grad.numpy().ravel().astype(np.float64)
-
-
-def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of `fn()` over `repeats` runs after `warmup` untimed runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 def conv_gflop(size: tuple[int, int], deepest: str, batch: int = 1) -> float:
