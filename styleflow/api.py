@@ -13,12 +13,10 @@ or names files: the command lines do that on top of this module.
 
 from __future__ import annotations
 
-import dataclasses
-
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -413,7 +411,7 @@ class StylizeRun(Run):
 
     def _fine_settings(self) -> AdamSettings:
         """Adam's settings at the sizes after the coarsest (`scales.FINE_LEARNING_RATE`)."""
-        return dataclasses.replace(
+        return replace(
             self.settings,
             learning_rate=self.settings.learning_rate * _scales.FINE_LEARNING_RATE)
 
