@@ -84,6 +84,9 @@ class AdamLoop:
         self._step = None  # chosen at the first step: XLA or not may be measured before it
         self.steps = 0
         self.settled: Parts | None = None  # parts of the image after the last step
+        # Whether that image is the best: decided once, as the best-loss scalar is float32
+        # and the parts may carry more digits (the tiled loss sums in float64).
+        self.settled_is_best = False
 
     def step(self) -> tf.Tensor:
         """One Adam step; returns [total, content, style, tv] of the image before it."""
@@ -106,7 +109,8 @@ class AdamLoop:
         image = self._state[0]
         parts, _ = self.objective.loss_and_grads(image.numpy())
         self.settled = parts
-        if parts.total < self.best_loss:
+        self.settled_is_best = parts.total < self.best_loss
+        if self.settled_is_best:
             state = list(self._state)
             state[4], state[5] = image, tf.constant(parts.total, tf.float32)
             self._state = tuple(state)

@@ -425,7 +425,7 @@ class StylizeRun(Run):
                 loop.settle()
             if on_evaluation is not None:
                 on_evaluation(i, float(values[0]))
-        parts = loop.settled if loop.settled.total <= loop.best_loss else None
+        parts = loop.settled if loop.settled_is_best else None
         if parts is None:
             parts, _ = problem.objective.loss_and_grads(loop.best())
         return loop.best(), parts, evaluations
@@ -481,7 +481,7 @@ class StylizeRun(Run):
 
     def _best_parts(self, records: list[LossRecord]) -> Parts:
         settled = self.loop.settled
-        if settled is not None and settled.total <= self.loop.best_loss:
+        if settled is not None and self.loop.settled_is_best:
             return settled  # the image after the last step was the best
         return min(records, key=lambda r: r.total).parts
 

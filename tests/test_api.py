@@ -218,3 +218,34 @@ def test_progress_only_when_asked(stylizer, pictures, capsys):
     shown = capsys.readouterr().err
     assert "20/20" in shown and "loss=" in shown  # tqdm's bar, with the caller's hook kept
     assert seen[:20] == list(range(1, 21))
+
+
+def test_adam_reports_the_parts_of_the_image_it_keeps_when_losses_carry_float64_digits():
+    """The tiled loss sums in float64 while the best-loss scalar is float32: a settled image
+    that is the best must still be reported as the best (it once fell back to an older step's
+    parts while writing the settled image)."""
+    import numpy as np
+
+    from styleflow.adam import AdamLoop, AdamSettings
+    from styleflow.objective import Parts
+
+    class Bowl:
+        tiled = True
+        shape = (1, 2, 2, 3)
+
+        def loss_and_grads(self, image):
+            image = np.asarray(image, np.float64)
+            value = float(np.sum(image ** 2))
+            # more digits than float32 holds, and above its float32 rounding
+            value = float(np.float32(value)) + abs(float(np.float32(value))) * 1e-9
+            return Parts(value, value, 0.0, 0.0), (2 * image).astype(np.float32)
+
+    loop = AdamLoop(Bowl(), np.ones(Bowl.shape, np.float32), AdamSettings(learning_rate=0.1))
+    for _ in range(3):
+        loop.step()
+    loop.settle()
+    # The trap: the kept best loss, rounded to float32, sits below the settled parts' total.
+    assert loop.settled.total > loop.best_loss
+    assert loop.settled_is_best
+    assert np.array_equal(loop.best(), loop._state[0].numpy())
+    assert loop.settled.total == Bowl().loss_and_grads(loop.best())[0].total
