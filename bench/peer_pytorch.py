@@ -15,7 +15,6 @@ script says so and exits.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from cpu import cpu_description
@@ -165,5 +164,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     main()

@@ -153,10 +153,10 @@ def gpu_available_bytes(run=None) -> int | None:
                "-i", visible]
     try:
         out = (run or subprocess.run)(command, capture_output=True, text=True, timeout=20)
+        if out.returncode != 0:
+            return None
         free = int(float(out.stdout.strip().splitlines()[0])) * 2**20  # MiB
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
-    if getattr(out, "returncode", 0) != 0:
         return None
     held = 0
     try:
