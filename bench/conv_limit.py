@@ -1,7 +1,13 @@
 """Where one eager 3x3 convolution (64 -> 64 channels, VGG19's block1_conv2) stops working on
-this CPU: each size in a fresh process, with TensorFlow's oneDNN kernels on and off. The exit
-status is printed (-11: segmentation fault), with the output tensor's size in bytes, as the
-suspected limit is 2 GiB (2^31 bytes) per tensor.
+this CPU: each size in a fresh process, with TensorFlow's oneDNN kernels on and off, and the
+seconds it took. The exit status is printed (-11: segmentation fault), with the output tensor's
+size in bytes, as the suspected limit is 2 GiB (2^31 bytes) per tensor.
+
+Without AVX-512 oneDNN convolves by im2col + GEMM and falls back to its reference loop (about
+500x slower) once the input's values times the threads reach 2^28 (see
+`styleflow.hardware.GEMM_SCRATCH_VALUES`). To see that on an AVX-512 machine, cap oneDNN as an
+AVX2 CPU: `ONEDNN_MAX_CPU_ISA=AVX2 TF_NUM_INTRAOP_THREADS=8 python bench/conv_limit.py --sides
+720 730`.
 
     python bench/conv_limit.py [--sides 2800 2896 2900 3000] [--timeout 600]
 """

@@ -23,7 +23,12 @@ def cpu_description() -> str:
                 break
     except OSError:
         pass
+    from styleflow.hardware import intra_op_threads, onednn_isa_cap
+
     flags = cpu_flags()
     wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"]
+    cap = onednn_isa_cap()
     return (f"{model}; flags: "
-            f"{' '.join(f for f in wanted if f in flags) or 'none of ' + ','.join(wanted)}")
+            f"{' '.join(f for f in wanted if f in flags) or 'none of ' + ','.join(wanted)}; "
+            f"{intra_op_threads()} threads"
+            + (f"; oneDNN capped at {cap} (ONEDNN_MAX_CPU_ISA)" if cap else ""))

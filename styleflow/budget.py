@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from . import tiling
+from . import hardware, tiling
 from .errors import StyleflowError
 from .memory import (BASE_BYTES, BYTES_PER_ACTIVATION, FORWARD_SHARE, LBFGS_HISTORY,
                      activation_elements, available_bytes, estimate_bytes, onednn_enabled,
@@ -28,6 +28,12 @@ COMFORTABLE_CROP = 768 * 768
 # Images above this many pixels are always tiled: one eager pass over 11.3 MP crashed
 # TensorFlow's CPU convolution (see tiling.TILE_ABOVE_PIXELS).
 UNTILED_MAX_PIXELS = tiling.TILE_ABOVE_PIXELS
+
+
+def pass_limit() -> int:
+    """The most pixels one pass may have: UNTILED_MAX_PIXELS, or fewer where oneDNN's GEMM
+    convolutions need it (`tiling.pass_limit`)."""
+    return min(UNTILED_MAX_PIXELS, tiling.pass_limit())
 
 
 @dataclass(frozen=True)
@@ -94,28 +100,31 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
     if tile is not None and tile < 1:
         raise StyleflowError(f"--tile: must be at least 1 px, not {tile}")
     whole = estimate_bytes(size, layers, precision, optimiser)
-    if tile is None and pixels <= UNTILED_MAX_PIXELS and (budget is None or whole <= budget):
+    limit = pass_limit()
+    if tile is None and pixels <= limit and (budget is None or whole <= budget):
         return Layout(None, DEFAULT_HISTORY, whole)
     height, width = size
     if budget is None:  # no way to measure memory here: modest tiles, full history
-        core = (tile, tile) if tile else tiling.best_core(height, width, layers,
-                                                           COMFORTABLE_CROP)
+        core = (tile, tile) if tile else (
+            tiling.best_core(height, width, layers, min(COMFORTABLE_CROP, limit))
+            or (tiling.grid(layers),) * 2)
         return _layout(size, layers, content_layers, precision, optimiser, core,
                        DEFAULT_HISTORY)
     if tile is not None:
+        _check_forced_tile(height, width, layers, tile, limit)
         for history in _histories(optimiser):
             layout = _layout(size, layers, content_layers, precision, optimiser,
                              (tile, tile), history)
             if layout.need <= budget:
                 return layout
         raise _refusal(what, size, layout.need, budget, f"with --tile {tile}", max_memory)
-    for floor in (COMFORTABLE_CROP, 0):
+    for floor in (min(COMFORTABLE_CROP, limit), 0):
         for history in _histories(optimiser):
             crop = _largest_crop(size, layers, content_layers, precision, optimiser,
                                  history, budget)
             if crop is None or crop < floor:
                 continue
-            crop = min(crop, UNTILED_MAX_PIXELS)
+            crop = min(crop, limit)
             core = tiling.best_core(height, width, layers, crop)
             if core is not None:
                 return _layout(size, layers, content_layers, precision, optimiser, core,
@@ -125,6 +134,22 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
                        _histories(optimiser)[-1])
     raise _refusal(what, size, smallest.need, budget, "even in the smallest tiles",
                    max_memory)
+
+
+def _check_forced_tile(height: int, width: int, layers: Sequence[str], tile: int,
+                       limit: int) -> None:
+    """Refuse a --tile whose passes oneDNN's GEMM convolutions could not run (they would fall
+    back to a reference loop taking hours); larger passes than UNTILED_MAX_PIXELS are the
+    user's call."""
+    if limit >= UNTILED_MAX_PIXELS or tiling.largest_crop(height, width, layers, tile) <= limit:
+        return
+    g = tiling.grid(layers)
+    fits = next((t for t in range(tile // g * g, 0, -g)
+                 if tiling.largest_crop(height, width, layers, t) <= limit), g)
+    raise StyleflowError(
+        f"--tile: {tile} px tiles make passes of more than {limit} pixels, which oneDNN's "
+        f"convolutions cannot run on this CPU with {hardware.intra_op_threads()} threads; use "
+        f"--tile {fits} or less (or TF_ENABLE_ONEDNN_OPTS=0)")
 
 
 def _histories(optimiser: str) -> list[int]:
@@ -138,7 +163,7 @@ def _layout(size, layers, content_layers, precision, optimiser, core, history) -
     crop = tiling.largest_crop(height, width, layers, core)
     need = tiled_need(size, crop, layers, content_layers, precision, optimiser, history)
     forward = tiling.best_core(height, width, layers,
-                               min(UNTILED_MAX_PIXELS, int(crop / FORWARD_SHARE)))
+                               min(pass_limit(), int(crop / FORWARD_SHARE)))
     return Layout(tuple(core), history, need, forward)
 
 

@@ -6,10 +6,29 @@ Also which convolution kernels TensorFlow uses on a CPU (oneDNN, see `prefer_one
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from pathlib import Path
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+# oneDNN reads these to run as if the CPU had no instructions beyond the one named.
+ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+# oneDNN's "avx512_core", from which its float32 forward convolutions are brgemm kernels.
+AVX512_CORE_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
+# Below AVX512_CORE, oneDNN 3.7 (TensorFlow 2.21) runs TensorFlow's float32 forward
+# convolutions as im2col + GEMM, whose scratch buffer it caps: once one convolution's input
+# values times the threads reach 2**28 it falls back to its reference loop without a word,
+# hours per convolution. Measured with ONEDNN_MAX_CPU_ISA=AVX2 (bench/conv_limit.py), 64
+# channels: 2 threads 1000x2090 1.3 s, 1024x2048 never finished; 1 thread 2000x2090 5.2 s,
+# 2100x2100 never; 8 threads 720x720 0.4 s, 730x730 never.
+GEMM_SCRATCH_VALUES = 2**28
+GEMM_SAFETY = 0.9
+# VGG19's widest input at full resolution: block1_conv2 reads 64 channels per pixel.
+FULL_RESOLUTION_CHANNELS = 64
+# oneDNN is asked for on such a CPU only while a pass of at least this many pixels (1024x1024)
+# stays within the limit, i.e. with up to 3 threads; with more, TensorFlow's own kernels keep
+# the whole image in one pass.
+PREFER_ONEDNN_MIN_PASS = 1024 * 1024
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -72,17 +91,86 @@ def resolve_precision(requested: str) -> tuple[str, str | None]:
                         "ten times slower than float32 on such a CPU); float32 is faster")
 
 
+def onednn_isa_cap() -> str | None:
+    """The instruction set oneDNN is capped at by ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA),
+    upper case; None when neither is set."""
+    for name in ISA_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value.upper()
+    return None
+
+
+def onednn_convolves_by_gemm() -> bool:
+    """Whether oneDNN's float32 forward convolutions here are im2col + GEMM (see
+    GEMM_SCRATCH_VALUES): on an x86 CPU without AVX-512 (or with oneDNN capped below it), or
+    one whose flags cannot be read. Other architectures have other kernels."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    cap = onednn_isa_cap()
+    if cap and cap not in ("ALL", "DEFAULT") and not cap.startswith(("AVX512", "AVX10")):
+        return True
+    flags = cpu_flags()
+    return not all(flag in flags for flag in AVX512_CORE_FLAGS)
+
+
+def intra_op_threads() -> int:
+    """The threads TensorFlow (and so oneDNN) splits one operation over."""
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        configured = tf.config.threading.get_intra_op_parallelism_threads()
+        if configured > 0:
+            return configured
+    try:
+        configured = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0"))
+    except ValueError:
+        configured = 0
+    if configured > 0:
+        return configured
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def gemm_pass_pixels(threads: int) -> int:
+    """The most pixels one pass through VGG19 may have for oneDNN's GEMM convolutions to keep
+    within their scratch limit when split over `threads`."""
+    return int(GEMM_SAFETY * GEMM_SCRATCH_VALUES / (FULL_RESOLUTION_CHANNELS * max(1, threads)))
+
+
+def onednn_pass_pixels() -> int | None:
+    """The most pixels one pass through the network may have on this machine because of
+    oneDNN's GEMM convolutions, or None where they do not run (oneDNN off, AVX-512, not x86,
+    or a GPU doing the convolutions)."""
+    from .memory import onednn_enabled
+
+    if not onednn_enabled() or not onednn_convolves_by_gemm():
+        return None
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        if tf.config.list_logical_devices("GPU"):
+            return None
+    return gemm_pass_pixels(intra_op_threads())
+
+
 def prefer_onednn() -> bool:
     """Ask TensorFlow for its oneDNN CPU kernels unless the user chose (TF_ENABLE_ONEDNN_OPTS
-    set) or TensorFlow is already imported (too late: it reads the variable once). Returns
+    set) or TensorFlow is already imported (too late: it reads the variable once), and on a CPU
+    where oneDNN convolves by GEMM only with few threads (PREFER_ONEDNN_MIN_PASS). Returns
     whether this call set it.
 
     TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on an
-    AVX2-only CPU it was 1.2x faster per evaluation at 400x300 (issue 11's measurement) and its
-    convolutions survive larger tensors (`bench/conv_limit.py`: without it one 3340x3340x64
-    convolution crashes). A slowdown reported for one 2700x2700 eager convolution on AVX2 stays
-    out of reach: images above `budget.UNTILED_MAX_PIXELS` (4 MP) go through in tiles."""
+    AVX2-only CPU with 2 threads it was 1.2x faster per evaluation at 400x300 (issue 11's
+    measurement). There, passes are kept within GEMM_SCRATCH_VALUES by tiling
+    (`onednn_pass_pixels`), which costs halos: with many threads the limit is small, so
+    TensorFlow's own kernels are left to run the whole image."""
     if ONEDNN_VARIABLE in os.environ or "tensorflow" in sys.modules:
+        return False
+    if (onednn_convolves_by_gemm()
+            and gemm_pass_pixels(intra_op_threads()) < PREFER_ONEDNN_MIN_PASS):
         return False
     os.environ[ONEDNN_VARIABLE] = "1"
     return True

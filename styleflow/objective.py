@@ -214,7 +214,7 @@ class Objective:
         from . import tiling
 
         pixels = style.shape[1] * style.shape[2]
-        if pixels > tiling.TILE_ABOVE_PIXELS or (
+        if pixels > tiling.pass_limit() or (
                 self.tile is not None and pixels > _pixels_of(self.tile)):
             sums = tiling.tiled_gram_sums(self.extractor, style, list(self.style_layers),
                                           self.forward_tile or self.tile)

@@ -19,6 +19,15 @@ TILE_ABOVE_PIXELS = 2048 * 2048
 TILE_SIDE = 1024
 
 
+def pass_limit() -> int:
+    """The most pixels one pass through the network may have here: TILE_ABOVE_PIXELS, or fewer
+    where oneDNN's GEMM convolutions need it (`hardware.onednn_pass_pixels`)."""
+    from .hardware import onednn_pass_pixels
+
+    limit = onednn_pass_pixels()
+    return TILE_ABOVE_PIXELS if limit is None else min(TILE_ABOVE_PIXELS, limit)
+
+
 def geometry(layer: str) -> tuple[int, int]:
     """(stride, radius) of a layer's output in input pixels: one output row stands for
     `stride` input rows and depends on input rows up to `radius` beyond them on each side."""
@@ -159,12 +168,16 @@ def tiled_gram_sums(extractor, image: np.ndarray, layers: Sequence[str],
                     ) -> dict[str, tuple[np.ndarray, int]]:
     """For each layer, (Σ FᵀF over every position, number of feature values h·w·c) of the
     network-space `image` (1, H, W, 3), accumulated in float64 over tiles with cores of about
-    `tile` pixels (TILE_SIDE by default)."""
+    `tile` pixels (by default TILE_SIDE, or less where `pass_limit` asks)."""
     import tensorflow as tf
 
     _, height, width, _ = image.shape
+    if tile is None:
+        tile = TILE_SIDE
+        if largest_crop(height, width, layers, tile) > pass_limit():
+            tile = best_core(height, width, layers, pass_limit()) or grid(layers)
     sums: dict[str, np.ndarray | float] = {name: 0.0 for name in layers}
-    for t in plan(height, width, layers, TILE_SIDE if tile is None else tile):
+    for t in plan(height, width, layers, tile):
         feats = extractor(tf.constant(_crop(image, t), tf.float32), training=False)
         for i, name in enumerate(layers):
             r0, r1, c0, c1 = (int(v) for v in t.boxes[i])

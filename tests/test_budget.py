@@ -71,6 +71,25 @@ def test_no_single_pass_above_the_crash_limit(monkeypatch):
     assert max(t.pixels for t in tiling.plan(600, 600, FULL, layout.tile)) <= 300 * 300
 
 
+def test_passes_stay_within_onednn_gemm_limit(monkeypatch):
+    # Where oneDNN convolves by GEMM, a pass above its limit would crawl through a reference
+    # loop: every pass (backward tiles and the forward Gram tiles) stays within it.
+    from styleflow import hardware
+
+    limit = 300_000
+    monkeypatch.setattr(hardware, "onednn_pass_pixels", lambda: limit)
+    assert choose((400, 500), max_memory=100).tile is None
+    layout = choose((768, 1024), max_memory=100)
+    assert layout.tile is not None
+    for core in (layout.tile, layout.forward_tile):
+        assert max(t.pixels for t in tiling.plan(768, 1024, FULL, core)) <= limit
+    with pytest.raises(StyleflowError, match="--tile") as caught:
+        choose((768, 1024), tile=700, max_memory=100)
+    suggested = int(str(caught.value).split("--tile ")[-1].split()[0])
+    assert tiling.largest_crop(768, 1024, FULL, suggested) <= limit
+    assert choose((768, 1024), tile=suggested, max_memory=100).tile == (suggested, suggested)
+
+
 def test_tile_forces_tiles_and_bad_values_are_refused():
     assert choose((300, 400), tile=128, max_memory=4).tile == (128, 128)
     with pytest.raises(StyleflowError, match="--max-memory"):

@@ -54,6 +54,7 @@ def test_onednn_is_asked_for_unless_the_user_chose_or_tensorflow_is_loaded(monke
 
     monkeypatch.delenv(hardware.ONEDNN_VARIABLE, raising=False)
     monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.setattr(hardware, "onednn_convolves_by_gemm", lambda: False)
     assert hardware.prefer_onednn() is True
     assert hardware.os.environ[hardware.ONEDNN_VARIABLE] == "1"
     monkeypatch.setenv(hardware.ONEDNN_VARIABLE, "0")  # the user's choice stands
@@ -74,8 +75,11 @@ def test_importing_styleflow_first_gives_tensorflow_onednn(setting, expected):
 
     from conftest import ROOT, cli_env, default_signals
 
-    env = cli_env(TF_CPP_MIN_LOG_LEVEL="3")
+    # Two threads: on a CPU without AVX-512 more would leave oneDNN off (prefer_onednn).
+    env = cli_env(TF_CPP_MIN_LOG_LEVEL="3", TF_NUM_INTRAOP_THREADS="2")
     env.pop(hardware.ONEDNN_VARIABLE, None)
+    for name in hardware.ISA_VARIABLES:
+        env.pop(name, None)
     if setting is not None:
         env[hardware.ONEDNN_VARIABLE] = setting
     code = ("import styleflow, tensorflow\n"
@@ -86,3 +90,76 @@ def test_importing_styleflow_first_gives_tensorflow_onednn(setting, expected):
                           preexec_fn=default_signals)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == expected
+
+
+def test_gemm_convolutions_below_avx512_on_x86(monkeypatch):
+    for name in hardware.ISA_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "fma"})
+    assert hardware.onednn_convolves_by_gemm()
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "fma", "avx512f"})
+    assert hardware.onednn_convolves_by_gemm()  # AVX-512F alone is not oneDNN's avx512_core
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", *hardware.AVX512_CORE_FLAGS})
+    assert not hardware.onednn_convolves_by_gemm()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN told to act as on AVX2
+    assert hardware.onednn_convolves_by_gemm()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert not hardware.onednn_convolves_by_gemm()
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(hardware, "cpu_flags", set)
+    assert not hardware.onednn_convolves_by_gemm()
+
+
+def test_gemm_pass_limit_lies_below_the_sizes_that_fell_back():
+    # (pixels of a 64-channel convolution that fell back to oneDNN's reference loop, threads),
+    # measured with ONEDNN_MAX_CPU_ISA=AVX2; and sizes that ran, for scale.
+    for pixels, threads in [(1024 * 2048, 2), (2100 * 2100, 1), (730 * 730, 8)]:
+        assert hardware.gemm_pass_pixels(threads) < pixels
+    for pixels, threads in [(1000 * 2090, 2), (2000 * 2090, 1), (720 * 720, 8)]:
+        assert hardware.gemm_pass_pixels(threads) > 0.85 * pixels
+
+
+def test_onednn_limit_only_where_it_convolves_by_gemm(monkeypatch):
+    from styleflow import memory
+
+    monkeypatch.undo()  # the suite's stand-in (conftest) would hide the real function
+    monkeypatch.setattr(hardware, "intra_op_threads", lambda: 4)
+    monkeypatch.setattr(memory, "onednn_enabled", lambda: True)
+    monkeypatch.setattr(hardware, "onednn_convolves_by_gemm", lambda: True)
+    assert hardware.onednn_pass_pixels() == hardware.gemm_pass_pixels(4)
+    monkeypatch.setattr(hardware, "onednn_convolves_by_gemm", lambda: False)
+    assert hardware.onednn_pass_pixels() is None
+    monkeypatch.setattr(hardware, "onednn_convolves_by_gemm", lambda: True)
+    monkeypatch.setattr(memory, "onednn_enabled", lambda: False)
+    assert hardware.onednn_pass_pixels() is None
+
+
+@pytest.mark.parametrize("threads, asked", [(2, True), (16, False)])
+def test_onednn_asked_for_on_gemm_cpus_only_with_few_threads(monkeypatch, threads, asked):
+    import sys
+
+    monkeypatch.delenv(hardware.ONEDNN_VARIABLE, raising=False)
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.setattr(hardware, "onednn_convolves_by_gemm", lambda: True)
+    monkeypatch.setattr(hardware, "intra_op_threads", lambda: threads)
+    assert hardware.prefer_onednn() is asked
+    assert (hardware.ONEDNN_VARIABLE in hardware.os.environ) is asked
+
+
+def test_run_above_the_gemm_limit_finishes_in_tiles(tmp_path):
+    """With oneDNN acting as on an AVX2 CPU (ONEDNN_MAX_CPU_ISA) and 8 threads, a 1000x750 image
+    is above the GEMM convolutions' limit (about 0.47 MP): in one pass its first convolution
+    would crawl through oneDNN's reference loop for minutes; tiled, the run takes seconds."""
+    from conftest import make_image, run_cli
+
+    content = make_image(tmp_path / "content.png", (1000, 750), 1)
+    style = make_image(tmp_path / "style.png", (200, 200), 2)
+    out = tmp_path / "out.png"
+    proc = run_cli("neural_style.py", "--content", content, "--styles", style, "--output", out,
+                   "--iterations", "1", "--network", "lite", timeout=240,
+                   ONEDNN_MAX_CPU_ISA="AVX2", TF_ENABLE_ONEDNN_OPTS="1",
+                   TF_NUM_INTRAOP_THREADS="8")
+    assert proc.returncode == 0, proc.stderr
+    assert "memory: tiles of" in proc.stdout
+    assert out.exists()

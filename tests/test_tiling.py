@@ -167,3 +167,27 @@ def test_larger_forward_tiles_stay_exact():
     got, grad = tiled.loss_and_grads(x)
     assert got.total == pytest.approx(want.total, rel=1e-5)
     assert np.abs(grad - grad_want).max() <= 1e-4 * np.abs(grad_want).max()
+
+
+def test_style_gram_tiles_follow_the_pass_limit(monkeypatch):
+    """A style image above the pass limit (oneDNN's GEMM convolutions) has its Gram sums
+    computed in tiles within it, and they equal the untiled ones."""
+    from styleflow import hardware
+
+    layers = list(LITE_STYLE_LAYERS)
+    extractor = build_extractor(random_weights(1).layers, layers)
+    image = np.random.default_rng(3).normal(0, 50, (1, 240, 320, 3)).astype(np.float32)
+    whole = tiling.tiled_gram_sums(extractor, image, layers, tile=(240, 320))
+    limit = 40_000
+    monkeypatch.setattr(hardware, "onednn_pass_pixels", lambda: limit)
+    seen = []
+
+    def recording(x, **kw):
+        seen.append(int(x.shape[1]) * int(x.shape[2]))
+        return extractor(x, **kw)
+
+    tiled = tiling.tiled_gram_sums(recording, image, layers)
+    assert len(seen) > 1 and max(seen) <= limit
+    for name in layers:
+        want, got = whole[name][0], tiled[name][0]
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), name
