@@ -33,7 +33,7 @@ from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
 from styleflow.network import KERAS_INPUT, build_extractor
 from styleflow.weights import random_weights
 layers = [FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS]
-extractor = build_extractor(random_weights(0).layers, layers)
+extractor = build_extractor(random_weights(0).layers, layers, convolution="keras")
 rng = np.random.default_rng(0)
 h, w = {h}, {w}
 content = KERAS_INPUT.preprocess(rng.integers(0, 256, (h, w, 3)).astype(np.uint8))

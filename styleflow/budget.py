@@ -30,10 +30,10 @@ COMFORTABLE_CROP = 768 * 768
 UNTILED_MAX_PIXELS = tiling.TILE_ABOVE_PIXELS
 
 
-def pass_limit() -> int:
+def pass_limit(precision: str = "float32") -> int:
     """The most pixels one pass may have: UNTILED_MAX_PIXELS, or fewer where oneDNN's GEMM
     convolutions need it (`tiling.pass_limit`)."""
-    return min(UNTILED_MAX_PIXELS, tiling.pass_limit())
+    return min(UNTILED_MAX_PIXELS, tiling.pass_limit(precision))
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
     if tile is not None and tile < 1:
         raise StyleflowError(f"--tile: must be at least 1 px, not {tile}")
     whole = estimate_bytes(size, layers, precision, optimiser)
-    limit = pass_limit()
+    limit = pass_limit(precision)
     if tile is None and pixels <= limit and (budget is None or whole <= budget):
         return Layout(None, DEFAULT_HISTORY, whole)
     height, width = size
@@ -163,7 +163,7 @@ def _layout(size, layers, content_layers, precision, optimiser, core, history) -
     crop = tiling.largest_crop(height, width, layers, core)
     need = tiled_need(size, crop, layers, content_layers, precision, optimiser, history)
     forward = tiling.best_core(height, width, layers,
-                               min(pass_limit(), int(crop / FORWARD_SHARE)))
+                               min(pass_limit(precision), int(crop / FORWARD_SHARE)))
     return Layout(tuple(core), history, need, forward)
 
 

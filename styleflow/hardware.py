@@ -25,10 +25,6 @@ GEMM_SCRATCH_VALUES = 2**28
 GEMM_SAFETY = 0.9
 # VGG19's widest input at full resolution: block1_conv2 reads 64 channels per pixel.
 FULL_RESOLUTION_CHANNELS = 64
-# oneDNN is asked for on such a CPU only while a pass of at least this many pixels (1024x1024)
-# stays within the limit, i.e. with up to 3 threads; with more, TensorFlow's own kernels keep
-# the whole image in one pass.
-PREFER_ONEDNN_MIN_PASS = 1024 * 1024
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -140,13 +136,16 @@ def gemm_pass_pixels(threads: int) -> int:
     return int(GEMM_SAFETY * GEMM_SCRATCH_VALUES / (FULL_RESOLUTION_CHANNELS * max(1, threads)))
 
 
-def onednn_pass_pixels() -> int | None:
+def onednn_pass_pixels(precision: str = "float32") -> int | None:
     """The most pixels one pass through the network may have on this machine because of
-    oneDNN's GEMM convolutions, or None where they do not run (oneDNN off, AVX-512, not x86,
-    or a GPU doing the convolutions)."""
+    oneDNN's GEMM convolutions, or None where they do not run: oneDNN off, AVX-512, not x86, a
+    GPU doing the convolutions, or float32, whose convolutions go through oneDNN's brgemm
+    kernels (`frozen_conv`)."""
+    from .frozen_conv import use_transposed
     from .memory import onednn_enabled
 
-    if not onednn_enabled() or not onednn_convolves_by_gemm():
+    if (not onednn_enabled() or not onednn_convolves_by_gemm()
+            or use_transposed(precision)):
         return None
     if "tensorflow" in sys.modules:
         import tensorflow as tf
@@ -158,19 +157,15 @@ def onednn_pass_pixels() -> int | None:
 
 def prefer_onednn() -> bool:
     """Ask TensorFlow for its oneDNN CPU kernels unless the user chose (TF_ENABLE_ONEDNN_OPTS
-    set) or TensorFlow is already imported (too late: it reads the variable once), and on a CPU
-    where oneDNN convolves by GEMM only with few threads (PREFER_ONEDNN_MIN_PASS). Returns
+    set) or TensorFlow is already imported (too late: it reads the variable once). Returns
     whether this call set it.
 
-    TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on an
-    AVX2-only CPU with 2 threads it was 1.2x faster per evaluation at 400x300 (issue 11's
-    measurement). There, passes are kept within GEMM_SCRATCH_VALUES by tiling
-    (`onednn_pass_pixels`), which costs halos: with many threads the limit is small, so
-    TensorFlow's own kernels are left to run the whole image."""
+    TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX. With
+    `frozen_conv`'s convolutions it is the fastest choice on AVX2 CPUs too (bench/evaluation.py;
+    TensorFlow's own kernels run the input-gradient ops 2.5x slower), and the GEMM limit above
+    no longer applies to float32; passes in other precisions keep within it
+    (`onednn_pass_pixels`)."""
     if ONEDNN_VARIABLE in os.environ or "tensorflow" in sys.modules:
-        return False
-    if (onednn_convolves_by_gemm()
-            and gemm_pass_pixels(intra_op_threads()) < PREFER_ONEDNN_MIN_PASS):
         return False
     os.environ[ONEDNN_VARIABLE] = "1"
     return True

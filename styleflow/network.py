@@ -85,14 +85,27 @@ def min_image_side(layer_names: Sequence[str]) -> int:
     return 2 ** pools
 
 
+CONVOLUTIONS = ("auto", "keras", "transposed")
+
+
 def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                    outputs: Sequence[str], pooling: str = "max", dtype: str = "float32"):
+                    outputs: Sequence[str], pooling: str = "max", dtype: str = "float32",
+                    convolution: str = "auto"):
     """A keras.Model mapping a (1, h, w, 3) image to {layer name: activations} for `outputs`.
 
     Only the layers up to the deepest output are built; each gets its (kernel, bias) from
     `layer_weights`. The model accepts any image size (each new size retraces once).
+    `convolution`: "keras" for Keras' Conv2D, "transposed" for `frozen_conv`'s layers (oneDNN's
+    input-gradient kernels), "auto" for the latter where `frozen_conv.use_transposed` says.
     """
     import keras
+
+    from . import frozen_conv
+
+    if convolution not in CONVOLUTIONS:
+        raise ValueError(f"convolution: one of {CONVOLUTIONS}, not {convolution!r}")
+    transposed = (frozen_conv.use_transposed(dtype) if convolution == "auto"
+                  else convolution == "transposed")
 
     if pooling not in ("max", "avg"):
         raise StyleflowError(f"--pooling: must be 'max' or 'avg', not '{pooling}'")
@@ -112,10 +125,13 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
                          dtype=dtype)(x)
             continue
         name, filters = entry
-        layer = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=name,
-                                    dtype=dtype)
-        x = layer(x)
-        built.append(layer)
+        if transposed:
+            x = frozen_conv.make_layer(*layer_weights[name], name)(x)
+        else:
+            layer = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                        name=name, dtype=dtype)
+            x = layer(x)
+            built.append(layer)
         tensors[name] = x
         if name == last:
             break

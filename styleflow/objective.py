@@ -214,10 +214,11 @@ class Objective:
         from . import tiling
 
         pixels = style.shape[1] * style.shape[2]
-        if pixels > tiling.pass_limit() or (
+        precision = _precision(self.extractor)
+        if pixels > tiling.pass_limit(precision) or (
                 self.tile is not None and pixels > _pixels_of(self.tile)):
             sums = tiling.tiled_gram_sums(self.extractor, style, list(self.style_layers),
-                                          self.forward_tile or self.tile)
+                                          self.forward_tile or self.tile, precision)
             keras = self.normalisation == KERAS_EXAMPLE
             return {name: total if keras else total / count
                     for name, (total, count) in sums.items()}
@@ -253,6 +254,14 @@ class Objective:
         values, grad = self.graph.loss_and_grads(
             tf.constant(np.reshape(image, self.shape), tf.float32), self.targets.as_args(), xla)
         return Parts(*(float(v) for v in values.numpy())), grad.numpy()
+
+
+def _precision(extractor) -> str:
+    """The arithmetic of the extractor's convolutions: bfloat16 under Keras' mixed policy."""
+    for layer in getattr(extractor, "layers", ()):
+        if getattr(layer, "compute_dtype", None) == "bfloat16":
+            return "bfloat16"
+    return "float32"
 
 
 def _pixels_of(tile: int | tuple[int, int]) -> int:

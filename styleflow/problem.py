@@ -117,7 +117,7 @@ def check_size(shape: tuple[int, int], network: Network, what: str,
     if not _on_gpu():
         # On a GPU TensorFlow's own out-of-memory error is reported instead (run_cli).
         pixels = shape[0] * shape[1]
-        if optimiser is None and pixels > tiling.pass_limit():
+        if optimiser is None and pixels > tiling.pass_limit(network.precision):
             # A large style image goes through in tiles: a tile's activations, plus the
             # image itself (uint8 and float32 copies) held meanwhile.
             side = 2 * tiling.TILE_SIDE

@@ -19,12 +19,12 @@ TILE_ABOVE_PIXELS = 2048 * 2048
 TILE_SIDE = 1024
 
 
-def pass_limit() -> int:
+def pass_limit(precision: str = "float32") -> int:
     """The most pixels one pass through the network may have here: TILE_ABOVE_PIXELS, or fewer
     where oneDNN's GEMM convolutions need it (`hardware.onednn_pass_pixels`)."""
     from .hardware import onednn_pass_pixels
 
-    limit = onednn_pass_pixels()
+    limit = onednn_pass_pixels(precision)
     return TILE_ABOVE_PIXELS if limit is None else min(TILE_ABOVE_PIXELS, limit)
 
 
@@ -164,18 +164,19 @@ def _crop(image: np.ndarray, tile: Tile) -> np.ndarray:
 
 
 def tiled_gram_sums(extractor, image: np.ndarray, layers: Sequence[str],
-                    tile: int | tuple[int, int] | None = None
+                    tile: int | tuple[int, int] | None = None, precision: str = "float32"
                     ) -> dict[str, tuple[np.ndarray, int]]:
     """For each layer, (Σ FᵀF over every position, number of feature values h·w·c) of the
     network-space `image` (1, H, W, 3), accumulated in float64 over tiles with cores of about
-    `tile` pixels (by default TILE_SIDE, or less where `pass_limit` asks)."""
+    `tile` pixels (by default TILE_SIDE, or less where `pass_limit` asks for the extractor's
+    `precision`)."""
     import tensorflow as tf
 
     _, height, width, _ = image.shape
     if tile is None:
-        tile = TILE_SIDE
-        if largest_crop(height, width, layers, tile) > pass_limit():
-            tile = best_core(height, width, layers, pass_limit()) or grid(layers)
+        tile, limit = TILE_SIDE, pass_limit(precision)
+        if largest_crop(height, width, layers, tile) > limit:
+            tile = best_core(height, width, layers, limit) or grid(layers)
     sums: dict[str, np.ndarray | float] = {name: 0.0 for name in layers}
     for t in plan(height, width, layers, tile):
         feats = extractor(tf.constant(_crop(image, t), tf.float32), training=False)

@@ -57,7 +57,7 @@ def no_onednn_pass_limit(monkeypatch):
     them (it varies between machines); the tests of that limit set it themselves."""
     from styleflow import hardware
 
-    monkeypatch.setattr(hardware, "onednn_pass_pixels", lambda: None)
+    monkeypatch.setattr(hardware, "onednn_pass_pixels", lambda precision="float32": None)
 
 
 @pytest.fixture

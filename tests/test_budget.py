@@ -77,7 +77,7 @@ def test_passes_stay_within_onednn_gemm_limit(monkeypatch):
     from styleflow import hardware
 
     limit = 300_000
-    monkeypatch.setattr(hardware, "onednn_pass_pixels", lambda: limit)
+    monkeypatch.setattr(hardware, "onednn_pass_pixels", lambda precision="float32": limit)
     assert choose((400, 500), max_memory=100).tile is None
     layout = choose((768, 1024), max_memory=100)
     assert layout.tile is not None

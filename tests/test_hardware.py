@@ -54,7 +54,6 @@ def test_onednn_is_asked_for_unless_the_user_chose_or_tensorflow_is_loaded(monke
 
     monkeypatch.delenv(hardware.ONEDNN_VARIABLE, raising=False)
     monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
-    monkeypatch.setattr(hardware, "onednn_convolves_by_gemm", lambda: False)
     assert hardware.prefer_onednn() is True
     assert hardware.os.environ[hardware.ONEDNN_VARIABLE] == "1"
     monkeypatch.setenv(hardware.ONEDNN_VARIABLE, "0")  # the user's choice stands
@@ -75,11 +74,8 @@ def test_importing_styleflow_first_gives_tensorflow_onednn(setting, expected):
 
     from conftest import ROOT, cli_env, default_signals
 
-    # Two threads: on a CPU without AVX-512 more would leave oneDNN off (prefer_onednn).
-    env = cli_env(TF_CPP_MIN_LOG_LEVEL="3", TF_NUM_INTRAOP_THREADS="2")
+    env = cli_env(TF_CPP_MIN_LOG_LEVEL="3")
     env.pop(hardware.ONEDNN_VARIABLE, None)
-    for name in hardware.ISA_VARIABLES:
-        env.pop(name, None)
     if setting is not None:
         env[hardware.ONEDNN_VARIABLE] = setting
     code = ("import styleflow, tensorflow\n"
@@ -121,36 +117,28 @@ def test_gemm_pass_limit_lies_below_the_sizes_that_fell_back():
 
 
 def test_onednn_limit_only_where_it_convolves_by_gemm(monkeypatch):
-    from styleflow import memory
+    from styleflow import frozen_conv, memory
 
     monkeypatch.undo()  # the suite's stand-in (conftest) would hide the real function
     monkeypatch.setattr(hardware, "intra_op_threads", lambda: 4)
     monkeypatch.setattr(memory, "onednn_enabled", lambda: True)
     monkeypatch.setattr(hardware, "onednn_convolves_by_gemm", lambda: True)
-    assert hardware.onednn_pass_pixels() == hardware.gemm_pass_pixels(4)
+    # float32 convolves through oneDNN's brgemm kernels (frozen_conv): no limit.
+    assert frozen_conv.use_transposed("float32")
+    assert hardware.onednn_pass_pixels("float32") is None
+    assert hardware.onednn_pass_pixels("bfloat16") == hardware.gemm_pass_pixels(4)
     monkeypatch.setattr(hardware, "onednn_convolves_by_gemm", lambda: False)
-    assert hardware.onednn_pass_pixels() is None
+    assert hardware.onednn_pass_pixels("bfloat16") is None
     monkeypatch.setattr(hardware, "onednn_convolves_by_gemm", lambda: True)
     monkeypatch.setattr(memory, "onednn_enabled", lambda: False)
-    assert hardware.onednn_pass_pixels() is None
+    assert hardware.onednn_pass_pixels("bfloat16") is None
 
 
-@pytest.mark.parametrize("threads, asked", [(2, True), (16, False)])
-def test_onednn_asked_for_on_gemm_cpus_only_with_few_threads(monkeypatch, threads, asked):
-    import sys
-
-    monkeypatch.delenv(hardware.ONEDNN_VARIABLE, raising=False)
-    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
-    monkeypatch.setattr(hardware, "onednn_convolves_by_gemm", lambda: True)
-    monkeypatch.setattr(hardware, "intra_op_threads", lambda: threads)
-    assert hardware.prefer_onednn() is asked
-    assert (hardware.ONEDNN_VARIABLE in hardware.os.environ) is asked
-
-
-def test_run_above_the_gemm_limit_finishes_in_tiles(tmp_path):
+def test_run_above_the_gemm_limit_finishes(tmp_path):
     """With oneDNN acting as on an AVX2 CPU (ONEDNN_MAX_CPU_ISA) and 8 threads, a 1000x750 image
-    is above the GEMM convolutions' limit (about 0.47 MP): in one pass its first convolution
-    would crawl through oneDNN's reference loop for minutes; tiled, the run takes seconds."""
+    is above the GEMM convolutions' limit (about 0.47 MP): through Keras' Conv2D its first
+    convolution would crawl through oneDNN's reference loop for minutes; through frozen_conv's
+    layers it runs in one pass in seconds."""
     from conftest import make_image, run_cli
 
     content = make_image(tmp_path / "content.png", (1000, 750), 1)
@@ -161,5 +149,5 @@ def test_run_above_the_gemm_limit_finishes_in_tiles(tmp_path):
                    ONEDNN_MAX_CPU_ISA="AVX2", TF_ENABLE_ONEDNN_OPTS="1",
                    TF_NUM_INTRAOP_THREADS="8")
     assert proc.returncode == 0, proc.stderr
-    assert "memory: tiles of" in proc.stdout
+    assert "memory: tiles" not in proc.stdout  # one pass, no tiles needed
     assert out.exists()

@@ -179,7 +179,7 @@ def test_style_gram_tiles_follow_the_pass_limit(monkeypatch):
     image = np.random.default_rng(3).normal(0, 50, (1, 240, 320, 3)).astype(np.float32)
     whole = tiling.tiled_gram_sums(extractor, image, layers, tile=(240, 320))
     limit = 40_000
-    monkeypatch.setattr(hardware, "onednn_pass_pixels", lambda: limit)
+    monkeypatch.setattr(hardware, "onednn_pass_pixels", lambda precision="float32": limit)
     seen = []
 
     def recording(x, **kw):

@@ -1,0 +1,91 @@
+"""VGG19's 3x3 convolutions with frozen weights, computed by oneDNN's input-gradient kernel.
+
+Style transfer never trains the network, so a convolution's weights can be laid out once for
+whichever oneDNN kernel is fastest. TensorFlow hands oneDNN its forward convolutions in a form
+that, on a CPU without AVX-512, only oneDNN's im2col + GEMM path accepts: it is about 2x slower
+than oneDNN's brgemm kernels there and falls back to a reference loop ~500x slower above a
+scratch limit (`hardware.GEMM_SCRATCH_VALUES`). The input gradient of a convolution *is* a
+convolution (with the kernel mirrored and its channels swapped), and TensorFlow runs that op on
+brgemm kernels everywhere. So the forward pass is written as the input gradient of the mirrored
+kernel, and its own gradient as the input gradient of the original one: the same arithmetic,
+brgemm both ways, no scratch limit.
+
+Measured per convolution with ONEDNN_MAX_CPU_ISA=AVX2 on 2 threads: 64 -> 64 channels at
+800x600 0.30 -> 0.21 s, 256 -> 256 at 200x150 0.54 -> 0.18 s; with AVX-512 64 channels the
+same, 256 channels 0.15 -> 0.10 s. With TensorFlow's own kernels (oneDNN off) the input
+gradient is 2.5x slower than the forward op, so `use_transposed` keeps Keras' layer there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def use_transposed(dtype: str) -> bool:
+    """Whether convolutions are built this way here: float32 on a CPU whose TensorFlow runs
+    oneDNN (bfloat16 and GPUs keep Keras' Conv2D: cuDNN, and oneDNN's bfloat16 kernels, were
+    not measured this way)."""
+    import sys
+
+    import keras
+
+    from .memory import onednn_enabled
+
+    if dtype != "float32" or not onednn_enabled() or keras.backend.backend() != "tensorflow":
+        return False
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        if tf.config.list_logical_devices("GPU"):
+            return False
+    return True
+
+
+def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str):
+    """A Keras layer computing relu(conv3x3_same(x, kernel) + bias) by input-gradient ops;
+    `kernel` is Keras' (3, 3, in, out) layout. Kernel and bias are the layer's two
+    (non-trainable) weights, as in Keras' Conv2D, so get/set/save/load_weights work alike."""
+    import keras
+    import tensorflow as tf
+
+    kernel = np.asarray(kernel, np.float32)
+    bias = np.asarray(bias, np.float32)
+
+    class FrozenConv2D(keras.layers.Layer):
+        """A frozen 3x3 'same' convolution with bias and ReLU (see the module's docstring)."""
+
+        def __init__(self):
+            super().__init__(name=name, trainable=False)
+            self.kernel = self.add_weight(shape=kernel.shape, name="kernel", trainable=False,
+                                          initializer=keras.initializers.Constant(kernel))
+            self.bias = self.add_weight(shape=bias.shape, name="bias", trainable=False,
+                                        initializer=keras.initializers.Constant(bias))
+
+        def call(self, x):
+            k = tf.convert_to_tensor(self.kernel)
+            # The mirrored kernel with in/out swapped: its input gradient is our forward pass
+            # (derived per call from the weights so set/load_weights cannot leave it stale).
+            mirrored = tf.transpose(tf.reverse(k, [0, 1]), (0, 1, 3, 2))
+            return tf.nn.relu(_convolve(x, k, mirrored) + self.bias)
+
+        def compute_output_shape(self, input_shape):
+            return (*input_shape[:3], kernel.shape[3])
+
+    return FrozenConv2D()
+
+
+def _convolve(x, kernel, mirrored):
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def forward(x):
+        shape = tf.concat([tf.shape(x)[:3], tf.shape(kernel)[3:]], 0)
+        y = tf.nn.conv2d_transpose(x, mirrored, shape, 1, "SAME")
+        y.set_shape([*x.shape[:3], kernel.shape[3]])
+
+        def backward(dy):
+            return tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), 1, "SAME")
+
+        return y, backward
+
+    return forward(x)

@@ -1,0 +1,68 @@
+"""frozen_conv's convolutions (oneDNN's input-gradient kernels) give the same features and image
+gradient as Keras' Conv2D, hold their weights as Conv2D does, and are used where they pay."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from styleflow import frozen_conv, memory
+from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
+from styleflow.network import build_extractor
+from styleflow.weights import random_weights
+
+LAYERS = [FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS]
+
+
+def _features_and_gradient(convolution):
+    model = build_extractor(random_weights(3).layers, LAYERS, convolution=convolution)
+    x = tf.constant(np.random.default_rng(0).normal(0, 50, (1, 48, 80, 3)).astype(np.float32))
+
+    @tf.function
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            feats = model(x)
+            loss = sum(tf.reduce_sum(tf.square(f)) * (i + 1)
+                       for i, f in enumerate(feats[n] for n in LAYERS))
+        return feats, tape.gradient(loss, x)
+
+    feats, grad = run(x)
+    return {n: f.numpy() for n, f in feats.items()}, grad.numpy(), model
+
+
+def test_same_features_and_gradient_as_keras_conv2d():
+    keras_feats, keras_grad, _ = _features_and_gradient("keras")
+    feats, grad, model = _features_and_gradient("transposed")
+    assert not any(type(layer).__name__ == "Conv2D" for layer in model.layers)
+    for name in LAYERS:
+        want = keras_feats[name]
+        assert np.abs(feats[name] - want).max() <= 1e-5 * np.abs(want).max(), name
+    assert np.abs(grad - keras_grad).max() <= 1e-4 * np.abs(keras_grad).max()
+    assert np.abs(keras_grad).max() > 0
+
+
+def test_weights_are_the_layers_own_and_not_trained():
+    source = random_weights(5, ["block1_conv2"]).layers
+    model = build_extractor(source, ["block1_conv2"], convolution="transposed")
+    assert not model.trainable_variables
+    kernel, bias = model.get_layer("block1_conv2").get_weights()
+    np.testing.assert_array_equal(kernel, source["block1_conv2"][0])
+    np.testing.assert_array_equal(bias, source["block1_conv2"][1])
+    # set_weights reaches the computation (nothing derived from the old weights is kept).
+    layer = model.get_layer("block1_conv1")
+    x = tf.ones((1, 16, 16, 3))
+    before = model(x)["block1_conv2"].numpy()
+    k, b = layer.get_weights()
+    layer.set_weights([k, b + 100.0])
+    assert np.abs(model(x)["block1_conv2"].numpy() - before).max() > 1.0
+
+
+def test_used_for_float32_with_onednn_only(monkeypatch):
+    monkeypatch.setattr(memory, "onednn_enabled", lambda: True)
+    assert frozen_conv.use_transposed("float32")
+    assert not frozen_conv.use_transposed("bfloat16")
+    monkeypatch.setattr(memory, "onednn_enabled", lambda: False)
+    # TensorFlow's own kernels run the input-gradient op 2.5x slower than Conv2D.
+    assert not frozen_conv.use_transposed("float32")
+    with pytest.raises(ValueError):
+        build_extractor(random_weights(0).layers, ["block1_conv1"], convolution="fast")
