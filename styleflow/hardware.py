@@ -18,9 +18,9 @@ AVX512_CORE_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
 # Below AVX512_CORE, oneDNN 3.7 (TensorFlow 2.21) runs TensorFlow's float32 forward
 # convolutions as im2col + GEMM, whose scratch buffer it caps: once one convolution's input
 # values times the threads reach 2**28 it falls back to its reference loop without a word,
-# hours per convolution. Measured with ONEDNN_MAX_CPU_ISA=AVX2 (bench/conv_limit.py), 64
-# channels: 2 threads 1000x2090 1.3 s, 1024x2048 never finished; 1 thread 2000x2090 5.2 s,
-# 2100x2100 never; 8 threads 720x720 0.4 s, 730x730 never.
+# about 500x slower. Measured with ONEDNN_MAX_CPU_ISA=AVX2 (bench/conv_limit.py), one 64 -> 64
+# channel convolution: 2 threads 1000x2090 1.3 s, 1024x2048 unfinished after 5 minutes;
+# 1 thread 2000x2090 5.2 s, 2100x2100 unfinished; 8 threads 720x720 0.4 s, 730x730 191 s.
 GEMM_SCRATCH_VALUES = 2**28
 GEMM_SAFETY = 0.9
 # VGG19's widest input at full resolution: block1_conv2 reads 64 channels per pixel.
@@ -161,7 +161,7 @@ def prefer_onednn() -> bool:
     whether this call set it.
 
     TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX. With
-    `frozen_conv`'s convolutions it is the fastest choice on AVX2 CPUs too (bench/evaluation.py;
+    `frozen_conv`'s convolutions it is the fastest choice on AVX2 CPUs too (bench/levers.py;
     TensorFlow's own kernels run the input-gradient ops 2.5x slower), and the GEMM limit above
     no longer applies to float32; passes in other precisions keep within it
     (`onednn_pass_pixels`)."""

@@ -11,7 +11,20 @@ def gram_matrix(features: tf.Tensor) -> tf.Tensor:
     """Unnormalised Gram matrix FᵀF (c x c) of a (1, h, w, c) activation map."""
     channels = tf.shape(features)[-1]
     flat = tf.reshape(features, (-1, channels))
-    return tf.matmul(flat, flat, transpose_a=True)
+    return flat_gram(flat)
+
+
+@tf.custom_gradient
+def flat_gram(flat: tf.Tensor):
+    """FᵀF of an (n, c) matrix. Its gradient is F(dG + dGᵀ), one (n x c)·(c x c) product;
+    TensorFlow's own matmul gradient computes one per operand of FᵀF and adds them, twice the
+    work (on an AVX2 CPU these products were a fifth of an evaluation)."""
+    gram = tf.matmul(flat, flat, transpose_a=True)
+
+    def gradient(upstream):
+        return tf.matmul(flat, upstream + tf.transpose(upstream))
+
+    return gram, gradient
 
 
 # --- Keras example normalisation (neural_style_transfer.py) ---

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import tiling
+from .losses import flat_gram
 from .objective import KERAS_EXAMPLE, Parts
 
 # Rows of the image per total-variation strip: a few image-sized temporaries per strip.
@@ -79,8 +80,7 @@ class TiledLoss:
             for i, name in enumerate(self.style_layers):
                 f = _core(tf.cast(feats[name], tf.float32), boxes[offset + i])
                 flat = tf.reshape(f, (-1, tf.shape(f)[-1]))
-                gram = tf.matmul(flat, flat, transpose_a=True)
-                surrogate += tf.reduce_sum(gram * style_slopes[i])
+                surrogate += tf.reduce_sum(flat_gram(flat) * style_slopes[i])
         return content, tape.gradient(surrogate, crop)
 
     def _tv_strip(self, strip, rows):

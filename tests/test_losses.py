@@ -78,3 +78,24 @@ def test_total_variation_mean():
     dy, dx = x64[:, 1:] - x64[:, :-1], x64[:, :, 1:] - x64[:, :, :-1]
     want = 2 * (np.sum(dy ** 2) / 2) / dy.size + 2 * (np.sum(dx ** 2) / 2) / dx.size
     assert float(losses.total_variation_mean(tf.constant(x))) == pytest.approx(want, rel=1e-5)
+
+
+def test_gram_gradient_equals_the_matmul_gradient():
+    """flat_gram's one-product gradient F(dG + dGᵀ) equals what TensorFlow derives for FᵀF,
+    for an upstream gradient that is not symmetric too."""
+    import numpy as np
+    import tensorflow as tf
+
+    from styleflow.losses import flat_gram
+
+    rng = np.random.default_rng(0)
+    flat = tf.constant(rng.normal(size=(300, 24)).astype(np.float32))
+    weights = tf.constant(rng.normal(size=(24, 24)).astype(np.float32))  # not symmetric
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(flat)
+        ours = tf.reduce_sum(flat_gram(flat) * weights)
+        plain = tf.reduce_sum(tf.matmul(flat, flat, transpose_a=True) * weights)
+    np.testing.assert_allclose(ours.numpy(), plain.numpy(), rtol=1e-6)
+    want = tape.gradient(plain, flat).numpy()
+    got = tape.gradient(ours, flat).numpy()
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
