@@ -1,7 +1,7 @@
 """VGG19's 3x3 convolutions with frozen weights, computed by oneDNN's input-gradient kernel.
 
-Style transfer never trains the network, so a convolution's weights can be laid out once for
-whichever oneDNN kernel is fastest. TensorFlow hands oneDNN its forward convolutions in a form
+Style transfer never trains the network, so a convolution may be computed by whichever oneDNN
+kernel is fastest, weight gradients aside. TensorFlow hands oneDNN its forward convolutions in a form
 that, on a CPU without AVX-512, only oneDNN's im2col + GEMM path accepts: it is about 2x slower
 than oneDNN's brgemm kernels there and falls back to a reference loop ~500x slower above a
 scratch limit (`hardware.GEMM_SCRATCH_VALUES`). The input gradient of a convolution *is* a
@@ -13,7 +13,7 @@ brgemm both ways, no scratch limit.
 Measured per convolution with ONEDNN_MAX_CPU_ISA=AVX2 on 2 threads: 64 -> 64 channels at
 800x600 0.30 -> 0.21 s, 256 -> 256 at 200x150 0.54 -> 0.18 s; with AVX-512 64 channels the
 same, 256 channels 0.15 -> 0.10 s. With TensorFlow's own kernels (oneDNN off) the input
-gradient is 2.5x slower than the forward op, so `use_transposed` keeps Keras' layer there.
+gradient is 1.7-2.5x slower than the forward op, so `use_transposed` keeps Keras' layer there.
 """
 
 from __future__ import annotations
