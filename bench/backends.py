@@ -13,15 +13,13 @@ row says so.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from cpu import cpu_description  # noqa: E402
+from timing import run_child  # noqa: E402
 
 COMMON = r"""
 import json, sys
@@ -86,14 +84,6 @@ print(json.dumps(dict(seconds=seconds, loss=float(step(image)[0]))))
 """
 
 
-def measure(backend: str, code: str) -> dict | str:
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        return (proc.stderr.strip().splitlines() or ["failed"])[-1]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["400x300", "800x600"], help="WxH")
@@ -107,8 +97,8 @@ def main() -> None:
     for text in args.sizes:
         w, h = (int(v) for v in text.lower().split("x"))
         fill = dict(root=str(HERE.parent), h=h, w=w, repeats=args.repeats)
-        tf_row = measure("tensorflow", TENSORFLOW.format(**fill))
-        jax_row = measure("jax", JAX.format(**fill))
+        tf_row = run_child(TENSORFLOW.format(**fill), KERAS_BACKEND="tensorflow")
+        jax_row = run_child(JAX.format(**fill), KERAS_BACKEND="jax")
         if isinstance(tf_row, str) or isinstance(jax_row, str):
             print(f"{text:>9} TensorFlow: {tf_row if isinstance(tf_row, str) else 'ok'}; "
                   f"JAX: {jax_row if isinstance(jax_row, str) else 'ok'}", flush=True)

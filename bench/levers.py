@@ -14,15 +14,13 @@ bench/levers.py`; TensorFlow's own kernels (oneDNN off) are the same on both.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from cpu import cpu_description  # noqa: E402
+from timing import run_child  # noqa: E402
 
 CHILD = r"""
 import json, sys
@@ -51,15 +49,6 @@ print(json.dumps(dict(rows=rows, auto="transposed" if use_transposed("float32") 
 """
 
 
-def measure(onednn: str, h: int, w: int, repeats: int) -> dict | str:
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn, TF_CPP_MIN_LOG_LEVEL="3")
-    code = CHILD.format(root=str(HERE.parent), h=h, w=w, repeats=repeats)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        return (proc.stderr.strip().splitlines() or ["failed"])[-1]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["400x300", "800x600"], help="WxH")
@@ -74,7 +63,8 @@ def main() -> None:
         w, h = (int(v) for v in text.lower().split("x"))
         first = None
         for onednn in ("0", "1"):
-            result = measure(onednn, h, w, args.repeats)
+            code = CHILD.format(root=str(HERE.parent), h=h, w=w, repeats=args.repeats)
+            result = run_child(code, TF_ENABLE_ONEDNN_OPTS=onednn)
             if isinstance(result, str):
                 print(f"{text:>9} {'on' if onednn == '1' else 'off':>7} failed: {result}")
                 continue

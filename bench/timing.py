@@ -1,10 +1,27 @@
 """Timing shared by the benchmarks, free of TensorFlow so that child processes running
-another framework (bench/backends.py) can use it too."""
+another framework (bench/backends.py) can use it too, and the fresh child processes that
+benchmarks needing a setting read once at start-up (oneDNN, the Keras backend) measure in."""
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
+
+
+def run_child(code: str, **env: str) -> dict | str:
+    """Run Python `code` in a fresh process with `env` added to this one's environment (and
+    TensorFlow's logging quiet): the JSON object its last output line prints, or the last line
+    of its error output when it failed."""
+    full = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=full)
+    if proc.returncode != 0:
+        return (proc.stderr.strip().splitlines() or ["failed"])[-1]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:

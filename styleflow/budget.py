@@ -139,7 +139,7 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
 def _check_forced_tile(height: int, width: int, layers: Sequence[str], tile: int,
                        limit: int) -> None:
     """Refuse a --tile whose passes oneDNN's GEMM convolutions could not run (they would fall
-    back to a reference loop taking hours); larger passes than UNTILED_MAX_PIXELS are the
+    back to a reference loop about 500x slower); larger passes than UNTILED_MAX_PIXELS are the
     user's call."""
     if limit >= UNTILED_MAX_PIXELS or tiling.largest_crop(height, width, layers, tile) <= limit:
         return

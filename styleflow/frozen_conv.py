@@ -1,8 +1,8 @@
 """VGG19's 3x3 convolutions with frozen weights, computed by oneDNN's input-gradient kernel.
 
 Style transfer never trains the network, so a convolution may be computed by whichever oneDNN
-kernel is fastest, weight gradients aside. TensorFlow hands oneDNN its forward convolutions in a form
-that, on a CPU without AVX-512, only oneDNN's im2col + GEMM path accepts: it is about 2x slower
+kernel is fastest, weight gradients aside. TensorFlow hands oneDNN its forward convolutions in a
+form that, on a CPU without AVX-512, only oneDNN's im2col + GEMM path accepts: it is about 2x slower
 than oneDNN's brgemm kernels there and falls back to a reference loop ~500x slower above a
 scratch limit (`hardware.GEMM_SCRATCH_VALUES`). The input gradient of a convolution *is* a
 convolution (with the kernel mirrored and its channels swapped), and TensorFlow runs that op on
@@ -25,20 +25,13 @@ def use_transposed(dtype: str) -> bool:
     """Whether convolutions are built this way here: float32 on a CPU whose TensorFlow runs
     oneDNN (bfloat16 and GPUs keep Keras' Conv2D: cuDNN, and oneDNN's bfloat16 kernels, were
     not measured this way)."""
-    import sys
-
     import keras
 
+    from .hardware import gpu_visible
     from .memory import onednn_enabled
 
-    if dtype != "float32" or not onednn_enabled() or keras.backend.backend() != "tensorflow":
-        return False
-    if "tensorflow" in sys.modules:
-        import tensorflow as tf
-
-        if tf.config.list_logical_devices("GPU"):
-            return False
-    return True
+    return (dtype == "float32" and onednn_enabled() and keras.backend.backend() == "tensorflow"
+            and not gpu_visible())
 
 
 def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str):

@@ -41,6 +41,13 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def gpu_visible() -> bool:
+    """Whether TensorFlow runs on a GPU here (it then does the convolutions, not oneDNN)."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 def gpu_compute_capabilities() -> list[tuple[int, int]]:
     """Compute capability of each GPU TensorFlow sees."""
     import tensorflow as tf
@@ -145,13 +152,8 @@ def onednn_pass_pixels(precision: str = "float32") -> int | None:
     from .memory import onednn_enabled
 
     if (not onednn_enabled() or not onednn_convolves_by_gemm()
-            or use_transposed(precision)):
+            or use_transposed(precision) or gpu_visible()):
         return None
-    if "tensorflow" in sys.modules:
-        import tensorflow as tf
-
-        if tf.config.list_logical_devices("GPU"):
-            return None
     return gemm_pass_pixels(intra_op_threads())
 
 

@@ -14,6 +14,7 @@ from .budget import Layout
 from .defaults import (DEFAULT_HEIGHT, FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
                        LITE_STYLE_LAYERS, NS_CONTENT_LAYERS)
 from .errors import StyleflowError
+from .hardware import gpu_visible
 from .memory import check_fits, gpu_available_bytes
 from .network import InputSpec, build_extractor, check_layers, min_image_side
 from .objective import KERAS_EXAMPLE, NEURAL_STYLE, LossGraph, Objective
@@ -106,7 +107,7 @@ def check_size(shape: tuple[int, int], network: Network, what: str,
         # optimiser's state there); where that cannot be read, only an explicit budget or
         # tile is planned for and TensorFlow's own out-of-memory error is reported (run_cli).
         available = resident = None
-        if max_memory is None and _on_gpu():
+        if max_memory is None and gpu_visible():
             available = gpu_available_bytes()
             resident = 0  # the device's figure already counts what TensorFlow holds
             if available is None:
@@ -114,7 +115,7 @@ def check_size(shape: tuple[int, int], network: Network, what: str,
         return budget.choose(shape, layers, network.content_layers, network.precision,
                              optimiser, max_memory=max_memory, tile=tile, what=what,
                              available=available, resident=resident)
-    if not _on_gpu():
+    if not gpu_visible():
         # On a GPU TensorFlow's own out-of-memory error is reported instead (run_cli).
         pixels = shape[0] * shape[1]
         if optimiser is None and pixels > tiling.pass_limit(network.precision):
@@ -126,12 +127,6 @@ def check_size(shape: tuple[int, int], network: Network, what: str,
                        shown=shape)
         else:
             check_fits(shape, layers, network.precision, optimiser or "forward", what=what)
-
-
-def _on_gpu() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_logical_devices("GPU"))
 
 
 @dataclass

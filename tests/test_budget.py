@@ -154,7 +154,7 @@ def test_on_a_gpu_the_tiles_follow_its_free_memory(monkeypatch, free_gb):
     from styleflow import problem
     from styleflow.problem import Network
 
-    monkeypatch.setattr(problem, "_on_gpu", lambda: True)
+    monkeypatch.setattr(problem, "gpu_visible", lambda: True)
     monkeypatch.setattr(problem, "gpu_available_bytes",
                         lambda: None if free_gb is None else free_gb * GB)
     monkeypatch.setattr(budget, "available_bytes", lambda: 100 * GB)  # the host: roomy
