@@ -22,16 +22,16 @@ import numpy as np
 
 
 def use_transposed(dtype: str) -> bool:
-    """Whether convolutions are built this way here: float32 on a CPU whose TensorFlow runs
-    oneDNN (bfloat16 and GPUs keep Keras' Conv2D: cuDNN, and oneDNN's bfloat16 kernels, were
-    not measured this way)."""
+    """Whether convolutions are built this way here: float32 on an x86 CPU whose TensorFlow
+    runs oneDNN (bfloat16, GPUs and other CPUs keep Keras' Conv2D: cuDNN, oneDNN's bfloat16
+    kernels and its ARM kernels were not measured this way)."""
     import keras
 
-    from .hardware import gpu_visible
+    from .hardware import gpu_visible, x86
     from .memory import onednn_enabled
 
-    return (dtype == "float32" and onednn_enabled() and keras.backend.backend() == "tensorflow"
-            and not gpu_visible())
+    return (dtype == "float32" and x86() and onednn_enabled()
+            and keras.backend.backend() == "tensorflow" and not gpu_visible())
 
 
 def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str):

@@ -104,11 +104,16 @@ def onednn_isa_cap() -> str | None:
     return None
 
 
+def x86() -> bool:
+    """Whether this is an x86 CPU (the only kind oneDNN's choices here were measured on)."""
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+
 def onednn_convolves_by_gemm() -> bool:
     """Whether oneDNN's float32 forward convolutions here are im2col + GEMM (see
     GEMM_SCRATCH_VALUES): on an x86 CPU without AVX-512 (or with oneDNN capped below it), or
     one whose flags cannot be read. Other architectures have other kernels."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+    if not x86():
         return False
     cap = onednn_isa_cap()
     if cap and cap not in ("ALL", "DEFAULT") and not cap.startswith(("AVX512", "AVX10")):

@@ -58,9 +58,18 @@ def test_weights_are_the_layers_own_and_not_trained():
 
 
 def test_used_for_float32_with_onednn_only(monkeypatch):
+    from styleflow import hardware
+
     monkeypatch.setattr(memory, "onednn_enabled", lambda: True)
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
     assert frozen_conv.use_transposed("float32")
     assert not frozen_conv.use_transposed("bfloat16")
+    monkeypatch.setattr(hardware, "gpu_visible", lambda: True)  # cuDNN convolves there
+    assert not frozen_conv.use_transposed("float32")
+    monkeypatch.setattr(hardware, "gpu_visible", lambda: False)
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "aarch64")
+    assert not frozen_conv.use_transposed("float32")
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(memory, "onednn_enabled", lambda: False)
     # TensorFlow's own kernels run the input-gradient op 2.5x slower than Conv2D.
     assert not frozen_conv.use_transposed("float32")
