@@ -129,12 +129,16 @@ def test_bfloat16_network_computes_in_bfloat16_and_stays_close(extractor):
     assert cosine > 0.99
 
 
-def test_no_weight_gradient_convolution_runs(extractor, tmp_path):
-    """The traced gradient holds a Conv2DBackpropFilter per convolution (TensorFlow's Conv2D
-    gradient makes both), but only the image's gradient is asked for: TensorFlow must prune
-    them, so the profiler sees input-gradient convolutions run and no filter-gradient ones."""
+@pytest.mark.parametrize("convolution", ["keras", "transposed"])
+def test_no_weight_gradient_convolution_runs(convolution, tmp_path):
+    """With Keras' Conv2D the traced gradient holds a Conv2DBackpropFilter per convolution
+    (TensorFlow's Conv2D gradient makes both), but only the image's gradient is asked for:
+    TensorFlow must prune them, so the profiler sees input-gradient convolutions run and no
+    filter-gradient ones (frozen_conv's gradient has none to begin with)."""
     import tensorflow as tf
 
+    extractor = build_extractor(random_weights(3).layers, CONTENT + STYLE,
+                                convolution=convolution)
     content, style = images((40, 32), 2, 7)
     objective = Objective(extractor, content, [style], {CONTENT[0]: 1.0},
                           {name: 0.5 for name in STYLE}, 1.0, 1.0, 1.0)
