@@ -22,9 +22,7 @@ from cpu import cpu_description  # noqa: E402
 from timing import run_child  # noqa: E402
 
 COMMON = r"""
-import json, sys
-sys.path.insert(0, {root!r})
-sys.path.insert(0, {root!r} + "/bench")
+import json
 from timing import median_seconds
 import numpy as np
 from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
@@ -96,7 +94,7 @@ def main() -> None:
           f"{'loss diff':>10}")
     for text in args.sizes:
         w, h = (int(v) for v in text.lower().split("x"))
-        fill = dict(root=str(HERE.parent), h=h, w=w, repeats=args.repeats)
+        fill = dict(h=h, w=w, repeats=args.repeats)
         tf_row = run_child(TENSORFLOW.format(**fill), KERAS_BACKEND="tensorflow")
         jax_row = run_child(JAX.format(**fill), KERAS_BACKEND="jax")
         if isinstance(tf_row, str) or isinstance(jax_row, str):

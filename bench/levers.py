@@ -23,9 +23,7 @@ from cpu import cpu_description  # noqa: E402
 from timing import run_child  # noqa: E402
 
 CHILD = r"""
-import json, sys
-sys.path.insert(0, {root!r})
-sys.path.insert(0, {root!r} + "/bench")
+import json
 from common import pair, median_seconds
 import numpy as np
 from styleflow.defaults import FULL_CONTENT_LAYER as C, FULL_STYLE_LAYERS as S
@@ -63,7 +61,7 @@ def main() -> None:
         w, h = (int(v) for v in text.lower().split("x"))
         first = None
         for onednn in ("0", "1"):
-            code = CHILD.format(root=str(HERE.parent), h=h, w=w, repeats=args.repeats)
+            code = CHILD.format(h=h, w=w, repeats=args.repeats)
             result = run_child(code, TF_ENABLE_ONEDNN_OPTS=onednn)
             if isinstance(result, str):
                 print(f"{text:>9} {'on' if onednn == '1' else 'off':>7} failed: {result}")

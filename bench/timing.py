@@ -10,13 +10,19 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
 
 
 def run_child(code: str, **env: str) -> dict | str:
-    """Run Python `code` in a fresh process with `env` added to this one's environment (and
-    TensorFlow's logging quiet): the JSON object its last output line prints, or the last line
-    of its error output when it failed."""
-    full = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env)
+    """Run Python `code` in a fresh process that imports styleflow and the benchmarks'
+    modules, with `env` added to this one's environment (and TensorFlow's logging quiet): the
+    JSON object its last output line prints, or the last line of its error output when it
+    failed."""
+    paths = [str(BENCH.parent), str(BENCH), os.environ.get("PYTHONPATH", "")]
+    full = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                PYTHONPATH=os.pathsep.join(p for p in paths if p), **env)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=full)
     if proc.returncode != 0:
