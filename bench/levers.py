@@ -1,8 +1,9 @@
 """Which lever gives what: seconds per loss+gradient evaluation of the Keras example's
 objective (full layers, float32, random weights) with TensorFlow's oneDNN kernels on and off
 (each in a fresh process: TensorFlow reads the setting once), convolutions through Keras'
-Conv2D or through `frozen_conv` (oneDNN's input-gradient kernels), and XLA off or on, all
-measured in one run. The `auto` column marks what styleflow picks by default.
+Conv2D, through `frozen_conv` (oneDNN's input-gradient kernels) or through those with
+Winograd's algorithm in the deeper layers (`winograd`), and XLA off or on, all measured in one
+run. The `auto` column marks what styleflow picks by default.
 
 To see an AVX2-only CPU's kernels on an AVX-512 machine, cap oneDNN (PyTorch too, for
 bench/peer_pytorch.py): `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python
@@ -35,7 +36,7 @@ weights = random_weights(0).layers
 content, style = pair(({h}, {w}))
 x = content + np.random.default_rng(0).normal(0, 5, content.shape).astype(np.float32)
 rows = []
-for convolution in ("keras", "transposed"):
+for convolution in ("keras", "transposed", "winograd"):
     extractor = build_extractor(weights, [C, *S], convolution=convolution)
     for xla in (False, True):
         objective = Objective(extractor, content, [style], {{C: 1.0}},
@@ -43,7 +44,7 @@ for convolution in ("keras", "transposed"):
         seconds = median_seconds(lambda: objective.loss_and_grads(x), {repeats})
         rows.append(dict(convolution=convolution, xla=xla, seconds=seconds,
                          loss=objective.loss_and_grads(x)[0].total))
-print(json.dumps(dict(rows=rows, auto="transposed" if use_transposed("float32") else "keras")))
+print(json.dumps(dict(rows=rows, auto="winograd" if use_transposed("float32") else "keras")))
 """
 
 

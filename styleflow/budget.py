@@ -9,8 +9,8 @@ from typing import Sequence
 
 from . import hardware, tiling
 from .errors import StyleflowError
-from .memory import (BASE_BYTES, BYTES_PER_ACTIVATION, FORWARD_SHARE, LBFGS_HISTORY,
-                     activation_elements, available_bytes, estimate_bytes, onednn_enabled,
+from .memory import (BYTES_PER_ACTIVATION, FORWARD_SHARE, LBFGS_HISTORY, activation_elements,
+                     available_bytes, base_bytes, estimate_bytes, onednn_enabled,
                      optimiser_bytes, resident_bytes)
 
 # scipy's L-BFGS-B keeps about (2m + 5) float64 vectors of the image's size (see
@@ -76,7 +76,7 @@ def tiled_need(size: tuple[int, int], crop_pixels: int, layers: Sequence[str],
     side = max(1, int(crop_pixels ** 0.5))
     per_activation = BYTES_PER_ACTIVATION[onednn_enabled()][precision]
     tile = per_activation * activation_elements((side, side), layers)
-    return int(BASE_BYTES + tile + content_bytes(size, content_layers)
+    return int(base_bytes(layers, precision) + tile + content_bytes(size, content_layers)
                + (optimiser_bytes(optimiser, history) + TILED_IMAGE_BYTES) * values)
 
 

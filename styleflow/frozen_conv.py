@@ -34,12 +34,16 @@ def use_transposed(dtype: str) -> bool:
             and keras.backend.backend() == "tensorflow" and not gpu_visible())
 
 
-def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str):
+def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool = False):
     """A Keras layer computing relu(conv3x3_same(x, kernel) + bias) by input-gradient ops;
     `kernel` is Keras' (3, 3, in, out) layout. Kernel and bias are the layer's two
-    (non-trainable) weights, as in Keras' Conv2D, so get/set/save/load_weights work alike."""
+    (non-trainable) weights, as in Keras' Conv2D, so get/set/save/load_weights work alike.
+    With `winograd`, maps and channel counts where `winograd.suits` are convolved by Winograd's
+    algorithm instead (both ways)."""
     import keras
     import tensorflow as tf
+
+    from . import winograd as fast
 
     kernel = np.asarray(kernel, np.float32)
     bias = np.asarray(bias, np.float32)
@@ -53,9 +57,15 @@ def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str):
                                           initializer=keras.initializers.Constant(kernel))
             self.bias = self.add_weight(shape=bias.shape, name="bias", trainable=False,
                                         initializer=keras.initializers.Constant(bias))
+            # Deeper layers convolve large maps by Winograd (see winograd.py); what it keeps
+            # is not a Keras weight, so the layer's weights stay kernel and bias.
+            self._winograd = (fast.WinogradConv()
+                              if winograd and fast.suits_channels(*kernel.shape[2:]) else None)
 
         def call(self, x):
             k = tf.convert_to_tensor(self.kernel)
+            if self._winograd is not None and fast.suits(x.shape):
+                return self._winograd(x, self.kernel, tf.convert_to_tensor(self.bias))
             # The mirrored kernel with in/out swapped: its input gradient is our forward pass
             # (derived per call from the weights so set/load_weights cannot leave it stale).
             mirrored = tf.transpose(tf.reverse(k, [0, 1]), (0, 1, 3, 2))

@@ -109,17 +109,23 @@ def x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 
-def onednn_convolves_by_gemm() -> bool:
-    """Whether oneDNN's float32 forward convolutions here are im2col + GEMM (see
-    GEMM_SCRATCH_VALUES): on an x86 CPU without AVX-512 (or with oneDNN capped below it), or
-    one whose flags cannot be read. Other architectures have other kernels."""
+def onednn_avx512() -> bool:
+    """Whether oneDNN may use AVX-512 here: an x86 CPU with AVX-512's core flags and no
+    ONEDNN_MAX_CPU_ISA cap below it (False where the flags cannot be read)."""
     if not x86():
         return False
     cap = onednn_isa_cap()
     if cap and cap not in ("ALL", "DEFAULT") and not cap.startswith(("AVX512", "AVX10")):
-        return True
+        return False
     flags = cpu_flags()
-    return not all(flag in flags for flag in AVX512_CORE_FLAGS)
+    return all(flag in flags for flag in AVX512_CORE_FLAGS)
+
+
+def onednn_convolves_by_gemm() -> bool:
+    """Whether oneDNN's float32 forward convolutions here are im2col + GEMM (see
+    GEMM_SCRATCH_VALUES): on an x86 CPU without AVX-512 (or with oneDNN capped below it), or
+    one whose flags cannot be read. Other architectures have other kernels."""
+    return x86() and not onednn_avx512()
 
 
 def intra_op_threads() -> int:

@@ -76,13 +76,42 @@ def activation_elements(size: tuple[int, int], layers: Sequence[str]) -> int:
     return total
 
 
+def winograd_cache_bytes(layers: Sequence[str], precision: str = "float32") -> int:
+    """Bytes the layers convolved by Winograd keep beside their weights: forward and backward
+    kernel transforms (4x the kernel each) and the kernel they were made from (see
+    winograd.WinogradConv); 0 where Winograd is not used."""
+    from .frozen_conv import use_transposed
+    from .winograd import ALPHA, suits_channels
+
+    if not use_transposed(precision):
+        return 0
+    last = deepest(layers)
+    total = 0
+    channels = 3
+    for entry in VGG19_LAYOUT:
+        if entry is None:
+            continue
+        name, filters = entry
+        if suits_channels(channels, filters):
+            total += (1 + 2 * ALPHA * ALPHA / 9) * 9 * channels * filters * 4
+        channels = filters
+        if name == last:
+            break
+    return int(total)
+
+
+def base_bytes(layers: Sequence[str], precision: str = "float32") -> int:
+    """What a run holds whatever the image size: TensorFlow, the weights, Winograd's caches."""
+    return BASE_BYTES + winograd_cache_bytes(layers, precision)
+
+
 def estimate_bytes(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
                    optimiser: str = "lbfgs") -> int:
     """Estimated peak memory of a run on an (h, w) image using `layers`."""
     pixels = size[0] * size[1] * 3
     per_activation = BYTES_PER_ACTIVATION[onednn_enabled()][precision] * (
         FORWARD_SHARE if optimiser == "forward" else 1.0)
-    return int(BASE_BYTES + per_activation * activation_elements(size, layers)
+    return int(base_bytes(layers, precision) + per_activation * activation_elements(size, layers)
                + IMAGE_BYTES[optimiser] * pixels)
 
 

@@ -85,7 +85,7 @@ def min_image_side(layer_names: Sequence[str]) -> int:
     return 2 ** pools
 
 
-CONVOLUTIONS = ("auto", "keras", "transposed")
+CONVOLUTIONS = ("auto", "keras", "transposed", "winograd")
 
 
 def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
@@ -96,7 +96,8 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
     Only the layers up to the deepest output are built; each gets its (kernel, bias) from
     `layer_weights`. The model accepts any image size (each new size retraces once).
     `convolution`: "keras" for Keras' Conv2D, "transposed" for `frozen_conv`'s layers (oneDNN's
-    input-gradient kernels), "auto" for the latter where `frozen_conv.use_transposed` says.
+    input-gradient kernels), "winograd" for those with Winograd's algorithm in the deeper layers
+    (`winograd.suits`), "auto" for the last where `frozen_conv.use_transposed` says, else Keras'.
     """
     import keras
 
@@ -104,8 +105,9 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
 
     if convolution not in CONVOLUTIONS:
         raise ValueError(f"convolution: one of {CONVOLUTIONS}, not {convolution!r}")
-    transposed = (frozen_conv.use_transposed(dtype) if convolution == "auto"
-                  else convolution == "transposed")
+    if convolution == "auto":
+        convolution = "winograd" if frozen_conv.use_transposed(dtype) else "keras"
+    transposed = convolution in ("transposed", "winograd")
 
     if pooling not in ("max", "avg"):
         raise StyleflowError(f"--pooling: must be 'max' or 'avg', not '{pooling}'")
@@ -126,7 +128,8 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
             continue
         name, filters = entry
         if transposed:
-            x = frozen_conv.make_layer(*layer_weights[name], name)(x)
+            x = frozen_conv.make_layer(*layer_weights[name], name,
+                                       winograd=convolution == "winograd")(x)
         else:
             layer = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
                                         name=name, dtype=dtype)

@@ -1,0 +1,102 @@
+"""Where Winograd's convolution pays: each VGG19 layer's forward and backward pass (loss =
+Σ activations · r, gradient with respect to the input) through oneDNN's direct kernels
+(`frozen_conv`) and through Winograd's F(4x4, 3x3) (`winograd`), at the map size an image of
+the given size reaches there, measured in one run. The `rule` column marks the layers
+styleflow convolves by Winograd (`winograd.suits_channels` and `winograd.suits`); `max diff`
+is the largest difference of the layer's outputs over the largest output.
+
+With `ONEDNN_MAX_CPU_ISA=AVX2` both sides' matrix products run oneDNN's AVX2 kernels, as on
+an AVX2-only CPU (the transforms are XLA's: memory-bound passes).
+
+    python bench/winograd.py [--sizes 400x300 800x600] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from common import median_seconds  # noqa: F401 - sets up paths and quiet TensorFlow
+from cpu import cpu_description
+
+import tensorflow as tf
+
+from styleflow import winograd
+from styleflow.frozen_conv import make_layer
+from styleflow.network import VGG19_LAYOUT
+
+
+def layer_shapes(height: int, width: int):
+    """(name, h, w, in channels, out channels) of each conv layer for an h x w image."""
+    channels = 3
+    for entry in VGG19_LAYOUT:
+        if entry is None:
+            height, width = height // 2, width // 2
+            continue
+        name, filters = entry
+        yield name, height, width, channels, filters
+        channels = filters
+
+
+def step(layer):
+    @tf.function
+    def run(x, r):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * r)
+        return tape.gradient(loss, x)
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["400x300", "800x600"], help="WxH")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(f"CPU: {cpu_description()}")
+    print(f"forward + backward per layer, float32, median of {args.repeats}; "
+          "speed-up: direct seconds over Winograd's")
+    print(f"{'size':>9} {'layer':>13} {'map':>9} {'channels':>9} {'direct ms':>10} "
+          f"{'Winograd ms':>12} {'speed-up':>9} {'max diff':>9} {'rule':>5}")
+    rng = np.random.default_rng(0)
+    for text in args.sizes:
+        w, h = (int(v) for v in text.lower().split("x"))
+        total = {"direct": 0.0, "winograd": 0.0, "rule": 0.0}
+        for name, lh, lw, cin, cout in layer_shapes(h, w):
+            kernel = (rng.normal(size=(3, 3, cin, cout)) / np.sqrt(9 * cin)).astype(np.float32)
+            bias = (0.1 * rng.normal(size=cout)).astype(np.float32)
+            x = tf.constant(rng.normal(size=(1, lh, lw, cin)).astype(np.float32))
+            r = tf.constant(rng.normal(size=(1, lh, lw, cout)).astype(np.float32))
+            direct_layer = make_layer(kernel, bias, name)
+            direct = step(direct_layer)
+            # Forced for every layer (the rule's thresholds set aside) to show where it pays.
+            saved = dict(winograd.MIN_IN_CHANNELS), winograd.MIN_PIXELS
+            winograd.MIN_IN_CHANNELS.update(avx512=0, other=0)
+            winograd.MIN_PIXELS = 0
+            try:
+                fast_layer = make_layer(kernel, bias, name, winograd=True)
+                fast = step(fast_layer)
+                ms = {"winograd": 1e3 * median_seconds(lambda: fast(x, r).numpy(), args.repeats)}
+                got = fast_layer(x).numpy()
+            finally:
+                winograd.MIN_IN_CHANNELS.update(saved[0])
+                winograd.MIN_PIXELS = saved[1]
+            ms["direct"] = 1e3 * median_seconds(lambda: direct(x, r).numpy(), args.repeats)
+            want = direct_layer(x).numpy()
+            diff = np.abs(got - want).max() / np.abs(want).max()
+            picked = winograd.suits_channels(cin, cout) and winograd.suits((1, lh, lw, cin))
+            total["direct"] += ms["direct"]
+            total["winograd"] += ms["winograd"]
+            total["rule"] += ms["winograd" if picked else "direct"]
+            print(f"{text:>9} {name:>13} {f'{lw}x{lh}':>9} {f'{cin}>{cout}':>9} "
+                  f"{ms['direct']:10.1f} {ms['winograd']:12.1f} "
+                  f"{ms['direct'] / ms['winograd']:8.2f}x {diff:9.1e} {'*' if picked else '':>5}",
+                  flush=True)
+        print(f"{text:>9} {'all layers':>13} {'':>9} {'':>9} {total['direct']:10.1f} "
+              f"{total['winograd']:12.1f}; by the rule {total['rule']:.1f} ms, "
+              f"{total['direct'] / total['rule']:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

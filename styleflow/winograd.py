@@ -1,0 +1,187 @@
+"""Winograd's F(4x4, 3x3) convolution (Lavin & Gray 2015) for VGG19's deeper layers on CPUs.
+
+A 3x3 convolution over 4x4 output tiles costs 36 multiply-adds per tile and channel pair in
+the transformed domain instead of 144: the image is cut into overlapping 6x6 tiles and each is
+transformed (Bᵀ d B), the kernel is transformed once (G g Gᵀ), the 36 transformed positions are
+36 independent matrix products over the channels, and each 6x6 result is folded back into a 4x4
+output tile (Aᵀ m A). oneDNN has no Winograd kernels on AVX2 CPUs (nor on AVX-512 for the
+backward pass), and the layers from block3 on spend almost all their time in those products.
+
+The tile transforms are passes over memory, each compiled by XLA into a few fused loops (as
+separate TensorFlow ops they cost more than the products save). The products run in TensorFlow's batched matmul (oneDNN), so they obey the
+same threads and ISA as the rest of the network. Bias and ReLU are folded into the output pass,
+and the ReLU mask into the backward pass's input pass.
+
+Measured per layer, forward and backward, 2 threads (bench/winograd.py, 400x300 image): with
+oneDNN capped at AVX2 256 -> 256 channels at 100x75 2.3x faster than oneDNN's direct kernels,
+512 -> 512 at 50x37 2.3x, 128 -> 128 at 200x150 1.8x; with AVX-512 1.9x, 2.0x and 1.05x. At 64
+channels the transforms cost more than they save, so block1 (and block2 on AVX-512) keeps the
+direct convolution (`suits_channels`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+TILE = 4  # output pixels per tile side
+ALPHA = TILE + 2  # input pixels per tile side (3x3 kernel)
+
+# F(4x4, 3x3) with interpolation points 0, ±1, ±2 and ∞.
+B_T = np.array([[4, 0, -5, 0, 1, 0],
+                [0, -4, -4, 1, 1, 0],
+                [0, 4, -4, -1, 1, 0],
+                [0, -2, -1, 2, 1, 0],
+                [0, 2, -1, -2, 1, 0],
+                [0, 4, 0, -5, 0, 1]], np.float64)
+G = np.array([[1 / 4, 0, 0],
+              [-1 / 6, -1 / 6, -1 / 6],
+              [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6],
+              [1 / 24, -1 / 12, 1 / 6],
+              [0, 0, 1]], np.float64)
+A_T = np.array([[1, 1, 1, 1, 1, 0],
+                [0, 1, -1, 2, -2, 0],
+                [0, 1, 1, 4, 4, 0],
+                [0, 1, -1, 8, -8, 1]], np.float64)
+
+# Where the transforms pay (bench/winograd.py): layers with at least this many input channels
+# (and twice as many output channels, or more) -- from block3 on where oneDNN has AVX-512, from
+# block2 on below it, where its direct kernels are slower -- on maps of at least this many
+# pixels (smaller maps are cheap either way, and each new map size costs XLA compilations).
+MIN_IN_CHANNELS = {"avx512": 128, "other": 64}
+MIN_PIXELS = 16 * 16
+
+
+def suits_channels(in_channels: int, out_channels: int) -> bool:
+    """Whether a layer with these channel counts is convolved by Winograd on large maps."""
+    from .hardware import onednn_avx512
+
+    least = MIN_IN_CHANNELS["avx512" if onednn_avx512() else "other"]
+    return in_channels >= least and out_channels >= 2 * least
+
+
+def suits(shape) -> bool:
+    """Whether a (1, h, w, c) input of static shape is large enough for Winograd."""
+    if len(shape) != 4 or any(d is None for d in shape[:3]) or shape[0] != 1:
+        return False
+    return shape[1] * shape[2] >= MIN_PIXELS
+
+
+def kernel_transforms(kernel: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(forward, backward) transformed kernels, (36, in, out) and (36, out, in), from a Keras
+    (3, 3, in, out) kernel: the backward one is that of the mirrored kernel with its channels
+    swapped, whose convolution is the input gradient."""
+    g = tf.constant(G, tf.float32)
+    forward = tf.einsum("pi,ijab,qj->pqab", g, kernel, g)
+    backward = tf.einsum("pi,ijab,qj->pqba", g, tf.reverse(kernel, [0, 1]), g)
+    shape = kernel.shape
+    return (tf.reshape(forward, (ALPHA * ALPHA, shape[2], shape[3])),
+            tf.reshape(backward, (ALPHA * ALPHA, shape[3], shape[2])))
+
+
+# Both transforms act on a tile's 6x6 values at once: Bᵀ d B is kron(Bᵀ, Bᵀ) times the tile
+# flattened row by row, Aᵀ m A likewise, so each is one small matrix product over all tiles and
+# channels (XLA compiles this form ~5x faster than 36 separate sums, and it runs faster too).
+_IN_MATRIX = np.kron(B_T, B_T).astype(np.float32)  # (36, 36)
+_OUT_MATRIX = np.kron(A_T, A_T).astype(np.float32)  # (16, 36)
+
+
+def _tiles(h: int, w: int) -> tuple[int, int]:
+    return -(-h // TILE), -(-w // TILE)
+
+
+def _input_tiles(x: tf.Tensor, mask_from: tf.Tensor | None = None) -> tf.Tensor:
+    """(1, h, w, c) -> (36, tiles, c): each 6x6 tile (zero 'same' padding) as Bᵀ d B. With
+    `mask_from`, x is first zeroed where mask_from <= 0 (the ReLU's gradient)."""
+    if mask_from is not None:
+        x = tf.where(mask_from > 0, x, tf.zeros_like(x))
+    _, h, w, c = x.shape
+    rows, cols = _tiles(h, w)
+    padded = tf.pad(x[0], [[1, 1 + TILE * rows - h], [1, 1 + TILE * cols - w], [0, 0]])
+    # Tile (i, j) reads padded[4i : 4i + 6, 4j : 4j + 6]: every 4th row from each offset, then
+    # every 4th column -> (6, 6, rows, cols, c).
+    by_row = tf.stack([padded[r: r + TILE * (rows - 1) + 1: TILE] for r in range(ALPHA)])
+    tiles = tf.stack([by_row[:, :, s: s + TILE * (cols - 1) + 1: TILE] for s in range(ALPHA)],
+                     axis=1)
+    transformed = tf.matmul(_IN_MATRIX, tf.reshape(tiles, (ALPHA * ALPHA, -1)))
+    return tf.reshape(transformed, (ALPHA * ALPHA, rows * cols, c))
+
+
+def _output_tiles(products: tf.Tensor, h: int, w: int,
+                  bias: tf.Tensor | None = None) -> tf.Tensor:
+    """(36, tiles, c) -> (1, h, w, c): each tile's Aᵀ m A, laid out as the image; with `bias`,
+    relu(. + bias)."""
+    rows, cols = _tiles(h, w)
+    y = tf.matmul(_OUT_MATRIX, tf.reshape(products, (ALPHA * ALPHA, -1)))
+    y = tf.transpose(tf.reshape(y, (TILE, TILE, rows, cols, -1)), (2, 0, 3, 1, 4))
+    y = tf.reshape(y, (TILE * rows, TILE * cols, -1))[None, :h, :w]
+    if bias is not None:
+        y = tf.nn.relu(y + bias)
+    return y
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(transform, first: tf.Tensor, *sizes: int, variant: str = ""):
+    """`transform` compiled by XLA for one shape of its first argument, map size and variant
+    (masked, with bias): one function object each, traced once and shared by every layer of
+    that shape (a single tf.function would retrace for every shape, and TensorFlow warns)."""
+    key = (transform.__name__, tuple(first.shape), sizes, variant)
+    if key not in _COMPILED:
+        # A partial per key: TensorFlow counts retraces per Python function, and would count
+        # all of these as one.
+        _COMPILED[key] = tf.function(functools.partial(transform, **dict(zip("hw", sizes))),
+                                     jit_compile=True)
+    return _COMPILED[key]
+
+
+class WinogradConv:
+    """One frozen layer's relu(conv3x3_same(x) + bias) by Winograd, forward and backward.
+
+    The kernel's transforms cost about as much as a small layer, so they are computed once,
+    when a graph using them is traced, and kept with the kernel they were made from. Each call
+    checks the kernel still equals that copy (one pass over it) and otherwise transforms the
+    current kernel, so set_weights/load_weights can never leave them stale. Nothing is held
+    until the layer first convolves a map by Winograd (most layers of small images never do).
+    """
+
+    def __init__(self):
+        self._source = self._forward = self._backward = None
+
+    def transforms(self, kernel) -> tuple[tf.Tensor, tf.Tensor]:
+        """(forward, backward) transformed kernels for the kernel variable's current value."""
+        with tf.init_scope():  # eagerly, also while a graph is being traced
+            value = tf.convert_to_tensor(kernel)
+            if self._source is None or not bool(tf.reduce_all(tf.equal(value, self._source))):
+                self._source = tf.identity(value)
+                self._forward, self._backward = kernel_transforms(value)
+        current = tf.convert_to_tensor(kernel)
+        return tf.cond(tf.reduce_all(tf.equal(current, self._source)),
+                       lambda: (tf.identity(self._forward), tf.identity(self._backward)),
+                       lambda: kernel_transforms(current))
+
+    def __call__(self, x: tf.Tensor, kernel, bias: tf.Tensor) -> tf.Tensor:
+        """relu(conv3x3_same(x, kernel) + bias) for a (1, h, w, c) `x` of static shape
+        (`suits`), `kernel` being the layer's (3, 3, in, out) kernel variable; its gradient with
+        respect to x is Winograd's too."""
+        _, h, w, _ = x.shape
+        forward, backward = self.transforms(kernel)
+
+        @tf.custom_gradient
+        def layer(x):
+            products = tf.matmul(_compiled(_input_tiles, x)(x), forward)
+            y = _compiled(_output_tiles, products, h, w, variant="bias")(products, bias=bias)
+
+            def gradient(dy):
+                # The ReLU's mask is applied in the input pass (y > 0 where it let through).
+                tiles = _compiled(_input_tiles, dy, variant="masked")(dy, y)
+                products = tf.matmul(tiles, backward)
+                return _compiled(_output_tiles, products, h, w)(products)
+
+            return y, gradient
+
+        return layer(x)

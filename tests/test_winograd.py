@@ -1,0 +1,134 @@
+"""Winograd's convolution gives the direct convolution's features and image gradient (on map
+sizes that are not multiples of its tiles too), keeps its cached kernel transforms in step with
+the layer's weights, and is used only on the layers and map sizes where it pays."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from styleflow import hardware, winograd
+from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
+from styleflow.frozen_conv import make_layer
+from styleflow.network import build_extractor
+from styleflow.weights import random_weights
+
+LAYERS = [FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS]
+# F(4x4, 3x3) in float32 rounds about ten times more than direct summation: ~1e-5 of the
+# largest value at 128 channels, 2e-5 at 512 (bench/winograd.py).
+TOLERANCE = 5e-5
+
+
+def _pair(rng, cin, cout, bias_shift=0.0):
+    kernel = (rng.normal(size=(3, 3, cin, cout)) / np.sqrt(9 * cin)).astype(np.float32)
+    bias = (0.1 * rng.normal(size=cout) + bias_shift).astype(np.float32)
+    return (make_layer(kernel, bias, "direct"),
+            make_layer(kernel, bias, "winograd", winograd=True))
+
+
+def _value_and_gradient(layer, x, r):
+    @tf.function
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * r)
+        return y, tape.gradient(loss, x)
+
+    y, g = run(x)
+    return y.numpy(), g.numpy()
+
+
+@pytest.mark.parametrize("h, w", [(16, 16), (19, 26), (37, 50), (21, 17)])
+def test_same_values_and_input_gradient_as_the_direct_convolution(h, w):
+    rng = np.random.default_rng(h * w)
+    # A bias well above the pre-activations keeps every ReLU open, so the gradients compare
+    # the convolutions themselves (a ReLU flipped by rounding would dominate the difference).
+    direct, fast = _pair(rng, 128, 256, bias_shift=50.0)
+    x = tf.constant(rng.normal(size=(1, h, w, 128)).astype(np.float32))
+    r = tf.constant(rng.normal(size=(1, h, w, 256)).astype(np.float32))
+    y_direct, g_direct = _value_and_gradient(direct, x, r)
+    y_fast, g_fast = _value_and_gradient(fast, x, r)
+    assert fast._winograd is not None and winograd.suits(x.shape)
+    assert y_fast.shape == y_direct.shape == (1, h, w, 256)
+    assert np.abs(y_fast - y_direct).max() <= TOLERANCE * np.abs(y_direct).max()
+    assert np.abs(g_fast - g_direct).max() <= TOLERANCE * np.abs(g_direct).max()
+    assert np.abs(g_direct).max() > 0
+
+
+def test_relu_and_bias_applied_as_by_the_direct_layer():
+    rng = np.random.default_rng(1)
+    direct, fast = _pair(rng, 128, 256)
+    x = tf.constant(rng.normal(size=(1, 20, 24, 128)).astype(np.float32))
+    want, got = direct(x).numpy(), fast(x).numpy()
+    assert (want == 0).mean() > 0.2  # the ReLU closed a good share: the case is tested
+    assert np.abs(got - want).max() <= TOLERANCE * np.abs(want).max()
+
+
+def test_extractor_matches_keras_conv2d():
+    weights = random_weights(3).layers
+    x = tf.constant(np.random.default_rng(0).normal(0, 50, (1, 100, 132, 3)).astype(np.float32))
+    results = {}
+    for convolution in ("keras", "winograd"):
+        model = build_extractor(weights, LAYERS, convolution=convolution)
+
+        @tf.function
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                feats = model(x)
+                loss = sum(tf.reduce_sum(tf.square(feats[n])) for n in LAYERS)
+            return feats, tape.gradient(loss, x)
+
+        feats, grad = run(x)
+        results[convolution] = ({n: f.numpy() for n, f in feats.items()}, grad.numpy(), model)
+    (want, want_grad, _), (got, grad, model) = results["keras"], results["winograd"]
+    assert any(layer._winograd is not None for layer in model.layers
+               if hasattr(layer, "_winograd"))  # block3 on, whatever the CPU
+    for name in LAYERS:
+        assert np.abs(got[name] - want[name]).max() <= 1e-4 * np.abs(want[name]).max(), name
+    assert np.abs(grad - want_grad).max() <= 1e-3 * np.abs(want_grad).max()
+
+
+def test_cached_transforms_follow_the_weights():
+    rng = np.random.default_rng(2)
+    direct, fast = _pair(rng, 128, 256)
+    x = tf.constant(rng.normal(size=(1, 16, 20, 128)).astype(np.float32))
+    run = tf.function(lambda x: fast(x))
+    before = run(x).numpy()
+    np.testing.assert_array_equal(run(x).numpy(), before)  # the cached transforms
+    kernel, bias = fast.get_weights()
+    assert len(fast.get_weights()) == 2  # the cache is not part of the layer's weights
+    new_kernel = kernel[::-1].copy()
+    for assign in (lambda: fast.set_weights([new_kernel, bias]),
+                   lambda: fast.kernel.assign(new_kernel)):
+        fast.set_weights([kernel, bias])
+        run(x)
+        assign()
+        direct.set_weights([new_kernel, bias])
+        want = direct(x).numpy()
+        got = run(x).numpy()
+        assert np.abs(got - want).max() <= TOLERANCE * np.abs(want).max()
+        assert np.abs(got - before).max() > 0.1 * np.abs(before).max()
+
+
+def test_layers_and_sizes_where_it_pays(monkeypatch):
+    monkeypatch.setattr(hardware, "onednn_avx512", lambda: True)
+    assert not winograd.suits_channels(64, 128)  # block2: oneDNN's AVX-512 kernels win
+    assert not winograd.suits_channels(128, 128)
+    assert winograd.suits_channels(128, 256) and winograd.suits_channels(512, 512)
+    monkeypatch.setattr(hardware, "onednn_avx512", lambda: False)
+    assert winograd.suits_channels(64, 128) and winograd.suits_channels(128, 128)
+    assert not winograd.suits_channels(3, 64) and not winograd.suits_channels(64, 64)
+    assert winograd.suits((1, 16, 16, 256)) and winograd.suits((1, 18, 25, 512))
+    assert not winograd.suits((1, 8, 30, 256))  # small maps: not worth a compilation
+    assert not winograd.suits((1, None, None, 256))  # sizes unknown while tracing
+    assert not winograd.suits((2, 32, 32, 256))
+
+
+def test_small_maps_and_early_layers_convolve_directly():
+    rng = np.random.default_rng(3)
+    direct, fast = _pair(rng, 128, 256)
+    x = tf.constant(rng.normal(size=(1, 8, 12, 128)).astype(np.float32))
+    np.testing.assert_array_equal(fast(x).numpy(), direct(x).numpy())
+    kernel = rng.normal(size=(3, 3, 3, 64)).astype(np.float32)
+    assert make_layer(kernel, np.zeros(64, np.float32), "b1", winograd=True)._winograd is None
