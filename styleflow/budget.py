@@ -76,7 +76,8 @@ def tiled_need(size: tuple[int, int], crop_pixels: int, layers: Sequence[str],
     side = max(1, int(crop_pixels ** 0.5))
     per_activation = BYTES_PER_ACTIVATION[onednn_enabled()][precision]
     tile = per_activation * activation_elements((side, side), layers)
-    return int(base_bytes(layers, precision) + tile + content_bytes(size, content_layers)
+    return int(base_bytes((side, side), layers, precision) + tile
+               + content_bytes(size, content_layers)
                + (optimiser_bytes(optimiser, history) + TILED_IMAGE_BYTES) * values)
 
 

@@ -76,23 +76,27 @@ def activation_elements(size: tuple[int, int], layers: Sequence[str]) -> int:
     return total
 
 
-def winograd_cache_bytes(layers: Sequence[str], precision: str = "float32") -> int:
-    """Bytes the layers convolved by Winograd keep beside their weights: forward and backward
-    kernel transforms (4x the kernel each) and the kernel they were made from (see
-    winograd.WinogradConv); 0 where Winograd is not used."""
+def winograd_cache_bytes(size: tuple[int, int] | None, layers: Sequence[str],
+                         precision: str = "float32") -> int:
+    """Bytes the layers convolving an (h, w) image's maps by Winograd keep beside their
+    weights: forward and backward kernel transforms (4x the kernel each) and the kernel they
+    were made from (see winograd.WinogradConv); 0 where Winograd is not used. `size` None: as
+    for an image large enough for every such layer."""
     from .frozen_conv import use_transposed
-    from .winograd import ALPHA, suits_channels
+    from .winograd import ALPHA, suits, suits_channels
 
     if not use_transposed(precision):
         return 0
+    h, w = size or (2**16, 2**16)
     last = deepest(layers)
     total = 0
     channels = 3
     for entry in VGG19_LAYOUT:
         if entry is None:
+            h, w = h // 2, w // 2
             continue
         name, filters = entry
-        if suits_channels(channels, filters):
+        if suits_channels(channels, filters) and suits((1, h, w, channels)):
             total += (1 + 2 * ALPHA * ALPHA / 9) * 9 * channels * filters * 4
         channels = filters
         if name == last:
@@ -100,9 +104,11 @@ def winograd_cache_bytes(layers: Sequence[str], precision: str = "float32") -> i
     return int(total)
 
 
-def base_bytes(layers: Sequence[str], precision: str = "float32") -> int:
-    """What a run holds whatever the image size: TensorFlow, the weights, Winograd's caches."""
-    return BASE_BYTES + winograd_cache_bytes(layers, precision)
+def base_bytes(size: tuple[int, int] | None, layers: Sequence[str],
+               precision: str = "float32") -> int:
+    """What a run on an (h, w) image (or tiles of that size) holds beside its activations and
+    optimiser: TensorFlow, the weights, and the Winograd layers' kernel transforms."""
+    return BASE_BYTES + winograd_cache_bytes(size, layers, precision)
 
 
 def estimate_bytes(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
@@ -111,7 +117,8 @@ def estimate_bytes(size: tuple[int, int], layers: Sequence[str], precision: str 
     pixels = size[0] * size[1] * 3
     per_activation = BYTES_PER_ACTIVATION[onednn_enabled()][precision] * (
         FORWARD_SHARE if optimiser == "forward" else 1.0)
-    return int(base_bytes(layers, precision) + per_activation * activation_elements(size, layers)
+    return int(base_bytes(size, layers, precision)
+               + per_activation * activation_elements(size, layers)
                + IMAGE_BYTES[optimiser] * pixels)
 
 
