@@ -3,7 +3,9 @@
 (`frozen_conv`) and through Winograd's F(4x4, 3x3) (`winograd`), at the map size an image of
 the given size reaches there, measured in one run. The `rule` column marks the layers
 styleflow convolves by Winograd (`winograd.suits_channels` and `winograd.suits`); `max diff`
-is the largest difference of the layer's outputs over the largest output.
+is the largest difference of the layer's outputs over the largest output. Last, per size, what
+Winograd costs once: the first loss+gradient evaluation of the full objective (tracing, and for
+Winograd its XLA compilations), each in a fresh process.
 
 With `ONEDNN_MAX_CPU_ISA=AVX2` both sides' matrix products run oneDNN's AVX2 kernels, as on
 an AVX2-only CPU (the transforms are XLA's: memory-bound passes).
@@ -19,6 +21,7 @@ import numpy as np
 
 from common import median_seconds  # noqa: F401 - sets up paths and quiet TensorFlow
 from cpu import cpu_description
+from timing import run_child
 
 import tensorflow as tf
 
@@ -37,6 +40,26 @@ def layer_shapes(height: int, width: int):
         name, filters = entry
         yield name, height, width, channels, filters
         channels = filters
+
+
+FIRST = r"""
+import json, time
+import numpy as np
+from common import pair
+from styleflow.defaults import FULL_CONTENT_LAYER as C, FULL_STYLE_LAYERS as S
+from styleflow.network import build_extractor
+from styleflow.objective import Objective
+from styleflow.weights import random_weights
+content, style = pair(({h}, {w}))
+extractor = build_extractor(random_weights(0).layers, [C, *S], convolution={convolution!r})
+objective = Objective(extractor, content, [style], {{C: 1.0}}, {{n: 0.2 for n in S}}, 0.025, 1, 1)
+began = time.perf_counter()
+objective.loss_and_grads(content)
+first = time.perf_counter() - began
+began = time.perf_counter()
+objective.loss_and_grads(content)
+print(json.dumps(dict(first=first, second=time.perf_counter() - began)))
+"""
 
 
 def step(layer):
@@ -96,6 +119,13 @@ def main() -> None:
         print(f"{text:>9} {'all layers':>13} {'':>9} {'':>9} {total['direct']:10.1f} "
               f"{total['winograd']:12.1f}; by the rule {total['rule']:.1f} ms, "
               f"{total['direct'] / total['rule']:.2f}x", flush=True)
+        first = {}
+        for convolution in ("transposed", "winograd"):
+            result = run_child(FIRST.format(h=h, w=w, convolution=convolution))
+            first[convolution] = (result if isinstance(result, str) else
+                                  f"{result['first']:.2f} s (then {result['second']:.2f} s)")
+        print(f"{text:>9} first evaluation of the objective: direct {first['transposed']}, "
+              f"Winograd {first['winograd']}", flush=True)
 
 
 if __name__ == "__main__":
