@@ -38,7 +38,8 @@ def main() -> None:
     print(f"CPU: {cpu_description()}")
     print(f"TensorFlow {tf.__version__}: oneDNN {'on' if onednn_enabled() else 'off'}, "
           f"XLA off (plain tf.function; bench/peer_pytorch.py compares with PyTorch)")
-    print(f"large float32 matmul: {peak:.0f} GFLOP/s (the practical ceiling here)")
+    print(f"large float32 matmul: {peak:.0f} GFLOP/s (the practical ceiling here); GFLOP/s "
+          "below counts a direct convolution's work, so Winograd's layers can take it above")
     header = (f"{'size':>9} {'original s/eval':>16} {'ours s/eval':>12} {'speed-up':>9} "
               f"{'GFLOP/s':>8} {'% of matmul':>12}")
     if not args.no_bf16:

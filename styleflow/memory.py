@@ -76,12 +76,18 @@ def activation_elements(size: tuple[int, int], layers: Sequence[str]) -> int:
     return total
 
 
-def winograd_cache_bytes(size: tuple[int, int] | None, layers: Sequence[str],
-                         precision: str = "float32") -> int:
-    """Bytes the layers convolving an (h, w) image's maps by Winograd keep beside their
-    weights: forward and backward kernel transforms (4x the kernel each) and the kernel they
-    were made from (see winograd.WinogradConv); 0 where Winograd is not used. `size` None: as
-    for an image large enough for every such layer."""
+# Winograd's layers (winograd.py) add two things to a run's peak: the kernel transforms each
+# keeps (forward and backward, 4x the kernel each, and the kernel they were made from), and while
+# one runs, its tiles and products, fitted to bench/memory.py (lite layers, AVX-512 Xeon: 27-33
+# bytes per value of the largest map such a layer reads or writes, here with a little margin).
+WINOGRAD_TRANSIENT_BYTES = 36
+
+
+def winograd_bytes(size: tuple[int, int] | None, layers: Sequence[str],
+                   precision: str = "float32") -> int:
+    """Bytes Winograd's layers add to a run on an (h, w) image (or tiles of that size): kept
+    kernel transforms and the largest layer's transient tiles; 0 where Winograd is not used.
+    `size` None: as for an image large enough for every such layer, transients aside."""
     from .frozen_conv import use_transposed
     from .winograd import ALPHA, suits, suits_channels
 
@@ -89,7 +95,7 @@ def winograd_cache_bytes(size: tuple[int, int] | None, layers: Sequence[str],
         return 0
     h, w = size or (2**16, 2**16)
     last = deepest(layers)
-    total = 0
+    kept, largest = 0.0, 0
     channels = 3
     for entry in VGG19_LAYOUT:
         if entry is None:
@@ -97,18 +103,19 @@ def winograd_cache_bytes(size: tuple[int, int] | None, layers: Sequence[str],
             continue
         name, filters = entry
         if suits_channels(channels, filters) and suits((1, h, w, channels)):
-            total += (1 + 2 * ALPHA * ALPHA / 9) * 9 * channels * filters * 4
+            kept += (1 + 2 * ALPHA * ALPHA / 9) * 9 * channels * filters * 4
+            largest = max(largest, h * w * max(channels, filters))
         channels = filters
         if name == last:
             break
-    return int(total)
+    return int(kept + (WINOGRAD_TRANSIENT_BYTES * largest if size else 0))
 
 
 def base_bytes(size: tuple[int, int] | None, layers: Sequence[str],
                precision: str = "float32") -> int:
     """What a run on an (h, w) image (or tiles of that size) holds beside its activations and
-    optimiser: TensorFlow, the weights, and the Winograd layers' kernel transforms."""
-    return BASE_BYTES + winograd_cache_bytes(size, layers, precision)
+    optimiser: TensorFlow, the weights, and what Winograd's layers add."""
+    return BASE_BYTES + winograd_bytes(size, layers, precision)
 
 
 def estimate_bytes(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
