@@ -120,7 +120,10 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
                 return layout
         raise _refusal(what, size, layout.need, budget, f"with --tile {tile}", max_memory)
     for floor in (min(COMFORTABLE_CROP, limit), 0):
-        for history in _histories(optimiser):
+        # Below a comfortable crop the halos dominate the run's time: there the shortest
+        # history buys the largest tiles (at 2048x1536 in 4 GB, 1.6x the image's pixels
+        # computed against 2.8x with the full history).
+        for history in _histories(optimiser)[::1 if floor else -1]:
             crop = _largest_crop(size, layers, content_layers, precision, optimiser,
                                  history, budget)
             if crop is None or crop < floor:

@@ -164,3 +164,17 @@ def test_on_a_gpu_the_tiles_follow_its_free_memory(monkeypatch, free_gb):
         assert layout.tile is None
     else:
         assert layout.tile is not None and layout.need <= free_gb * GB
+
+
+def test_lbfgs_gives_its_history_for_tiles_when_none_is_comfortable(monkeypatch):
+    """When no history reaches a comfortable crop, the shortest one buys the largest tiles (the
+    halos would dominate the run's time otherwise)."""
+    size = (1536, 2048)
+    monkeypatch.setattr(budget, "COMFORTABLE_CROP", 10**9)  # unreachable in 4 GB
+    layout = choose(size, "lbfgs", max_memory=4)
+    assert layout.history == budget.MIN_HISTORY and layout.need <= 4 * GB
+    longest = budget._largest_crop(size, FULL, [FULL_CONTENT_LAYER], "float32", "lbfgs",
+                                   budget.DEFAULT_HISTORY, 4 * GB)
+    assert np.prod(layout.tile) > 0 and (longest is None or tiling.computed_pixels(
+        *size, FULL, layout.tile) <= tiling.computed_pixels(
+        *size, FULL, tiling.best_core(*size, FULL, longest)))
