@@ -14,6 +14,9 @@ Measured per convolution with ONEDNN_MAX_CPU_ISA=AVX2 on 2 threads: 64 -> 64 cha
 800x600 0.30 -> 0.21 s, 256 -> 256 at 200x150 0.54 -> 0.18 s; with AVX-512 64 channels the
 same, 256 channels 0.15 -> 0.10 s. With TensorFlow's own kernels (oneDNN off) the input
 gradient is 1.7-2.5x slower than the forward op, so `use_transposed` keeps Keras' layer there.
+
+The deeper layers' larger maps do fewer products still by Winograd's algorithm (`winograd.py`),
+which these layers hand them to when built with `winograd=True`.
 """
 
 from __future__ import annotations
@@ -63,9 +66,9 @@ def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool =
                               if winograd and fast.suits_channels(*kernel.shape[2:]) else None)
 
         def call(self, x):
-            k = tf.convert_to_tensor(self.kernel)
             if self._winograd is not None and fast.suits(x.shape):
                 return self._winograd(x, self.kernel, tf.convert_to_tensor(self.bias))
+            k = tf.convert_to_tensor(self.kernel)
             # The mirrored kernel with in/out swapped: its input gradient is our forward pass
             # (derived per call from the weights so set/load_weights cannot leave it stale).
             mirrored = tf.transpose(tf.reverse(k, [0, 1]), (0, 1, 3, 2))
