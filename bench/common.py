@@ -18,7 +18,7 @@ quiet_tensorflow()
 import tensorflow as tf  # noqa: E402
 
 from styleflow import images, losses  # noqa: E402
-from styleflow.network import VGG19_LAYOUT, KERAS_INPUT  # noqa: E402
+from styleflow.network import KERAS_INPUT, conv_maps  # noqa: E402
 
 
 def pair(size: tuple[int, int], base="base5.jpg", ref="ref6.jpg"):
@@ -68,18 +68,7 @@ class OriginalDesign:
 def conv_gflop(size: tuple[int, int], deepest: str, batch: int = 1) -> float:
     """GFLOP (2 per multiply-add) of VGG19's convolutions up to `deepest` for one evaluation:
     the forward pass plus the backward pass to the input only (no weight gradients), ~2x."""
-    h, w = size
-    flops = 0.0
-    in_ch = 3
-    for entry in VGG19_LAYOUT:
-        if entry is None:
-            h, w = h // 2, w // 2
-            continue
-        name, out = entry
-        flops += 2.0 * h * w * 9 * in_ch * out
-        in_ch = out
-        if name == deepest:
-            break
+    flops = sum(2.0 * h * w * 9 * cin * cout for _, h, w, cin, cout in conv_maps(size, deepest))
     return 2.0 * flops * batch / 1e9
 
 

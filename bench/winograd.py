@@ -27,19 +27,7 @@ import tensorflow as tf
 
 from styleflow import winograd
 from styleflow.frozen_conv import make_layer
-from styleflow.network import VGG19_LAYOUT
-
-
-def layer_shapes(height: int, width: int):
-    """(name, h, w, in channels, out channels) of each conv layer for an h x w image."""
-    channels = 3
-    for entry in VGG19_LAYOUT:
-        if entry is None:
-            height, width = height // 2, width // 2
-            continue
-        name, filters = entry
-        yield name, height, width, channels, filters
-        channels = filters
+from styleflow.network import conv_maps
 
 
 FIRST = r"""
@@ -86,7 +74,7 @@ def main() -> None:
     for text in args.sizes:
         w, h = (int(v) for v in text.lower().split("x"))
         total = {"direct": 0.0, "winograd": 0.0, "rule": 0.0}
-        for name, lh, lw, cin, cout in layer_shapes(h, w):
+        for name, lh, lw, cin, cout in conv_maps((h, w)):
             kernel = (rng.normal(size=(3, 3, cin, cout)) / np.sqrt(9 * cin)).astype(np.float32)
             bias = (0.1 * rng.normal(size=cout)).astype(np.float32)
             x = tf.constant(rng.normal(size=(1, lh, lw, cin)).astype(np.float32))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import StyleflowError
-from .network import VGG19_LAYOUT, deepest
+from .network import VGG19_LAYOUT, conv_maps, deepest
 
 # Fitted to bench/memory.py's peak RSS (12 L-BFGS evaluations, float32, 1024 and 2048 px wide,
 # full and lite layers; see the README): bytes per activation value (kept for the backward
@@ -93,21 +93,11 @@ def winograd_bytes(size: tuple[int, int] | None, layers: Sequence[str],
 
     if not use_transposed(precision):
         return 0
-    h, w = size or (2**16, 2**16)
-    last = deepest(layers)
     kept, largest = 0.0, 0
-    channels = 3
-    for entry in VGG19_LAYOUT:
-        if entry is None:
-            h, w = h // 2, w // 2
-            continue
-        name, filters = entry
-        if suits_channels(channels, filters) and suits((1, h, w, channels)):
-            kept += (1 + 2 * ALPHA * ALPHA / 9) * 9 * channels * filters * 4
-            largest = max(largest, h * w * max(channels, filters))
-        channels = filters
-        if name == last:
-            break
+    for _, h, w, cin, cout in conv_maps(size or (2**16, 2**16), deepest(layers)):
+        if suits_channels(cin, cout) and suits((1, h, w, cin)):
+            kept += (1 + 2 * ALPHA * ALPHA / 9) * 9 * cin * cout * 4
+            largest = max(largest, h * w * max(cin, cout))
     return int(kept + (WINOGRAD_TRANSIENT_BYTES * largest if size else 0))
 
 

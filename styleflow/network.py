@@ -73,6 +73,22 @@ def deepest(names: Sequence[str]) -> str:
     return max(names, key=CONV_LAYERS.index)
 
 
+def conv_maps(size: tuple[int, int], last: str | None = None):
+    """(name, h, w, in channels, out channels) of each conv layer for an (h, w) image, up to
+    `last` (all 16 without it): the map each one reads and writes."""
+    h, w = size
+    channels = 3
+    for entry in VGG19_LAYOUT:
+        if entry is None:
+            h, w = h // 2, w // 2
+            continue
+        name, filters = entry
+        yield name, h, w, channels, filters
+        channels = filters
+        if name == last:
+            return
+
+
 def min_image_side(layer_names: Sequence[str]) -> int:
     """Smallest image side for which every named layer still has at least one pixel."""
     last = CONV_LAYERS.index(deepest(layer_names))
