@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from cpu import cpu_description  # noqa: E402
-from timing import run_child  # noqa: E402
+from timing import parse_size, run_child  # noqa: E402
 
 COMMON = r"""
 import json
@@ -93,7 +93,7 @@ def main() -> None:
     print(f"{'size':>9} {'TensorFlow s/eval':>18} {'JAX s/eval':>11} {'TF/JAX':>7} "
           f"{'loss diff':>10}")
     for text in args.sizes:
-        w, h = (int(v) for v in text.lower().split("x"))
+        h, w = parse_size(text)
         fill = dict(h=h, w=w, repeats=args.repeats)
         tf_row = run_child(TENSORFLOW.format(**fill), KERAS_BACKEND="tensorflow")
         jax_row = run_child(JAX.format(**fill), KERAS_BACKEND="jax")

@@ -13,6 +13,7 @@ import numpy as np
 
 from common import OriginalDesign, conv_gflop, matmul_gflops, median_seconds, pair
 from cpu import cpu_description
+from timing import parse_size
 
 import tensorflow as tf
 
@@ -46,7 +47,7 @@ def main() -> None:
         header += f" {'bf16 s/eval':>12} {'bf16 vs f32':>12} {'bf16 loss diff':>15}"
     print(header)
     for text in args.sizes:
-        w, h = (int(v) for v in text.lower().split("x"))
+        h, w = parse_size(text)
         content, style = pair((h, w))
         x = content + np.random.default_rng(0).normal(0, 5, content.shape).astype(np.float32)
         seconds, totals = {}, {}

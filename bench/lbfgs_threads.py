@@ -15,6 +15,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from common import pair
+from timing import parse_size
 from batch import cpu_description
 
 from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
@@ -49,7 +50,7 @@ def main() -> None:
     extractor = build_extractor(random_weights(0).layers, layers)
     print(f"{'size':>9} {'s/eval, BLAS threads':>21} {'s/eval, 1 thread':>17} {'speed-up':>9}")
     for text in args.sizes:
-        w, h = map(int, text.split("x"))
+        h, w = parse_size(text)
         content, style = pair((h, w))
         objective = Objective(extractor, content, [style], {FULL_CONTENT_LAYER: 1.0},
                               {n: 0.2 for n in FULL_STYLE_LAYERS}, 0.025, 1.0, 1.0)

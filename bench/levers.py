@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from cpu import cpu_description  # noqa: E402
-from timing import run_child  # noqa: E402
+from timing import parse_size, run_child  # noqa: E402
 
 CHILD = r"""
 import json
@@ -59,7 +59,7 @@ def main() -> None:
     print(f"{'size':>9} {'oneDNN':>7} {'convolutions':>13} {'XLA':>4} {'s/eval':>8} "
           f"{'vs first':>9} {'loss diff':>10} {'auto':>5}")
     for text in args.sizes:
-        w, h = (int(v) for v in text.lower().split("x"))
+        h, w = parse_size(text)
         first = None
         for onednn in ("0", "1"):
             code = CHILD.format(h=h, w=w, repeats=args.repeats)

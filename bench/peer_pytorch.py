@@ -27,6 +27,7 @@ except ImportError:  # a benchmark dependency, not a runtime one
 import numpy as np
 
 from common import median_seconds, pair
+from timing import parse_size
 
 from styleflow.defaults import (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
                                 LITE_STYLE_LAYERS)
@@ -141,7 +142,7 @@ def main() -> None:
     print(f"{'size':>9} {'ours s/eval':>12} {'PyTorch s/eval':>15} {'layout':>14} "
           f"{'ours/PyTorch':>13} {'loss diff':>10} {'grad diff':>10}")
     for text in args.sizes:
-        w, h = (int(v) for v in text.lower().split("x"))
+        h, w = parse_size(text)
         content, style = pair((h, w))
         x = content + np.random.default_rng(0).normal(0, 5, content.shape).astype(np.float32)
         ours = Objective(extractor, content, [style], {content_layer: 1.0},

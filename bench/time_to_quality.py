@@ -24,6 +24,7 @@ from PIL import Image
 from scipy.optimize import fmin_l_bfgs_b, minimize
 
 from common import OriginalDesign, pair
+from timing import parse_size
 
 from styleflow.defaults import (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
                                 LITE_STYLE_LAYERS)
@@ -121,7 +122,7 @@ def main() -> None:
                         help="run only the float32 vs bfloat16 comparison")
     args = parser.parse_args()
 
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    h, w = parse_size(args.size)
     weights = resolve_weights(args.weights, seed=0)
     layers = ((LITE_CONTENT_LAYER, LITE_STYLE_LAYERS) if weights.lite else
               (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS))

@@ -40,3 +40,12 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - began)
     return statistics.median(times)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """(h, w) of a 'WxH' size such as 400x300 (the benchmarks' --sizes and --size)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"a size is WxH, e.g. 400x300, not {text!r}") from None
+    return h, w

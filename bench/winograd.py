@@ -21,7 +21,7 @@ import numpy as np
 
 from common import median_seconds  # noqa: F401 - sets up paths and quiet TensorFlow
 from cpu import cpu_description
-from timing import run_child
+from timing import parse_size, run_child
 
 import tensorflow as tf
 
@@ -72,7 +72,7 @@ def main() -> None:
           f"{'Winograd ms':>12} {'speed-up':>9} {'max diff':>9} {'rule':>5}")
     rng = np.random.default_rng(0)
     for text in args.sizes:
-        w, h = (int(v) for v in text.lower().split("x"))
+        h, w = parse_size(text)
         total = {"direct": 0.0, "winograd": 0.0, "rule": 0.0}
         for name, lh, lw, cin, cout in conv_maps((h, w)):
             kernel = (rng.normal(size=(3, 3, cin, cout)) / np.sqrt(9 * cin)).astype(np.float32)
