@@ -2,18 +2,20 @@
 
     import styleflow
     result = styleflow.transfer("photo.jpg", "painting.jpg", weights="lite", iterations=5)
-    result.image.save("out.png")
+    result.save("out/photo.png")
 
 For more than one image make a `styleflow.Stylizer` and reuse it. Importing the package is
-cheap: TensorFlow is imported when the first of these names is used.
+cheap: TensorFlow is imported when the first of these names is used. The package is built in
+layers (docs/architecture.md): front ends `cli`, `batch` -> `api` -> `plan`, `optim` ->
+`objective`, `report` -> `model`, `io` -> `defaults`, `errors`.
 """
 
 from .errors import StyleflowError
-from .hardware import prefer_onednn
+from .model.runtime import prefer_onednn
 
 prefer_onednn()  # before anything imports TensorFlow: it reads the setting once
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["Stylizer", "Run", "Result", "Iteration", "LossRecord", "StyleflowError", "transfer",
            "stylize", "__version__"]
 _API = {"Stylizer", "Run", "Result", "Iteration", "LossRecord", "transfer", "stylize"}

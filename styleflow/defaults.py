@@ -1,4 +1,5 @@
-"""Defaults shared by the package and both CLIs, defined once (the CLIs show them in --help)."""
+"""Defaults and choices shared by the package and its command lines, defined once (the command
+lines show them in --help)."""
 
 # Layers. The original layers need the full network; the shipped "lite" weights stop after
 # block 3, where these layers give convincing results.
@@ -9,14 +10,27 @@ LITE_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1")
 # neural_style.py (anishathalye/neural-style): relu4_2 and relu5_2 blended for content.
 NS_CONTENT_LAYERS = ("block4_conv2", "block5_conv2")
 
+# The full network's ImageNet weights as Keras publishes them, and the names the weights
+# option takes besides a file path.
+IMAGENET_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+WEIGHT_CHOICES = ("auto", "imagenet", "lite", "random")
+
 DEFAULT_HEIGHT = 200  # neural_style_transfer.py's output height, as the original styleflow
 
 # neural_style_transfer.py / Stylizer.transfer: the Keras example's settings.
 TRANSFER_DEFAULTS = dict(iterations=10, content_weight=0.025, style_weight=1.0, tv_weight=1.0)
 # The original's fmin_l_bfgs_b(maxfun=20): an L-BFGS "iteration" is 20 loss evaluations.
 EVALUATIONS_PER_ITERATION = 20
+# L-BFGS's correction pairs (scipy's maxcor): scipy's default and the Keras example's; a memory
+# budget may shorten it (plan.budget).
+LBFGS_HISTORY = 10
 # neural_style.py / Stylizer.stylize: anishathalye/neural-style's defaults, as the original
 # styleflow port used them.
 STYLIZE_DEFAULTS = dict(iterations=1000, content_weight=5.0, content_weight_blend=1.0,
                         style_weight=100.0, style_layer_weight_exp=1.0, tv_weight=100.0,
                         learning_rate=10.0, beta1=0.9, beta2=0.999, epsilon=1e-8)
+
+# The Stylizer's engine choices.
+POOLINGS = ("max", "avg")
+PRECISIONS = ("auto", "float32", "bfloat16")  # "auto": bfloat16 where the hardware runs it
+JIT_MODES = ("auto", "on", "off")  # XLA: timed per size, always, never

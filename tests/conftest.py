@@ -25,7 +25,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-LITE_H5 = ROOT / "styleflow" / "data" / "vgg19_imagenet_block1-3.h5"
+LITE_H5 = ROOT / "styleflow" / "model" / "data" / "vgg19_imagenet_block1-3.h5"
 EMPTY_KERAS_HOME = tempfile.mkdtemp(prefix="styleflow-keras-home-")
 atexit.register(shutil.rmtree, EMPTY_KERAS_HOME, True)
 UNREACHABLE_MIRROR = "http://127.0.0.1:9/vgg19_notop.h5"
@@ -55,9 +55,9 @@ def make_image(path: Path, size=(48, 32), seed=0, mode="RGB") -> Path:
 def no_onednn_pass_limit(monkeypatch):
     """Tests plan passes as on a CPU without oneDNN's GEMM convolution limit, whichever CPU runs
     them (it varies between machines); the tests of that limit set it themselves."""
-    from styleflow import hardware
+    from styleflow.model import machine
 
-    monkeypatch.setattr(hardware, "onednn_pass_pixels", lambda precision="float32": None)
+    monkeypatch.setattr(machine, "onednn_pass_pixels", lambda precision="float32": None)
 
 
 @pytest.fixture

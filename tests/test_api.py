@@ -226,8 +226,8 @@ def test_adam_reports_the_parts_of_the_image_it_keeps_when_losses_carry_float64_
     parts while writing the settled image)."""
     import numpy as np
 
-    from styleflow.adam import AdamLoop, AdamSettings
-    from styleflow.objective import Parts
+    from styleflow.optim.adam import AdamLoop, AdamSettings
+    from styleflow.objective.terms import Parts
 
     class Bowl:
         tiled = True

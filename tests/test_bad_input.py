@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from conftest import assert_clean_error, call_cli, make_image, run_cli
-from styleflow.images import load_image
+from styleflow.io.images import load_image
 from test_weights import legacy_h5
-from styleflow.weights import random_weights
+from styleflow.model.weights import random_weights
 
 TRANSFER = "neural_style_transfer.py"
 STYLE = "neural_style.py"

@@ -6,10 +6,12 @@ import pytest
 from PIL import Image
 
 from conftest import assert_clean_error, call_cli, make_image
-from styleflow import budget, tiling
-from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
+from styleflow.objective import tiling
+from styleflow.model import machine
+from styleflow.plan import budget
+from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LBFGS_HISTORY
 from styleflow.errors import StyleflowError
-from styleflow.memory import estimate_bytes
+from styleflow.plan.memory import estimate_bytes
 
 FULL = [FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS]
 GB = 2**30
@@ -57,7 +59,8 @@ def test_refused_only_when_the_smallest_tile_cannot_fit():
     with pytest.raises(StyleflowError) as caught:
         choose((3072, 4096), "lbfgs", max_memory=4)
     message = str(caught.value)
-    assert "4096x3072" in message and "smallest tiles" in message and "--max-memory" in message
+    assert "4096x3072" in message and "smallest tiles" in message and "max_memory" in message
+    assert "--" not in message  # the library's words; the command lines name their flags
     assert "\n" not in message
     with pytest.raises(StyleflowError, match="GB is available"):
         choose((60000, 90000), "adam", available=8 * GB)
@@ -65,7 +68,7 @@ def test_refused_only_when_the_smallest_tile_cannot_fit():
 
 def test_no_single_pass_above_the_crash_limit(monkeypatch):
     # One eager pass over 11.3 MP crashed TensorFlow: large images are tiled whatever the budget.
-    monkeypatch.setattr(budget, "UNTILED_MAX_PIXELS", 300 * 300)
+    monkeypatch.setattr(machine, "MAX_PASS_PIXELS", 300 * 300)
     layout = choose((600, 600), "adam", max_memory=100)
     assert layout.tile is not None
     assert max(t.pixels for t in tiling.plan(600, 600, FULL, layout.tile)) <= 300 * 300
@@ -74,25 +77,25 @@ def test_no_single_pass_above_the_crash_limit(monkeypatch):
 def test_passes_stay_within_onednn_gemm_limit(monkeypatch):
     # Where oneDNN convolves by GEMM, a pass above its limit would crawl through a reference
     # loop: every pass (backward tiles and the forward Gram tiles) stays within it.
-    from styleflow import hardware
+    from styleflow.model import machine
 
     limit = 300_000
-    monkeypatch.setattr(hardware, "onednn_pass_pixels", lambda precision="float32": limit)
+    monkeypatch.setattr(machine, "onednn_pass_pixels", lambda precision="float32": limit)
     assert choose((400, 500), max_memory=100).tile is None
     layout = choose((768, 1024), max_memory=100)
     assert layout.tile is not None
     for core in (layout.tile, layout.forward_tile):
         assert max(t.pixels for t in tiling.plan(768, 1024, FULL, core)) <= limit
-    with pytest.raises(StyleflowError, match="--tile") as caught:
+    with pytest.raises(StyleflowError, match="tile=") as caught:
         choose((768, 1024), tile=700, max_memory=100)
-    suggested = int(str(caught.value).split("--tile ")[-1].split()[0])
+    suggested = int(str(caught.value).split("tile=")[-1].split()[0])
     assert tiling.largest_crop(768, 1024, FULL, suggested) <= limit
     assert choose((768, 1024), tile=suggested, max_memory=100).tile == (suggested, suggested)
 
 
 def test_tile_forces_tiles_and_bad_values_are_refused():
     assert choose((300, 400), tile=128, max_memory=4).tile == (128, 128)
-    with pytest.raises(StyleflowError, match="--max-memory"):
+    with pytest.raises(StyleflowError, match="max_memory: must be above 0 GB"):
         choose((300, 400), max_memory=0)
 
 
@@ -123,7 +126,7 @@ def test_cli_option_values_are_checked(args, needle, tiny, tmp_path):
 def test_gpu_free_memory_is_read_for_the_gpu_tensorflow_uses(monkeypatch):
     import subprocess
 
-    from styleflow import memory
+    from styleflow.plan import host
 
     asked = []
 
@@ -134,30 +137,32 @@ def test_gpu_free_memory_is_read_for_the_gpu_tensorflow_uses(monkeypatch):
         return run
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
-    found = memory.gpu_available_bytes(smi("40536\n"))
+    found = host.gpu_available_bytes(smi("40536\n"))
     assert found >= 40536 * 2**20 and asked[-1][-2:] == ["-i", "3"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    memory.gpu_available_bytes(smi("100\n"))
+    host.gpu_available_bytes(smi("100\n"))
     assert asked[-1][-2:] == ["-i", "0"]
-    assert memory.gpu_available_bytes(smi("", 9)) is None  # nvidia-smi failed
-    assert memory.gpu_available_bytes(smi("[N/A]\n")) is None
+    assert host.gpu_available_bytes(smi("", 9)) is None  # nvidia-smi failed
+    assert host.gpu_available_bytes(smi("[N/A]\n")) is None
 
     def missing(command, **kw):
         raise FileNotFoundError(command[0])
-    assert memory.gpu_available_bytes(missing) is None
+    assert host.gpu_available_bytes(missing) is None
 
 
 @pytest.mark.parametrize("free_gb", [3, None])
 def test_on_a_gpu_the_tiles_follow_its_free_memory(monkeypatch, free_gb):
     """On a GPU the host's memory does not decide the tiles: the device's free memory does,
     and where it cannot be read, one pass as before (TensorFlow's own error if it fails)."""
-    from styleflow import problem
-    from styleflow.problem import Network
+    from styleflow.api import problem
+    from styleflow.api.networks import Network
+    from styleflow.model import machine
+    from styleflow.plan import host
 
-    monkeypatch.setattr(problem, "gpu_visible", lambda: True)
-    monkeypatch.setattr(problem, "gpu_available_bytes",
+    monkeypatch.setattr(machine, "gpu_visible", lambda: True)
+    monkeypatch.setattr(host, "gpu_available_bytes",
                         lambda: None if free_gb is None else free_gb * GB)
-    monkeypatch.setattr(budget, "available_bytes", lambda: 100 * GB)  # the host: roomy
+    monkeypatch.setattr(host, "available_bytes", lambda: 100 * GB)  # the host: roomy
     network = Network(None, None, None, [FULL_CONTENT_LAYER], list(FULL_STYLE_LAYERS))
     layout = problem.check_size((1536, 2048), network, "output size", "adam")
     if free_gb is None:
@@ -174,7 +179,7 @@ def test_lbfgs_gives_its_history_for_tiles_when_none_is_comfortable(monkeypatch)
     layout = choose(size, "lbfgs", max_memory=4)
     assert layout.history == budget.MIN_HISTORY and layout.need <= 4 * GB
     longest = budget._largest_crop(size, FULL, [FULL_CONTENT_LAYER], "float32", "lbfgs",
-                                   budget.DEFAULT_HISTORY, 4 * GB)
+                                   LBFGS_HISTORY, 4 * GB)
     assert np.prod(layout.tile) > 0 and (longest is None or tiling.computed_pixels(
         *size, FULL, layout.tile) <= tiling.computed_pixels(
         *size, FULL, tiling.best_core(*size, FULL, longest)))

@@ -68,8 +68,8 @@ def test_preserve_colors_keeps_content_chrominance(pair, tmp_path):
 
 def test_matconvnet_file_and_average_pooling_through_the_cli(pair, tmp_path):
     from test_weights import matconvnet_file
-    from styleflow.network import KERAS_INPUT
-    from styleflow.weights import random_weights
+    from styleflow.model.network import KERAS_INPUT
+    from styleflow.model.weights import random_weights
 
     content, s1, _ = pair
     mat = matconvnet_file(tmp_path / "vgg.mat", random_weights(4, ["block2_conv2"]).layers,

@@ -49,7 +49,7 @@ def test_faithful_schedule_and_width(tiny, tmp_path):
     from scipy.optimize import fmin_l_bfgs_b
 
     from styleflow import Stylizer
-    from styleflow.lbfgs import Evaluator
+    from styleflow.optim.lbfgs import Evaluator
 
     run = Stylizer("random", seed=1).iter_transfer(base, style, iterations=2, width=36)
     evaluator = Evaluator(run.problem.objective)

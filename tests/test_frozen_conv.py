@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from styleflow import frozen_conv, memory
+from styleflow.model import frozen_conv, machine
 from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
-from styleflow.network import build_extractor
-from styleflow.weights import random_weights
+from styleflow.model.network import build_extractor
+from styleflow.model.weights import random_weights
 
 LAYERS = [FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS]
 
@@ -58,20 +58,18 @@ def test_weights_are_the_layers_own_and_not_trained():
 
 
 def test_used_for_float32_with_onednn_only(monkeypatch):
-    from styleflow import hardware
-
-    monkeypatch.setattr(memory, "onednn_enabled", lambda: True)
-    monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
-    assert frozen_conv.use_transposed("float32")
-    assert not frozen_conv.use_transposed("bfloat16")
-    monkeypatch.setattr(hardware, "gpu_visible", lambda: True)  # cuDNN convolves there
-    assert not frozen_conv.use_transposed("float32")
-    monkeypatch.setattr(hardware, "gpu_visible", lambda: False)
-    monkeypatch.setattr(hardware.platform, "machine", lambda: "aarch64")
-    assert not frozen_conv.use_transposed("float32")
-    monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
-    monkeypatch.setattr(memory, "onednn_enabled", lambda: False)
+    monkeypatch.setattr(machine, "onednn_enabled", lambda: True)
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
+    assert machine.transposed_convolutions("float32")
+    assert not machine.transposed_convolutions("bfloat16")
+    monkeypatch.setattr(machine, "gpu_visible", lambda: True)  # cuDNN convolves there
+    assert not machine.transposed_convolutions("float32")
+    monkeypatch.setattr(machine, "gpu_visible", lambda: False)
+    monkeypatch.setattr(machine.platform, "machine", lambda: "aarch64")
+    assert not machine.transposed_convolutions("float32")
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(machine, "onednn_enabled", lambda: False)
     # TensorFlow's own kernels run the input-gradient op 2.5x slower than Conv2D.
-    assert not frozen_conv.use_transposed("float32")
+    assert not machine.transposed_convolutions("float32")
     with pytest.raises(ValueError):
         build_extractor(random_weights(0).layers, ["block1_conv1"], convolution="fast")

@@ -3,34 +3,34 @@
 import pytest
 
 from conftest import call_cli
-from styleflow import hardware
+from styleflow.model import machine
 from styleflow.cli import style, transfer
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_and_explicit_bfloat16_follow_the_hardware(monkeypatch, native):
-    monkeypatch.setattr(hardware, "native_bfloat16", lambda: (native, "because"))
-    assert hardware.resolve_precision("auto") == ("bfloat16" if native else "float32", None)
-    precision, note = hardware.resolve_precision("bfloat16")
+    monkeypatch.setattr(machine, "native_bfloat16", lambda: (native, "because"))
+    assert machine.resolve_precision("auto") == ("bfloat16" if native else "float32", None)
+    precision, note = machine.resolve_precision("bfloat16")
     assert precision == "bfloat16"
     assert (note is None) == native
     if not native:
         assert "slow" in note and "float32" in note and "\n" not in note
-    assert hardware.resolve_precision("float32") == ("float32", None)
+    assert machine.resolve_precision("float32") == ("float32", None)
 
 
 def test_cpu_without_bf16_flags_is_not_native(monkeypatch):
-    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "fma", "avx512f"})
-    assert hardware.native_bfloat16()[0] is False
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "amx_bf16"})
-    assert hardware.native_bfloat16() == (True, "the CPU has AMX_BF16")
-    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [(7, 5)])
-    assert hardware.native_bfloat16()[0] is False  # a Turing GPU: emulated there
+    monkeypatch.setattr(machine, "gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "fma", "avx512f"})
+    assert machine.native_bfloat16()[0] is False
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert machine.native_bfloat16() == (True, "the CPU has AMX_BF16")
+    monkeypatch.setattr(machine, "gpu_compute_capabilities", lambda: [(7, 5)])
+    assert machine.native_bfloat16()[0] is False  # a Turing GPU: emulated there
 
 
 def test_emulated_bfloat16_prints_one_note(monkeypatch, tiny, tmp_path):
-    monkeypatch.setattr(hardware, "native_bfloat16", lambda: (False, "no BF16 here"))
+    monkeypatch.setattr(machine, "native_bfloat16", lambda: (False, "no BF16 here"))
     base, ref = tiny
     proc = call_cli("neural_style_transfer.py", base, ref, tmp_path / "r", "--weights", "random",
                     "--iter", "1", "--height", "16", "--precision", "bfloat16")
@@ -52,17 +52,19 @@ def test_defaults_float32_in_the_scripts_auto_in_styleflow():
 def test_onednn_is_asked_for_unless_the_user_chose_or_tensorflow_is_loaded(monkeypatch):
     import sys
 
-    monkeypatch.delenv(hardware.ONEDNN_VARIABLE, raising=False)
+    from styleflow.model import runtime
+
+    monkeypatch.delenv(machine.ONEDNN_VARIABLE, raising=False)
     monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
-    assert hardware.prefer_onednn() is True
-    assert hardware.os.environ[hardware.ONEDNN_VARIABLE] == "1"
-    monkeypatch.setenv(hardware.ONEDNN_VARIABLE, "0")  # the user's choice stands
-    assert hardware.prefer_onednn() is False
-    assert hardware.os.environ[hardware.ONEDNN_VARIABLE] == "0"
-    monkeypatch.delenv(hardware.ONEDNN_VARIABLE)
+    assert runtime.prefer_onednn() is True
+    assert machine.os.environ[machine.ONEDNN_VARIABLE] == "1"
+    monkeypatch.setenv(machine.ONEDNN_VARIABLE, "0")  # the user's choice stands
+    assert runtime.prefer_onednn() is False
+    assert machine.os.environ[machine.ONEDNN_VARIABLE] == "0"
+    monkeypatch.delenv(machine.ONEDNN_VARIABLE)
     monkeypatch.setitem(sys.modules, "tensorflow", object())  # too late to matter: say so
-    assert hardware.prefer_onednn() is False
-    assert hardware.ONEDNN_VARIABLE not in hardware.os.environ
+    assert runtime.prefer_onednn() is False
+    assert machine.ONEDNN_VARIABLE not in machine.os.environ
 
 
 @pytest.mark.parametrize("setting, expected", [(None, "True"), ("0", "False")])
@@ -75,9 +77,9 @@ def test_importing_styleflow_first_gives_tensorflow_onednn(setting, expected):
     from conftest import ROOT, cli_env, default_signals
 
     env = cli_env(TF_CPP_MIN_LOG_LEVEL="3")
-    env.pop(hardware.ONEDNN_VARIABLE, None)
+    env.pop(machine.ONEDNN_VARIABLE, None)
     if setting is not None:
-        env[hardware.ONEDNN_VARIABLE] = setting
+        env[machine.ONEDNN_VARIABLE] = setting
     code = ("import styleflow, tensorflow\n"
             "from tensorflow.python.util import _pywrap_util_port as port\n"
             "print(port.IsMklEnabled())")
@@ -89,49 +91,41 @@ def test_importing_styleflow_first_gives_tensorflow_onednn(setting, expected):
 
 
 def test_gemm_convolutions_below_avx512_on_x86(monkeypatch):
-    for name in hardware.ISA_VARIABLES:
+    for name in machine.ISA_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "fma"})
-    assert hardware.onednn_convolves_by_gemm()
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "fma", "avx512f"})
-    assert hardware.onednn_convolves_by_gemm()  # AVX-512F alone is not oneDNN's avx512_core
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", *hardware.AVX512_CORE_FLAGS})
-    assert not hardware.onednn_convolves_by_gemm()
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "fma"})
+    assert machine.onednn_convolves_by_gemm()
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "fma", "avx512f"})
+    assert machine.onednn_convolves_by_gemm()  # AVX-512F alone is not oneDNN's avx512_core
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", *machine.AVX512_CORE_FLAGS})
+    assert not machine.onednn_convolves_by_gemm()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN told to act as on AVX2
-    assert hardware.onednn_convolves_by_gemm()
+    assert machine.onednn_convolves_by_gemm()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
-    assert not hardware.onednn_convolves_by_gemm()
-    monkeypatch.setattr(hardware.platform, "machine", lambda: "aarch64")
-    monkeypatch.setattr(hardware, "cpu_flags", set)
-    assert not hardware.onednn_convolves_by_gemm()
-
-
-def test_gemm_pass_limit_lies_below_the_sizes_that_fell_back():
-    # (pixels of a 64-channel convolution that fell back to oneDNN's reference loop, threads),
-    # measured with ONEDNN_MAX_CPU_ISA=AVX2; and sizes that ran, for scale.
-    for pixels, threads in [(1024 * 2048, 2), (2100 * 2100, 1), (730 * 730, 8)]:
-        assert hardware.gemm_pass_pixels(threads) < pixels
-    for pixels, threads in [(1000 * 2090, 2), (2000 * 2090, 1), (720 * 720, 8)]:
-        assert hardware.gemm_pass_pixels(threads) > 0.85 * pixels
+    assert not machine.onednn_convolves_by_gemm()
+    monkeypatch.setattr(machine.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(machine, "cpu_flags", set)
+    assert not machine.onednn_convolves_by_gemm()
 
 
 def test_onednn_limit_only_where_it_convolves_by_gemm(monkeypatch):
-    from styleflow import frozen_conv, memory
-
     monkeypatch.undo()  # the suite's stand-in (conftest) would hide the real function
-    monkeypatch.setattr(hardware, "intra_op_threads", lambda: 4)
-    monkeypatch.setattr(memory, "onednn_enabled", lambda: True)
-    monkeypatch.setattr(hardware, "onednn_convolves_by_gemm", lambda: True)
+    monkeypatch.setattr(machine, "intra_op_threads", lambda: 4)
+    monkeypatch.setattr(machine, "onednn_enabled", lambda: True)
+    monkeypatch.setattr(machine, "onednn_convolves_by_gemm", lambda: True)
+    # An x86 CPU without a GPU, whichever machine runs the test:
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(machine, "gpu_visible", lambda: False)
     # float32 convolves through oneDNN's brgemm kernels (frozen_conv): no limit.
-    assert frozen_conv.use_transposed("float32")
-    assert hardware.onednn_pass_pixels("float32") is None
-    assert hardware.onednn_pass_pixels("bfloat16") == hardware.gemm_pass_pixels(4)
-    monkeypatch.setattr(hardware, "onednn_convolves_by_gemm", lambda: False)
-    assert hardware.onednn_pass_pixels("bfloat16") is None
-    monkeypatch.setattr(hardware, "onednn_convolves_by_gemm", lambda: True)
-    monkeypatch.setattr(memory, "onednn_enabled", lambda: False)
-    assert hardware.onednn_pass_pixels("bfloat16") is None
+    assert machine.transposed_convolutions("float32")
+    assert machine.onednn_pass_pixels("float32") is None
+    assert machine.onednn_pass_pixels("bfloat16") == machine.gemm_pass_pixels(4)
+    monkeypatch.setattr(machine, "onednn_convolves_by_gemm", lambda: False)
+    assert machine.onednn_pass_pixels("bfloat16") is None
+    monkeypatch.setattr(machine, "onednn_convolves_by_gemm", lambda: True)
+    monkeypatch.setattr(machine, "onednn_enabled", lambda: False)
+    assert machine.onednn_pass_pixels("bfloat16") is None
 
 
 def test_run_above_the_gemm_limit_finishes(tmp_path):

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 
 from conftest import make_image
-from styleflow import Stylizer, jit
-from styleflow.network import KERAS_INPUT, build_extractor
-from styleflow.objective import KERAS_EXAMPLE, NEURAL_STYLE, Objective
-from styleflow.weights import random_weights
+from styleflow import Stylizer
+from styleflow.optim import jit
+from styleflow.model.network import KERAS_INPUT, build_extractor
+from styleflow.objective.objective import Objective
+from styleflow.objective.terms import KERAS_EXAMPLE, NEURAL_STYLE
+from styleflow.model.weights import random_weights
 
 STYLE = ["block1_conv1", "block2_conv1"]
 

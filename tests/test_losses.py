@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from styleflow import losses
+from styleflow.objective import losses
 
 rng = np.random.default_rng(42)
 
@@ -86,7 +86,7 @@ def test_gram_gradient_equals_the_matmul_gradient():
     import numpy as np
     import tensorflow as tf
 
-    from styleflow.losses import flat_gram
+    from styleflow.objective.losses import flat_gram
 
     rng = np.random.default_rng(0)
     flat = tf.constant(rng.normal(size=(300, 24)).astype(np.float32))

@@ -5,8 +5,9 @@ import pytest
 from conftest import assert_clean_error, call_cli, make_image
 from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_STYLE_LAYERS
 from styleflow.errors import StyleflowError
-from styleflow.memory import (BASE_BYTES, _cgroup_free, activation_elements, check_fits,
-                              estimate_bytes, largest_fitting)
+from styleflow.model.layout import activation_elements
+from styleflow.plan.host import _cgroup_free
+from styleflow.plan.memory import BASE_BYTES, check_fits, estimate_bytes, largest_fitting
 
 FULL = [FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS]
 
@@ -78,40 +79,45 @@ def test_style_images_are_checked_too(tmp_path):
     from styleflow import Stylizer
 
     content = make_image(tmp_path / "c.png", (48, 32), 1)
-    with pytest.raises(StyleflowError, match=r"style image 1 after --style-scales: a 96000x64000 "
-                                             r"image needs about .* use a smaller --style-scales"):
+    with pytest.raises(StyleflowError, match=r"style image 1 after style_scales: a 96000x64000 "
+                                             r"image needs about .* use a smaller style_scales"):
         Stylizer("random").iter_stylize(str(content), str(content), style_scales=[2000])
 
 
 def test_estimate_follows_tensorflow_s_kernels(monkeypatch):
     """Without oneDNN, TensorFlow's kernels keep more memory (lite 2048x1536: 12.6 GB measured
     against 8.5 GB with it): the estimate follows whichever runs."""
-    from styleflow.memory import onednn_enabled
-
     from styleflow.defaults import LITE_CONTENT_LAYER
+    from styleflow.model import machine
 
+    # The machine the figures were measured on, whichever runs the test: an x86 CPU with
+    # AVX-512 and no GPU.
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(machine, "gpu_visible", lambda: False)
+    monkeypatch.setattr(machine, "onednn_avx512", lambda: True)
     lite = [LITE_CONTENT_LAYER, *LITE_STYLE_LAYERS]
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
-    assert not onednn_enabled()
+    assert not machine.onednn_enabled()
     without = estimate_bytes((1536, 2048), lite)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
-    assert onednn_enabled()
-    with_onednn = estimate_bytes((1536, 2048), lite)
-    # Both above what was measured, neither far above it (with oneDNN on an x86 CPU the deeper
-    # layers are Winograd's: 9.83 GB measured, 8.47 GB with direct convolutions).
-    from styleflow.frozen_conv import use_transposed
-
-    measured = 9.83 if use_transposed("float32") else 8.47
-    assert 12.56 < without / 2**30 < 14 and measured < with_onednn / 2**30 < measured + 1
+    assert machine.onednn_enabled()
+    winograd = estimate_bytes((1536, 2048), lite)
+    monkeypatch.setattr(machine, "transposed_convolutions", lambda precision: False)
+    direct = estimate_bytes((1536, 2048), lite)
+    # Each above what bench/memory.py measured there, none far above it: 12.6 GB without
+    # oneDNN, 9.83 GB with Winograd's deeper layers, 8.47 GB with direct convolutions.
+    for estimate, measured in ((without, 12.56), (winograd, 9.83), (direct, 8.47)):
+        assert measured < estimate / 2**30 < measured + 1.5
 
 
 def test_winograd_layers_counted_where_they_run(monkeypatch):
     """Winograd's kept transforms and transient tiles count only for layers whose maps it
     convolves at that size, and only where it is used at all."""
-    from styleflow import frozen_conv, hardware, memory
+    from styleflow.model import machine
+    from styleflow.plan import memory
 
-    monkeypatch.setattr(frozen_conv, "use_transposed", lambda precision: True)
-    monkeypatch.setattr(hardware, "onednn_avx512", lambda: True)
+    monkeypatch.setattr(machine, "transposed_convolutions", lambda precision: True)
+    monkeypatch.setattr(machine, "onednn_avx512", lambda: True)
     assert memory.winograd_bytes((40, 40), FULL) == 0  # block3's 10x10 map: direct
     # 128x128: block3 (32x32) and block4 (16x16) by Winograd, block5 (8x8) direct.
     kernels = 128 * 256 + 3 * 256 * 256 + 256 * 512 + 3 * 512 * 512
@@ -120,7 +126,7 @@ def test_winograd_layers_counted_where_they_run(monkeypatch):
     assert memory.winograd_bytes((128, 128), FULL) == int(kept + transient)
     assert (estimate_bytes((128, 128), FULL) - estimate_bytes((40, 40), FULL)
             > kept + transient)
-    monkeypatch.setattr(hardware, "onednn_avx512", lambda: False)  # block2 too, below AVX-512
+    monkeypatch.setattr(machine, "onednn_avx512", lambda: False)  # block2 too, below AVX-512
     assert memory.winograd_bytes((128, 128), FULL) > int(kept + transient)
-    monkeypatch.setattr(frozen_conv, "use_transposed", lambda precision: False)
+    monkeypatch.setattr(machine, "transposed_convolutions", lambda precision: False)
     assert memory.winograd_bytes((2048, 2048), FULL) == 0

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from styleflow.network import KERAS_INPUT, build_extractor
-from styleflow.objective import KERAS_EXAMPLE, NEURAL_STYLE, Objective
-from styleflow.weights import random_weights
+from styleflow.model.network import KERAS_INPUT, build_extractor
+from styleflow.objective.objective import Objective
+from styleflow.objective.terms import KERAS_EXAMPLE, NEURAL_STYLE
+from styleflow.model.weights import random_weights
 
 STYLE = ["block1_conv1", "block2_conv1"]
 CONTENT = ["block2_conv2"]

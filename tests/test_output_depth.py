@@ -11,8 +11,9 @@ import tifffile
 from PIL import Image, ImageCms
 
 from conftest import assert_clean_error, call_cli, make_image
-from styleflow import Stylizer, images
-from styleflow.icc import srgb_profile
+from styleflow import Stylizer
+from styleflow.io import images
+from styleflow.io.icc import srgb_profile
 
 
 def _s15(v):

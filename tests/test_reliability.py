@@ -18,9 +18,9 @@ from PIL import Image
 from conftest import (EMPTY_KERAS_HOME, LITE_H5, ROOT, assert_clean_error, call_cli, child,
                       make_image)
 from styleflow import Stylizer, StyleflowError
-from styleflow import weights as weights_mod
-from styleflow.images import load_image
-from styleflow.runlog import read_log
+from styleflow.model import weights as weights_mod
+from styleflow.io.images import load_image
+from styleflow.report.runlog import read_log
 
 TRANSFER = "neural_style_transfer.py"
 STYLE = "neural_style.py"
@@ -157,7 +157,7 @@ def test_unusable_output_extensions_refused_before_any_work(name, tiny, tmp_path
 
 
 def test_adam_interrupted_before_its_first_step_writes_nothing(tiny, tmp_path, monkeypatch):
-    from styleflow import api
+    from styleflow.api import runs as api
 
     def interrupted(self):
         raise KeyboardInterrupt
@@ -261,11 +261,11 @@ def test_a_log_that_fails_mid_run_is_one_error_line(tiny, tmp_path, monkeypatch)
 
 
 def test_leftovers_of_a_killed_writer_are_removed_but_a_live_writers_are_kept(tmp_path):
-    from styleflow import images
+    from styleflow.io import files
     # A process that has ended: its pid is free (checked right after it exits).
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    host = images._HOST
+    host = files._HOST
     stale = [tmp_path / f".out.png.{host}.{dead}-abc.tmp",
              tmp_path / f".styleflow-check.{host}.{dead}-xyz"]
     live = tmp_path / f".out.png.{host}.{os.getpid()}-def.tmp"  # this process: alive
@@ -273,7 +273,7 @@ def test_leftovers_of_a_killed_writer_are_removed_but_a_live_writers_are_kept(tm
     user_file = tmp_path / ".hidden.tmp"
     for path in [*stale, live, other_host, user_file]:
         path.write_bytes(b"x")
-    images.prepare_output_dir(tmp_path / "out.png")
+    files.prepare_output_dir(tmp_path / "out.png")
     assert not any(p.exists() for p in stale)
     assert live.exists() and other_host.exists() and user_file.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(

@@ -17,8 +17,8 @@ from PIL import Image
 
 from conftest import ROOT, assert_clean_error, call_cli, child, cli_env, default_signals, make_image
 from styleflow.cli.recorder import BAR, RunRecorder
-from styleflow.plot import SERIES
-from styleflow.runlog import read_log
+from styleflow.report.plot import SERIES
+from styleflow.report.runlog import read_log
 
 TRANSFER = "neural_style_transfer.py"
 STYLE = "neural_style.py"
@@ -225,7 +225,7 @@ def test_run_outputs_never_overwrite_inputs(tiny, tmp_path, option):
 
 
 def test_outputs_get_ordinary_file_permissions(tmp_path):
-    from styleflow.images import save_image
+    from styleflow.io.images import save_image
 
     old = os.umask(0o022)
     try:
@@ -243,7 +243,7 @@ def test_a_failed_write_is_one_clear_error_and_leaves_the_old_file(tmp_path, mon
     from PIL import Image as PILImage
 
     from styleflow.errors import StyleflowError
-    from styleflow.images import save_image
+    from styleflow.io.images import save_image
 
     target = tmp_path / "o.png"
     save_image(target, np.zeros((8, 8, 3), np.uint8))

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import assert_clean_error, call_cli
-from styleflow import Stylizer, scales
-from styleflow.runlog import read_log
+from styleflow import Stylizer
+from styleflow.optim import scales
+from styleflow.report.runlog import read_log
 
 
 def test_sizes_halve_per_side_and_end_at_the_request():
@@ -81,7 +82,7 @@ def test_too_many_scales_for_the_layers_is_one_line(tiny, tmp_path):
 def test_adam_takes_smaller_steps_at_the_finer_sizes(stylizer, tiny, monkeypatch):
     """Full rate at the coarsest size (from noise), `FINE_LEARNING_RATE` of it at every finer
     size: the upsampled start is already settled."""
-    from styleflow import api
+    from styleflow.api import runs as api
 
     rates = []
     real = api.AdamLoop

@@ -3,12 +3,14 @@
 import numpy as np
 import pytest
 
-from styleflow import tiling
+from styleflow.model import machine
+from styleflow.objective import tiling
 from styleflow.defaults import (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
                                 LITE_STYLE_LAYERS)
-from styleflow.network import KERAS_INPUT, build_extractor
-from styleflow.objective import KERAS_EXAMPLE, NEURAL_STYLE, Objective
-from styleflow.weights import random_weights
+from styleflow.model.network import KERAS_INPUT, build_extractor
+from styleflow.objective.objective import Objective
+from styleflow.objective.terms import KERAS_EXAMPLE, NEURAL_STYLE
+from styleflow.model.weights import random_weights
 
 
 def test_geometry_of_vgg_layers():
@@ -69,7 +71,7 @@ def test_tiled_style_targets_equal_untiled(layers, normalisation, monkeypatch):
     args = (extractor, content, [style], {content_layer: 1.0},
             {n: 1.0 / len(style_layers) for n in style_layers}, 0.025, 1.0, 1.0, normalisation)
     whole = Objective(*args)
-    monkeypatch.setattr(tiling, "TILE_ABOVE_PIXELS", 1000)
+    monkeypatch.setattr(machine, "MAX_PASS_PIXELS", 1000)
     monkeypatch.setattr(tiling, "TILE_SIDE", 64 if layers == "lite" else 48)
     tiled = Objective(*args)
     for name in style_layers:
@@ -135,7 +137,7 @@ def test_a_halo_one_grid_step_short_is_not_exact(monkeypatch):
 
 
 def test_lbfgs_tiled_ends_at_the_untiled_loss():
-    from styleflow.lbfgs import Evaluator, iterate_lbfgs
+    from styleflow.optim.lbfgs import Evaluator, iterate_lbfgs
 
     args, _ = _problem("lite", KERAS_EXAMPLE, size=(96, 120))
     ends = []
@@ -150,7 +152,7 @@ def test_lbfgs_tiled_ends_at_the_untiled_loss():
 
 
 def test_adam_tiled_follows_the_untiled_steps():
-    from styleflow.adam import AdamLoop, AdamSettings
+    from styleflow.optim.adam import AdamLoop, AdamSettings
 
     args, x = _problem("lite", NEURAL_STYLE, size=(96, 120))
     runs = []
@@ -177,14 +179,14 @@ def test_larger_forward_tiles_stay_exact():
 def test_style_gram_tiles_follow_the_pass_limit(monkeypatch):
     """A style image above the pass limit (oneDNN's GEMM convolutions) has its Gram sums
     computed in tiles within it, and they equal the untiled ones."""
-    from styleflow import hardware
+    from styleflow.model import machine
 
     layers = list(LITE_STYLE_LAYERS)
     extractor = build_extractor(random_weights(1).layers, layers)
     image = np.random.default_rng(3).normal(0, 50, (1, 240, 320, 3)).astype(np.float32)
     whole = tiling.tiled_gram_sums(extractor, image, layers, tile=(240, 320))
     limit = 40_000
-    monkeypatch.setattr(hardware, "onednn_pass_pixels", lambda precision="float32": limit)
+    monkeypatch.setattr(machine, "onednn_pass_pixels", lambda precision="float32": limit)
     seen = []
 
     def recording(x, **kw):

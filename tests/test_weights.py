@@ -7,8 +7,8 @@ import scipy.io
 
 from conftest import LITE_H5
 from styleflow.errors import StyleflowError
-from styleflow.network import CONV_LAYERS, KERAS_INPUT, build_extractor
-from styleflow.weights import load_h5, load_mat, random_weights, resolve_weights
+from styleflow.model.network import CONV_LAYERS, KERAS_INPUT, build_extractor
+from styleflow.model.weights import load_h5, load_mat, random_weights, resolve_weights
 
 
 def test_lite_holds_genuine_imagenet_weights():

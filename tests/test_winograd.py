@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from styleflow import hardware, winograd
+from styleflow.model import machine, winograd
 from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
-from styleflow.frozen_conv import make_layer
-from styleflow.network import build_extractor
-from styleflow.weights import random_weights
+from styleflow.model.frozen_conv import make_layer
+from styleflow.model.network import build_extractor
+from styleflow.model.weights import random_weights
 
 LAYERS = [FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS]
 # F(4x4, 3x3) in float32 rounds about ten times more than direct summation: ~1e-5 of the
@@ -112,11 +112,11 @@ def test_cached_transforms_follow_the_weights():
 
 
 def test_layers_and_sizes_where_it_pays(monkeypatch):
-    monkeypatch.setattr(hardware, "onednn_avx512", lambda: True)
+    monkeypatch.setattr(machine, "onednn_avx512", lambda: True)
     assert not winograd.suits_channels(64, 128)  # block2: oneDNN's AVX-512 kernels win
     assert not winograd.suits_channels(128, 128)
     assert winograd.suits_channels(128, 256) and winograd.suits_channels(512, 512)
-    monkeypatch.setattr(hardware, "onednn_avx512", lambda: False)
+    monkeypatch.setattr(machine, "onednn_avx512", lambda: False)
     assert winograd.suits_channels(64, 128) and winograd.suits_channels(128, 128)
     assert not winograd.suits_channels(3, 64) and not winograd.suits_channels(64, 64)
     assert winograd.suits((1, 16, 16, 256)) and winograd.suits((1, 18, 25, 512))
@@ -135,8 +135,8 @@ def test_small_maps_and_early_layers_convolve_directly():
 
 
 def test_objective_loss_and_gradient_match_direct_convolutions():
-    from styleflow.network import KERAS_INPUT
-    from styleflow.objective import Objective
+    from styleflow.model.network import KERAS_INPUT
+    from styleflow.objective.objective import Objective
 
     rng = np.random.default_rng(4)
     content = KERAS_INPUT.preprocess(rng.integers(0, 256, (120, 160, 3)).astype(np.uint8))

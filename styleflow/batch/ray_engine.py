@@ -34,9 +34,8 @@ class PairActor:
     GPU, so several processes can share one)."""
 
     def __init__(self, settings: Settings):
-        from ..cli.common import quiet_tensorflow
+        from .. import api  # noqa: F401 - imports TensorFlow without its start-up log
 
-        quiet_tensorflow()
         import tensorflow as tf
 
         for gpu in tf.config.list_physical_devices("GPU"):

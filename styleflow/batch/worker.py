@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .. import images
-from ..errors import StyleflowError
+from ..errors import StyleflowError, exhaustion
+from ..io import files, images
 from .jobs import Pair
 
 METHODS = ("lbfgs", "adam")
@@ -29,6 +29,9 @@ class Settings:
     iteration_images: bool = False
     jit: str = "auto"
     bit_depth: int = 8  # of PNG outputs (.tif ones always get 16)
+    # (parameter, flag) pairs: how the method's command names the library's parameters, so a
+    # failed pair's message names the options the batch was given.
+    names: tuple = ()
 
 
 def one_line(text: str) -> str:
@@ -51,13 +54,10 @@ class PairWorker:
         if self._stylizer is None:
             from ..api import Stylizer
 
-            if self.settings.seed is not None:
-                import tensorflow as tf
-
-                # An explicit seed promises repeatable files: deterministic kernels (GPU).
-                tf.config.experimental.enable_op_determinism()
+            # An explicit seed promises repeatable files: deterministic kernels (GPU) too.
             self._stylizer = Stylizer(self.settings.weights, precision=self.settings.precision,
                                       pooling=self.settings.pooling, seed=self.settings.seed,
+                                      deterministic=self.settings.seed is not None,
                                       jit=self.settings.jit, notes=self.notes)
         return self._stylizer
 
@@ -66,18 +66,17 @@ class PairWorker:
         """Do `pair`; return its status record (status done or failed, seconds, final loss,
         error). KeyboardInterrupt propagates, leaving no file for the pair."""
         began = time.perf_counter()
+        names = dict(self.settings.names)
         try:
             loss = self._run(pair, on_progress)
         except StyleflowError as exc:
-            return record(pair, "failed", began, error=one_line(exc))
+            return record(pair, "failed", began, error=one_line(exc.worded(names)))
         except KeyboardInterrupt:
             raise
-        except MemoryError:
-            return record(pair, "failed", began, error="out of memory; try a smaller size")
         except Exception as exc:  # an unexpected error fails this pair, not the batch
-            if type(exc).__name__ == "ResourceExhaustedError":
-                return record(pair, "failed", began, error="the accelerator ran out of memory; "
-                                                           "try a smaller size")
+            exhausted = exhaustion(exc)
+            if exhausted is not None:
+                return record(pair, "failed", began, error=exhausted.worded(names))
             return record(pair, "failed", began,
                           error=one_line(f"internal error: {type(exc).__name__}: {exc}")[:500])
         return record(pair, "done", began, loss=loss)
@@ -89,8 +88,8 @@ class PairWorker:
         images.check_image_extension(output, "output")
         options = dict(pair.options)
         inputs = [pair.content, pair.style, options.get("init"), options.get("initial")]
-        images.refuse_overwriting_inputs([output], inputs)
-        images.prepare_output_dir(output, "output")
+        files.refuse_overwriting_inputs([output], inputs)
+        files.prepare_output_dir(output, "output")
         if self.settings.method == "lbfgs":
             run = self.stylizer.iter_transfer(pair.content, pair.style, **options)
         else:

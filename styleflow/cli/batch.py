@@ -153,7 +153,8 @@ def row_parser(method: str, rest: Sequence[str]):
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Run `styleflow batch`; returns the exit status."""
     args, rest, method_args, module = parse(sys.argv[1:] if argv is None else argv)
-    return cc.run_cli(PROG, lambda: _run(args, rest, method_args, module))
+    names = module.flag_names(module.PROG)
+    return cc.run_cli(PROG, lambda: _run(args, rest, method_args, module, names), names)
 
 
 def _pairs(args, rest, method_args, module):
@@ -171,7 +172,7 @@ def _pairs(args, rest, method_args, module):
     return pairs, status
 
 
-def _run(args, rest, method_args, module) -> int:
+def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
     from ..batch.jobs import Pair
     from ..batch.status import StatusLog
     from ..batch.worker import Settings, record
@@ -182,7 +183,8 @@ def _run(args, rest, method_args, module) -> int:
                         else method_args.network,
                         precision=method_args.precision, pooling=method_args.pooling,
                         seed=method_args.seed, iteration_images=args.iteration_images,
-                        jit=method_args.jit, bit_depth=method_args.bit_depth)
+                        jit=method_args.jit, bit_depth=method_args.bit_depth,
+                        names=tuple(sorted(names.items())))
     status = StatusLog(status_path)
     report = Report(len(pairs), args.quiet)
     todo: list[Pair] = []
@@ -203,11 +205,11 @@ def _run(args, rest, method_args, module) -> int:
             from ..batch.ray_engine import run_on_ray
 
             run_on_ray(todo, settings, finished, address=args.address, workers=args.workers,
-                       notes=cc.notes_to_stderr(args.quiet), on_start=report.start)
+                       notes=cc.notes_to_stderr(args.quiet, names), on_start=report.start)
         else:
             from ..batch.worker import PairWorker
 
-            worker = PairWorker(settings, notes=cc.notes_to_stderr(args.quiet))
+            worker = PairWorker(settings, notes=cc.notes_to_stderr(args.quiet, names))
             for pair in todo:
                 report.start(pair)
                 finished(pair, worker.run(pair, on_progress=report.progress))

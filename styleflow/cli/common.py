@@ -1,15 +1,16 @@
-"""What both command lines share: one-line errors, checked number arguments, signal handling."""
+"""What the command lines share: one-line errors with parameters named by their flags, checked
+number arguments, signal handling, the options every run takes."""
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import signal
 import sys
 from typing import Callable, Sequence
 
-from ..errors import StyleflowError
+from ..defaults import LBFGS_HISTORY
+from ..errors import Note, StyleflowError, exhaustion, reword
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -61,11 +62,6 @@ def nonnegative_float(text: str) -> float:
     return _number(float, text, positive=True, allow_zero=True)
 
 
-def finite_float(text: str) -> float:
-    """argparse type: any finite number."""
-    return _number(float, text, positive=False, allow_zero=True)
-
-
 def unit_float(text: str) -> float:
     """argparse type: a finite number in [0, 1]."""
     value = _number(float, text, positive=True, allow_zero=True)
@@ -74,63 +70,50 @@ def unit_float(text: str) -> float:
     return value
 
 
-def quiet_tensorflow() -> None:
-    """Import TensorFlow with its C++ start-up chatter hidden.
-
-    TF 2.21 logs through absl before TF_CPP_MIN_LOG_LEVEL is honoured, so stderr (fd 2) is
-    pointed at /dev/null for the import alone; a failed import is still reported, in one line.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        import tensorflow as tf
-        import keras  # noqa: F401
-
-        tf.config.list_physical_devices()  # device probing logs too (e.g. cuInit without a GPU)
-    except ImportError as exc:
-        os.dup2(saved, 2)
-        raise StyleflowError(f"cannot import TensorFlow/Keras ({exc}); "
-                             "run: pip install -r requirements.txt") from None
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
+def flag_names(parser: argparse.ArgumentParser, aliases: dict[str, str] | None = None
+               ) -> dict[str, str]:
+    """How this command names the library's parameters: each option's destination (the API's
+    name, mostly) to its flag as --help shows it last (e.g. max_memory -> --max-memory), plus
+    `aliases` where the API's name differs from the destination (iterations -> iter)."""
+    names = {action.dest: action.option_strings[-1] for action in parser._actions
+             if action.option_strings and action.dest != "help"}
+    for param, dest in (aliases or {}).items():
+        if dest in names:
+            names[param] = names[dest]
+    return names
 
 
-def run_cli(prog: str, body: Callable[[], int]) -> int:
-    """Run a CLI body: StyleflowError becomes 'prog: error: ...' and exit 1; SIGTERM is turned
-    into Terminated so the body's interrupt handling runs; interrupts give 130 / 143."""
+def run_cli(prog: str, body: Callable[[], int], names: dict[str, str] | None = None) -> int:
+    """Run a CLI body: StyleflowError becomes 'prog: error: ...' (parameters named by their
+    flags in `names`) and exit 1; SIGTERM is turned into Terminated so the body's interrupt
+    handling runs; interrupts give 130 / 143."""
 
     def on_sigterm(signum, frame):
         raise Terminated()
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        quiet_tensorflow()
-        return body()
-    except StyleflowError as exc:
-        message = " ".join(str(exc).split())
+    def error(exc: StyleflowError) -> int:
+        message = " ".join(exc.worded(names or {}).split())
         print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return body()
+    except StyleflowError as exc:
+        return error(exc)
     except Terminated:
         print(f"{prog}: terminated", file=sys.stderr)
         return EXIT_SIGTERM
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_SIGINT
-    except MemoryError:
-        print(f"{prog}: error: out of memory; try a smaller --height/--width", file=sys.stderr)
-        return EXIT_ERROR
     except Exception as exc:
-        # A GPU running out of memory: TensorFlow's ResourceExhaustedError, one line instead.
-        if type(exc).__name__ != "ResourceExhaustedError":
+        # Out of memory (the host's MemoryError, an accelerator's ResourceExhaustedError):
+        # one line instead of a traceback.
+        exhausted = exhaustion(exc)
+        if exhausted is None:
             raise
-        print(f"{prog}: error: the accelerator ran out of memory; try a smaller "
-              "--height/--width or --precision bfloat16", file=sys.stderr)
-        return EXIT_ERROR
+        return error(exhausted)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -160,18 +143,6 @@ def require_some_weight(parser: argparse.ArgumentParser, weights: dict[str, floa
                      "optimise; give at least one a value above zero")
 
 
-def apply_seed(seed: int | None) -> int | None:
-    """The seed as given (None: the default, 0). An explicit --seed also asks TensorFlow for
-    deterministic kernels: CPU runs repeat anyway, GPU convolutions otherwise may not (at some
-    speed cost)."""
-    if seed is None:
-        return None
-    import tensorflow as tf
-
-    tf.config.experimental.enable_op_determinism()
-    return seed
-
-
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """--quiet, --log, --plot and --gif, the same in both CLIs."""
     group = parser.add_argument_group("watching a run")
@@ -191,8 +162,8 @@ def check_run_outputs(args, inputs: Sequence[str | None]) -> None:
     input file."""
     from pathlib import Path
 
-    from .. import images
-    from ..plot import check_plot_extension
+    from ..io import files
+    from ..report.plot import check_plot_extension
 
     paths = []
     if args.plot:
@@ -201,18 +172,21 @@ def check_run_outputs(args, inputs: Sequence[str | None]) -> None:
         raise StyleflowError(f"--gif '{args.gif}': the file name must end in .gif")
     for option, value in (("--log", args.log), ("--plot", args.plot), ("--gif", args.gif)):
         if value:
-            images.prepare_output_dir(value, option)
+            files.prepare_output_dir(value, option)
             if Path(value).is_dir():
                 raise StyleflowError(f"{option} '{value}': is a directory, not a file name")
             paths.append(Path(value))
-    images.refuse_overwriting_inputs(paths, list(inputs))
+    files.refuse_overwriting_inputs(paths, list(inputs))
 
 
-def notes_to_stderr(quiet: bool) -> Callable[[str], None]:
-    """The `log` callback for notes such as the weights fallback: stderr, silent with --quiet."""
+def notes_to_stderr(quiet: bool, names: dict[str, str] | None = None
+                    ) -> Callable[[str], None]:
+    """The `notes` callback for notes such as the weights fallback: stderr, parameters named by
+    their flags in `names`, silent with --quiet."""
     def note(message: str) -> None:
         if not quiet:
-            print(message, file=sys.stderr, flush=True)
+            params = message.params if isinstance(message, Note) else ()
+            print(reword(str(message), params, names or {}), file=sys.stderr, flush=True)
     return note
 
 
@@ -269,10 +243,10 @@ def describe_layout(run, args) -> str | None:
     """A line on how the run fits in memory when that is not the plain one-pass run (tiles, a
     shorter L-BFGS history, or a budget was asked for); None otherwise, so the two scripts'
     output stays as it was."""
-    layout = run.problem.layout
+    layout = run.layout
     if layout is None:
         return None
-    if layout.tile is None and layout.history == 10 and args.max_memory is None:
+    if layout.tile is None and layout.history == LBFGS_HISTORY and args.max_memory is None:
         return None
     return run.memory_report
 
@@ -295,14 +269,15 @@ def recorder_for(args, total: int, unit: str, title: str):
                        title=title)
 
 
-def make_stylizer(args, weights: str):
-    """The Stylizer for a CLI run: weights, precision, pooling and the seed as given, notes
-    (such as the weights fallback) on stderr unless --quiet."""
+def make_stylizer(args, weights: str, names: dict[str, str]):
+    """The Stylizer for a CLI run: weights, precision, pooling and the seed as given (an
+    explicit --seed also asks for deterministic kernels), notes (such as the weights fallback)
+    on stderr unless --quiet, their parameters named by the flags in `names`."""
     from ..api import Stylizer
 
-    return Stylizer(weights, precision=args.precision, pooling=args.pooling,
-                    seed=apply_seed(args.seed), jit=args.jit,
-                    notes=notes_to_stderr(args.quiet))
+    return Stylizer(weights, precision=args.precision, pooling=args.pooling, seed=args.seed,
+                    deterministic=args.seed is not None, jit=args.jit,
+                    notes=notes_to_stderr(args.quiet, names))
 
 
 def finish_interrupted(prog: str, exc: KeyboardInterrupt, run, path, recorder, log: str | None,

@@ -12,10 +12,9 @@ from typing import TextIO
 
 import numpy as np
 
-from ..animation import gif_frame, write_gif
-from ..objective import Parts
-from ..plot import plot_losses
-from ..runlog import RunLog
+from ..report.animation import gif_frame, write_gif
+from ..report.plot import plot_losses
+from ..report.runlog import RunLog
 
 BAR = "bar"
 LINES = "lines"
@@ -92,11 +91,12 @@ class RunRecorder:
             self.bar.set_postfix_str(f"loss {loss:.4e}", refresh=False)
         self.bar.update(done - self.bar.n)
 
-    def iteration(self, iteration: int, parts: Parts, seconds: float, evaluations: int,
+    def iteration(self, iteration: int, parts, seconds: float, evaluations: int,
                   text: str | None = None, image: np.ndarray | None = None,
                   image_path: str | Path | None = None) -> None:
-        """Record one iteration: a log row, a plot point, a GIF frame (from the uint8 RGB
-        `image`, when a GIF is asked for) and, when given, a line of text for the user."""
+        """Record one iteration (`parts`: its loss Parts): a log row, a plot point, a GIF frame
+        (from the uint8 RGB `image`, when a GIF is asked for) and, when given, a line of text
+        for the user."""
         row = dict(iteration=iteration, evaluations=evaluations, **parts.as_dict(),
                    seconds=round(seconds, 4), elapsed=round(time.perf_counter() - self.began, 4),
                    image=str(image_path) if image_path else None)

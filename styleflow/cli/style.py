@@ -111,10 +111,20 @@ def parse(argv: Sequence[str] | None = None, prog: str = PROG):
     return args
 
 
+# The API's parameter names where this command's options are named otherwise.
+ALIASES = {"weights": "network"}
+
+
+def flag_names(prog: str = PROG) -> dict[str, str]:
+    """The library's parameter names as this command spells them (for its messages)."""
+    return cc.flag_names(build_parser(prog), ALIASES)
+
+
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Run the CLI; returns the exit status."""
     args = parse(argv, prog)
-    return cc.run_cli(prog, lambda: _run(args, prog))
+    names = flag_names(prog)
+    return cc.run_cli(prog, lambda: _run(args, prog, names), names)
 
 
 def api_options(args) -> dict:
@@ -138,8 +148,8 @@ def checkpoint_name(pattern: str, step: int) -> Path:
     return Path(pattern.replace("%s", str(step), 1))
 
 
-def _run(args, prog: str) -> int:
-    from .. import images
+def _run(args, prog: str, names: dict[str, str]) -> int:
+    from ..io import files, images
 
     output = Path(args.output)
     images.check_image_extension(output, "--output")
@@ -154,14 +164,14 @@ def _run(args, prog: str) -> int:
                        for i in range(args.checkpoint_iterations, args.iterations + 1,
                                       args.checkpoint_iterations)]
     inputs = [args.content, *args.styles, args.initial]
-    interrupted = images.interrupted_name(str(output.with_suffix("")), output.suffix, inputs)
-    images.refuse_overwriting_inputs([output, interrupted, *checkpoints], inputs)
-    images.prepare_output_dir(output, "--output")
+    interrupted = files.interrupted_name(str(output.with_suffix("")), output.suffix, inputs)
+    files.refuse_overwriting_inputs([output, interrupted, *checkpoints], inputs)
+    files.prepare_output_dir(output, "--output")
     for path in checkpoints[:1]:
-        images.prepare_output_dir(path, "--checkpoint-output")
+        files.prepare_output_dir(path, "--checkpoint-output")
     cc.check_run_outputs(args, inputs)
 
-    stylizer = cc.make_stylizer(args, args.network)
+    stylizer = cc.make_stylizer(args, args.network, names)
     recorder = None
     run = stylizer.iter_stylize(
         args.content, args.styles, **api_options(args),
@@ -185,7 +195,7 @@ def _run(args, prog: str) -> int:
     try:
         for step in run:
             i = step.iteration
-            if i == 1 and run.jit_plan.measure:
+            if i == 1 and run.times_jit:
                 recorder.line(run.jit_report)
             since_line += step.seconds
             last = i == args.iterations

@@ -13,8 +13,8 @@ PROG = "neural_style_transfer.py"
 def build_parser(prog: str = PROG) -> cc.ArgumentParser:
     """The command line of neural_style_transfer.py (and `styleflow transfer`)."""
     from ..defaults import (DEFAULT_HEIGHT, FULL_CONTENT_LAYER, FULL_STYLE_LAYERS,
-                            LITE_CONTENT_LAYER, LITE_STYLE_LAYERS, TRANSFER_DEFAULTS)
-    from ..weights import IMAGENET_FILE
+                            IMAGENET_FILE, LITE_CONTENT_LAYER, LITE_STYLE_LAYERS,
+                            TRANSFER_DEFAULTS)
 
     DEFAULTS = dict(TRANSFER_DEFAULTS, iter=TRANSFER_DEFAULTS["iterations"])
     parser = cc.ArgumentParser(
@@ -84,10 +84,20 @@ def parse(argv: Sequence[str] | None = None, prog: str = PROG):
     return args
 
 
+# The API's parameter names where this command's options are named otherwise.
+ALIASES = {"iterations": "iter"}
+
+
+def flag_names(prog: str = PROG) -> dict[str, str]:
+    """The library's parameter names as this command spells them (for its messages)."""
+    return cc.flag_names(build_parser(prog), ALIASES)
+
+
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Run the CLI; returns the exit status."""
     args = parse(argv, prog)
-    return cc.run_cli(prog, lambda: _run(args, prog))
+    names = flag_names(prog)
+    return cc.run_cli(prog, lambda: _run(args, prog, names), names)
 
 
 def api_options(args) -> dict:
@@ -105,19 +115,19 @@ def output_name(prefix: str, iteration: int) -> Path:
     return Path(f"{prefix}_at_iteration_{iteration:02d}.png")
 
 
-def _run(args, prog: str) -> int:
-    from .. import images
+def _run(args, prog: str, names: dict[str, str]) -> int:
+    from ..io import files
 
     outputs = [output_name(args.prefix, i) for i in range(args.iter)]
     inputs = [args.base, args.ref, args.init]
     # PREFIX_interrupted.png; a folder prefix 'out/' gives out/_interrupted.png beside
     # out/_at_iteration_00.png.
-    interrupted = images.interrupted_name(args.prefix, ".png", inputs)
-    images.refuse_overwriting_inputs(outputs + [interrupted], inputs)
-    images.prepare_output_dir(outputs[0], "prefix")
+    interrupted = files.interrupted_name(args.prefix, ".png", inputs)
+    files.refuse_overwriting_inputs(outputs + [interrupted], inputs)
+    files.prepare_output_dir(outputs[0], "prefix")
     cc.check_run_outputs(args, inputs)
 
-    stylizer = cc.make_stylizer(args, args.weights)
+    stylizer = cc.make_stylizer(args, args.weights, names)
     recorder = None
     run = stylizer.iter_transfer(
         args.base, args.ref, **api_options(args),
@@ -131,7 +141,7 @@ def _run(args, prog: str) -> int:
         recorder.line(cc.describe_layout(run, args))
     try:
         for it in run:
-            if it.iteration == 1 and run.jit_plan.measure:
+            if it.iteration == 1 and run.times_jit:
                 recorder.line(run.jit_report)
             path = outputs[it.iteration - 1]
             it.save(path, args.bit_depth)

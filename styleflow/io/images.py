@@ -1,18 +1,18 @@
-"""Reading, resizing and atomically writing images as uint8 RGB NumPy arrays."""
+"""Reading, resizing and writing images as uint8 RGB NumPy arrays (16-bit outputs from float
+values), with their colour profiles."""
 
 from __future__ import annotations
 
 import os
-import re
-import socket
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import StyleflowError
+from ..errors import StyleflowError
+from . import icc
+from .files import write_atomically
 
 # Smaller inputs carry no usable content or style; 1x1 "images" are almost always mistakes.
 MIN_INPUT_SIDE = 8
@@ -80,9 +80,7 @@ def as_rgb(image, what: str = "image") -> np.ndarray:
 
 def _in_srgb(img: Image.Image) -> Image.Image:
     """`img` converted to sRGB when it embeds another colour profile (e.g. Adobe RGB)."""
-    from .icc import to_srgb
-
-    return to_srgb(img)
+    return icc.to_srgb(img)
 
 
 def _big_enough(array: np.ndarray, label: str) -> np.ndarray:
@@ -153,8 +151,8 @@ def bit_depth_for(path: str | os.PathLike, asked: int = 8) -> int:
     if suffix in SIXTEEN_BIT_ALWAYS:
         return 16
     if asked == 16 and suffix not in SIXTEEN_BIT_CAPABLE:
-        raise StyleflowError(f"output '{path}': --bit-depth 16 needs a .png or .tif file, not "
-                             f"'{suffix or '(none)'}'")
+        raise StyleflowError(f"output '{path}': bit_depth=16 needs a .png or .tif file, not "
+                             f"'{suffix or '(none)'}'", params=("bit_depth=16",))
     return asked
 
 
@@ -178,8 +176,6 @@ def save_image(path: str | os.PathLike, image: np.ndarray, bit_depth: int = 8) -
     (pypng); everything else with 8 (Pillow). A reader never sees a half-written file, and
     an interrupted write leaves the old one.
     """
-    from .icc import srgb_profile
-
     path = Path(path)
     fmt = check_image_extension(path)
     depth = bit_depth_for(path, bit_depth)
@@ -192,7 +188,7 @@ def save_image(path: str | os.PathLike, image: np.ndarray, bit_depth: int = 8) -
 
             buffer = io.BytesIO()  # tifffile wants a named file or a buffer, not a descriptor
             tifffile.imwrite(buffer, data, photometric="rgb", compression="zlib",
-                             iccprofile=srgb_profile())
+                             iccprofile=icc.srgb_profile())
             write_atomically(path, lambda handle: handle.write(buffer.getvalue()))
         else:
             write_atomically(path, lambda handle: _write_png16(handle, data))
@@ -203,7 +199,7 @@ def save_image(path: str | os.PathLike, image: np.ndarray, bit_depth: int = 8) -
                  np.uint16 else np.clip(np.rint(array), 0, 255)).astype(np.uint8)
     options = {"quality": 95} if fmt == "JPEG" else {}
     if fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
-        options["icc_profile"] = srgb_profile()
+        options["icc_profile"] = icc.srgb_profile()
     save_pil_atomically(path, Image.fromarray(array), fmt, **options)
 
 
@@ -214,8 +210,6 @@ def _write_png16(handle, data: np.ndarray) -> None:
 
     import png
 
-    from .icc import srgb_profile
-
     height, width, _ = data.shape
     plain = io.BytesIO()
     png.Writer(width, height, greyscale=False, bitdepth=16).write(
@@ -223,7 +217,7 @@ def _write_png16(handle, data: np.ndarray) -> None:
     chunks = list(png.Reader(bytes=plain.getvalue()).chunks())
     # iCCP: profile name, NUL, compression method 0 (deflate), compressed profile; it must
     # come before the image data.
-    iccp = b"sRGB\x00\x00" + zlib.compress(srgb_profile())
+    iccp = b"sRGB\x00\x00" + zlib.compress(icc.srgb_profile())
     at = next(i for i, (kind, _) in enumerate(chunks) if kind == b"IDAT")
     chunks.insert(at, (b"iCCP", iccp))
     png.write_chunks(handle, chunks)
@@ -252,124 +246,3 @@ def check_image_extension(path: str | os.PathLike, what: str = "output") -> str:
 def save_pil_atomically(path: Path, pil: Image.Image, fmt: str, **options) -> None:
     """Save a Pillow image to `path` through a temporary file and os.replace."""
     write_atomically(path, lambda handle: pil.save(handle, format=fmt, **options))
-
-
-def write_atomically(path: str | os.PathLike, write) -> None:
-    """Call `write(binary file)` on a temporary file beside `path`, then rename it to `path`.
-
-    A reader never sees a half-written file, and a failed write leaves the old one; an OSError
-    (disk full, a folder removed meanwhile) becomes a one-line StyleflowError.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_OWNER}-", suffix=".tmp",
-                                   dir=path.parent)
-    except OSError as exc:
-        raise StyleflowError(f"cannot write '{path}': {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise StyleflowError(f"cannot write '{path}': {exc.strerror or exc}") from None
-        raise
-
-
-# Temporary names carry host and process id, so a later run can tell the leftovers of a process
-# killed with SIGKILL (which no handler sees) from files another live process is writing.
-_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
-_OWNER = f"{_HOST}.{os.getpid()}"
-_TEMPORARY = re.compile(r"^\..*\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)-[^/]*$")
-
-
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete this host's temporaries (from write_atomically or the writability probe) in
-    `folder` whose process no longer exists; return what was removed."""
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        match = _TEMPORARY.match(entry.name)
-        if not match or match["host"] != _HOST or not entry.is_file(follow_symlinks=False):
-            continue
-        if not (entry.name.endswith(".tmp") or entry.name.startswith(".styleflow-check.")):
-            continue
-        if _alive(int(match["pid"])):
-            continue
-        try:
-            os.unlink(entry.path)
-            removed.append(Path(entry.path))
-        except OSError:
-            pass
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
-    """Create the folder that will hold `path` and check that files can be written there."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StyleflowError(f"{what} '{path}': cannot create folder '{folder}' "
-                             f"({exc.strerror or exc})") from None
-    if not folder.is_dir():
-        raise StyleflowError(f"{what} '{path}': '{folder}' is not a folder")
-    remove_stale_temporaries(folder)
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".styleflow-check.{_OWNER}-"):
-            pass
-    except OSError as exc:
-        raise StyleflowError(f"{what} '{path}': folder '{folder}' is not writable "
-                             f"({exc.strerror or exc})") from None
-    return path
-
-
-def interrupted_name(base: str, suffix: str,
-                     inputs: list[str | os.PathLike | None]) -> Path:
-    """Where an interrupted run writes its latest image: BASE_interrupted.SUFFIX, or
-    BASE_interrupted2.SUFFIX, ... when that is an input (a run resumed from an interruption).
-
-    BASE is joined as text, so a folder prefix 'out/' gives 'out/_interrupted.png'."""
-    taken = {Path(p).resolve() for p in inputs if p}
-    for n in range(1, len(taken) + 2):
-        path = Path(f"{base}_interrupted{n if n > 1 else ''}{suffix}")
-        if path.resolve() not in taken:
-            return path
-    raise AssertionError("unreachable: more candidates than inputs")
-
-
-def refuse_overwriting_inputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
-    """Raise if any output path names the same file as an input (inputs are never modified)."""
-    resolved = {Path(p).resolve(): str(p) for p in inputs if p}
-    for out in outputs:
-        if Path(out).resolve() in resolved:
-            raise StyleflowError(
-                f"output '{out}' is the input file '{resolved[Path(out).resolve()]}'; "
-                "choose another output name")

@@ -1,7 +1,9 @@
-"""What the machine runs natively: bfloat16 arithmetic on this CPU or GPU, and so which
-precision `auto` means. bfloat16 emulated in software is many times slower than float32 (21 s
-against 2 s per evaluation measured on an AVX2-only CPU), so it is only chosen where native.
-Also which convolution kernels TensorFlow uses on a CPU (oneDNN, see `prefer_onednn`)."""
+"""The machine's facts: the CPU's instruction sets, GPUs, whether bfloat16 runs natively (and so
+what precision `auto` means), whether TensorFlow runs oneDNN here, which convolution kernels
+that implies, and the largest pass through the network they can run.
+
+Everything here reads the machine and the environment; nothing asks the network code what it
+chose. docs/performance.md gives the measurements behind the thresholds."""
 
 from __future__ import annotations
 
@@ -10,23 +12,25 @@ import platform
 import sys
 from pathlib import Path
 
+from ..defaults import PRECISIONS
+from ..errors import Note, check_choice
+
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 # oneDNN reads these to run as if the CPU had no instructions beyond the one named.
 ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 # oneDNN's "avx512_core", from which its float32 forward convolutions are brgemm kernels.
 AVX512_CORE_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
-# Below AVX512_CORE, oneDNN 3.7 (TensorFlow 2.21) runs TensorFlow's float32 forward
-# convolutions as im2col + GEMM, whose scratch buffer it caps: once one convolution's input
-# values times the threads reach 2**28 it falls back to its reference loop without a word,
-# about 500x slower. Measured with ONEDNN_MAX_CPU_ISA=AVX2 (bench/conv_limit.py), one 64 -> 64
-# channel convolution: 2 threads 1000x2090 1.3 s, 1024x2048 unfinished after 5 minutes;
-# 1 thread 2000x2090 5.2 s, 2100x2100 unfinished; 8 threads 720x720 0.4 s, 730x730 191 s.
+# Below AVX512_CORE, oneDNN runs float32 forward convolutions as im2col + GEMM and caps that
+# GEMM's scratch buffer: once one convolution's input values times the threads reach this, it
+# falls back to a reference loop hundreds of times slower, without a word.
 GEMM_SCRATCH_VALUES = 2**28
 GEMM_SAFETY = 0.9
 # VGG19's widest input at full resolution: block1_conv2 reads 64 channels per pixel.
 FULL_RESOLUTION_CHANNELS = 64
+# The most pixels one pass through the network may have anywhere: larger images go through in
+# tiles (TensorFlow's CPU convolutions crashed on one eager pass of 11.3 MP).
+MAX_PASS_PIXELS = 2048 * 2048
 
-PRECISIONS = ("auto", "float32", "bfloat16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -75,14 +79,11 @@ def native_bfloat16() -> tuple[bool, str]:
     return False, "the CPU has neither AVX512_BF16 nor AMX, so bfloat16 is emulated"
 
 
-def resolve_precision(requested: str) -> tuple[str, str | None]:
+def resolve_precision(requested: str) -> tuple[str, Note | None]:
     """The precision to run and, when worth saying, a one-line note: `auto` is bfloat16 where
-    native, else float32; an explicit bfloat16 where it is emulated runs, with a warning."""
-    if requested not in PRECISIONS:
-        from .errors import StyleflowError
-
-        raise StyleflowError(f"--precision: must be one of {', '.join(PRECISIONS)}, not "
-                             f"'{requested}'")
+    native, else float32; an explicit bfloat16 where it is emulated runs, with a warning
+    (emulated, it is many times slower than float32)."""
+    check_choice("precision", requested, PRECISIONS)
     if requested == "float32":
         return "float32", None
     native, why = native_bfloat16()
@@ -90,8 +91,25 @@ def resolve_precision(requested: str) -> tuple[str, str | None]:
         return ("bfloat16" if native else "float32"), None
     if native:
         return "bfloat16", None
-    return "bfloat16", (f"note: --precision bfloat16 will be slow here ({why}; measured about "
-                        "ten times slower than float32 on such a CPU); float32 is faster")
+    return "bfloat16", Note(f"note: precision=bfloat16 will be slow here ({why}; measured about "
+                            "ten times slower than float32 on such a CPU); float32 is faster",
+                            params=("precision",))
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels here (its own choice per CPU, unless
+    TF_ENABLE_ONEDNN_OPTS says); without TensorFlow loaded yet, the environment decides."""
+    setting = os.environ.get(ONEDNN_VARIABLE)
+    if setting is not None:
+        return setting.strip().lower() in ("1", "true")
+    if "tensorflow" in sys.modules:
+        try:
+            from tensorflow.python.util import _pywrap_util_port
+
+            return bool(_pywrap_util_port.IsMklEnabled())
+        except (ImportError, AttributeError):
+            pass
+    return False  # the larger memory figure: never under-estimate
 
 
 def onednn_isa_cap() -> str | None:
@@ -128,6 +146,17 @@ def onednn_convolves_by_gemm() -> bool:
     return x86() and not onednn_avx512()
 
 
+def transposed_convolutions(dtype: str) -> bool:
+    """Whether VGG's frozen convolutions run on oneDNN's input-gradient kernels here
+    (model.frozen_conv): float32 on an x86 CPU whose TensorFlow runs oneDNN. bfloat16, GPUs
+    and other CPUs keep Keras' Conv2D (cuDNN, oneDNN's bfloat16 and ARM kernels were not
+    measured this way)."""
+    import keras
+
+    return (dtype == "float32" and x86() and onednn_enabled()
+            and keras.backend.backend() == "tensorflow" and not gpu_visible())
+
+
 def intra_op_threads() -> int:
     """The threads TensorFlow (and so oneDNN) splits one operation over."""
     if "tensorflow" in sys.modules:
@@ -157,28 +186,16 @@ def gemm_pass_pixels(threads: int) -> int:
 def onednn_pass_pixels(precision: str = "float32") -> int | None:
     """The most pixels one pass through the network may have on this machine because of
     oneDNN's GEMM convolutions, or None where they do not run: oneDNN off, AVX-512, not x86, a
-    GPU doing the convolutions, or float32, whose convolutions go through oneDNN's brgemm
-    kernels (`frozen_conv`)."""
-    from .frozen_conv import use_transposed
-    from .memory import onednn_enabled
-
+    GPU doing the convolutions, or float32 on input-gradient kernels (which have no such
+    limit)."""
     if (not onednn_enabled() or not onednn_convolves_by_gemm()
-            or use_transposed(precision) or gpu_visible()):
+            or transposed_convolutions(precision) or gpu_visible()):
         return None
     return gemm_pass_pixels(intra_op_threads())
 
 
-def prefer_onednn() -> bool:
-    """Ask TensorFlow for its oneDNN CPU kernels unless the user chose (TF_ENABLE_ONEDNN_OPTS
-    set) or TensorFlow is already imported (too late: it reads the variable once). Returns
-    whether this call set it.
-
-    TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX. With
-    `frozen_conv`'s convolutions it is the fastest choice on AVX2 CPUs too (bench/levers.py;
-    TensorFlow's own kernels run the input-gradient ops 2.5x slower), and the GEMM limit above
-    no longer applies to float32; passes in other precisions keep within it
-    (`onednn_pass_pixels`)."""
-    if ONEDNN_VARIABLE in os.environ or "tensorflow" in sys.modules:
-        return False
-    os.environ[ONEDNN_VARIABLE] = "1"
-    return True
+def pass_pixels(precision: str = "float32") -> int:
+    """The most pixels one pass through the network may have here: MAX_PASS_PIXELS, or fewer
+    where oneDNN's GEMM convolutions need it (`onednn_pass_pixels`)."""
+    limit = onednn_pass_pixels(precision)
+    return MAX_PASS_PIXELS if limit is None else min(MAX_PASS_PIXELS, limit)

@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import StyleflowError
+from ..errors import StyleflowError
 
 FIELDS = ("iteration", "evaluations", "total", "content", "style", "tv", "seconds", "elapsed",
           "image")

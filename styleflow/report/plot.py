@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .errors import StyleflowError
-from .images import write_atomically
+from ..errors import StyleflowError
+from ..io.files import write_atomically
 
 SERIES = (("total", "#141414"), ("content", "#1f77b4"), ("style", "#d62728"), ("tv", "#2ca02c"))
 # What matplotlib's Agg canvas writes, by extension (checked before a run starts).

@@ -21,9 +21,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from . import tiling
-from .losses import flat_gram
-from .objective import KERAS_EXAMPLE, Parts
+from . import losses, tiling
+from .terms import KERAS_EXAMPLE, Parts
 
 # Rows of the image per total-variation strip: a few image-sized temporaries per strip.
 TV_STRIP_PIXELS = 1 << 20
@@ -80,7 +79,7 @@ class TiledLoss:
             for i, name in enumerate(self.style_layers):
                 f = _core(tf.cast(feats[name], tf.float32), boxes[offset + i])
                 flat = tf.reshape(f, (-1, tf.shape(f)[-1]))
-                surrogate += tf.reduce_sum(flat_gram(flat) * style_slopes[i])
+                surrogate += tf.reduce_sum(losses.flat_gram(flat) * style_slopes[i])
         return content, tape.gradient(surrogate, crop)
 
     def _tv_strip(self, strip, rows):
@@ -89,18 +88,10 @@ class TiledLoss:
         with tf.GradientTape() as tape:
             tape.watch(strip)
             if self.keras:
-                corner = strip[:, :-1, :-1, :]
-                dy = tf.square(corner - strip[:, 1:, :-1, :])
-                dx = tf.square(corner - strip[:, :-1, 1:, :])
-                value = tf.reduce_sum(tf.pow(dy + dx, 1.25))
+                value = losses.total_variation_keras(strip)
             else:
                 _, height, width, _ = self.shape
-                dy = tf.reduce_sum(tf.square(strip[:, 1:] - strip[:, :-1]))
-                own = strip[:, :rows]
-                dx = tf.reduce_sum(tf.square(own[:, :, 1:] - own[:, :, :-1]))
-                # Each mean over its whole image's count, as losses.total_variation_mean.
-                value = (dy / float((height - 1) * width * 3)
-                         + dx / float(height * (width - 1) * 3))
+                value = losses.total_variation_mean_rows(strip, rows, height, width)
         return value, tape.gradient(value, strip)
 
     @staticmethod
@@ -128,7 +119,7 @@ class TiledLoss:
             norm = 1.0 if self.keras else 1.0 / size
             diff = sums[i] * norm - weights["grams"][i]
             if self.keras:
-                scale = 1.0 / (4.0 * 9.0 * float(pixels) ** 2)
+                scale = 1.0 / losses.keras_style_norm(pixels)
             else:
                 scale = 1.0 / channels ** 2
             w = weights["style_weights"][i] * weights["terms"][1]

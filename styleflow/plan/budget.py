@@ -7,33 +7,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from . import hardware, tiling
-from .errors import StyleflowError
-from .memory import (BYTES_PER_ACTIVATION, FORWARD_SHARE, LBFGS_HISTORY, activation_elements,
-                     available_bytes, base_bytes, estimate_bytes, onednn_enabled,
-                     optimiser_bytes, resident_bytes)
+from ..defaults import LBFGS_HISTORY
+from ..errors import StyleflowError
+from ..model import machine
+from ..model.layout import CONV_FILTERS, activation_elements
+from ..objective import tiling
+from . import host
+from .memory import BYTES_PER_ACTIVATION, FORWARD_SHARE, base_bytes, estimate_bytes, optimiser_bytes
 
-# scipy's L-BFGS-B keeps about (2m + 5) float64 vectors of the image's size (see
-# memory.optimiser_bytes); m = 10 is scipy's default and the Keras example's, kept whenever the
-# budget allows.
-DEFAULT_HISTORY = LBFGS_HISTORY
+# L-BFGS keeps its full history whenever the budget allows; below a comfortable crop it gives up
+# history down to this before tiles get smaller.
 MIN_HISTORY = 3
 # Per image value besides the optimiser's own state when tiled: the float32 gradient being
 # summed, the float32 image handed to the tiles, the float64 gradient scipy reads, the start
 # and content images, and slack.
 TILED_IMAGE_BYTES = 4 + 4 + 8 + 4 + 4 + 4
-# Below this many pixels per crop the halo dominates and runs get slow: L-BFGS gives up
-# history (down to MIN_HISTORY) before tiles get smaller than this.
+# Below this many pixels per crop the halo dominates and runs get slow.
 COMFORTABLE_CROP = 768 * 768
-# Images above this many pixels are always tiled: one eager pass over 11.3 MP crashed
-# TensorFlow's CPU convolution (see tiling.TILE_ABOVE_PIXELS).
-UNTILED_MAX_PIXELS = tiling.TILE_ABOVE_PIXELS
-
-
-def pass_limit(precision: str = "float32") -> int:
-    """The most pixels one pass may have: UNTILED_MAX_PIXELS, or fewer where oneDNN's GEMM
-    convolutions need it (`tiling.pass_limit`)."""
-    return min(UNTILED_MAX_PIXELS, tiling.pass_limit(precision))
 
 
 @dataclass(frozen=True)
@@ -59,8 +49,6 @@ class Layout:
 
 def content_bytes(size: tuple[int, int], content_layers: Sequence[str]) -> int:
     """The content targets (the whole image's features at the content layers), float32."""
-    from .network import CONV_FILTERS
-
     total = 0
     for name in content_layers:
         s = tiling.geometry(name)[0]
@@ -74,7 +62,7 @@ def tiled_need(size: tuple[int, int], crop_pixels: int, layers: Sequence[str],
     """Estimated peak bytes of a tiled run whose largest crop has `crop_pixels` pixels."""
     values = size[0] * size[1] * 3
     side = max(1, int(crop_pixels ** 0.5))
-    per_activation = BYTES_PER_ACTIVATION[onednn_enabled()][precision]
+    per_activation = BYTES_PER_ACTIVATION[machine.onednn_enabled()][precision]
     tile = per_activation * activation_elements((side, side), layers)
     return int(base_bytes((side, side), layers, precision) + tile
                + content_bytes(size, content_layers)
@@ -89,28 +77,29 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
     for one pass), else the largest tiles that fit. `max_memory` (GB) is the budget for the
     whole process; without it, what this process holds plus the memory available now.
     `tile` (px) forces tiles of that core side. StyleflowError when nothing fits."""
-    resident = resident_bytes() if resident is None else resident
+    resident = host.resident_bytes() if resident is None else resident
     if max_memory is not None:
         if not max_memory > 0:
-            raise StyleflowError(f"--max-memory: must be above 0 GB, not {max_memory:g}")
+            raise StyleflowError(f"max_memory: must be above 0 GB, not {max_memory:g}",
+                                 params=("max_memory",))
         budget = int(max_memory * 2**30)
     else:
-        available = available_bytes() if available is None else available
+        available = host.available_bytes() if available is None else available
         budget = None if available is None else available + max(resident, 0)
     pixels = size[0] * size[1]
     if tile is not None and tile < 1:
-        raise StyleflowError(f"--tile: must be at least 1 px, not {tile}")
+        raise StyleflowError(f"tile: must be at least 1 px, not {tile}", params=("tile",))
     whole = estimate_bytes(size, layers, precision, optimiser)
-    limit = pass_limit(precision)
+    limit = machine.pass_pixels(precision)
     if tile is None and pixels <= limit and (budget is None or whole <= budget):
-        return Layout(None, DEFAULT_HISTORY, whole)
+        return Layout(None, LBFGS_HISTORY, whole)
     height, width = size
     if budget is None:  # no way to measure memory here: modest tiles, full history
         core = (tile, tile) if tile else (
             tiling.best_core(height, width, layers, min(COMFORTABLE_CROP, limit))
             or (tiling.grid(layers),) * 2)
         return _layout(size, layers, content_layers, precision, optimiser, core,
-                       DEFAULT_HISTORY)
+                       LBFGS_HISTORY)
     if tile is not None:
         _check_forced_tile(height, width, layers, tile, limit)
         for history in _histories(optimiser):
@@ -118,11 +107,11 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
                              (tile, tile), history)
             if layout.need <= budget:
                 return layout
-        raise _refusal(what, size, layout.need, budget, f"with --tile {tile}", max_memory)
+        raise _refusal(what, size, layout.need, budget, f"with tile={tile}", max_memory,
+                       (f"tile={tile}",))
     for floor in (min(COMFORTABLE_CROP, limit), 0):
         # Below a comfortable crop the halos dominate the run's time: there the shortest
-        # history buys the largest tiles (at 2048x1536 in 4 GB, 1.6x the image's pixels
-        # computed against 2.8x with the full history).
+        # history buys the largest tiles.
         for history in _histories(optimiser)[::1 if floor else -1]:
             crop = _largest_crop(size, layers, content_layers, precision, optimiser,
                                  history, budget)
@@ -142,24 +131,25 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
 
 def _check_forced_tile(height: int, width: int, layers: Sequence[str], tile: int,
                        limit: int) -> None:
-    """Refuse a --tile whose passes oneDNN's GEMM convolutions could not run (they would fall
-    back to a reference loop about 500x slower); larger passes than UNTILED_MAX_PIXELS are the
-    user's call."""
-    if limit >= UNTILED_MAX_PIXELS or tiling.largest_crop(height, width, layers, tile) <= limit:
+    """Refuse a `tile` whose passes oneDNN's GEMM convolutions could not run (they would fall
+    back to a reference loop hundreds of times slower); larger passes than
+    machine.MAX_PASS_PIXELS are the user's call."""
+    if (limit >= machine.MAX_PASS_PIXELS
+            or tiling.largest_crop(height, width, layers, tile) <= limit):
         return
     g = tiling.grid(layers)
     fits = next((t for t in range(tile // g * g, 0, -g)
                  if tiling.largest_crop(height, width, layers, t) <= limit), g)
     raise StyleflowError(
-        f"--tile: {tile} px tiles make passes of more than {limit} pixels, which oneDNN's "
-        f"convolutions cannot run on this CPU with {hardware.intra_op_threads()} threads; use "
-        f"--tile {fits} or less (or TF_ENABLE_ONEDNN_OPTS=0)")
+        f"tile: {tile} px tiles make passes of more than {limit} pixels, which oneDNN's "
+        f"convolutions cannot run on this CPU with {machine.intra_op_threads()} threads; use "
+        f"tile={fits} or less (or TF_ENABLE_ONEDNN_OPTS=0)", params=("tile", f"tile={fits}"))
 
 
 def _histories(optimiser: str) -> list[int]:
     if optimiser != "lbfgs":
-        return [DEFAULT_HISTORY]
-    return list(range(DEFAULT_HISTORY, MIN_HISTORY - 1, -1))
+        return [LBFGS_HISTORY]
+    return list(range(LBFGS_HISTORY, MIN_HISTORY - 1, -1))
 
 
 def _layout(size, layers, content_layers, precision, optimiser, core, history) -> Layout:
@@ -167,7 +157,7 @@ def _layout(size, layers, content_layers, precision, optimiser, core, history) -
     crop = tiling.largest_crop(height, width, layers, core)
     need = tiled_need(size, crop, layers, content_layers, precision, optimiser, history)
     forward = tiling.best_core(height, width, layers,
-                               min(pass_limit(precision), int(crop / FORWARD_SHARE)))
+                               min(machine.pass_pixels(precision), int(crop / FORWARD_SHARE)))
     return Layout(tuple(core), history, need, forward)
 
 
@@ -188,11 +178,12 @@ def _largest_crop(size, layers, content_layers, precision, optimiser, history,
 
 
 def _refusal(what: str, size: tuple[int, int], need: int, budget: int, how: str,
-             max_memory: float | None) -> StyleflowError:
+             max_memory: float | None, params: Sequence[str] = ()) -> StyleflowError:
     h, w = size
-    room = (f"the budget is {budget / 2**30:.1f} GB (--max-memory)" if max_memory is not None
+    room = (f"the budget is {budget / 2**30:.1f} GB (max_memory)" if max_memory is not None
             else f"{budget / 2**30:.1f} GB is available")
     return StyleflowError(
         f"{what}: a {w}x{h} image needs about {need / 2**30:.1f} GB of memory {how} but "
-        f"{room}; use a smaller --width/--height"
-        f"{' or a larger --max-memory' if max_memory is not None else ''}")
+        f"{room}; use a smaller width/height"
+        f"{' or a larger max_memory' if max_memory is not None else ''}",
+        params=("width/height", "max_memory", *params))

@@ -34,15 +34,25 @@ def content_loss_sum(features: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.square(features - target))
 
 
-def style_loss_keras(gram: tf.Tensor, target_gram: tf.Tensor, image_pixels) -> tf.Tensor:
-    """Keras example: Σ(G − A)² / (4 · 3² · (rows·cols)²).
+# The Keras example normalises the style loss by the image's pixel count and 3 "channels" at
+# every layer, not by the layer's own size (Gatys uses 4·N_l²·M_l²); we keep its constants so
+# losses match it.
+KERAS_STYLE_FACTOR = 4.0 * 9.0
 
-    The example normalises by the image's pixel count and 3 "channels" at every layer, not by
-    the layer's own size (Gatys uses 4·N_l²·M_l²); we keep its constants so losses match it.
-    `image_pixels` may be a number or a tensor (the size of a traced image).
-    """
+
+def keras_style_norm(image_pixels):
+    """The Keras example's style divisor 4 · 3² · (rows·cols)² for an image of `image_pixels`
+    pixels: a float64 tensor for a tensor (the size of a traced image), a float for a number."""
+    if isinstance(image_pixels, (int, float)):
+        return KERAS_STYLE_FACTOR * float(image_pixels) ** 2
     # float64 for the product: (rows·cols)² passes float32's exact integers at 4096 px.
-    scale = 4.0 * 9.0 * tf.square(tf.cast(image_pixels, tf.float64))
+    return KERAS_STYLE_FACTOR * tf.square(tf.cast(image_pixels, tf.float64))
+
+
+def style_loss_keras(gram: tf.Tensor, target_gram: tf.Tensor, image_pixels) -> tf.Tensor:
+    """Keras example: Σ(G − A)² / (4 · 3² · (rows·cols)²) (`keras_style_norm`); `image_pixels`
+    may be a number or a tensor."""
+    scale = keras_style_norm(tf.convert_to_tensor(image_pixels))
     return tf.reduce_sum(tf.square(gram - target_gram)) / tf.cast(scale, gram.dtype)
 
 
@@ -76,3 +86,13 @@ def total_variation_mean(image: tf.Tensor) -> tf.Tensor:
     dy = image[:, 1:, :, :] - image[:, :-1, :, :]
     dx = image[:, :, 1:, :] - image[:, :, :-1, :]
     return tf.reduce_mean(tf.square(dy)) + tf.reduce_mean(tf.square(dx))
+
+
+def total_variation_mean_rows(strip: tf.Tensor, rows, height: int, width: int) -> tf.Tensor:
+    """neural-style's total variation of `rows` rows of a height x width image, as their share
+    of `total_variation_mean`: `strip` holds those rows and the row below them when there is
+    one; each sum is divided by the whole image's count, so the shares add up to the whole."""
+    dy = tf.reduce_sum(tf.square(strip[:, 1:] - strip[:, :-1]))
+    own = strip[:, :rows]
+    dx = tf.reduce_sum(tf.square(own[:, :, 1:] - own[:, :, :-1]))
+    return dy / float((height - 1) * width * 3) + dx / float(height * (width - 1) * 3)

@@ -4,16 +4,12 @@ Style transfer never trains the network, so a convolution may be computed by whi
 kernel is fastest, weight gradients aside. TensorFlow hands oneDNN its forward convolutions in a
 form that, on a CPU without AVX-512, only oneDNN's im2col + GEMM path accepts: it is about 2x slower
 than oneDNN's brgemm kernels there and falls back to a reference loop ~500x slower above a
-scratch limit (`hardware.GEMM_SCRATCH_VALUES`). The input gradient of a convolution *is* a
+scratch limit (`machine.GEMM_SCRATCH_VALUES`). The input gradient of a convolution *is* a
 convolution (with the kernel mirrored and its channels swapped), and TensorFlow runs that op on
 brgemm kernels everywhere. So the forward pass is written as the input gradient of the mirrored
 kernel, and its own gradient as the input gradient of the original one: the same arithmetic,
-brgemm both ways, no scratch limit.
-
-Measured per convolution with ONEDNN_MAX_CPU_ISA=AVX2 on 2 threads: 64 -> 64 channels at
-800x600 0.30 -> 0.21 s, 256 -> 256 at 200x150 0.54 -> 0.18 s; with AVX-512 64 channels the
-same, 256 channels 0.15 -> 0.10 s. With TensorFlow's own kernels (oneDNN off) the input
-gradient is 1.7-2.5x slower than the forward op, so `use_transposed` keeps Keras' layer there.
+brgemm both ways, no scratch limit. Where this pays is a fact of the machine
+(`machine.transposed_convolutions`; docs/performance.md has the measurements).
 
 The deeper layers' larger maps do fewer products still by Winograd's algorithm (`winograd.py`),
 which these layers hand them to when built with `winograd=True`.
@@ -22,19 +18,6 @@ which these layers hand them to when built with `winograd=True`.
 from __future__ import annotations
 
 import numpy as np
-
-
-def use_transposed(dtype: str) -> bool:
-    """Whether convolutions are built this way here: float32 on an x86 CPU whose TensorFlow
-    runs oneDNN (bfloat16, GPUs and other CPUs keep Keras' Conv2D: cuDNN, oneDNN's bfloat16
-    kernels and its ARM kernels were not measured this way)."""
-    import keras
-
-    from .hardware import gpu_visible, x86
-    from .memory import onednn_enabled
-
-    return (dtype == "float32" and x86() and onednn_enabled()
-            and keras.backend.backend() == "tensorflow" and not gpu_visible())
 
 
 def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool = False):

@@ -1,7 +1,7 @@
 """Coarse-to-fine: optimise at reduced sizes first, each result upsampled (bicubic) to start the
 next size, ending at the requested one. The coarse sizes settle the large-scale structure for a
 fraction of the cost, so the full size needs only a few evaluations to reach the loss a
-single-size run reaches (`bench/scales.py` measured the ratio and budgets below)."""
+single-size run reaches (`bench/scales.py` measures the ratio and budgets below)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,7 @@ COARSE_EVALUATIONS = {"lbfgs": 100, "adam": 200}
 MIN_COARSE_EVALUATIONS = 20
 # Adam's learning rate at every size after the coarsest, as a fraction of the run's. Each finer
 # size starts from a settled, upsampled image: full-rate first steps (about lr per pixel, fresh
-# moments) add noise that takes many steps to remove. Measured (base5 + ref6, lite, 1024x768
-# after 256 and 512 px): loss after 10 full-size steps 2.37e5 at rate 10, 1.87e5 at 3, 2.19e5 at
-# 1, and at 10 the second step more than doubled the loss.
+# moments) add noise that takes many steps to remove (docs/large-images.md has the figures).
 FINE_LEARNING_RATE = 0.3
 
 

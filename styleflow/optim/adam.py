@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from .objective import LossGraph, Objective, Parts
+from ..objective.graph import LossGraph
+from ..objective.objective import Objective
+from ..objective.terms import Parts
 
 
 @dataclass

@@ -11,37 +11,19 @@ from typing import Sequence
 
 import numpy as np
 
-from .network import VGG19_LAYOUT
+from ..model import machine
+from ..model.layout import stage
 
-# Style images above this many pixels have their Gram matrices computed in tiles; 7.4 MP
-# passed in one piece on a 24 GB machine and 11.3 MP crashed, so 4 MP keeps well clear.
-TILE_ABOVE_PIXELS = 2048 * 2048
+# Cores of the forward-only passes over a large image (style Grams, content features) when no
+# budget chose them: a side of this many pixels.
 TILE_SIDE = 1024
-
-
-def pass_limit(precision: str = "float32") -> int:
-    """The most pixels one pass through the network may have here: TILE_ABOVE_PIXELS, or fewer
-    where oneDNN's GEMM convolutions need it (`hardware.onednn_pass_pixels`)."""
-    from .hardware import onednn_pass_pixels
-
-    limit = onednn_pass_pixels(precision)
-    return TILE_ABOVE_PIXELS if limit is None else min(TILE_ABOVE_PIXELS, limit)
 
 
 def geometry(layer: str) -> tuple[int, int]:
     """(stride, radius) of a layer's output in input pixels: one output row stands for
     `stride` input rows and depends on input rows up to `radius` beyond them on each side."""
-    stride, radius = 1, 0
-    for entry in VGG19_LAYOUT:
-        if entry is None:
-            # A 2x2 pooling on its grid merges two neighbouring blocks: it reaches no further
-            # than they did, and its rows stand for twice as many input rows.
-            stride *= 2
-            continue
-        radius += stride  # a 3x3 convolution reaches one row further at the current stride
-        if entry[0] == layer:
-            return stride, radius
-    raise ValueError(f"unknown layer {layer!r}")
+    s = stage(layer)
+    return s.stride, s.radius
 
 
 def grid(layers: Sequence[str]) -> int:
@@ -168,13 +150,13 @@ def tiled_gram_sums(extractor, image: np.ndarray, layers: Sequence[str],
                     ) -> dict[str, tuple[np.ndarray, int]]:
     """For each layer, (Σ FᵀF over every position, number of feature values h·w·c) of the
     network-space `image` (1, H, W, 3), accumulated in float64 over tiles with cores of about
-    `tile` pixels (by default TILE_SIDE, or less where `pass_limit` asks for the extractor's
-    `precision`)."""
+    `tile` pixels (by default TILE_SIDE, or less where `machine.pass_pixels` asks for the
+    extractor's `precision`)."""
     import tensorflow as tf
 
     _, height, width, _ = image.shape
     if tile is None:
-        tile, limit = TILE_SIDE, pass_limit(precision)
+        tile, limit = TILE_SIDE, machine.pass_pixels(precision)
         if largest_crop(height, width, layers, tile) > limit:
             tile = best_core(height, width, layers, limit) or grid(layers)
     sums: dict[str, np.ndarray | float] = {name: 0.0 for name in layers}

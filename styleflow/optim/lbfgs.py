@@ -26,7 +26,9 @@ from scipy.optimize import Bounds
 from scipy.optimize import minimize as _scipy_minimize
 from threadpoolctl import threadpool_limits
 
-from .objective import Objective, Parts
+from ..defaults import LBFGS_HISTORY
+from ..objective.objective import Objective
+from ..objective.terms import Parts
 
 SCHEDULES = ("continuous", "faithful")
 # How often a consumer waiting for the helper thread wakes to let signals (Ctrl-C) through.
@@ -87,8 +89,7 @@ class Evaluator:
 def minimize(*args, **kwargs):
     """scipy's minimize with its BLAS on one thread: L-BFGS-B's own vector work is small, and
     OpenBLAS's threads keep spinning after each call, taking the cores TensorFlow needs for
-    the next evaluation (measured: 61 evaluations at 85x64 px in 6.0 s with them, 3.7 s
-    without; `python bench/lbfgs_threads.py`)."""
+    the next evaluation (`python bench/lbfgs_threads.py` measures it)."""
     with threadpool_limits(limits=1, user_api="blas"):
         return _scipy_minimize(*args, **kwargs)
 
@@ -103,7 +104,7 @@ def pixel_bounds(objective_shape: tuple, low: np.ndarray, high: np.ndarray) -> B
 def iterate_lbfgs(evaluator: Evaluator, start: np.ndarray, iterations: int,
                   schedule: str = "continuous", evaluations_per_iteration: int = 20,
                   bounds: Bounds | None = None,
-                  history: int = 10) -> Iterator[IterationResult]:
+                  history: int = LBFGS_HISTORY) -> Iterator[IterationResult]:
     """Optimise `start` (network space), yielding an IterationResult after each iteration.
     `history` is L-BFGS's number of correction pairs (scipy's maxcor, default 10).
 
@@ -134,7 +135,7 @@ def iterate_lbfgs(evaluator: Evaluator, start: np.ndarray, iterations: int,
 
 def _continuous(evaluator: Evaluator, x: np.ndarray, iterations: int, per_iteration: int,
                 bounds: Bounds | None, on_iteration: Callable[[IterationResult], None],
-                history: int = 10) -> None:
+                history: int = LBFGS_HISTORY) -> None:
     """One L-BFGS-B run, calling `on_iteration` whenever another iteration's evaluations are
     spent, and for every iteration still owed when the run ends early."""
     shape = evaluator.objective.shape

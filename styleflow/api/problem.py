@@ -1,5 +1,6 @@
 """From images and options to a ready optimisation problem: images loaded and sized, layers
-chosen and checked, targets computed. The Stylizer builds its problems here."""
+chosen and checked, the run laid out in memory, targets computed. The Stylizer builds its
+problems here."""
 
 from __future__ import annotations
 
@@ -9,124 +10,62 @@ from typing import Sequence
 
 import numpy as np
 
-from . import budget, images, tiling
-from .budget import Layout
-from .defaults import (DEFAULT_HEIGHT, FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
-                       LITE_STYLE_LAYERS, NS_CONTENT_LAYERS)
-from .errors import StyleflowError
-from .hardware import gpu_visible
-from .memory import check_fits, gpu_available_bytes
-from .network import InputSpec, build_extractor, check_layers, min_image_side
-from .objective import KERAS_EXAMPLE, NEURAL_STYLE, LossGraph, Objective
-from .weights import Weights
+from ..defaults import DEFAULT_HEIGHT, FULL_CONTENT_LAYER, NS_CONTENT_LAYERS
+from ..errors import StyleflowError
+from ..io import images
+from ..model import machine
+from ..model.layout import min_image_side
+from ..objective import tiling
+from ..objective.objective import Objective
+from ..objective.terms import KERAS_EXAMPLE, NEURAL_STYLE
+from ..plan import budget, host
+from ..plan.budget import Layout
+from ..plan.memory import check_fits
+from .networks import Network, Networks
 
 # A tiled style image held whole meanwhile: uint8 RGB, its float32 network copy, and slack.
 TILED_BYTES_PER_PIXEL = 3 + 12 + 5
 
 
-@dataclass
-class Network:
-    """A feature extractor, the pixel convention of its weights and the layers it serves."""
-
-    extractor: object
-    input_spec: InputSpec
-    weights: Weights
-    content_layers: list[str]
-    style_layers: list[str]
-    precision: str = "float32"
-    graph: LossGraph | None = None
-
-
-class Networks:
-    """Weights loaded once, and for them a feature extractor per set of layers and a compiled
-    loss per problem kind, each built once and reused (a Stylizer's cache).
-
-    `builds` counts extractors built; each LossGraph counts its own traces.
-    """
-
-    def __init__(self, weights: Weights, pooling: str = "max", precision: str = "float32"):
-        if pooling not in ("max", "avg"):
-            raise StyleflowError(f"--pooling: must be 'max' or 'avg', not '{pooling}'")
-        if precision not in ("float32", "bfloat16"):
-            raise StyleflowError(f"--precision: must be float32 or bfloat16, not '{precision}'")
-        self.weights = weights
-        self.pooling = pooling
-        self.precision = precision
-        self.builds = 0
-        self._extractors: dict[tuple, object] = {}
-        self._graphs: dict[tuple, LossGraph] = {}
-
-    def get(self, content: Sequence[str] | None, style: Sequence[str] | None,
-            full_content: Sequence[str], normalisation: str) -> Network:
-        """Choose the layers (the caller's, else the defaults for these weights), check the
-        weights cover them, and return the network and compiled loss for them."""
-        weights = self.weights
-        if content is None:
-            content = [LITE_CONTENT_LAYER] if weights.lite else list(full_content)
-        if style is None:
-            style = list(LITE_STYLE_LAYERS if weights.lite else FULL_STYLE_LAYERS)
-        for names, what in ((content, "content layer"), (style, "style layer")):
-            if not names:
-                raise StyleflowError(f"{what}s: the list is empty; name at least one layer")
-            check_layers(names, what)
-        weights.require(list(content) + list(style))
-        outputs = tuple(dict.fromkeys([*content, *style]))
-        if outputs not in self._extractors:
-            self._extractors[outputs] = build_extractor(weights.layers, list(outputs),
-                                                        pooling=self.pooling,
-                                                        dtype=self.precision)
-            self.builds += 1
-        extractor = self._extractors[outputs]
-        key = (outputs, normalisation, tuple(content), tuple(style))
-        if key not in self._graphs:
-            self._graphs[key] = LossGraph(extractor, normalisation, content, style)
-        return Network(extractor, weights.input_spec, weights, list(content), list(style),
-                       self.precision, self._graphs[key])
-
-    @property
-    def traces(self) -> int:
-        """Loss traces so far over all compiled losses (one per image size and problem kind)."""
-        return sum(graph.traces for graph in self._graphs.values())
-
-
 def check_size(shape: tuple[int, int], network: Network, what: str,
                optimiser: str | None = None, max_memory: float | None = None,
-               tile: int | None = None) -> Layout | None:
+               tile: int | None = None, params: Sequence[str] = ()) -> Layout | None:
     """Raise if an image of `shape` (h, w) is too small for the deepest layer's poolings or too
     large for the memory available: optimised (by `optimiser`: lbfgs or adam; the Layout that
     fits `max_memory` GB, tiled if need be, is returned) or, without one, run forward once for
-    its style targets."""
+    its style targets. `params` names the parameters `what` mentions."""
     layers = network.content_layers + network.style_layers
     need = min_image_side(layers)
     if min(shape) < need:
         raise StyleflowError(
             f"{what}: {shape[1]}x{shape[0]} pixels is too small for the chosen layers; each "
-            f"side must be at least {need} px")
+            f"side must be at least {need} px", params=params)
     if optimiser is not None:
         # On a GPU the tiles follow the device's free memory (the host's holds only the
         # optimiser's state there); where that cannot be read, only an explicit budget or
         # tile is planned for and TensorFlow's own out-of-memory error is reported (run_cli).
         available = resident = None
-        if max_memory is None and gpu_visible():
-            available = gpu_available_bytes()
+        if max_memory is None and machine.gpu_visible():
+            available = host.gpu_available_bytes()
             resident = 0  # the device's figure already counts what TensorFlow holds
             if available is None:
                 available = 2**62
         return budget.choose(shape, layers, network.content_layers, network.precision,
                              optimiser, max_memory=max_memory, tile=tile, what=what,
                              available=available, resident=resident)
-    if not gpu_visible():
+    if not machine.gpu_visible():
         # On a GPU TensorFlow's own out-of-memory error is reported instead (run_cli).
         pixels = shape[0] * shape[1]
-        if optimiser is None and pixels > tiling.pass_limit(network.precision):
+        if optimiser is None and pixels > machine.pass_pixels(network.precision):
             # A large style image goes through in tiles: a tile's activations, plus the
             # image itself (uint8 and float32 copies) held meanwhile.
             side = 2 * tiling.TILE_SIDE
             check_fits((min(shape[0], side), min(shape[1], side)), layers, network.precision,
                        "forward", what=what, extra=TILED_BYTES_PER_PIXEL * pixels,
-                       shown=shape)
+                       shown=shape, params=params)
         else:
-            check_fits(shape, layers, network.precision, optimiser or "forward", what=what)
+            check_fits(shape, layers, network.precision, optimiser or "forward", what=what,
+                       params=params)
 
 
 @dataclass
@@ -151,8 +90,8 @@ def transfer_problem(networks: Networks, base, ref, *, content_weight: float = 0
     """neural_style_transfer.py's problem (the Keras example): content and style resized to one
     size, content and style layers weighted equally, the example's loss normalisation.
 
-    Images are paths, PIL images or uint8 arrays (see images.as_rgb). `max_memory` (GB) and
-    `tile` (px) lay the run out in memory (see budget.choose)."""
+    Images are paths, PIL images or uint8 arrays (see io.images.as_rgb). `max_memory` (GB)
+    and `tile` (px) lay the run out in memory (see plan.budget.choose)."""
     base_rgb = images.as_rgb(base, "base image")
     ref_rgb = images.as_rgb(ref, "style image")
     if height is None and width is None:
@@ -190,19 +129,21 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
     """neural_style.py's problem (anishathalye/neural-style): several styles, each scaled to
     `scale` x the content width and blended, and that project's loss normalisation.
 
-    Images are paths, PIL images or uint8 arrays (see images.as_rgb). `max_memory` (GB) and
-    `tile` (px) lay the run out in memory (see budget.choose)."""
+    Images are paths, PIL images or uint8 arrays (see io.images.as_rgb). `max_memory` (GB)
+    and `tile` (px) lay the run out in memory (see plan.budget.choose)."""
     content_rgb = images.as_rgb(content, "content image")
     style_rgbs = [images.as_rgb(style, f"style image {i + 1}") for i, style in enumerate(styles)]
     if not style_rgbs:
-        raise StyleflowError("--styles: give at least one style image")
+        raise StyleflowError("styles: give at least one style image", params=("styles",))
     scales = list(style_scales) if style_scales else [1.0] * len(styles)
     blends = list(style_blend_weights) if style_blend_weights else [1.0] * len(styles)
-    for option, values in (("--style-scales", scales), ("--style-blend-weights", blends)):
+    for option, values in (("style_scales", scales), ("style_blend_weights", blends)):
         if len(values) != len(styles):
-            raise StyleflowError(f"{option}: {len(values)} values given for {len(styles)} styles")
+            raise StyleflowError(f"{option}: {len(values)} values given for {len(styles)} styles",
+                                 params=(option,))
     if sum(blends) <= 0:
-        raise StyleflowError("--style-blend-weights: at least one weight must be above zero")
+        raise StyleflowError("style_blend_weights: at least one weight must be above zero",
+                             params=("style_blend_weights",))
     size = images.fit_size(content_rgb.shape[:2], None, width)
     style_sizes = [images.fit_size(rgb.shape[:2], None, max(1, int(round(scale * size[1]))))
                    for rgb, scale in zip(style_rgbs, scales)]
@@ -212,7 +153,8 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
     # Sizes are checked before any large allocation.
     layout = check_size(size, network, "content image", "adam", max_memory, tile)
     for i, style_size in enumerate(style_sizes):
-        check_size(style_size, network, f"style image {i + 1} after --style-scales")
+        check_size(style_size, network, f"style image {i + 1} after style_scales",
+                   params=("style_scales",))
     content_rgb = images.resize(content_rgb, size)
     style_rgbs = [images.resize(rgb, s) for rgb, s in zip(style_rgbs, style_sizes)]
     start_rgb = None if initial_rgb is None else images.resize(initial_rgb, size)

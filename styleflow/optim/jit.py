@@ -1,6 +1,6 @@
 """XLA or not, by measurement: as cuDNN's benchmark mode picks convolution algorithms, `auto`
 compiles the loss both ways for the run's size, times a few evaluations of each and keeps the
-faster. XLA was 1.2x slower on an AVX-512 CPU and faster on an AVX2 one, so no fixed setting is
+faster: which is faster differs between CPUs (docs/performance.md), so no fixed setting is
 right everywhere. The choice is remembered per image size on the LossGraph, so a batch measures
 once per size."""
 
@@ -13,10 +13,9 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import StyleflowError
-from .objective import Objective
-
-MODES = ("auto", "on", "off")
+from ..errors import StyleflowError
+from ..model.runtime import deterministic_kernels
+from ..objective.objective import Objective
 # Below this many evaluations the trials (two compilations and their timings) cannot pay.
 AUTO_MIN_EVALUATIONS = 100
 # Evaluations of each compilation: the first (compiling) is not timed, the others are.
@@ -37,24 +36,15 @@ class JitPlan:
         return TRIALS if self.measure else 0
 
 
-def deterministic_kernels() -> bool:
-    """Whether TensorFlow was asked for deterministic kernels (an explicit seed in this
-    process), which XLA cannot give for max pooling's gradient."""
-    # Public to enable, internal to read (TensorFlow 2.21 exports no getter).
-    from tensorflow.python.framework import config
-
-    return bool(config.is_op_determinism_enabled())
-
-
 def plan(objective: Objective, mode: str, seeded: bool, evaluations: int) -> JitPlan:
-    """The plan for a run of about `evaluations` evaluations. With an explicit seed the choice
-    must not depend on timing (repeat runs give the same bytes): plain compilation then."""
-    if mode not in MODES:
-        raise StyleflowError(f"--jit: must be one of {', '.join(MODES)}, not '{mode}'")
+    """The plan for a run of about `evaluations` evaluations in `mode` (defaults.JIT_MODES).
+    With an explicit seed the choice must not depend on timing (repeat runs give the same
+    bytes): plain compilation then."""
     graph, shape = objective.graph, tuple(objective.shape)
     if mode == "on" and deterministic_kernels():
-        raise StyleflowError("--jit on: XLA has no deterministic max-pooling gradient, and "
-                             "--seed asks for deterministic kernels; use --jit off or auto")
+        raise StyleflowError("jit=on: XLA has no deterministic max-pooling gradient, and "
+                             "seed asks for deterministic kernels; use jit=off or auto",
+                             params=("jit=on", "seed", "jit=off"))
     if getattr(objective, "tiled", False):
         return JitPlan(False, False, "jit: plain compilation (tiled evaluation)")
     if mode != "auto":

@@ -15,18 +15,17 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import StyleflowError
-from .network import CONV_FILTERS, CONV_LAYERS, KERAS_INPUT, InputSpec, deepest
+from ..defaults import IMAGENET_FILE, WEIGHT_CHOICES
+from ..errors import Note, StyleflowError
+from .layout import CONV_FILTERS, CONV_LAYERS, deepest
+from .network import KERAS_INPUT, InputSpec
 
 LITE_PATH = Path(__file__).with_name("data") / "vgg19_imagenet_block1-3.h5"
-IMAGENET_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
                 + IMAGENET_FILE)
 IMAGENET_MD5 = "253f8cb515780f3b799900260a226db6"
 LITE_SOURCE = "lite (ImageNet blocks 1-3, shipped)"
 DOWNLOADED = "note: downloaded the VGG19 ImageNet weights (80 MB, once) to {}"
-# Names accepted besides a file path; shown in --help.
-WEIGHT_CHOICES = ("auto", "imagenet", "lite", "random")
 # MatConvNet's imagenet-vgg-verydeep-19.mat names conv layers conv1_1 ... conv5_4.
 MAT_NAMES = {f"conv{b}_{c}": f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
              for c in range(1, n + 1)}
@@ -97,9 +96,10 @@ def resolve_weights(spec: str, seed: int = 0,
             log(DOWNLOADED.format(keras_models_dir()))
             return weights
         except StyleflowError:
-            log("note: full VGG19 ImageNet weights could not be downloaded; using the shipped "
-                f"block 1-3 weights ('lite'). For the full network put {IMAGENET_FILE} in "
-                f"{keras_models_dir()} or pass --weights PATH")
+            log(Note("note: full VGG19 ImageNet weights could not be downloaded; using the "
+                     f"shipped block 1-3 weights ('lite'). For the full network put "
+                     f"{IMAGENET_FILE} in {keras_models_dir()} or pass weights=PATH",
+                     params=("weights=PATH",)))
             return load_h5(LITE_PATH, source=LITE_SOURCE)
     path = Path(spec)
     if not path.exists():
@@ -192,7 +192,8 @@ def imagenet_file() -> Path:
                                  f"not be downloaded again ({reason[:120]})") from None
         raise StyleflowError(
             f"cannot download VGG19 ImageNet weights ({reason[:160]}); put {IMAGENET_FILE} in "
-            f"{folder}, or use --weights PATH or --weights lite") from None
+            f"{folder}, or use weights=PATH or weights=lite",
+            params=("weights=PATH", "weights=lite")) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .images import save_pil_atomically
+from ..io.images import save_pil_atomically
 
 # GIFs of large outputs get huge and slow to show; frames are shrunk to this width at most.
 MAX_GIF_WIDTH = 512

@@ -8,15 +8,12 @@ output tile (Aᵀ m A). oneDNN has no Winograd kernels on AVX2 CPUs (nor on AVX-
 backward pass), and the layers from block3 on spend almost all their time in those products.
 
 The tile transforms are passes over memory, each compiled by XLA into a few fused loops (as
-separate TensorFlow ops they cost more than the products save). The products run in TensorFlow's batched matmul (oneDNN), so they obey the
-same threads and ISA as the rest of the network. Bias and ReLU are folded into the output pass,
-and the ReLU mask into the backward pass's input pass.
-
-Measured per layer, forward and backward, 2 threads (bench/winograd.py, 400x300 image): with
-oneDNN capped at AVX2 256 -> 256 channels at 100x75 2.3x faster than oneDNN's direct kernels,
-512 -> 512 at 50x37 2.3x, 128 -> 128 at 200x150 1.8x; with AVX-512 1.9x, 2.0x and 1.05x. At 64
-channels the transforms cost more than they save, so block1 (and block2 on AVX-512) keeps the
-direct convolution (`suits_channels`).
+separate TensorFlow ops they cost more than the products save). The products run in
+TensorFlow's batched matmul (oneDNN), so they obey the same threads and ISA as the rest of the
+network. Bias and ReLU are folded into the output pass, and the ReLU mask into the backward
+pass's input pass. At 64 channels the transforms cost more than they save, so block1 (and block2
+where oneDNN has AVX-512) keeps the direct convolution (`suits_channels`; per-layer timings from
+bench/winograd.py in docs/performance.md).
 """
 
 from __future__ import annotations
@@ -25,6 +22,8 @@ import functools
 
 import numpy as np
 import tensorflow as tf
+
+from . import machine
 
 TILE = 4  # output pixels per tile side
 ALPHA = TILE + 2  # input pixels per tile side (3x3 kernel)
@@ -47,19 +46,17 @@ A_T = np.array([[1, 1, 1, 1, 1, 0],
                 [0, 1, 1, 4, 4, 0],
                 [0, 1, -1, 8, -8, 1]], np.float64)
 
-# Where the transforms pay (bench/winograd.py): layers with at least this many input channels
-# (and twice as many output channels, or more) -- from block3 on where oneDNN has AVX-512, from
-# block2 on below it, where its direct kernels are slower -- on maps of at least this many
-# pixels (smaller maps are cheap either way, and each new map size costs XLA compilations).
+# Where the transforms pay: layers with at least this many input channels (and twice as many
+# output channels, or more) -- from block3 on where oneDNN has AVX-512, from block2 on below
+# it, where its direct kernels are slower -- on maps of at least this many pixels (smaller maps
+# are cheap either way, and each new map size costs XLA compilations).
 MIN_IN_CHANNELS = {"avx512": 128, "other": 64}
 MIN_PIXELS = 16 * 16
 
 
 def suits_channels(in_channels: int, out_channels: int) -> bool:
     """Whether a layer with these channel counts is convolved by Winograd on large maps."""
-    from .hardware import onednn_avx512
-
-    least = MIN_IN_CHANNELS["avx512" if onednn_avx512() else "other"]
+    least = MIN_IN_CHANNELS["avx512" if machine.onednn_avx512() else "other"]
     return in_channels >= least and out_channels >= 2 * least
 
 
@@ -84,7 +81,7 @@ def kernel_transforms(kernel: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 # Both transforms act on a tile's 6x6 values at once: Bᵀ d B is kron(Bᵀ, Bᵀ) times the tile
 # flattened row by row, Aᵀ m A likewise, so each is one small matrix product over all tiles and
-# channels (XLA compiles this form ~5x faster than 36 separate sums, and it runs faster too).
+# channels (XLA compiles this form much faster than 36 separate sums, and it runs faster too).
 _IN_MATRIX = np.kron(B_T, B_T).astype(np.float32)  # (36, 36)
 _OUT_MATRIX = np.kron(A_T, A_T).astype(np.float32)  # (16, 36)
 

@@ -1,0 +1,266 @@
+"""The library's front door: `Stylizer` loads VGG19 once and stylises any number of images.
+
+    from styleflow import Stylizer
+    stylizer = Stylizer(weights="lite")
+    result = stylizer.transfer("photo.jpg", "painting.jpg", iterations=5)
+    result.image.save("out/photo.png")
+
+`transfer` is neural_style_transfer.py's problem (the Keras example, L-BFGS); `stylize` is
+neural_style.py's (anishathalye/neural-style, Adam, several styles). `iter_transfer` and
+`iter_stylize` return a `Run` that yields every iteration as it finishes. Nothing here prints
+or names files: the front ends do that on top of this package.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Callable, Sequence
+
+from ..defaults import (EVALUATIONS_PER_ITERATION, JIT_MODES, POOLINGS, STYLIZE_DEFAULTS,
+                        TRANSFER_DEFAULTS)
+from ..errors import StyleflowError, check_choice
+from ..io import images
+from ..model import runtime
+from ..model.layout import min_image_side
+from ..model.machine import resolve_precision
+from ..model.weights import resolve_weights
+from ..optim import jit, scales as _scales
+from ..optim.adam import AdamSettings
+from .networks import Networks
+from .problem import Problem, stylize_problem, transfer_problem
+from .results import Result
+from .runs import Run, StylizeRun, TransferRun
+
+_logger = logging.getLogger("styleflow")
+T = TRANSFER_DEFAULTS
+S = STYLIZE_DEFAULTS
+
+
+class Stylizer:
+    """Neural style transfer with VGG19 loaded once, for any number of images.
+
+    weights: "auto" (ImageNet when cached or downloadable, else the shipped block 1-3
+    weights), "imagenet", "lite", "random" (seeded, untrained: tests and benchmarks), or a
+    path to a Keras .h5 or MatConvNet .mat file; they are read when the Stylizer is made.
+    precision: "float32", "bfloat16" for the VGG pass (losses stay float32), or "auto":
+    bfloat16 where the CPU (AVX512_BF16, AMX) or GPU (compute capability 8.0+) runs it
+    natively, else float32; `self.precision` is the choice. pooling: "max" or "avg".
+    seed: for random weights and Adam's start noise (default None, which seeds with 0; given
+    explicitly, results repeat byte for byte, so `jit="auto"` then does not time).
+    deterministic: ask TensorFlow for deterministic kernels, process-wide (GPU convolutions
+    otherwise may differ between runs; the command lines ask for them with --seed).
+    jit: "auto" compiles the loss with and without XLA for a long run's size and keeps the
+    faster; "on" or "off" force it. notes: called with one-line notes (e.g. the weights
+    fallback); default: the "styleflow" logger.
+
+    The network is built once per set of layers, on first use, and its loss is compiled once
+    per image size, so a second pair of the same size starts optimising at once.
+
+    Images are file paths, PIL images or (h, w, 3) uint8 arrays. Problems the caller can fix
+    raise StyleflowError with a one-line message. A KeyboardInterrupt during `transfer` or
+    `stylize` propagates with the outcome so far as its `result` attribute (a Result, or None
+    when nothing was evaluated); with `iter_*`, call the Run's `result()`.
+    """
+
+    def __init__(self, weights: str = "auto", *, precision: str = "float32",
+                 pooling: str = "max", seed: int | None = None, jit: str = "auto",
+                 deterministic: bool = False, notes: Callable[[str], None] | None = None):
+        check_choice("jit", jit, JIT_MODES)
+        check_choice("pooling", pooling, POOLINGS)
+        self.jit = jit
+        # An explicit seed promises repeatable results: XLA is then not chosen by timing.
+        self.seeded = seed is not None
+        self.seed = int(seed or 0)
+        notes = notes or _logger.warning
+        if deterministic:
+            runtime.enable_determinism()
+        precision, note = resolve_precision(precision)
+        if note:
+            notes(note)
+        self.weights = resolve_weights(str(weights), seed=self.seed, log=notes)
+        self.networks = Networks(self.weights, pooling=pooling, precision=precision)
+        self.precision = precision
+        self.pooling = pooling
+
+    @property
+    def builds(self) -> int:
+        """Feature extractors built so far (one per set of layers)."""
+        return self.networks.builds
+
+    @property
+    def traces(self) -> int:
+        """Loss functions traced so far (one per image size and problem kind)."""
+        return self.networks.traces
+
+    # -- the Keras example's L-BFGS ------------------------------------------------------
+
+    def iter_transfer(self, content, style, *, iterations: int = T["iterations"],
+                      content_weight: float = T["content_weight"],
+                      style_weight: float = T["style_weight"], tv_weight: float = T["tv_weight"],
+                      height: int | None = None, width: int | None = None,
+                      content_layer: str | None = None,
+                      style_layers: Sequence[str] | None = None, init=None,
+                      faithful: bool = False, max_memory: float | None = None,
+                      tile: int | None = None, scales: int = 1, progress: bool = False,
+                      on_evaluation: Callable[[int, float], None] | None = None,
+                      on_scale: Callable[[_scales.Scale], None] | None = None) -> TransferRun:
+        """Prepare neural_style_transfer.py's problem and return a Run yielding its iterations.
+
+        Options and defaults are neural_style_transfer.py's. Each iteration is 20 L-BFGS
+        evaluations of one continuous run with pixels bounded to 0..255, or with
+        `faithful=True` a fresh 20-evaluation L-BFGS run per iteration, as the Keras example.
+        Output height defaults to 200 px when neither height nor width is given.
+        `on_evaluation(count, loss)` is called after every evaluation; `progress=True` shows a
+        tqdm bar (a widget in Jupyter).
+
+        Large outputs: `max_memory` (GB, default the memory available) is the process's
+        budget, within which sizes that do not fit in one pass are computed exactly in tiles;
+        `tile` (px) forces tiles of that core size. `scales=N` optimises first at N-1 smaller
+        sizes (each half the next, per side; `scales.budgets` evaluations each), reported to
+        `on_scale`, and starts the requested size from the last one's result.
+        """
+        _check_numbers(iterations=iterations, content_weight=content_weight,
+                       style_weight=style_weight, tv_weight=tv_weight, scales=scales)
+        content = images.as_rgb(content, "base image")  # read once for every size
+        style = images.as_rgb(style, "style image")
+
+        def make(size=None, starts=True):
+            h, w = (height, width) if size is None else size
+            return transfer_problem(
+                self.networks, content, style, content_weight=content_weight,
+                style_weight=style_weight, tv_weight=tv_weight, height=h, width=w,
+                content_layer=content_layer, style_layers=style_layers,
+                init=init if starts else None, max_memory=max_memory, tile=tile)
+
+        problem = make()
+        coarse = self._coarse(problem, scales, make)
+        return TransferRun(problem, iterations, faithful, progress, on_evaluation,
+                           self._jit_plan(problem, iterations * EVALUATIONS_PER_ITERATION),
+                           coarse, on_scale)
+
+    @staticmethod
+    def _coarse(problem: Problem, count: int, make: Callable) -> list:
+        """(size, problem maker) for the coarse sizes of a `count`-scale run. `make(size,
+        starts)` builds the problem at a size; only the coarsest `starts` as a single-size run
+        would (from the content, the initial image or noise)."""
+        sizes = _scales.sizes(problem.size, int(count))[:-1]
+        if not sizes:
+            return []
+        need = min_image_side(problem.network.content_layers + problem.network.style_layers)
+        if min(sizes[0]) < need:
+            raise StyleflowError(
+                f"scales={count}: the coarsest size, {sizes[0][1]}x{sizes[0][0]} px, is too "
+                f"small for the chosen layers (each side at least {need} px); use fewer scales",
+                params=(f"scales={count}",))
+        return [(size, lambda size=size, k=k: make(size, k == 0))
+                for k, size in enumerate(sizes)]
+
+    def transfer(self, content, style, **options) -> Result:
+        """Run `iter_transfer(content, style, **options)` to the end; return the Result (the
+        image after the last iteration)."""
+        return _finish(self.iter_transfer(content, style, **options))
+
+    # -- neural-style's Adam -------------------------------------------------------------
+
+    def iter_stylize(self, content, styles, *, iterations: int = S["iterations"],
+                     width: int | None = None, style_scales: Sequence[float] | None = None,
+                     style_blend_weights: Sequence[float] | None = None,
+                     content_weight: float = S["content_weight"],
+                     content_weight_blend: float = S["content_weight_blend"],
+                     style_weight: float = S["style_weight"],
+                     style_layer_weight_exp: float = S["style_layer_weight_exp"],
+                     tv_weight: float = S["tv_weight"], learning_rate: float = S["learning_rate"],
+                     beta1: float = S["beta1"], beta2: float = S["beta2"],
+                     epsilon: float = S["epsilon"], content_layers: Sequence[str] | None = None,
+                     style_layers: Sequence[str] | None = None, initial=None,
+                     initial_noiseblend: float | None = None, preserve_colors: bool = False,
+                     seed: int | None = None, max_memory: float | None = None,
+                     tile: int | None = None, scales: int = 1, progress: bool = False,
+                     on_evaluation: Callable[[int, float], None] | None = None,
+                     on_scale: Callable[[_scales.Scale], None] | None = None) -> StylizeRun:
+        """Prepare neural_style.py's problem and return a Run yielding every Adam step.
+
+        `styles` is one image or a list; options are the CLI's, with the same defaults. The
+        start is seeded noise (`seed`, default the Stylizer's) unless `initial` is given.
+        Each step's `image` is the best so far; `preserve_colors` keeps the content's colours
+        in every picture produced. `max_memory`, `tile`, `scales` and `on_scale` as in
+        `iter_transfer` (style images keep their size relative to the content at every size).
+        """
+        if isinstance(styles, (str, bytes)) or not isinstance(styles, Sequence):
+            styles = [styles]
+        _check_numbers(iterations=iterations, content_weight=content_weight,
+                       style_weight=style_weight, tv_weight=tv_weight,
+                       learning_rate=learning_rate, style_layer_weight_exp=style_layer_weight_exp,
+                       scales=scales)
+        content = images.as_rgb(content, "content image")  # read once for every size
+        styles = [images.as_rgb(style, f"style image {i + 1}") for i, style in enumerate(styles)]
+
+        def make(size=None, starts=True):
+            return stylize_problem(
+                self.networks, content, styles, width=width if size is None else size[1],
+                style_scales=style_scales, style_blend_weights=style_blend_weights,
+                content_weight=content_weight, content_weight_blend=content_weight_blend,
+                style_weight=style_weight, style_layer_weight_exp=style_layer_weight_exp,
+                tv_weight=tv_weight, content_layers=content_layers, style_layers=style_layers,
+                initial=initial if starts else None,
+                initial_noiseblend=initial_noiseblend if starts else None,
+                seed=self.seed if seed is None else int(seed), max_memory=max_memory, tile=tile)
+
+        problem = make()
+        return StylizeRun(problem, iterations,
+                          AdamSettings(learning_rate, beta1, beta2, epsilon), preserve_colors,
+                          progress, on_evaluation, self._jit_plan(problem, iterations),
+                          self._coarse(problem, scales, make), on_scale)
+
+    def _jit_plan(self, problem: Problem, evaluations: int):
+        return jit.plan(problem.objective, self.jit, self.seeded, evaluations)
+
+    def stylize(self, content, styles, **options) -> Result:
+        """Run `iter_stylize(content, styles, **options)` to the end; return the Result (the
+        lowest-loss image)."""
+        return _finish(self.iter_stylize(content, styles, **options))
+
+
+def _finish(run: Run) -> Result:
+    try:
+        for _ in run:
+            pass
+    except KeyboardInterrupt as exc:
+        exc.result = run.result()
+        raise
+    return run.result()
+
+
+def _check_numbers(**values: float) -> None:
+    """StyleflowError for what the CLIs' argument types refuse: counts below 1, negative or
+    non-finite weights, and all loss weights zero."""
+    for name, value in values.items():
+        if name in ("iterations", "scales"):
+            if int(value) != value or value < 1:
+                raise StyleflowError(f"{name}: must be a whole number greater than zero, "
+                                     f"not {value!r}")
+        elif name in ("learning_rate", "style_layer_weight_exp"):
+            if not math.isfinite(value) or value <= 0:
+                raise StyleflowError(f"{name}: must be a finite number above zero, not {value!r}")
+        elif not math.isfinite(value) or value < 0:
+            raise StyleflowError(f"{name}: must be a finite number, zero or more, not {value!r}")
+    weights = [values[k] for k in ("content_weight", "style_weight", "tv_weight")]
+    if all(w == 0 for w in weights):
+        raise StyleflowError("content_weight, style_weight, tv_weight: all are zero, so there "
+                             "is nothing to optimise")
+
+
+def transfer(content, style, *, weights: str = "auto", precision: str = "float32",
+             pooling: str = "max", seed: int | None = None, **options) -> Result:
+    """One-off `Stylizer(weights, ...).transfer(content, style, **options)`. For several
+    images, make one Stylizer and reuse it: the network is then loaded once."""
+    return Stylizer(weights, precision=precision, pooling=pooling, seed=seed).transfer(
+        content, style, **options)
+
+
+def stylize(content, styles, *, weights: str = "auto", precision: str = "float32",
+            pooling: str = "max", seed: int | None = None, **options) -> Result:
+    """One-off `Stylizer(weights, ...).stylize(content, styles, **options)`."""
+    return Stylizer(weights, precision=precision, pooling=pooling, seed=seed).stylize(
+        content, styles, **options)

@@ -1,0 +1,87 @@
+"""The loss of one network, compiled once: `LossGraph` takes the targets and weights as
+arguments rather than capturing them, so one trace serves every content/style pair of the same
+size: a Stylizer working through many pairs traces it once per size, not once per pair."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+from . import losses
+from .terms import KERAS_EXAMPLE, NORMALISATIONS
+
+
+class LossGraph:
+    """The loss of one network with one normalisation and layer split, compiled once.
+
+    `traces` counts how often TensorFlow traced the loss (once per image size); `cache` holds
+    other compiled functions built on it (e.g. the Adam step) so they are traced once too.
+    """
+
+    def __init__(self, extractor, normalisation: str, content_layers: Sequence[str],
+                 style_layers: Sequence[str], jit_compile: bool = False):
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown normalisation {normalisation!r}")
+        self.extractor = extractor
+        self.normalisation = normalisation
+        self.content_layers = tuple(content_layers)
+        self.style_layers = tuple(style_layers)
+        self.traces = 0
+        self.cache: dict[str, object] = {}
+        # Whether XLA compiles the functions: a default, and per image shape once measured.
+        self.jit_compile = bool(jit_compile)
+        self.jit_by_shape: dict[tuple, bool] = {}
+        self._compiled = {xla: tf.function(self._loss_and_grads, jit_compile=xla)
+                          for xla in (False, True)}
+
+    def gram(self, features: tf.Tensor) -> tf.Tensor:
+        """The Gram matrix in this graph's normalisation."""
+        if self.normalisation == KERAS_EXAMPLE:
+            return losses.gram_matrix(features)
+        return losses.gram_matrix_mean(features)
+
+    def loss_parts(self, image: tf.Tensor, targets: tuple) -> tf.Tensor:
+        """[total, content, style, tv] for `image` against `targets` (Targets.as_args());
+        usable inside tf.function and GradientTape."""
+        self.traces += 1  # Python runs this body only while tracing
+        content_t, content_w, grams, style_w, offsets, terms = targets
+        feats = self.extractor(image, training=False)
+        keras = self.normalisation == KERAS_EXAMPLE
+        content = tf.constant(0.0)
+        for i, name in enumerate(self.content_layers):
+            current = tf.cast(feats[name], tf.float32)
+            term = (losses.content_loss_sum if keras else losses.content_loss_mean)(
+                current, content_t[i])
+            content += content_w[i] * term
+        style = tf.constant(0.0)
+        pixels = tf.shape(image)[1] * tf.shape(image)[2]
+        for i, name in enumerate(self.style_layers):
+            gram = self.gram(tf.cast(feats[name], tf.float32))
+            if keras:
+                term = losses.style_loss_keras(gram, grams[i], pixels)
+            else:
+                term = losses.style_loss_mean(gram, grams[i])
+            style += style_w[i] * (term + offsets[i])
+        tv = (losses.total_variation_keras if keras else losses.total_variation_mean)(image)
+        content *= terms[0]
+        style *= terms[1]
+        tv *= terms[2]
+        return tf.stack([content + style + tv, content, style, tv])
+
+    def _loss_and_grads(self, image: tf.Tensor, targets: tuple):
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            values = self.loss_parts(image, targets)
+            total = values[0]  # inside the tape, so the slice is recorded too
+        return values, tape.gradient(total, image)
+
+    def uses_xla(self, shape) -> bool:
+        """Whether images of `shape` run through XLA."""
+        return self.jit_by_shape.get(tuple(shape), self.jit_compile)
+
+    def loss_and_grads(self, image: tf.Tensor, targets: tuple, xla: bool | None = None):
+        """Compiled: ([total, content, style, tv], gradient) as tensors; `xla` forces the
+        plain (False) or XLA (True) compilation, else the graph's choice for this shape."""
+        xla = self.uses_xla(image.shape) if xla is None else xla
+        return self._compiled[xla](image, targets)

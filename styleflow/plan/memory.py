@@ -1,0 +1,136 @@
+"""How much memory a run needs, and refusing sizes that cannot fit before allocating anything
+(a clear message instead of the kernel's OOM killer). The figures are fitted to
+bench/memory.py's peak resident memory (docs/large-images.md)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..defaults import LBFGS_HISTORY
+from ..errors import StyleflowError
+from ..model import machine, winograd
+from ..model.layout import activation_elements, conv_maps, deepest
+from . import host
+
+# Bytes per activation value (kept for the backward pass, plus the backward pass's own
+# buffers), with a margin over the worst case measured; TensorFlow's own kernels (oneDNN off)
+# keep more.
+BYTES_PER_ACTIVATION = {True: {"float32": 8.5, "bfloat16": 7.5},     # oneDNN on
+                        False: {"float32": 14.5, "bfloat16": 12.7}}  # oneDNN off
+BASE_BYTES = 900 * 2**20
+# Copies of the image the optimiser keeps: scipy's L-BFGS-B works in 2m + 5 float64 vectors
+# (m correction pairs); Adam keeps a few float32 ones (image, best, two moments), twice during a
+# step (its compiled update returns a new state beside the old). "forward" is a style image's
+# one forward pass for its Gram targets: no optimiser, and no activations kept for a backward
+# pass.
+def optimiser_bytes(optimiser: str, history: int = LBFGS_HISTORY) -> int:
+    """Bytes per image value (3 per pixel) the optimiser keeps; L-BFGS's depend on its
+    history m."""
+    if optimiser == "lbfgs":
+        return (2 * history + 5) * 8
+    return {"adam": 10 * 4, "forward": 0}[optimiser]
+
+
+IMAGE_BYTES = {name: optimiser_bytes(name) for name in ("lbfgs", "adam", "forward")}
+FORWARD_SHARE = 0.5
+
+
+# Winograd's layers (model.winograd) add two things to a run's peak: the kernel transforms each
+# keeps (forward and backward, 4x the kernel each, and the kernel they were made from), and while
+# one runs, its tiles and products: bytes per value of the largest map such a layer reads or
+# writes, with a little margin.
+WINOGRAD_TRANSIENT_BYTES = 36
+
+
+def winograd_bytes(size: tuple[int, int] | None, layers: Sequence[str],
+                   precision: str = "float32") -> int:
+    """Bytes Winograd's layers add to a run on an (h, w) image (or tiles of that size): kept
+    kernel transforms and the largest layer's transient tiles; 0 where Winograd is not used.
+    `size` None: as for an image large enough for every such layer, transients aside."""
+    if not machine.transposed_convolutions(precision):
+        return 0
+    alpha = winograd.ALPHA
+    kept, largest = 0.0, 0
+    for _, h, w, cin, cout in conv_maps(size or (2**16, 2**16), deepest(layers)):
+        if winograd.suits_channels(cin, cout) and winograd.suits((1, h, w, cin)):
+            kept += (1 + 2 * alpha * alpha / 9) * 9 * cin * cout * 4
+            largest = max(largest, h * w * max(cin, cout))
+    return int(kept + (WINOGRAD_TRANSIENT_BYTES * largest if size else 0))
+
+
+def base_bytes(size: tuple[int, int] | None, layers: Sequence[str],
+               precision: str = "float32") -> int:
+    """What a run on an (h, w) image (or tiles of that size) holds beside its activations and
+    optimiser: TensorFlow, the weights, and what Winograd's layers add."""
+    return BASE_BYTES + winograd_bytes(size, layers, precision)
+
+
+def estimate_bytes(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
+                   optimiser: str = "lbfgs") -> int:
+    """Estimated peak memory of a run on an (h, w) image using `layers`."""
+    pixels = size[0] * size[1] * 3
+    per_activation = BYTES_PER_ACTIVATION[machine.onednn_enabled()][precision] * (
+        FORWARD_SHARE if optimiser == "forward" else 1.0)
+    return int(base_bytes(size, layers, precision)
+               + per_activation * activation_elements(size, layers)
+               + IMAGE_BYTES[optimiser] * pixels)
+
+
+def largest_fitting(size: tuple[int, int], layers: Sequence[str], precision: str,
+                    budget: int, optimiser: str = "lbfgs") -> tuple[int, int]:
+    """The largest (h, w) with the aspect of `size` whose estimate fits in `budget` bytes."""
+    h, w = size
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        trial = (max(1, int(h * mid)), max(1, int(w * mid)))
+        if estimate_bytes(trial, layers, precision, optimiser) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return max(1, int(h * lo)), max(1, int(w * lo))
+
+
+def check_fits(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
+               optimiser: str = "lbfgs", available: int | None = None,
+               resident: int | None = None, what: str = "", extra: int = 0,
+               shown: tuple[int, int] | None = None, params: Sequence[str] = ()) -> None:
+    """Raise StyleflowError when a run on an (h, w) image would need more memory than is
+    available, naming the need, what is available and the largest size that fits.
+
+    The estimate's BASE_BYTES (TensorFlow, the weights) is largely resident already when this
+    runs: what this process holds (`resident`) counts toward it, so only the rest is asked for.
+    Only the host's memory is checked: with a GPU, TensorFlow's own out-of-memory error is
+    turned into a message by the CLIs instead. `extra` bytes are needed besides (e.g. a tiled
+    image held whole); the message then names the image as `shown` (h, w) and suggests no
+    size, as the tile is not the image. `params` names the parameters `what` mentions.
+    """
+    lever = "style_scales" if optimiser == "forward" else "width/height"
+    available = host.available_bytes() if available is None else available
+    if available is None:
+        return
+    resident = host.resident_bytes() if resident is None else resident
+    base_left = max(0, BASE_BYTES - resident)
+    need = estimate_bytes(size, layers, precision, optimiser) - BASE_BYTES + base_left + extra
+    if need <= available:
+        return
+    if extra:
+        h, w = shown or size
+        raise StyleflowError(
+            f"{what + ': ' if what else ''}a {w}x{h} image needs about {need / 2**30:.1f} GB "
+            f"of memory but {available / 2**30:.1f} GB is available; use a smaller {lever}",
+            params=(lever, *params))
+    smallest = estimate_bytes((16, 16), layers, precision, optimiser) - BASE_BYTES + base_left
+    if smallest > available:
+        raise StyleflowError(
+            f"only {available / 2**30:.2f} GB of memory is available, not enough for "
+            f"TensorFlow and the network (about {smallest / 2**30:.2f} GB); close other "
+            "programs or use a machine with more memory")
+    h, w = largest_fitting(size, layers, precision, available - base_left + BASE_BYTES,
+                           optimiser)
+    hint = "" if precision == "bfloat16" else ", or precision=bfloat16"
+    raise StyleflowError(
+        f"{what + ': ' if what else ''}a {size[1]}x{size[0]} image needs about "
+        f"{need / 2**30:.1f} GB of memory with these "
+        f"layers but {available / 2**30:.1f} GB is available; use at most about {w}x{h} "
+        f"({lever}){hint}", params=(lever, "precision=bfloat16", *params))
