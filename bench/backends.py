@@ -26,8 +26,8 @@ import json
 from timing import median_seconds
 import numpy as np
 from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
-from styleflow.network import KERAS_INPUT, build_extractor
-from styleflow.weights import random_weights
+from styleflow.model.network import KERAS_INPUT, build_extractor
+from styleflow.model.weights import random_weights
 layers = [FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS]
 extractor = build_extractor(random_weights(0).layers, layers, convolution="keras")
 rng = np.random.default_rng(0)
@@ -39,7 +39,7 @@ repeats = {repeats}
 """
 
 TENSORFLOW = COMMON + r"""
-from styleflow.objective import Objective
+from styleflow.objective.objective import Objective
 objective = Objective(extractor, content, [style], {{FULL_CONTENT_LAYER: 1.0}},
                       {{n: 1 / len(FULL_STYLE_LAYERS) for n in FULL_STYLE_LAYERS}}, 0.025, 1.0, 1.0)
 seconds = median_seconds(lambda: objective.loss_and_grads(x), repeats)

@@ -11,14 +11,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED_IMAGES = ROOT.parent / "shared" / "images"
 
-from styleflow.cli.common import quiet_tensorflow  # noqa: E402
+from styleflow.model.runtime import quiet_tensorflow  # noqa: E402
 from timing import median_seconds  # noqa: E402 - also re-exported for the benchmarks
 
 quiet_tensorflow()
 import tensorflow as tf  # noqa: E402
 
-from styleflow import images, losses  # noqa: E402
-from styleflow.network import KERAS_INPUT, conv_maps  # noqa: E402
+from styleflow.io import images
+from styleflow.objective import losses  # noqa: E402
+from styleflow.model.layout import conv_maps  # noqa: E402
+from styleflow.model.network import KERAS_INPUT  # noqa: E402
 
 
 def pair(size: tuple[int, int], base="base5.jpg", ref="ref6.jpg"):

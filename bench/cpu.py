@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 def cpu_description() -> str:
     """The CPU model and the flags that decide TensorFlow's kernels."""
-    from styleflow.hardware import cpu_flags
+    from styleflow.model.machine import cpu_flags
 
     model = platform.processor() or "unknown CPU"
     try:
@@ -23,7 +23,7 @@ def cpu_description() -> str:
                 break
     except OSError:
         pass
-    from styleflow.hardware import intra_op_threads, onednn_isa_cap
+    from styleflow.model.machine import intra_op_threads, onednn_isa_cap
 
     flags = cpu_flags()
     wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"]

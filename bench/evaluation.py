@@ -18,10 +18,11 @@ from timing import parse_size
 import tensorflow as tf
 
 from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
-from styleflow.memory import onednn_enabled
-from styleflow.network import build_extractor, deepest
-from styleflow.objective import Objective
-from styleflow.weights import random_weights
+from styleflow.model.machine import onednn_enabled
+from styleflow.model.layout import deepest
+from styleflow.model.network import build_extractor
+from styleflow.objective.objective import Objective
+from styleflow.model.weights import random_weights
 
 
 def main() -> None:

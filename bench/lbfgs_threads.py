@@ -19,10 +19,10 @@ from timing import parse_size
 from batch import cpu_description
 
 from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
-from styleflow.lbfgs import Evaluator, pixel_bounds
-from styleflow.network import KERAS_INPUT, build_extractor
-from styleflow.objective import Objective
-from styleflow.weights import random_weights
+from styleflow.optim.lbfgs import Evaluator, pixel_bounds
+from styleflow.model.network import KERAS_INPUT, build_extractor
+from styleflow.objective.objective import Objective
+from styleflow.model.weights import random_weights
 
 
 def seconds(objective, start, bounds, evaluations: int, limit: bool) -> float:

@@ -28,10 +28,10 @@ import json
 from common import pair, median_seconds
 import numpy as np
 from styleflow.defaults import FULL_CONTENT_LAYER as C, FULL_STYLE_LAYERS as S
-from styleflow.frozen_conv import use_transposed
-from styleflow.network import build_extractor
-from styleflow.objective import Objective
-from styleflow.weights import random_weights
+from styleflow.model.machine import transposed_convolutions
+from styleflow.model.network import build_extractor
+from styleflow.objective.objective import Objective
+from styleflow.model.weights import random_weights
 weights = random_weights(0).layers
 content, style = pair(({h}, {w}))
 x = content + np.random.default_rng(0).normal(0, 5, content.shape).astype(np.float32)
@@ -44,7 +44,7 @@ for convolution in ("keras", "transposed", "winograd"):
         seconds = median_seconds(lambda: objective.loss_and_grads(x), {repeats})
         rows.append(dict(convolution=convolution, xla=xla, seconds=seconds,
                          loss=objective.loss_and_grads(x)[0].total))
-print(json.dumps(dict(rows=rows, auto="winograd" if use_transposed("float32") else "keras")))
+print(json.dumps(dict(rows=rows, auto="winograd" if transposed_convolutions("float32") else "keras")))
 """
 
 

@@ -18,16 +18,16 @@ HERE = Path(__file__).resolve().parent
 CHILD = r"""
 import json, resource, sys
 sys.path.insert(0, {root!r})
-from styleflow.cli.common import quiet_tensorflow
+from styleflow.model.runtime import quiet_tensorflow
 quiet_tensorflow()
 import numpy as np
 from styleflow.defaults import (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
                                 LITE_STYLE_LAYERS)
-from styleflow.lbfgs import Evaluator, iterate_lbfgs
-from styleflow.memory import estimate_bytes
-from styleflow.network import build_extractor, KERAS_INPUT
-from styleflow.objective import Objective
-from styleflow.weights import random_weights
+from styleflow.optim.lbfgs import Evaluator, iterate_lbfgs
+from styleflow.plan.memory import estimate_bytes
+from styleflow.model.network import build_extractor, KERAS_INPUT
+from styleflow.objective.objective import Objective
+from styleflow.model.weights import random_weights
 w, h, precision = {w}, {h}, {precision!r}
 content_layer, style_layers = ((LITE_CONTENT_LAYER, LITE_STYLE_LAYERS) if {layers!r} == "lite"
                                else (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS))

@@ -31,9 +31,10 @@ from timing import parse_size
 
 from styleflow.defaults import (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
                                 LITE_STYLE_LAYERS)
-from styleflow.network import VGG19_LAYOUT, build_extractor, deepest
-from styleflow.objective import Objective
-from styleflow.weights import random_weights
+from styleflow.model.layout import deepest, stages_to
+from styleflow.model.network import build_extractor
+from styleflow.objective.objective import Objective
+from styleflow.model.weights import random_weights
 
 CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT = 0.025, 1.0, 1.0  # the Keras example's defaults
 
@@ -46,22 +47,20 @@ class TorchFeatures(torch.nn.Module):
         self.outputs = set(outputs)
         last = deepest(outputs)
         self.names, modules = [], []
-        for entry in VGG19_LAYOUT:
-            if entry is None:
+        for stage in stages_to(last):
+            if not stage.conv:
                 modules.append(torch.nn.MaxPool2d(2, 2))
                 self.names.append(None)
                 continue
-            name, filters = entry
+            name = stage.name
             kernel, bias = layer_weights[name]  # Keras: (3, 3, in, out)
-            conv = torch.nn.Conv2d(kernel.shape[2], filters, 3, padding=1)
+            conv = torch.nn.Conv2d(stage.in_channels, stage.out_channels, 3, padding=1)
             with torch.no_grad():
                 conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(
                     kernel.transpose(3, 2, 0, 1))))
                 conv.bias.copy_(torch.from_numpy(bias))
             modules += [conv, torch.nn.ReLU(inplace=True)]
             self.names += [None, name]  # the ReLU's output is the layer's activation
-            if name == last:
-                break
         self.layers = torch.nn.ModuleList(modules)
         self.requires_grad_(False)
         self.eval()
@@ -125,7 +124,7 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from styleflow.memory import onednn_enabled
+    from styleflow.model.machine import onednn_enabled
 
     content_layer, style_layers = ((FULL_CONTENT_LAYER, FULL_STYLE_LAYERS)
                                    if args.layers == "full"

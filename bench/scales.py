@@ -67,10 +67,11 @@ def main() -> None:
                         help="evaluations or steps at the coarsest size")
     args = parser.parse_args()
     iterations = args.iterations or (10 if args.method == "lbfgs" else 300)
-    from styleflow.cli.common import quiet_tensorflow
+    from styleflow.model.runtime import quiet_tensorflow
 
     quiet_tensorflow()
-    from styleflow import Stylizer, scales
+    from styleflow import Stylizer
+    from styleflow.optim import scales
 
     if args.ratio:
         scales.RATIO = args.ratio

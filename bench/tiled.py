@@ -24,7 +24,7 @@ from cpu import cpu_description  # noqa: E402
 CHILD = r"""
 import json, resource, statistics, sys, time
 sys.path.insert(0, {root!r})
-from styleflow.cli.common import quiet_tensorflow
+from styleflow.model.runtime import quiet_tensorflow
 quiet_tensorflow()
 from styleflow import Stylizer
 images = {images!r}

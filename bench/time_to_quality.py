@@ -28,10 +28,10 @@ from timing import parse_size
 
 from styleflow.defaults import (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
                                 LITE_STYLE_LAYERS)
-from styleflow.lbfgs import pixel_bounds
-from styleflow.network import KERAS_INPUT, build_extractor
-from styleflow.objective import Objective
-from styleflow.weights import resolve_weights
+from styleflow.optim.lbfgs import pixel_bounds
+from styleflow.model.network import KERAS_INPUT, build_extractor
+from styleflow.objective.objective import Objective
+from styleflow.model.weights import resolve_weights
 
 
 class Clock:

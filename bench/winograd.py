@@ -25,9 +25,9 @@ from timing import parse_size, run_child
 
 import tensorflow as tf
 
-from styleflow import winograd
-from styleflow.frozen_conv import make_layer
-from styleflow.network import conv_maps
+from styleflow.model import winograd
+from styleflow.model.frozen_conv import make_layer
+from styleflow.model.layout import conv_maps
 
 
 FIRST = r"""
@@ -35,9 +35,9 @@ import json, time
 import numpy as np
 from common import pair
 from styleflow.defaults import FULL_CONTENT_LAYER as C, FULL_STYLE_LAYERS as S
-from styleflow.network import build_extractor
-from styleflow.objective import Objective
-from styleflow.weights import random_weights
+from styleflow.model.network import build_extractor
+from styleflow.objective.objective import Objective
+from styleflow.model.weights import random_weights
 content, style = pair(({h}, {w}))
 extractor = build_extractor(random_weights(0).layers, [C, *S], convolution={convolution!r})
 objective = Objective(extractor, content, [style], {{C: 1.0}}, {{n: 0.2 for n in S}}, 0.025, 1, 1)

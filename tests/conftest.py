@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny images, the shared data folder, and running the CLIs as users do
+"""Shared fixtures: tiny images, and running the CLIs as users do
 (in a child process where the process boundary is the point, else in-process via main(argv)).
 
 The environment the tests rely on is set here, not inherited: an empty Keras cache (so a
@@ -24,7 +24,6 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 LITE_H5 = ROOT / "styleflow" / "model" / "data" / "vgg19_imagenet_block1-3.h5"
 EMPTY_KERAS_HOME = tempfile.mkdtemp(prefix="styleflow-keras-home-")
 atexit.register(shutil.rmtree, EMPTY_KERAS_HOME, True)

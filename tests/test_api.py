@@ -26,6 +26,7 @@ def pictures(tmp_path):
             make_image(tmp_path / "c2.png", (48, 32), 5))
 
 
+@pytest.mark.slow
 def test_transfer_and_stylize_give_the_requested_size(stylizer, pictures):
     content, style, _ = pictures
     result = stylizer.transfer(content, style, iterations=1, height=24, **LAYERS)
@@ -72,6 +73,7 @@ def test_path_pil_image_and_array_give_the_same_result(stylizer, pictures):
     np.testing.assert_array_equal(results[0], results[2])
 
 
+@pytest.mark.slow
 def test_a_second_pair_of_the_same_size_reuses_network_and_trace(pictures):
     content, style, other = pictures
     stylizer = Stylizer("random")
@@ -90,6 +92,7 @@ def test_a_second_pair_of_the_same_size_reuses_network_and_trace(pictures):
     assert stylizer.traces == after_first + 1
 
 
+@pytest.mark.slow
 def test_cli_files_equal_the_api_result_saved_the_same_way(pictures, tmp_path):
     content, style, _ = pictures
     proc = call_cli("neural_style_transfer.py", content, style, tmp_path / "cli", "--weights",
@@ -192,6 +195,7 @@ def test_help_and_usage_errors_do_not_import_tensorflow():
     assert proc.stdout.strip() == "[0, 2, 0, 0, 2] False False", proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_styleflow_command_runs_both_subcommands(pictures, tmp_path):
     content, style, _ = pictures
     proc = call_cli("styleflow", "transfer", content, style, tmp_path / "t", "--weights",

@@ -148,6 +148,7 @@ def test_bad_input_one_clear_line(case, files, tmp_path):
     assert all(p.read_bytes() == data for p, data in before.items()), "an input was modified"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["missing file", "unknown option"])
 def test_bad_input_in_a_real_process(case, files, tmp_path):
     """The same cases as a user meets them: stderr holds one line and no traceback, and the
@@ -173,6 +174,7 @@ def pattern(w=48, h=32):
     return a
 
 
+@pytest.mark.slow
 def test_exif_rotated_jpeg_is_used_upright(tmp_path):
     img = Image.fromarray(pattern())
     exif = Image.Exif()

@@ -27,6 +27,7 @@ def pictures(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_grid_of_folders_and_globs(pictures, tmp_path):
     out = tmp_path / "out"
     proc = call_cli("styleflow", "batch", "--contents", pictures, "--styles",
@@ -42,6 +43,7 @@ def test_grid_of_folders_and_globs(pictures, tmp_path):
     assert proc.stdout.strip().splitlines()[-1].startswith("batch: 4 done, 0 skipped, 0 failed")
 
 
+@pytest.mark.slow
 def test_manifest_rows_override_options_and_a_bad_row_fails_alone(pictures, tmp_path):
     manifest = tmp_path / "pairs.csv"
     manifest.write_text(
@@ -110,6 +112,7 @@ def batch_command(pictures, out, iterations="40"):
             "random", "--iter", iterations, "--height", "32", "--seed", "1"]
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_finishes_only_what_is_missing(pictures, tmp_path):
     # A quick first pair and a slow second one: kill -9 lands while the second runs.
     manifest = tmp_path / "pairs.csv"
@@ -146,6 +149,7 @@ def test_kill_9_then_rerun_finishes_only_what_is_missing(pictures, tmp_path):
                for r in records)
 
 
+@pytest.mark.slow
 def test_sigint_abandons_the_pair_in_progress_and_resumes(pictures, tmp_path):
     out = tmp_path / "out"
     with child(batch_command(pictures, out, iterations="1000"), stdout=subprocess.PIPE,

@@ -36,6 +36,7 @@ def pictures(tmp_path):
     return contents, styles
 
 
+@pytest.mark.slow
 def test_ray_gives_the_local_engine_s_images_byte_for_byte(ray_address, pictures, tmp_path):
     contents, styles = pictures
     common = ["--contents", contents, "--styles", styles, "--weights", "random", "--seed", "4",
@@ -53,52 +54,74 @@ def test_ray_gives_the_local_engine_s_images_byte_for_byte(ray_address, pictures
     assert sorted(r["status"] for r in records) == ["done"] * 3
 
 
-def actor_pids() -> list[int]:
-    """Processes Ray runs the PairActor in (Ray titles them 'ray::PairActor...')."""
-    found = []
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the command's name
+
+
+def own_actor_pids() -> list[int]:
+    """PairActor processes of this test's own Ray (descendants of this process: ray.init
+    started the Ray it runs them in); Ray titles them 'ray::PairActor...'."""
+    me, found = os.getpid(), []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"PairActor" in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"PairActor" not in (entry / "cmdline").read_bytes():
                 continue
+        except OSError:
+            continue
+        pid = int(entry.name)
+        ancestor = pid
+        for _ in range(32):
+            ancestor = _parent(ancestor)
+            if ancestor in (None, 0, 1) or ancestor == me:
+                break
+        if ancestor == me:
+            found.append(pid)
     return found
 
 
+@pytest.mark.slow
 def test_a_killed_actor_is_restarted_and_its_pair_retried(ray_address, pictures, tmp_path):
+    """The actor is killed in the middle of a pair (its first iteration image is written, its
+    output not yet): Ray restarts it, the pair is run again, and every pair ends done."""
     contents, styles = pictures
     out = tmp_path / "out"
     args = [sys.executable, "-m", "styleflow", "batch", "--contents", str(contents), "--styles",
-            str(styles), "--out", str(out), "--weights", "random", "--iter", "4", "--height",
-            "32", "--engine", "ray", "--workers", "1", "--address", ray_address]
+            str(styles), "--out", str(out), "--weights", "random", "--iter", "40", "--height",
+            "32", "--engine", "ray", "--workers", "1", "--address", ray_address,
+            "--iteration-images"]
     killed = []
     with child(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         deadline = time.time() + 180
-        # Kill the actor once it is working on the first pair (no pair finished yet).
-        seen = None
         while time.time() < deadline and proc.poll() is None and not killed:
-            pids = actor_pids()
-            if pids and seen is None:
-                seen = time.time()
-            if pids and time.time() - seen > 2 and not list(out.glob("*.png")):
-                try:
-                    os.kill(pids[0], signal.SIGKILL)
-                    killed.append(pids[0])
-                except ProcessLookupError:  # it ended meanwhile: look again
-                    pass
-            time.sleep(0.2)
-        assert killed, "the actor was never seen working"
+            started = [p for p in out.glob("c*_s0_at_iteration_00.png")]
+            busy = [p for p in started
+                    if not (out / p.name.replace("_at_iteration_00", "")).exists()]
+            pids = own_actor_pids()
+            if busy and pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append((pids[0], busy[0].name.replace("_at_iteration_00", "")))
+            time.sleep(0.05)
+        assert killed, "the actor was never seen in the middle of a pair"
+        _, pair = killed[0]
+        assert not (out / pair).exists()  # killed before that pair's output was written
         stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stdout + stderr
-    assert sorted(p.name for p in out.glob("*.png")) == ["c0_s0.png", "c1_s0.png", "c2_s0.png"]
-    for path in out.glob("*.png"):
-        with Image.open(path) as img:
+    outputs = sorted(p.name for p in out.glob("*.png") if "_at_iteration_" not in p.name)
+    assert outputs == ["c0_s0.png", "c1_s0.png", "c2_s0.png"]
+    for name in outputs:
+        with Image.open(out / name) as img:
             assert img.size == (48, 32)
     records = read_status(out / "styleflow-status.jsonl")
     assert sorted(r["status"] for r in records) == ["done"] * 3
 
 
+@pytest.mark.slow
 def test_without_ray_the_engine_says_how_to_install_it(tmp_path, pictures):
     contents, styles = pictures
     code = ("import sys; sys.modules['ray'] = None\n"

@@ -99,6 +99,7 @@ def test_tile_forces_tiles_and_bad_values_are_refused():
         choose((300, 400), max_memory=0)
 
 
+@pytest.mark.slow
 def test_cli_runs_tiled_in_a_small_budget_and_says_so(tmp_path):
     base = make_image(tmp_path / "b.png", (64, 48), 1)
     ref = make_image(tmp_path / "s.png", (40, 40), 2)

@@ -22,6 +22,7 @@ def totals(stdout):
     return [float(v) for v in re.findall(r"iteration \d+/\d+: loss (\S+)", stdout)]
 
 
+@pytest.mark.slow
 def test_two_styles_checkpoints_and_output(pair, tmp_path):
     content, s1, s2 = pair
     out = tmp_path / "out.png"
@@ -48,6 +49,7 @@ def test_style_scales_resize_styles(pair):
     assert run.size == (32, 48)
 
 
+@pytest.mark.slow
 def test_preserve_colors_keeps_content_chrominance(pair, tmp_path):
     content, s1, _ = pair
     for name, extra in (("plain", []), ("kept", ["--preserve-colors"])):
@@ -101,6 +103,7 @@ def test_checkpoint_pattern_needs_percent_s(pair, tmp_path):
     assert_clean_error(proc, "--checkpoint-output", "%s")
 
 
+@pytest.mark.slow
 def test_existing_output_needs_overwrite(pair, tmp_path):
     content, s1, _ = pair
     out = tmp_path / "o.png"

@@ -21,6 +21,7 @@ def losses(stdout):
     return [float(v) for v in re.findall(r"iteration \d+/\d+: loss (\S+)", stdout)]
 
 
+@pytest.mark.slow
 def test_random_weights_two_iterations(tiny, tmp_path):
     base, style = tiny
     prefix = tmp_path / "out" / "deep" / "result"
@@ -36,6 +37,7 @@ def test_random_weights_two_iterations(tiny, tmp_path):
     assert proc.stderr == ""
 
 
+@pytest.mark.slow
 def test_faithful_schedule_and_width(tiny, tmp_path):
     base, style = tiny
     proc = call_cli(SCRIPT, base, style, tmp_path / "r", "--weights", "random", "--iter", "2",
@@ -63,6 +65,7 @@ def test_faithful_schedule_and_width(tiny, tmp_path):
     assert losses(continuous.stdout)[1] != pytest.approx(values[1], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_default_height_is_200(tiny, tmp_path):
     base, style = tiny
     proc = call_cli(SCRIPT, base, style, tmp_path / "r", "--weights", "random", "--iter", "1",
@@ -104,6 +107,7 @@ def test_auto_offline_falls_back_to_lite(tiny, tmp_path):
     assert "content block3_conv2" in proc.stdout
 
 
+@pytest.mark.slow
 def test_interrupt_keeps_latest_result(tmp_path):
     """Ctrl-C writes the lowest-loss image so far, for a file prefix and a folder prefix
     ('out/' names files inside out/, as the iteration images). Both run at once."""

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import make_image
-from styleflow import Stylizer
+from styleflow import StyleflowError, Stylizer
 from styleflow.optim import jit
 from styleflow.model.network import KERAS_INPUT, build_extractor
 from styleflow.objective.objective import Objective
@@ -43,6 +43,7 @@ def test_xla_and_plain_give_the_same_loss_and_gradient(normalisation):
     assert np.abs(g_xla - g_plain).max() <= 1e-4 * np.abs(g_plain).max()
 
 
+@pytest.mark.slow
 def test_modes_and_the_seed_rule(tiny):
     base, style = tiny
     forced = Stylizer("random", jit="on").iter_transfer(base, style, iterations=1, height=16)
@@ -53,7 +54,7 @@ def test_modes_and_the_seed_rule(tiny):
     assert not short.jit_plan.measure  # 20 evaluations: trials would not pay
     long = Stylizer("random").iter_transfer(base, style, iterations=5, height=16)
     assert long.jit_plan.measure and long.total == 5 * 20 + jit.TRIALS
-    with pytest.raises(Exception, match="--jit"):
+    with pytest.raises(StyleflowError, match="^jit must be 'auto', 'on' or 'off', not 'maybe'$"):
         Stylizer("random", jit="maybe")
 
 

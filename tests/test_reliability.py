@@ -89,6 +89,7 @@ def test_empty_layer_lists_are_refused(script, args, needle, tiny, tmp_path):
     assert not list(tmp_path.glob("r_*")) and not (tmp_path / "o.png").exists()
 
 
+@pytest.mark.slow
 def test_huge_style_layer_weight_exponent(tiny, tmp_path):
     base, style = tiny
     proc = call_cli(STYLE, "--content", base, "--styles", style, "--output", tmp_path / "o.png",
@@ -170,6 +171,7 @@ def test_adam_interrupted_before_its_first_step_writes_nothing(tiny, tmp_path, m
     assert not list(tmp_path.glob("o*"))
 
 
+@pytest.mark.slow
 def test_interrupt_with_a_failing_plot_still_writes_the_image(tiny, tmp_path, monkeypatch):
     from styleflow.cli import recorder
 
@@ -191,6 +193,7 @@ def test_interrupt_with_a_failing_plot_still_writes_the_image(tiny, tmp_path, mo
         assert img.size == (48, 32)
 
 
+@pytest.mark.slow
 def test_interrupted2_when_resuming_from_the_interrupted_file(tiny, tmp_path):
     base, style = tiny
     first = tmp_path / "r_interrupted.png"
@@ -211,6 +214,7 @@ def test_interrupted2_when_resuming_from_the_interrupted_file(tiny, tmp_path):
     assert (tmp_path / "r_interrupted2.png").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_on_lbfgs_and_sigint_on_adam(tiny, tmp_path):
     base, style = tiny
     runs = [([sys.executable, str(ROOT / TRANSFER), str(base), str(style), str(tmp_path / "t"),
@@ -240,6 +244,7 @@ def test_sigterm_on_lbfgs_and_sigint_on_adam(tiny, tmp_path):
                 assert img.size == (48, 32)
 
 
+@pytest.mark.slow
 def test_a_log_that_fails_mid_run_is_one_error_line(tiny, tmp_path, monkeypatch):
     import csv
 

@@ -28,6 +28,7 @@ def printed_totals(stdout):
     return [float(v) for v in re.findall(r"iteration \d+/\d+: loss (\S+)", stdout)]
 
 
+@pytest.mark.slow
 def test_transfer_log_plot_and_gif(tiny, tmp_path):
     base, style = tiny
     prefix = tmp_path / "r"
@@ -59,6 +60,7 @@ def test_transfer_log_plot_and_gif(tiny, tmp_path):
     assert f"wrote {tmp_path / 'run.gif'}" in proc.stdout
 
 
+@pytest.mark.slow
 def test_adam_jsonl_log_every_step_and_quiet(tiny, tmp_path):
     content, style = tiny
     out = tmp_path / "o.png"
@@ -73,6 +75,7 @@ def test_adam_jsonl_log_every_step_and_quiet(tiny, tmp_path):
     assert out.exists()
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal_lines_otherwise(tiny, tmp_path):
     content, style = tiny
     args = [sys.executable, str(ROOT / STYLE), "--content", str(content), "--styles", str(style),
@@ -130,6 +133,7 @@ def test_progress_bar_text():
     assert "iteration 1/10: a line above the bar\n" in text
 
 
+@pytest.mark.slow
 def test_same_seed_same_files_other_seed_other_files(tiny, tmp_path):
     """Adam: the seed sets the start noise. With the shipped weights (which do not depend on
     the seed) another seed must still give another picture."""
@@ -145,6 +149,7 @@ def test_same_seed_same_files_other_seed_other_files(tiny, tmp_path):
     assert outputs[0] != outputs[2]
 
 
+@pytest.mark.slow
 def test_lbfgs_seed_repeats_images_and_log_but_seconds(tiny, tmp_path):
     """L-BFGS with --seed: identical images and logs, except the logs' seconds columns."""
     content, style = tiny
@@ -162,6 +167,7 @@ def test_lbfgs_seed_repeats_images_and_log_but_seconds(tiny, tmp_path):
     assert logs[0] == logs[1] and len(logs[0]) == 2
 
 
+@pytest.mark.slow
 def test_sigterm_keeps_image_and_log_then_resume(tmp_path):
     content = make_image(tmp_path / "c.png", (48, 32), 1)
     style = make_image(tmp_path / "s.png", (48, 32), 2)
@@ -196,6 +202,7 @@ def test_sigterm_keeps_image_and_log_then_resume(tmp_path):
     assert first < reached * 1.5
 
 
+@pytest.mark.slow
 def test_transfer_resume_with_init(tiny, tmp_path):
     base, style = tiny
     first = call_cli(TRANSFER, base, style, tmp_path / "a", "--weights", "random", "--iter", "2",

@@ -28,6 +28,7 @@ def stylizer():
     return Stylizer("random", seed=1)
 
 
+@pytest.mark.slow
 def test_each_size_starts_from_the_last_result(stylizer, tiny, monkeypatch):
     monkeypatch.setitem(scales.COARSE_EVALUATIONS, "lbfgs", 6)
     seen = []
@@ -49,6 +50,7 @@ def test_each_size_starts_from_the_last_result(stylizer, tiny, monkeypatch):
     assert evaluations == sorted(evaluations) and evaluations[-1] >= run.total - 2
 
 
+@pytest.mark.slow
 def test_adam_scales_and_the_noise_start_at_the_coarsest_size(stylizer, tiny, monkeypatch):
     monkeypatch.setitem(scales.COARSE_EVALUATIONS, "adam", 5)
     run = stylizer.iter_stylize(tiny[0], [tiny[1]], iterations=3, width=64, scales=2)
@@ -58,6 +60,7 @@ def test_adam_scales_and_the_noise_start_at_the_coarsest_size(stylizer, tiny, mo
     assert run.result().size == (43, 64)
 
 
+@pytest.mark.slow
 def test_transfer_cli_logs_coarse_sizes_before_iteration_00(tiny, tmp_path, monkeypatch):
     monkeypatch.setitem(scales.COARSE_EVALUATIONS, "lbfgs", 5)
     log = tmp_path / "l.csv"
@@ -79,6 +82,7 @@ def test_too_many_scales_for_the_layers_is_one_line(tiny, tmp_path):
     assert not list(tmp_path.glob("p_*"))
 
 
+@pytest.mark.slow
 def test_adam_takes_smaller_steps_at_the_finer_sizes(stylizer, tiny, monkeypatch):
     """Full rate at the coarsest size (from noise), `FINE_LEARNING_RATE` of it at every finer
     size: the upsampled start is already settled."""

@@ -64,6 +64,7 @@ def test_relu_and_bias_applied_as_by_the_direct_layer():
     assert np.abs(got - want).max() <= TOLERANCE * np.abs(want).max()
 
 
+@pytest.mark.slow
 def test_extractor_matches_keras_conv2d():
     weights = random_weights(3).layers
     x = tf.constant(np.random.default_rng(0).normal(0, 50, (1, 100, 132, 3)).astype(np.float32))
@@ -111,18 +112,40 @@ def test_cached_transforms_follow_the_weights():
         assert np.abs(got - before).max() > 0.1 * np.abs(before).max()
 
 
-def test_layers_and_sizes_where_it_pays(monkeypatch):
-    monkeypatch.setattr(machine, "onednn_avx512", lambda: True)
-    assert not winograd.suits_channels(64, 128)  # block2: oneDNN's AVX-512 kernels win
-    assert not winograd.suits_channels(128, 128)
-    assert winograd.suits_channels(128, 256) and winograd.suits_channels(512, 512)
-    monkeypatch.setattr(machine, "onednn_avx512", lambda: False)
-    assert winograd.suits_channels(64, 128) and winograd.suits_channels(128, 128)
-    assert not winograd.suits_channels(3, 64) and not winograd.suits_channels(64, 64)
+def test_only_known_sizes_large_enough_convolve_by_winograd():
     assert winograd.suits((1, 16, 16, 256)) and winograd.suits((1, 18, 25, 512))
     assert not winograd.suits((1, 8, 30, 256))  # small maps: not worth a compilation
     assert not winograd.suits((1, None, None, 256))  # sizes unknown while tracing
     assert not winograd.suits((2, 32, 32, 256))
+
+
+@pytest.mark.parametrize("avx512", [True, False])
+def test_memory_estimate_counts_the_layers_that_run_winograd(monkeypatch, avx512):
+    """The memory estimate (plan.memory) and the network (model.frozen_conv) agree on which
+    layers convolve by Winograd at a size, on both CPU profiles: the kept transforms it counts
+    are those of the layers that ran it."""
+    from styleflow.plan import memory
+
+    monkeypatch.setattr(machine, "onednn_avx512", lambda: avx512)
+    monkeypatch.setattr(machine, "transposed_convolutions", lambda precision: True)
+    ran = []
+    real = winograd.WinogradConv.__call__
+
+    def recording(self, x, kernel, bias):
+        ran.append((tuple(x.shape), tuple(kernel.shape)))
+        return real(self, x, kernel, bias)
+
+    monkeypatch.setattr(winograd.WinogradConv, "__call__", recording)
+    layers = [FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS]
+    extractor = build_extractor(random_weights(0).layers, layers, convolution="winograd")
+    extractor(tf.zeros((1, 128, 128, 3)), training=False)
+    assert ran  # some layers did
+    kept = sum((1 + 2 * winograd.ALPHA ** 2 / 9) * 9 * k[2] * k[3] * 4 for _, k in ran)
+    largest = max(h * w * max(k[2], k[3]) for (_, h, w, _), k in ran)
+    assert memory.winograd_bytes((128, 128), layers) == int(
+        kept + memory.WINOGRAD_TRANSIENT_BYTES * largest)
+    # Below AVX-512 oneDNN's direct kernels are slower, so Winograd reaches further down.
+    assert any(k[2] == 64 for _, k in ran) == (not avx512)
 
 
 def test_small_maps_and_early_layers_convolve_directly():
@@ -134,6 +157,7 @@ def test_small_maps_and_early_layers_convolve_directly():
     assert make_layer(kernel, np.zeros(64, np.float32), "b1", winograd=True)._winograd is None
 
 
+@pytest.mark.slow
 def test_objective_loss_and_gradient_match_direct_convolutions():
     from styleflow.model.network import KERAS_INPUT
     from styleflow.objective.objective import Objective

@@ -93,7 +93,7 @@ def resolve_precision(requested: str) -> tuple[str, Note | None]:
         return "bfloat16", None
     return "bfloat16", Note(f"note: precision=bfloat16 will be slow here ({why}; measured about "
                             "ten times slower than float32 on such a CPU); float32 is faster",
-                            params=("precision",))
+                            params=("precision=bfloat16",))
 
 
 def onednn_enabled() -> bool:
