@@ -87,6 +87,10 @@ class Iteration:
         """Write the picture atomically, as Result.save."""
         _save(path, self.array, lambda: self.precise, bit_depth)
 
+    def __repr__(self) -> str:
+        return (f"Iteration({self.iteration}/{self.iterations}, {self.evaluations} "
+                f"evaluations, {self.seconds:.2f} s)")
+
 
 def _save(path, array: np.ndarray, precise: Callable[[], np.ndarray], bit_depth: int) -> None:
     """Write a picture: 16 bits per channel from the unrounded values when the file gets them
@@ -97,7 +101,7 @@ def _save(path, array: np.ndarray, precise: Callable[[], np.ndarray], bit_depth:
         images.save_image(path, array)
 
 
-@dataclass
+@dataclass(repr=False)
 class Result:
     """A finished (or interrupted) run: the picture, its loss and the loss history."""
 
@@ -119,6 +123,13 @@ class Result:
     def size(self) -> tuple[int, int]:
         """(height, width)."""
         return self.array.shape[0], self.array.shape[1]
+
+    def __repr__(self) -> str:
+        h, w = self.size
+        n = len(self.losses)
+        return (f"Result({w}x{h} px, loss {self.parts.total:.4e}, {n} "
+                f"iteration{'' if n == 1 else 's'}, {self.evaluations} evaluations"
+                f"{', interrupted' if self.interrupted else ''})")
 
     def save(self, path, bit_depth: int = 8) -> None:
         """Write the picture atomically with an sRGB profile; the format follows the

@@ -13,6 +13,9 @@ or names files: the front ends do that on top of this package.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import logging
 import math
 from typing import Callable, Sequence
@@ -35,6 +38,38 @@ from .runs import Run, StylizeRun, TransferRun
 _logger = logging.getLogger("styleflow")
 T = TRANSFER_DEFAULTS
 S = STYLIZE_DEFAULTS
+# Options people bring from the command lines, by the API's name for them; and the options
+# that belong to the Stylizer (the network it loads), not to one run.
+_CLI_NAMES = {"iter": "iterations"}
+_STYLIZER_OPTIONS = {"weights": "weights", "network": "weights", "precision": "precision",
+                     "pooling": "pooling", "jit": "jit", "deterministic": "deterministic"}
+
+
+def _check_options(where: str, method, options: dict) -> None:
+    """StyleflowError naming `where` for a keyword `method` does not take, with the option
+    meant when it can be told (a command line's name, or a near spelling)."""
+    known = [name for name, p in inspect.signature(method).parameters.items()
+             if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    for name in options:
+        if name in known:
+            continue
+        if name in _STYLIZER_OPTIONS:
+            raise StyleflowError(f"{where}: no option {name!r}; that is the Stylizer's: "
+                                 f"Stylizer({_STYLIZER_OPTIONS[name]}=...)")
+        meant = _CLI_NAMES.get(name) if _CLI_NAMES.get(name) in known else None
+        meant = meant or next(iter(difflib.get_close_matches(name, known, 1, 0.6)), None)
+        hint = f"did you mean {meant!r}?" if meant else f"the options are {', '.join(known)}"
+        raise StyleflowError(f"{where}: no option {name!r}; {hint}")
+
+
+def _options_checked(method):
+    """`method` refusing unknown keywords with a StyleflowError (see _check_options) instead
+    of Python's TypeError."""
+    @functools.wraps(method)
+    def checked(self, *args, **options):
+        _check_options(method.__name__, method, options)
+        return method(self, *args, **options)
+    return checked
 
 
 class Stylizer:
@@ -95,6 +130,7 @@ class Stylizer:
 
     # -- the Keras example's L-BFGS ------------------------------------------------------
 
+    @_options_checked
     def iter_transfer(self, content, style, *, iterations: int = T["iterations"],
                       content_weight: float = T["content_weight"],
                       style_weight: float = T["style_weight"], tv_weight: float = T["tv_weight"],
@@ -159,10 +195,12 @@ class Stylizer:
     def transfer(self, content, style, **options) -> Result:
         """Run `iter_transfer(content, style, **options)` to the end; return the Result (the
         image after the last iteration)."""
+        _check_options("transfer", Stylizer.iter_transfer, options)
         return _finish(self.iter_transfer(content, style, **options))
 
     # -- neural-style's Adam -------------------------------------------------------------
 
+    @_options_checked
     def iter_stylize(self, content, styles, *, iterations: int = S["iterations"],
                      width: int | None = None, style_scales: Sequence[float] | None = None,
                      style_blend_weights: Sequence[float] | None = None,
@@ -219,6 +257,7 @@ class Stylizer:
     def stylize(self, content, styles, **options) -> Result:
         """Run `iter_stylize(content, styles, **options)` to the end; return the Result (the
         lowest-loss image)."""
+        _check_options("stylize", Stylizer.iter_stylize, options)
         return _finish(self.iter_stylize(content, styles, **options))
 
 
@@ -236,8 +275,10 @@ def _check_numbers(**values: float) -> None:
     """StyleflowError for what the CLIs' argument types refuse: counts below 1, negative or
     non-finite weights, and all loss weights zero."""
     for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise StyleflowError(f"{name}: must be a number, not {value!r}")
         if name in ("iterations", "scales"):
-            if int(value) != value or value < 1:
+            if not math.isfinite(value) or int(value) != value or value < 1:
                 raise StyleflowError(f"{name}: must be a whole number greater than zero, "
                                      f"not {value!r}")
         elif name in ("learning_rate", "style_layer_weight_exp"):

@@ -50,8 +50,10 @@ def expand_images(specs: Sequence[str], option: str) -> list[Path]:
         elif glob.has_magic(spec):
             found += sorted(Path(p) for p in glob.glob(spec)
                             if Path(p).suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            found.append(path)  # a missing file fails its pairs with the usual message
+        elif path.exists():
+            found.append(path)  # a file that is not an image fails its pairs, with the reason
+        else:  # a misspelled folder or file: refused before any pair runs
+            raise StyleflowError(f"{option}: '{spec}' does not exist")
     if not found:
         raise StyleflowError(f"{option}: no image files in {' '.join(specs)}")
     return list(dict.fromkeys(found))

@@ -90,8 +90,9 @@ def parse(argv: Sequence[str]):
     if args.engine != "ray" and (args.address or args.workers):
         parser.error("arguments --address/--workers: only with --engine ray")
     for token in rest:
-        if token.split("=", 1)[0] in NOT_IN_BATCH:
-            parser.error(f"argument {token.split('=', 1)[0]}: not available in a batch (each "
+        option = token.split("=", 1)[0]
+        if option.startswith("--") and "--" + option[2:].replace("_", "-") in NOT_IN_BATCH:
+            parser.error(f"argument {option}: not available in a batch (each "
                          "pair writes its output; its progress goes to the status log)")
     module = method_module(args.method)
     method_args = module.parse(DUMMY[args.method] + rest, prog=f"{PROG} --method {args.method}")

@@ -4,6 +4,7 @@ number arguments, signal handling, the options every run takes."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import signal
 import sys
@@ -23,10 +24,40 @@ class Terminated(KeyboardInterrupt):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line: 'prog: error: argument --x: message'."""
+    """argparse, but a usage error is one line: 'prog: error: argument --x: message'; every
+    long option is also taken with '-' and '_' swapped (--content_weight and --content-weight,
+    --help shows the one defined), and a misspelled option gets a suggestion."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._add_other_spellings()
+        return super().parse_known_args(args, namespace)
+
+    def _add_other_spellings(self) -> None:
+        # Lookup only: argparse finds options through this table, while --help and the
+        # action's own option_strings keep the spelling each option was defined with.
+        table = self._option_string_actions
+        for option, action in list(table.items()):
+            if option.startswith("--"):
+                for other in (option.replace("_", "-"), "--" + option[2:].replace("-", "_")):
+                    table.setdefault(other, action)
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}{self._suggestion(message)} "
+                              "(see --help)\n")
+
+    def _suggestion(self, message: str) -> str:
+        """' (did you mean --iter?)' for the first unrecognised option close to a real one."""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        known = sorted({action.option_strings[-1] for action in self._actions
+                        if action.option_strings and action.option_strings[-1].startswith("--")})
+        for token in message.split(":", 1)[1].split():
+            if token.startswith("--"):
+                name = token.split("=", 1)[0]
+                close = difflib.get_close_matches(name, known, 1, 0.6)
+                if close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
 
 
 def _number(kind: type, text: str, *, positive: bool, allow_zero: bool) -> float | int:
@@ -267,6 +298,23 @@ def recorder_for(args, total: int, unit: str, title: str):
 
     return RunRecorder(total, unit, quiet=args.quiet, log=args.log, plot=args.plot, gif=args.gif,
                        title=title)
+
+
+def check_weights(spec: str) -> None:
+    """The weights option checked before TensorFlow loads: one of the names, or a file that
+    exists (the library reads it later, and says what is wrong with its contents)."""
+    from pathlib import Path
+
+    from ..defaults import WEIGHT_CHOICES
+
+    if spec in WEIGHT_CHOICES:
+        return
+    path = Path(spec)
+    if not path.exists():
+        raise StyleflowError(
+            f"weights '{spec}': no such file; use a path or one of {', '.join(WEIGHT_CHOICES)}")
+    if path.is_dir():
+        raise StyleflowError(f"weights '{spec}': is a directory, not a weights file")
 
 
 def make_stylizer(args, weights: str, names: dict[str, str]):

@@ -170,11 +170,19 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     for path in checkpoints[:1]:
         files.prepare_output_dir(path, "--checkpoint-output")
     cc.check_run_outputs(args, inputs)
+    # Inputs are read before TensorFlow loads: a bad one is one line at once.
+    cc.check_weights(args.network)
+    content = images.load_image(args.content, "content image")
+    styles = [images.load_image(path, f"style image {i + 1}")
+              for i, path in enumerate(args.styles)]
+    options = api_options(args)
+    if args.initial:
+        options["initial"] = images.load_image(args.initial, "initial image")
 
     stylizer = cc.make_stylizer(args, args.network, names)
     recorder = None
     run = stylizer.iter_stylize(
-        args.content, args.styles, **api_options(args),
+        content, styles, **options,
         on_evaluation=None if args.quiet else lambda n, loss: recorder.step(
             min(n, run.total), loss),
         on_scale=lambda scale: cc.record_scale(recorder, scale, "steps"))

@@ -116,7 +116,7 @@ def output_name(prefix: str, iteration: int) -> Path:
 
 
 def _run(args, prog: str, names: dict[str, str]) -> int:
-    from ..io import files
+    from ..io import files, images
 
     outputs = [output_name(args.prefix, i) for i in range(args.iter)]
     inputs = [args.base, args.ref, args.init]
@@ -126,11 +126,18 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     files.refuse_overwriting_inputs(outputs + [interrupted], inputs)
     files.prepare_output_dir(outputs[0], "prefix")
     cc.check_run_outputs(args, inputs)
+    # Inputs are read before TensorFlow loads: a bad one is one line at once.
+    cc.check_weights(args.weights)
+    base = images.load_image(args.base, "base image")
+    ref = images.load_image(args.ref, "style image")
+    options = api_options(args)
+    if args.init:
+        options["init"] = images.load_image(args.init, "initial image")
 
     stylizer = cc.make_stylizer(args, args.weights, names)
     recorder = None
     run = stylizer.iter_transfer(
-        args.base, args.ref, **api_options(args),
+        base, ref, **options,
         on_evaluation=lambda n, loss: recorder.step(min(n, run.total), loss),
         on_scale=lambda scale: cc.record_scale(recorder, scale, "evaluations"))
     recorder = cc.recorder_for(args, run.total, "evaluations",

@@ -56,7 +56,10 @@ def load_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
 
 def as_rgb(image, what: str = "image") -> np.ndarray:
     """Any accepted image as uint8 RGB (h, w, 3): a file path (read with load_image), a
-    PIL.Image (converted like a file's contents), or an (h, w, 3) uint8 array (used as is).
+    PIL.Image (converted like a file's contents), or a NumPy array converted the same way:
+    (h, w) or (h, w, 1) grey, (h, w, 3) RGB or (h, w, 4) RGBA (composited onto white); uint8,
+    uint16 (0..65535), other integers (0..255, or 0..65535 when larger), bool, or floats
+    (0..1, or 0..255 when larger). An (h, w, 3) uint8 array is used as is.
 
     Raises StyleflowError naming `what` for anything else or for an image that is too small.
     """
@@ -68,14 +71,46 @@ def as_rgb(image, what: str = "image") -> np.ndarray:
         except ValueError as exc:
             raise StyleflowError(f"{what}: {exc}") from None
     elif isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise StyleflowError(f"{what}: an array must be height x width x 3 of uint8, not "
-                                 f"{'x'.join(map(str, image.shape))} of {image.dtype}")
-        array = np.ascontiguousarray(image)
+        array = _array_to_rgb(image, what)
     else:
-        raise StyleflowError(f"{what}: expected a file path, a PIL image or a uint8 array, not "
+        raise StyleflowError(f"{what}: expected a file path, a PIL image or a NumPy array, not "
                              f"{type(image).__name__}")
     return _big_enough(array, what)
+
+
+def _array_to_rgb(image: np.ndarray, what: str) -> np.ndarray:
+    """A NumPy image (see as_rgb) as uint8 RGB, scaled as a file of that kind would be."""
+    if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    shape = "x".join(map(str, image.shape))
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+        raise StyleflowError(f"{what}: an array must be height x width (grey) or height x width "
+                             f"x 1, 3 or 4 (grey, RGB, RGBA), not {shape}")
+    if image.dtype == bool:
+        values, top = image.astype(np.float64), 1.0
+    elif image.dtype.kind in "ui":
+        values = image.astype(np.float64)
+        if values.size and values.min() < 0:
+            raise StyleflowError(f"{what}: an integer array must not hold negative values")
+        peak = values.max(initial=0)
+        top = 255.0 if image.dtype.itemsize == 1 or (image.dtype != np.uint16 and peak <= 255) \
+            else 65535.0
+    elif image.dtype.kind == "f":
+        values = image.astype(np.float64)
+        if not np.isfinite(values).all():
+            raise StyleflowError(f"{what}: the array holds NaN or infinite values")
+        top = 1.0 if values.max(initial=0) <= 1.0 else 255.0
+    else:
+        raise StyleflowError(f"{what}: an array of {image.dtype} is not an image")
+    values = np.clip(values / top, 0.0, 1.0)
+    if values.ndim == 2:
+        values = np.repeat(values[:, :, None], 3, axis=2)
+    elif values.shape[2] == 4:
+        alpha = values[:, :, 3:]
+        values = values[:, :, :3] * alpha + (1.0 - alpha)  # onto white, as files are
+    return np.rint(values * 255.0).astype(np.uint8)
 
 
 def _in_srgb(img: Image.Image) -> Image.Image:

@@ -1,0 +1,164 @@
+"""What a new user trips over in the first hour: options misspelled or spelled the other way,
+bad inputs found only after TensorFlow loaded, arrays of other kinds, API keywords from the
+command line, a noisy import, a result that prints its arrays."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, call_cli, cli_env, make_image
+from styleflow import Stylizer, StyleflowError
+from styleflow.io.images import as_rgb, load_image
+
+TRANSFER = "neural_style_transfer.py"
+STYLE = "neural_style.py"
+
+
+@pytest.mark.parametrize("script, wrong, meant", [
+    (TRANSFER, "--iters", "--iter"), (TRANSFER, "--heigth", "--height"),
+    (STYLE, "--iteratons", "--iterations"), (STYLE, "--style-weigth", "--style-weight")])
+def test_a_misspelled_option_gets_a_suggestion(tiny, tmp_path, script, wrong, meant):
+    base, ref = tiny
+    args = ([base, ref, tmp_path / "p"] if script == TRANSFER else
+            ["--content", base, "--styles", ref, "--output", tmp_path / "o.png"])
+    proc = call_cli(script, *args, wrong, "5")
+    assert proc.returncode == 2
+    assert proc.stderr == (f"{script}: error: unrecognized arguments: {wrong} 5 (did you mean "
+                           f"{meant}?) (see --help)\n")
+
+
+def test_both_spellings_work_everywhere_and_help_shows_one(tiny, tmp_path):
+    base, ref = tiny
+    proc = call_cli(TRANSFER, base, ref, tmp_path / "p", "--iter", "1", "--weights", "random",
+                    "--height", "16", "--content-weight", "0.5", "--max_memory", "8", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    proc = call_cli(STYLE, "--content", base, "--styles", ref, "--output", tmp_path / "o.png",
+                    "--iterations", "1", "--network", "random", "--width", "24",
+                    "--content_weight", "2", "--style_layer_weight_exp=1.5", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    transfer_help = call_cli(TRANSFER, "--help").stdout
+    style_help = call_cli(STYLE, "--help").stdout
+    assert "--content_weight" in transfer_help and "--content-weight" not in transfer_help
+    assert "--content-weight" in style_help and "--content_weight" not in style_help
+
+
+def _without_tensorflow(script_module: str, argv: list) -> subprocess.CompletedProcess:
+    """Run a command line's main(argv) in a fresh process and report whether it imported
+    TensorFlow (exit status 3 if it did)."""
+    code = (f"import sys; from {script_module} import main; code = main({argv!r}); "
+            "sys.exit(3 if 'tensorflow' in sys.modules else code)")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env=cli_env(), timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_bad_inputs_are_one_line_before_tensorflow_loads(tiny, tmp_path):
+    base, ref = tiny
+    missing = str(tmp_path / "missing.png")
+    cases = [
+        ("styleflow.cli.transfer", [missing, str(ref), str(tmp_path / "p")],
+         f"{TRANSFER}: error: base image '{missing}': file not found"),
+        ("styleflow.cli.transfer", [str(base), str(ref), str(tmp_path / "p"), "--init", missing],
+         f"{TRANSFER}: error: initial image '{missing}': file not found"),
+        ("styleflow.cli.transfer", [str(base), str(ref), str(tmp_path / "p"), "--weights",
+                                    "none.h5"],
+         f"{TRANSFER}: error: weights 'none.h5': no such file; use a path or one of auto, "
+         "imagenet, lite, random"),
+        ("styleflow.cli.style", ["--content", str(base), "--styles", str(ref), missing,
+                                 "--output", str(tmp_path / "o.png")],
+         f"{STYLE}: error: style image 2 '{missing}': file not found"),
+    ]
+    for module, argv, line in cases:
+        proc = _without_tensorflow(module, argv)
+        assert (proc.returncode, proc.stderr) == (1, line + "\n"), (argv, proc.stderr)
+
+
+def test_a_misspelled_batch_folder_is_refused_up_front(tiny, tmp_path):
+    base, ref = tiny
+    out = tmp_path / "out"
+    proc = call_cli("styleflow", "batch", "--contents", tmp_path / "photo/", "--styles", ref,
+                    "--out", out, "--weights", "random")
+    assert proc.returncode == 1
+    assert proc.stderr == (f"styleflow batch: error: --contents: '{tmp_path / 'photo/'}' does "
+                           "not exist\n")
+    assert not out.exists()  # no pair ran, no status log
+
+
+def test_api_keywords_from_the_command_line_get_a_styleflow_error(tiny):
+    base, ref = tiny
+    stylizer = Stylizer("random")
+    with pytest.raises(StyleflowError, match=r"^transfer: no option 'iter'; did you mean "
+                                             r"'iterations'\?$"):
+        stylizer.transfer(base, ref, iter=1)
+    with pytest.raises(StyleflowError, match=r"^iter_stylize: no option 'network'; that is "
+                                             r"the Stylizer's: Stylizer\(weights=\.\.\.\)$"):
+        stylizer.iter_stylize(base, ref, network="lite")
+    with pytest.raises(StyleflowError, match=r"^iter_transfer: no option 'colour'; the "
+                                             r"options are iterations, "):
+        stylizer.iter_transfer(base, ref, colour=1)
+    for value in (float("nan"), float("inf"), "5"):
+        with pytest.raises(StyleflowError, match="^iterations: must be"):
+            stylizer.transfer(base, ref, iterations=value)
+
+
+def test_results_and_iterations_print_in_one_short_line(tiny):
+    base, ref = tiny
+    run = Stylizer("random").iter_transfer(base, ref, iterations=2, height=16)
+    first = next(iter(run))
+    assert repr(first) == f"Iteration(1/2, {first.evaluations} evaluations, {first.seconds:.2f} s)"
+    result = run.result()
+    text = repr(result)
+    assert text.startswith("Result(24x16 px, loss ") and "interrupted" in text
+    assert "\n" not in text and len(text) < 100
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "I;16"])
+def test_arrays_of_other_kinds_are_converted_as_files_are(tmp_path, mode):
+    """An array of the kind a file holds gives the picture the file gives."""
+    path = make_image(tmp_path / "i.png", (40, 30), 3)
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    if mode == "I;16":
+        array = (rgb[:, :, 0].astype(np.uint16) * 257)
+        Image.fromarray(array).save(tmp_path / "f.png")
+    else:
+        img = Image.open(path).convert(mode)
+        if "A" in mode:
+            alpha = np.linspace(0, 255, 40 * 30).reshape(30, 40).astype(np.uint8)
+            img.putalpha(Image.fromarray(alpha))
+        img.save(tmp_path / "f.png")
+        array = np.asarray(img)
+        if mode == "LA":
+            array = np.stack([array[:, :, 0]] * 3 + [array[:, :, 1]], axis=2)  # grey as RGBA
+    from_file = load_image(tmp_path / "f.png")
+    assert np.abs(as_rgb(array).astype(int) - from_file.astype(int)).max() <= 1
+
+
+def test_float_and_bool_arrays(tmp_path):
+    gray = np.linspace(0, 1, 12 * 10).reshape(10, 12)
+    assert np.array_equal(as_rgb(gray)[:, :, 1], np.rint(gray * 255).astype(np.uint8))
+    assert np.array_equal(as_rgb(gray * 255.0), as_rgb(gray))  # 0..255 floats too
+    assert as_rgb(np.ones((10, 12), bool)).min() == 255
+    with pytest.raises(StyleflowError, match="NaN"):
+        as_rgb(np.full((10, 12, 3), np.nan))
+    with pytest.raises(StyleflowError, match="not 10x12x2"):
+        as_rgb(np.zeros((10, 12, 2)))
+
+
+def test_the_api_keeps_tensorflow_s_start_up_log_off_the_terminal(tmp_path):
+    """Without TF_CPP_MIN_LOG_LEVEL set, importing styleflow and running prints nothing."""
+    code = ("import numpy as np, styleflow\n"
+            "a = np.random.default_rng(0).integers(0, 256, (32, 48, 3)).astype(np.uint8)\n"
+            "print(styleflow.transfer(a, a, weights='random', iterations=1, height=16))\n")
+    env = cli_env()
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=180, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.startswith("Result(24x16 px")
+    assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0"  # the parent's setting is untouched
