@@ -5,7 +5,7 @@ size in bytes, as the suspected limit is 2 GiB (2^31 bytes) per tensor.
 
 Without AVX-512 oneDNN convolves by im2col + GEMM and falls back to its reference loop (about
 500x slower) once the input's values times the threads reach 2^28 (see
-`styleflow.hardware.GEMM_SCRATCH_VALUES`). To see that on an AVX-512 machine, cap oneDNN as an
+`styleflow.model.machine.GEMM_SCRATCH_VALUES`). To see that on an AVX-512 machine, cap oneDNN as an
 AVX2 CPU: `ONEDNN_MAX_CPU_ISA=AVX2 TF_NUM_INTRAOP_THREADS=8 python bench/conv_limit.py --sides
 720 730`.
 

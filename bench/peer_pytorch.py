@@ -82,7 +82,7 @@ def gram(f):
 
 
 class TorchObjective:
-    """The Keras example's loss (as `styleflow.losses` defines it) with its gradient."""
+    """The Keras example's loss (as `styleflow.objective.losses` defines it) with its gradient."""
 
     def __init__(self, net, content, style, content_layer, style_layers, channels_last):
         self.net = net

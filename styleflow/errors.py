@@ -76,5 +76,5 @@ def exhaustion(exc: BaseException) -> StyleflowError | None:
                               params=("height/width",))
     if type(exc).__name__ == "ResourceExhaustedError":
         return StyleflowError("the accelerator ran out of memory; try a smaller height/width or "
-                              "precision=bfloat16", params=("height/width", "precision"))
+                              "precision=bfloat16", params=("height/width", "precision=bfloat16"))
     return None

@@ -25,8 +25,12 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 LITE_H5 = ROOT / "styleflow" / "model" / "data" / "vgg19_imagenet_block1-3.h5"
-EMPTY_KERAS_HOME = tempfile.mkdtemp(prefix="styleflow-keras-home-")
-atexit.register(shutil.rmtree, EMPTY_KERAS_HOME, True)
+# Everything the suite's processes leave in a temporary folder (an empty Keras cache, a child's
+# autograph files, Ray's session) goes under one folder, removed when the suite ends; pytest's
+# own tmp_path folders are kept only for failed tests (pytest.ini).
+SESSION_TMP = tempfile.mkdtemp(prefix="styleflow-tests-")
+atexit.register(shutil.rmtree, SESSION_TMP, True)
+EMPTY_KERAS_HOME = tempfile.mkdtemp(prefix="keras-home-", dir=SESSION_TMP)
 UNREACHABLE_MIRROR = "http://127.0.0.1:9/vgg19_notop.h5"
 os.environ["KERAS_HOME"] = EMPTY_KERAS_HOME
 os.environ["STYLEFLOW_IMAGENET_URL"] = UNREACHABLE_MIRROR
@@ -71,6 +75,7 @@ def cli_env(**extra) -> dict:
     env["KERAS_HOME"] = EMPTY_KERAS_HOME
     env["STYLEFLOW_IMAGENET_URL"] = UNREACHABLE_MIRROR
     env["PYTHONPATH"] = str(ROOT)
+    env["TMPDIR"] = SESSION_TMP  # a child killed on purpose leaves its temporary files there
     env.update(extra)
     return env
 

@@ -158,8 +158,8 @@ def test_stopping_early_ends_the_optimiser_thread(stylizer, pictures):
 def test_bad_input_raises_styleflow_error_with_the_cli_message(stylizer, tmp_path):
     with pytest.raises(StyleflowError, match=r"base image '.*nope.jpg': file not found"):
         stylizer.transfer(tmp_path / "nope.jpg", tmp_path / "nope.jpg")
-    with pytest.raises(StyleflowError, match="uint8"):
-        stylizer.transfer(np.zeros((32, 32, 3), np.float32), np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(StyleflowError, match="not 32x32x2"):
+        stylizer.transfer(np.zeros((32, 32, 2), np.float32), np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(StyleflowError, match="iterations"):
         stylizer.stylize(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32, 3), np.uint8),
                          iterations=0)

@@ -18,7 +18,11 @@ from styleflow.batch.status import read_status
 def ray_address():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    from conftest import SESSION_TMP
+
+    # Ray's session folder under the suite's own temporary folder, removed when it ends.
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             _temp_dir=str(Path(SESSION_TMP) / "ray"))
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

@@ -24,7 +24,7 @@ def choose(size, optimiser="lbfgs", **kw):
 
 def test_one_pass_when_it_fits():
     layout = choose((300, 400), max_memory=4)
-    assert layout.tile is None and layout.history == 10
+    assert layout.tile is None and layout.history == LBFGS_HISTORY
     assert layout.need == estimate_bytes((300, 400), FULL)
 
 
@@ -45,10 +45,10 @@ def test_lbfgs_history_shortens_to_fit_and_adams_moments_count():
     # 4096x3072: scipy's (2m+5) float64 vectors are 7.5 GB at m=10.
     size = (3072, 4096)
     layout = choose(size, "lbfgs", max_memory=7)
-    assert 3 <= layout.history < 10 and layout.need <= 7 * GB
+    assert budget.MIN_HISTORY <= layout.history < LBFGS_HISTORY and layout.need <= 7 * GB
     assert f"L-BFGS history {layout.history}" in layout.describe("lbfgs")
     roomy = choose(size, "lbfgs", max_memory=14)
-    assert roomy.history == 10
+    assert roomy.history == LBFGS_HISTORY
     # Adam's image-sized state (about 40 bytes a value) is in its estimate too.
     adam = choose(size, "adam", max_memory=4)
     assert adam.need <= 4 * GB

@@ -162,3 +162,87 @@ def test_the_api_keeps_tensorflow_s_start_up_log_off_the_terminal(tmp_path):
     assert proc.stderr == ""
     assert proc.stdout.startswith("Result(24x16 px")
     assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0"  # the parent's setting is untouched
+
+
+def test_off_a_terminal_a_progress_line_at_least_every_ten_seconds():
+    import io
+
+    from styleflow.cli.recorder import LINES, RunRecorder
+    from styleflow.objective.terms import Parts
+
+    now = [0.0]
+    out = io.StringIO()
+    recorder = RunRecorder(1000, "steps", stream=out, mode=LINES, clock=lambda: now[0])
+    for step in range(1, 301):
+        now[0] = step * 0.1  # 10 steps a second: 30 s in all
+        recorder.step(step, 2.0)
+        if step == 150:
+            recorder.iteration(150, Parts(2.0, 1.0, 0.5, 0.5), 0.1, 150, text="iteration 150")
+    lines = out.getvalue().splitlines()
+    assert lines == ["progress: 100/1000 steps, loss 2.0000e+00, 0:10 elapsed, about 1:30 left",
+                     "iteration 150",
+                     "progress: 250/1000 steps, loss 2.0000e+00, 0:25 elapsed, about 1:15 left"]
+    quiet = io.StringIO()
+    silent = RunRecorder(1000, "steps", stream=quiet, quiet=True, clock=lambda: now[0])
+    now[0] = 100.0
+    silent.step(5)
+    assert quiet.getvalue() == ""
+
+
+def test_lbfgs_says_why_it_stopped_early(tiny, tmp_path):
+    """Content loss alone, starting from the content: the gradient is zero at the start, so
+    L-BFGS converges at once; the run says so, and the later iterations repeat its image."""
+    base, ref = tiny
+    run = Stylizer("random").iter_transfer(base, ref, iterations=3, height=16, style_weight=0,
+                                           tv_weight=0)
+    images = [it.array for it in run]
+    assert run.stopped == (0, "converged (the gradient is within tolerance)")
+    assert all(np.array_equal(images[0], image) for image in images)
+    proc = call_cli(TRANSFER, base, ref, tmp_path / "p", "--iter", "3", "--weights", "random",
+                    "--height", "16", "--style_weight", "0", "--tv_weight", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == (
+        "L-BFGS stopped after 0 iterations: converged (the gradient is within tolerance); the "
+        "later iterations repeat its last image")
+    ongoing = Stylizer("random").iter_transfer(base, ref, iterations=2, height=16)
+    list(ongoing)
+    assert ongoing.stopped is None  # spent its evaluations: nothing to say
+
+
+def test_batch_status_tells_runs_apart_and_options_that_changed(tiny, tmp_path):
+    import re as regex
+
+    from styleflow.batch.status import read_status
+
+    base, ref = tiny
+    out = tmp_path / "out"
+    common = ["--contents", base, "--styles", ref, "--out", out, "--weights", "random",
+              "--height", "16"]
+    first = call_cli("styleflow", "batch", *common, "--iter", "1")
+    assert first.returncode == 0, first.stderr
+    again = call_cli("styleflow", "batch", *common, "--iter", "1")
+    other = call_cli("styleflow", "batch", *common, "--iter", "2")
+    assert "(output exists)" in again.stdout  # the same options: nothing to say
+    assert ("(output exists; made with other options (iterations 1, now 2); --overwrite "
+            "redoes it)") in other.stdout
+    records = read_status(out / "styleflow-status.jsonl")
+    assert [r["status"] for r in records] == ["done", "skipped", "skipped"]
+    assert len({r["run"] for r in records}) == 3
+    assert all(regex.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r["time"]) for r in records)
+    assert records[0]["options"]["iterations"] == 1 and records[0]["options"]["weights"] == \
+        "random"
+    assert records[2]["note"].startswith("made with other options")
+
+
+def test_an_output_without_an_extension_is_told_so(tiny, tmp_path):
+    base, ref = tiny
+    proc = call_cli(STYLE, "--content", base, "--styles", ref, "--output", tmp_path / "result",
+                    "--network", "random")
+    assert proc.returncode == 1
+    assert proc.stderr == (f"{STYLE}: error: --output '{tmp_path / 'result'}': the name has no "
+                           "extension to tell the format; end it in one of .png, .jpg, .jpeg, "
+                           ".jpe, .bmp, .tif, .tiff, .webp, .ppm, .pnm, .tga\n")
+    proc = call_cli(STYLE, "--content", base, "--styles", ref, "--output", tmp_path / "r.png",
+                    "--network", "random", "--plot", tmp_path / "loss")
+    assert proc.stderr.endswith("cannot draw plots to a name without an extension; use one of "
+                                ".jpeg, .jpg, .pdf, .png, .svg, .tif, .tiff, .webp\n")

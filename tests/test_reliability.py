@@ -150,7 +150,8 @@ def test_unusable_output_extensions_refused_before_any_work(name, tiny, tmp_path
     base, style = tiny
     proc = call_cli(STYLE, "--content", base, "--styles", style, "--output", tmp_path / name,
                     "--iterations", "1", "--network", "random")
-    assert_clean_error(proc, "--output", "cannot write images with extension")
+    assert_clean_error(proc, "--output", "cannot write images with extension" if "." in name
+                       else "the name has no extension")
     assert not any(tmp_path.glob("o*"))
     proc = call_cli(TRANSFER, base, style, tmp_path / "r", "--iter", "1", "--weights",
                     "random", "--plot", tmp_path / name)

@@ -77,20 +77,43 @@ def test_scales_too_many_library_and_command_words(tiny, tmp_path):
 
 def test_budget_refusal_library_and_command_words(tiny, tmp_path):
     base, ref = tiny
-    need = r"a 4500x3000 image needs about [0-9.]+ GB of memory even in the smallest tiles"
+    need = r"a 6750x4500 image needs about [0-9.]+ GB of memory even in the smallest tiles"
+    fits = r"use at most about [0-9]+x[0-9]+"
     with pytest.raises(StyleflowError) as caught:
-        Stylizer("random").iter_transfer(base, ref, iterations=1, height=3000, max_memory=0.5)
-    assert re.fullmatch(rf"output size: {need} but the budget is 0\.5 GB \(max_memory\); use a "
-                        r"smaller width/height or a larger max_memory", str(caught.value))
+        Stylizer("random").iter_transfer(base, ref, iterations=1, height=4500, max_memory=2)
+    assert re.fullmatch(rf"output size: {need} but the budget is 2\.0 GB \(max_memory\); {fits} "
+                        r"\(width/height\) or a larger max_memory", str(caught.value))
     proc = call_cli(TRANSFER, base, ref, tmp_path / "p", "--iter", "1", "--weights", "random",
-                    "--height", "3000", "--max-memory", "0.5")
-    assert re.fullmatch(rf"{TRANSFER}: error: output size: {need} but the budget is 0\.5 GB "
-                        r"\(--max-memory\); use a smaller --width/--height or a larger "
+                    "--height", "4500", "--max-memory", "2")
+    assert re.fullmatch(rf"{TRANSFER}: error: output size: {need} but the budget is 2\.0 GB "
+                        rf"\(--max-memory\); {fits} \(--width/--height\) or a larger "
                         r"--max-memory", one_error_line(proc))
     # neural_style.py has --width only, and says so.
     proc = call_cli(STYLE, "--content", base, "--styles", ref, "--output", tmp_path / "s.png",
-                    "--network", "random", "--width", "3000", "--max-memory", "0.5")
-    assert one_error_line(proc).endswith("use a smaller --width or a larger --max-memory")
+                    "--network", "random", "--width", "6000", "--max-memory", "2")
+    assert re.search(r"use at most about [0-9]+x[0-9]+ \(--width\) or a larger --max-memory$",
+                     one_error_line(proc))
+
+
+def test_the_size_a_refusal_suggests_is_accepted():
+    from styleflow.defaults import FULL_CONTENT_LAYER, FULL_STYLE_LAYERS
+    from styleflow.plan import budget
+
+    layers = [FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS]
+    for optimiser in ("lbfgs", "adam"):
+        with pytest.raises(StyleflowError) as caught:
+            budget.choose((30000, 40000), layers, [FULL_CONTENT_LAYER], "float32", optimiser,
+                          max_memory=4)
+        w, h = map(int, re.search(r"at most about (\d+)x(\d+)", str(caught.value)).groups())
+        assert abs(w / h - 4 / 3) < 0.01
+        assert budget.choose((h, w), layers, [FULL_CONTENT_LAYER], "float32", optimiser,
+                             max_memory=4).need <= 4 * 2**30
+        with pytest.raises(StyleflowError):  # and it is the largest: a little more is not
+            budget.choose((int(h * 1.02), int(w * 1.02)), layers, [FULL_CONTENT_LAYER],
+                          "float32", optimiser, max_memory=4)
+    with pytest.raises(StyleflowError, match="no size fits: use a larger max_memory$"):
+        budget.choose((3000, 4000), layers, [FULL_CONTENT_LAYER], "float32", "adam",
+                      max_memory=0.5)
 
 
 def test_style_options_library_and_command_words(tiny, tmp_path):
@@ -185,8 +208,15 @@ def test_out_of_memory_is_one_line_in_each_command_s_words(capsys):
     class ResourceExhaustedError(Exception):
         pass
 
+    def accelerator():
+        raise ResourceExhaustedError("OOM when allocating tensor")
+
     assert str(exhaustion(ResourceExhaustedError())) == (
         "the accelerator ran out of memory; try a smaller height/width or precision=bfloat16")
+    assert common.run_cli("neural_style_transfer.py", accelerator, transfer.flag_names()) == 1
+    assert capsys.readouterr().err == (
+        "neural_style_transfer.py: error: the accelerator ran out of memory; try a smaller "
+        "--height/--width or --precision bfloat16\n")
 
 
 def test_a_failed_batch_pair_names_the_method_s_flags(tiny, tmp_path):
@@ -198,6 +228,6 @@ def test_a_failed_batch_pair_names_the_method_s_flags(tiny, tmp_path):
     names = tuple(transfer.flag_names().items())
     rec = PairWorker(Settings(weights="random", names=names)).run(pair)
     assert rec["status"] == "failed"
-    assert rec["error"].endswith("use a smaller --width/--height")
+    assert rec["error"].endswith("(--width/--height)")
     rec = PairWorker(Settings(weights="random")).run(pair)  # no names: the library's words
-    assert rec["error"].endswith("use a smaller width/height")
+    assert rec["error"].endswith("(width/height)")

@@ -43,7 +43,8 @@ def check_size(shape: tuple[int, int], network: Network, what: str,
     if optimiser is not None:
         # On a GPU the tiles follow the device's free memory (the host's holds only the
         # optimiser's state there); where that cannot be read, only an explicit budget or
-        # tile is planned for and TensorFlow's own out-of-memory error is reported (run_cli).
+        # tile is planned for and TensorFlow's own out-of-memory error is reported
+        # (errors.exhaustion).
         available = resident = None
         if max_memory is None and machine.gpu_visible():
             available = host.gpu_available_bytes()
@@ -54,7 +55,8 @@ def check_size(shape: tuple[int, int], network: Network, what: str,
                              optimiser, max_memory=max_memory, tile=tile, what=what,
                              available=available, resident=resident)
     if not machine.gpu_visible():
-        # On a GPU TensorFlow's own out-of-memory error is reported instead (run_cli).
+        # On a GPU TensorFlow's own out-of-memory error is reported instead
+        # (errors.exhaustion).
         pixels = shape[0] * shape[1]
         if optimiser is None and pixels > machine.pass_pixels(network.precision):
             # A large style image goes through in tiles: a tile's activations, plus the

@@ -238,6 +238,13 @@ class TransferRun(Run):
                             array=lambda image=step.image: spec.deprocess(image),
                             precise=lambda image=step.image: spec.deprocess_float(image))
 
+    @property
+    def stopped(self) -> tuple[int, str] | None:
+        """(iterations finished, why) when L-BFGS ended before its evaluations were spent
+        (converged, or its line search found no lower loss): the later iterations repeat the
+        last image. None otherwise."""
+        return self.evaluator.stopped
+
     @staticmethod
     def _history(problem: Problem) -> int:
         return problem.layout.history if problem.layout else LBFGS_HISTORY

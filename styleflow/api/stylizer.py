@@ -276,20 +276,22 @@ def _check_numbers(**values: float) -> None:
     non-finite weights, and all loss weights zero."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise StyleflowError(f"{name}: must be a number, not {value!r}")
+            raise StyleflowError(f"{name}: must be a number, not {value!r}", params=(name,))
         if name in ("iterations", "scales"):
             if not math.isfinite(value) or int(value) != value or value < 1:
                 raise StyleflowError(f"{name}: must be a whole number greater than zero, "
-                                     f"not {value!r}")
+                                     f"not {value!r}", params=(name,))
         elif name in ("learning_rate", "style_layer_weight_exp"):
             if not math.isfinite(value) or value <= 0:
-                raise StyleflowError(f"{name}: must be a finite number above zero, not {value!r}")
+                raise StyleflowError(f"{name}: must be a finite number above zero, not {value!r}",
+                                     params=(name,))
         elif not math.isfinite(value) or value < 0:
-            raise StyleflowError(f"{name}: must be a finite number, zero or more, not {value!r}")
-    weights = [values[k] for k in ("content_weight", "style_weight", "tv_weight")]
-    if all(w == 0 for w in weights):
+            raise StyleflowError(f"{name}: must be a finite number, zero or more, not {value!r}",
+                                 params=(name,))
+    weights = ("content_weight", "style_weight", "tv_weight")
+    if all(values[k] == 0 for k in weights):
         raise StyleflowError("content_weight, style_weight, tv_weight: all are zero, so there "
-                             "is nothing to optimise")
+                             "is nothing to optimise", params=weights)
 
 
 def transfer(content, style, *, weights: str = "auto", precision: str = "float32",

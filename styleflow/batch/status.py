@@ -1,22 +1,33 @@
 """The batch's status log: JSON Lines, one record per pair per run, appended and flushed to
-disk as each pair ends, so a batch killed at any moment leaves a log the next run can extend."""
+disk as each pair ends, so a batch killed at any moment leaves a log the next run can extend.
+Each record carries its time and the run that wrote it, so runs can be told apart, and the
+options the pair ran with, so a later run can tell whether an output was made with others."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
 from pathlib import Path
 
 from ..errors import StyleflowError
 
-FIELDS = ("content", "style", "output", "status", "seconds", "loss", "error")
+FIELDS = ("time", "run", "content", "style", "output", "status", "seconds", "loss", "error",
+          "note", "options")
+
+
+def new_run_id() -> str:
+    """A short id for one run of a batch, different for every run."""
+    return uuid.uuid4().hex[:12]
 
 
 class StatusLog:
-    """Appends records to `path` (created if needed)."""
+    """Appends records to `path` (created if needed), stamped with the time and `run`."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, run: str | None = None):
         self.path = Path(path)
+        self.run = run or new_run_id()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "a+", encoding="utf-8")
@@ -32,7 +43,9 @@ class StatusLog:
 
     def write(self, record: dict) -> None:
         """Append one record and push it to the disk."""
-        line = json.dumps({k: record.get(k) for k in FIELDS}) + "\n"
+        stamped = dict(record, time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       run=self.run)
+        line = json.dumps({k: stamped.get(k) for k in FIELDS}) + "\n"
         try:
             self._handle.write(line)
             self._handle.flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import sys
 import time
 from pathlib import Path
@@ -179,6 +180,7 @@ def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
     from ..batch.worker import Settings, record
 
     pairs, status_path = _pairs(args, rest, method_args, module)
+    made = _made_with(status_path)
     settings = Settings(method=args.method,
                         weights=method_args.weights if args.method == "lbfgs"
                         else method_args.network,
@@ -186,18 +188,24 @@ def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
                         seed=method_args.seed, iteration_images=args.iteration_images,
                         jit=method_args.jit, bit_depth=method_args.bit_depth,
                         names=tuple(sorted(names.items())))
+    skipped = [pair for pair in pairs if Path(pair.output).exists() and not args.overwrite]
+    todo: list[Pair] = [pair for pair in pairs if pair not in skipped]
+    if todo and args.engine != "ray":
+        from .. import api  # noqa: F401 - TensorFlow, once: a broken install is one error line
     status = StatusLog(status_path)
     report = Report(len(pairs), args.quiet)
-    todo: list[Pair] = []
-    for pair in pairs:
-        if Path(pair.output).exists() and not args.overwrite:
-            rec = record(pair, "skipped")
-            status.write(rec)
-            report.done(pair, rec)
-        else:
-            todo.append(pair)
+    for pair in skipped:
+        rec = record(pair, "skipped")
+        rec["options"] = _options(settings, pair)
+        before = made.get(str(pair.output))
+        if before is not None and before != rec["options"]:
+            rec["note"] = (f"made with other options ({_differences(before, rec['options'])})"
+                           "; --overwrite redoes it")
+        status.write(rec)
+        report.done(pair, rec)
 
     def finished(pair: Pair, rec: dict) -> None:
+        rec["options"] = _options(settings, pair)
         status.write(rec)
         report.done(pair, rec)
 
@@ -223,6 +231,39 @@ def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
         status.close()
     report.finish(f"{report.summary()}; status log {status_path}")
     return cc.EXIT_ERROR if report.counts["failed"] else 0
+
+
+def _jsonable(value):
+    """`value` as the status log holds it (paths as text, tuples as lists)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _options(settings, pair) -> dict:
+    """What a pair's picture depends on: the batch's network settings and the pair's own
+    options, as the status log records them."""
+    shared = {k: getattr(settings, k) for k in ("method", "weights", "precision", "pooling",
+                                                "seed", "bit_depth")}
+    return _jsonable({**shared, **pair.options})
+
+
+def _made_with(status_path: str) -> dict[str, dict]:
+    """Output -> the options of the last run that made it, from an existing status log."""
+    from ..batch.status import read_status
+
+    made = {}
+    try:
+        for rec in read_status(status_path):
+            if rec.get("status") == "done" and rec.get("options") is not None:
+                made[str(rec.get("output"))] = rec["options"]
+    except OSError:
+        pass
+    return made
+
+
+def _differences(before: dict, now: dict) -> str:
+    """'iterations 10, now 5; height 200, now 300' for the options that changed."""
+    changed = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    return "; ".join(f"{k} {before.get(k)}, now {now.get(k)}" for k in changed)
 
 
 class Report:
@@ -255,7 +296,8 @@ class Report:
         self.counts[rec["status"]] += 1
         n = sum(self.counts.values())
         detail = {"done": lambda: f"{rec['seconds']:.1f}s, loss {rec['loss']:.4e}",
-                  "skipped": lambda: "output exists",
+                  "skipped": lambda: "output exists" + (f"; {rec['note']}"
+                                                         if rec.get("note") else ""),
                   "failed": lambda: rec["error"]}[rec["status"]]()
         line = f"[{n}/{self.total}] {rec['status']} {pair.output} ({detail})"
         if rec["status"] == "failed" and self.quiet:

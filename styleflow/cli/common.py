@@ -10,7 +10,7 @@ import signal
 import sys
 from typing import Callable, Sequence
 
-from ..defaults import LBFGS_HISTORY
+from ..defaults import JIT_MODES, LBFGS_HISTORY, PRECISIONS
 from ..errors import Note, StyleflowError, exhaustion, reword
 
 EXIT_ERROR = 1
@@ -198,7 +198,7 @@ def check_run_outputs(args, inputs: Sequence[str | None]) -> None:
 
     paths = []
     if args.plot:
-        check_plot_extension(args.plot)
+        check_plot_extension(args.plot, "--plot")
     if args.gif and Path(args.gif).suffix.lower() != ".gif":
         raise StyleflowError(f"--gif '{args.gif}': the file name must end in .gif")
     for option, value in (("--log", args.log), ("--plot", args.plot), ("--gif", args.gif)):
@@ -235,12 +235,12 @@ def add_engine_options(parser: argparse.ArgumentParser, prog: str) -> None:
     were), auto in the `styleflow` command (bfloat16 where the hardware runs it natively);
     --jit: XLA or not, by default measured for long runs."""
     default = "auto" if prog.startswith("styleflow") else "float32"
-    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=default,
+    parser.add_argument("--precision", choices=PRECISIONS, default=default,
                         help="arithmetic of the VGG pass (losses stay float32): bfloat16 is "
                              "faster where native (CPUs with AVX512_BF16 or AMX, GPUs of compute "
                              "capability 8.0+) and very slow where emulated; auto picks "
                              "bfloat16 only where native (default: %(default)s)")
-    parser.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--jit", choices=JIT_MODES, default="auto",
                         help="XLA compilation of the loss: auto times both ways for the run's "
                              "size and keeps the faster (runs of 100+ evaluations without "
                              "--seed; trial evaluations count in the progress), on, or off "
@@ -301,20 +301,11 @@ def recorder_for(args, total: int, unit: str, title: str):
 
 
 def check_weights(spec: str) -> None:
-    """The weights option checked before TensorFlow loads: one of the names, or a file that
-    exists (the library reads it later, and says what is wrong with its contents)."""
-    from pathlib import Path
+    """The weights option checked before TensorFlow loads, by the library's own check (one of
+    the names, or a file that exists; the library reads it later)."""
+    from ..model.weights import check_spec
 
-    from ..defaults import WEIGHT_CHOICES
-
-    if spec in WEIGHT_CHOICES:
-        return
-    path = Path(spec)
-    if not path.exists():
-        raise StyleflowError(
-            f"weights '{spec}': no such file; use a path or one of {', '.join(WEIGHT_CHOICES)}")
-    if path.is_dir():
-        raise StyleflowError(f"weights '{spec}': is a directory, not a weights file")
+    check_spec(spec)
 
 
 def make_stylizer(args, weights: str, names: dict[str, str]):

@@ -21,6 +21,9 @@ LINES = "lines"
 QUIET = "quiet"
 # A terminal redraw costs little, but a 1000-step Adam run must not redraw 1000 times a second.
 REDRAW_SECONDS = 0.2
+# Off a terminal (a file, a pipe) a progress line at least this often between the run's own
+# lines, so a long run shows it is alive without a line per step.
+PROGRESS_SECONDS = 10.0
 # tqdm's own layout, with the unit after the count and the remaining time labelled.
 BAR_FORMAT = ("{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} "
               "[{elapsed} elapsed, ETA {remaining}{postfix}]")
@@ -65,8 +68,12 @@ class RunRecorder:
 
     def __init__(self, total: int, unit: str, *, quiet: bool = False, log: str | None = None,
                  plot: str | None = None, gif: str | None = None, title: str = "loss",
-                 stream: TextIO | None = None, mode: str | None = None):
+                 stream: TextIO | None = None, mode: str | None = None,
+                 clock=time.perf_counter):
         self.stream = stream or sys.stdout
+        self.total = max(1, int(total))
+        self.unit = unit
+        self.clock = clock
         self.mode = mode or choose_mode(quiet, self.stream)
         self.bar = None
         if self.mode == BAR:
@@ -76,16 +83,24 @@ class RunRecorder:
         self.title = title
         self.history: list[dict] = []
         self.frames = []
-        self.log = RunLog(log) if log else None
-        self.began = time.perf_counter()
+        self.log = RunLog(log, "--log") if log else None
+        self.began = self.last_line = clock()
 
     @property
     def wants_frames(self) -> bool:
         return self.gif_path is not None
 
     def step(self, done: int, loss: float | None = None) -> None:
-        """`done` evaluations or steps are finished (drives the bar)."""
+        """`done` evaluations or steps are finished: drives the bar, or off a terminal prints a
+        progress line when none was printed for PROGRESS_SECONDS."""
         if self.bar is None:
+            if self.mode == LINES and self.clock() - self.last_line >= PROGRESS_SECONDS:
+                elapsed = self.clock() - self.began
+                left = elapsed * (self.total - done) / done if done else 0.0
+                self.line(f"progress: {done}/{self.total} {self.unit}"
+                          + (f", loss {loss:.4e}" if loss is not None else "")
+                          + f", {format_duration(elapsed)} elapsed, about "
+                            f"{format_duration(left)} left")
             return
         if loss is not None:
             self.bar.set_postfix_str(f"loss {loss:.4e}", refresh=False)
@@ -98,7 +113,7 @@ class RunRecorder:
         (from the uint8 RGB `image`, when a GIF is asked for) and, when given, a line of text
         for the user."""
         row = dict(iteration=iteration, evaluations=evaluations, **parts.as_dict(),
-                   seconds=round(seconds, 4), elapsed=round(time.perf_counter() - self.began, 4),
+                   seconds=round(seconds, 4), elapsed=round(self.clock() - self.began, 4),
                    image=str(image_path) if image_path else None)
         self.history.append(row)
         if self.log is not None:
@@ -114,7 +129,7 @@ class RunRecorder:
             self.log.close()
         written = []
         if self.plot_path is not None and self.history:
-            plot_losses(self.plot_path, self.history, title=self.title)
+            plot_losses(self.plot_path, self.history, title=self.title, what="--plot")
             written.append(self.plot_path)
         if self.gif_path is not None and self.frames:
             write_gif(self.gif_path, self.frames)
@@ -133,6 +148,7 @@ class RunRecorder:
         """Print a line for the user (not when quiet), above the bar on a terminal."""
         if self.mode == QUIET:
             return
+        self.last_line = self.clock()
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
         else:

@@ -15,7 +15,7 @@ GIF_FRAMES = 50
 def build_parser(prog: str = PROG) -> cc.ArgumentParser:
     """The command line of neural_style.py (and `styleflow style`)."""
     from ..defaults import (FULL_STYLE_LAYERS, LITE_CONTENT_LAYER, LITE_STYLE_LAYERS,
-                            NS_CONTENT_LAYERS, STYLIZE_DEFAULTS)
+                            NS_CONTENT_LAYERS, POOLINGS, STYLIZE_DEFAULTS)
 
     DEFAULTS = dict(STYLIZE_DEFAULTS, pooling="max")
     p = cc.ArgumentParser(
@@ -71,7 +71,7 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
                         "0 with it)")
     p.add_argument("--preserve-colors", action="store_true",
                    help="keep the content's colours: only the stylised luminance is used")
-    p.add_argument("--pooling", choices=("max", "avg"), default=DEFAULTS["pooling"],
+    p.add_argument("--pooling", choices=POOLINGS, default=DEFAULTS["pooling"],
                    help="(default: %(default)s)")
     p.add_argument("--network", default="auto", metavar="auto|imagenet|lite|random|PATH",
                    help="VGG19 weights: MatConvNet imagenet-vgg-verydeep-19.mat (as the "

@@ -13,7 +13,7 @@ PROG = "neural_style_transfer.py"
 def build_parser(prog: str = PROG) -> cc.ArgumentParser:
     """The command line of neural_style_transfer.py (and `styleflow transfer`)."""
     from ..defaults import (DEFAULT_HEIGHT, FULL_CONTENT_LAYER, FULL_STYLE_LAYERS,
-                            IMAGENET_FILE, LITE_CONTENT_LAYER, LITE_STYLE_LAYERS,
+                            IMAGENET_FILE, LITE_CONTENT_LAYER, LITE_STYLE_LAYERS, POOLINGS,
                             TRANSFER_DEFAULTS)
 
     DEFAULTS = dict(TRANSFER_DEFAULTS, iter=TRANSFER_DEFAULTS["iterations"])
@@ -62,7 +62,7 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
     parser.add_argument("--init", metavar="FILE",
                         help="start from this image instead of the base image, e.g. to resume "
                              "from an earlier or interrupted result")
-    parser.add_argument("--pooling", choices=("max", "avg"), default="max",
+    parser.add_argument("--pooling", choices=POOLINGS, default="max",
                         help="VGG pooling (default: %(default)s)")
     cc.add_engine_options(parser, prog)
     cc.add_size_options(parser)
@@ -161,5 +161,9 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
         return cc.finish_interrupted(prog, exc, run, interrupted, recorder, args.log,
                                      show_loss=True, finished="iterations",
                                      bit_depth=args.bit_depth)
+    if run.stopped is not None:
+        done, why = run.stopped
+        recorder.line(f"L-BFGS stopped after {done} iteration{'' if done == 1 else 's'}: {why}; "
+                      "the later iterations repeat its last image")
     recorder.finish()
     return 0

@@ -175,7 +175,7 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 # Extensions written with 16 bits per channel whatever the picture's depth.
 SIXTEEN_BIT_ALWAYS = {".tif", ".tiff"}
-# Extensions that can hold 16 bits per channel when asked (--bit-depth 16).
+# Extensions that can hold 16 bits per channel when asked (bit_depth=16).
 SIXTEEN_BIT_CAPABLE = {".png", ".tif", ".tiff"}
 
 
@@ -187,7 +187,8 @@ def bit_depth_for(path: str | os.PathLike, asked: int = 8) -> int:
         return 16
     if asked == 16 and suffix not in SIXTEEN_BIT_CAPABLE:
         raise StyleflowError(f"output '{path}': bit_depth=16 needs a .png or .tif file, not "
-                             f"'{suffix or '(none)'}'", params=("bit_depth=16",))
+                             + (f"'{suffix}'" if suffix else "a name without an extension"),
+                             params=("bit_depth=16",))
     return asked
 
 
@@ -273,8 +274,12 @@ def check_image_extension(path: str | os.PathLike, what: str = "output") -> str:
     fmt = OUTPUT_FORMATS.get(suffix)
     Image.init()  # Pillow fills its SAVE table as plugins load
     if fmt is None or fmt not in Image.SAVE:
+        usable = ", ".join(s for s, f in OUTPUT_FORMATS.items() if f in Image.SAVE)
+        if not suffix:
+            raise StyleflowError(f"{what} '{path}': the name has no extension to tell the "
+                                 f"format; end it in one of {usable}")
         raise StyleflowError(f"{what} '{path}': cannot write images with extension "
-                             f"'{suffix or '(none)'}'; use .png, .jpg, .tif, .webp or .bmp")
+                             f"'{suffix}'; use one of {usable}")
     return fmt
 
 

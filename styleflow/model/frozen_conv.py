@@ -2,8 +2,8 @@
 
 Style transfer never trains the network, so a convolution may be computed by whichever oneDNN
 kernel is fastest, weight gradients aside. TensorFlow hands oneDNN its forward convolutions in a
-form that, on a CPU without AVX-512, only oneDNN's im2col + GEMM path accepts: it is about 2x slower
-than oneDNN's brgemm kernels there and falls back to a reference loop ~500x slower above a
+form that, on a CPU without AVX-512, only oneDNN's im2col + GEMM path accepts: slower than
+oneDNN's brgemm kernels there, and falling back to a far slower reference loop above a
 scratch limit (`machine.GEMM_SCRATCH_VALUES`). The input gradient of a convolution *is* a
 convolution (with the kernel mirrored and its channels swapped), and TensorFlow runs that op on
 brgemm kernels everywhere. So the forward pass is written as the input gradient of the mirrored

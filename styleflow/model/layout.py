@@ -21,10 +21,12 @@ VGG19_LAYOUT: tuple = (
 class Stage:
     """One layer: a 3x3 convolution with ReLU (`conv`) or a 2x2 pooling.
 
-    `stride`: image pixels per pixel of this stage's output; `radius`: how many image pixels
-    beyond its own the output depends on, on each side (its receptive field's reach)."""
+    `block`: VGG19's block (1-5); `stride`: image pixels per pixel of this stage's output;
+    `radius`: how many image pixels beyond its own the output depends on, on each side (its
+    receptive field's reach)."""
 
     name: str
+    block: int
     conv: bool
     in_channels: int
     out_channels: int
@@ -44,12 +46,13 @@ def _walk(layout: tuple) -> tuple[Stage, ...]:
             # A 2x2 pooling on its grid merges two neighbouring outputs: it reaches no further
             # than they did, and its pixels stand for twice as many image pixels.
             stride *= 2
-            stages.append(Stage(f"block{block}_pool", False, channels, channels, stride, radius))
+            stages.append(Stage(f"block{block}_pool", block, False, channels, channels, stride,
+                                radius))
             block += 1
             continue
         name, filters = entry
         radius += stride  # a 3x3 convolution reaches one pixel further at the current stride
-        stages.append(Stage(name, True, channels, filters, stride, radius))
+        stages.append(Stage(name, block, True, channels, filters, stride, radius))
         channels = filters
     return tuple(stages)
 
@@ -71,6 +74,11 @@ def stage(name: str) -> Stage:
 def deepest(names: Sequence[str]) -> str:
     """The layer among `names` that comes last in VGG19."""
     return max(names, key=CONV_LAYERS.index)
+
+
+def convs_to(last: str | None = None) -> tuple[Stage, ...]:
+    """The conv layers up to and including `last` (all 16 without it)."""
+    return tuple(s for s in stages_to(last) if s.conv)
 
 
 def stages_to(last: str | None = None) -> tuple[Stage, ...]:

@@ -28,7 +28,7 @@ GEMM_SAFETY = 0.9
 # VGG19's widest input at full resolution: block1_conv2 reads 64 channels per pixel.
 FULL_RESOLUTION_CHANNELS = 64
 # The most pixels one pass through the network may have anywhere: larger images go through in
-# tiles (TensorFlow's CPU convolutions crashed on one eager pass of 11.3 MP).
+# tiles, well below where TensorFlow's CPU convolutions crash (docs/large-images.md).
 MAX_PASS_PIXELS = 2048 * 2048
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")

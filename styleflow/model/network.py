@@ -8,10 +8,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..defaults import POOLINGS
-from ..errors import StyleflowError, check_choice
+from ..errors import StyleflowError
 from . import machine
-from .layout import CONV_FILTERS, CONV_LAYERS, STAGES, deepest
+from .layout import CONV_FILTERS, CONV_LAYERS, deepest, stages_to
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,8 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
     """A keras.Model mapping a (1, h, w, 3) image to {layer name: activations} for `outputs`.
 
     Only the layers up to the deepest output are built; each gets its (kernel, bias) from
-    `layer_weights`. The model accepts any image size (each new size retraces once).
+    `layer_weights`. `pooling` is "max" or "avg", `dtype` "float32" or "bfloat16" (the
+    Stylizer checks both before it builds). The model accepts any image size (each new size retraces once).
     `convolution`: "keras" for Keras' Conv2D, "transposed" for `frozen_conv`'s layers (oneDNN's
     input-gradient kernels), "winograd" for those with Winograd's algorithm in the deeper layers
     (`winograd.suits`), "auto" for the last where `machine.transposed_convolutions` says, else
@@ -80,8 +80,6 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
 
     from . import frozen_conv
 
-    check_choice("pooling", pooling, POOLINGS)
-    check_choice("precision", dtype, ("float32", "bfloat16"))
     if convolution not in CONVOLUTIONS:  # a benchmark's lever, not a user's option
         raise ValueError(f"convolution: one of {CONVOLUTIONS}, not {convolution!r}")
     if convolution == "auto":
@@ -95,7 +93,7 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
     x = inputs
     tensors = {}
     built = []
-    for stage in STAGES:
+    for stage in stages_to(last):
         if not stage.conv:
             x = pool_cls(2, strides=2, name=stage.name, dtype=dtype)(x)
             continue
@@ -109,8 +107,6 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
             x = layer(x)
             built.append(layer)
         tensors[name] = x
-        if name == last:
-            break
     model = keras.Model(inputs, {name: tensors[name] for name in outputs}, name="vgg19_features")
     for layer in built:
         kernel, bias = layer_weights[layer.name]

@@ -41,6 +41,8 @@ def quiet_tensorflow() -> None:
         tf.config.list_physical_devices()  # device probing logs too (e.g. cuInit without a GPU)
     except ImportError as exc:
         os.dup2(saved, 2)
+        if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C during the import
+            raise KeyboardInterrupt from None
         raise StyleflowError(f"cannot import TensorFlow/Keras ({exc}); "
                              "run: pip install -r requirements.txt") from None
     finally:

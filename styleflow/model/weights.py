@@ -17,7 +17,7 @@ import numpy as np
 
 from ..defaults import IMAGENET_FILE, WEIGHT_CHOICES
 from ..errors import Note, StyleflowError
-from .layout import CONV_FILTERS, CONV_LAYERS, deepest
+from .layout import CONV_FILTERS, CONV_LAYERS, convs_to, deepest
 from .network import KERAS_INPUT, InputSpec
 
 LITE_PATH = Path(__file__).with_name("data") / "vgg19_imagenet_block1-3.h5"
@@ -27,8 +27,9 @@ IMAGENET_MD5 = "253f8cb515780f3b799900260a226db6"
 LITE_SOURCE = "lite (ImageNet blocks 1-3, shipped)"
 DOWNLOADED = "note: downloaded the VGG19 ImageNet weights (80 MB, once) to {}"
 # MatConvNet's imagenet-vgg-verydeep-19.mat names conv layers conv1_1 ... conv5_4.
-MAT_NAMES = {f"conv{b}_{c}": f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
-             for c in range(1, n + 1)}
+MAT_NAMES = {name.replace("block", "conv").replace("_conv", "_"): name for name in CONV_LAYERS}
+# The shipped lite weights hold VGG19's first blocks.
+LITE_BLOCKS = 3
 
 
 @dataclass
@@ -42,26 +43,23 @@ class Weights:
     @property
     def lite(self) -> bool:
         """True for block 1-3 weights (like the shipped file): default layers then stay there."""
-        return all(name in self.layers for name in CONV_LAYERS[:8]) and \
-            not any(name in self.layers for name in CONV_LAYERS[8:])
+        return all((s.name in self.layers) == (s.block <= LITE_BLOCKS) for s in convs_to())
 
     def require(self, needed: Sequence[str]) -> None:
         """Raise StyleflowError naming the first layer up to the deepest of `needed` that is
         missing or has the wrong shape."""
-        last = CONV_LAYERS.index(deepest(needed))
-        in_channels = 3
-        for name in CONV_LAYERS[: last + 1]:
+        for stage in convs_to(deepest(needed)):
+            name = stage.name
             if name not in self.layers:
                 raise StyleflowError(
                     f"weights {self.source}: no weights for layer '{name}', which the chosen "
                     f"layers need (choose layers up to {self._last_available()} or other weights)")
             kernel, bias = self.layers[name]
-            want = (3, 3, in_channels, CONV_FILTERS[name])
+            want = (3, 3, stage.in_channels, stage.out_channels)
             if tuple(kernel.shape) != want or tuple(bias.shape) != (want[3],):
                 raise StyleflowError(
                     f"weights {self.source}: layer '{name}' has kernel {tuple(kernel.shape)} and "
                     f"bias {tuple(bias.shape)}; VGG19 needs {want} and ({want[3]},)")
-            in_channels = want[3]
 
     def _last_available(self) -> str:
         last = "none"
@@ -101,15 +99,24 @@ def resolve_weights(spec: str, seed: int = 0,
                      f"{IMAGENET_FILE} in {keras_models_dir()} or pass weights=PATH",
                      params=("weights=PATH",)))
             return load_h5(LITE_PATH, source=LITE_SOURCE)
+    path = check_spec(spec)
+    if path.suffix.lower() == ".mat":
+        return load_mat(path)
+    return load_h5(path)
+
+
+def check_spec(spec: str) -> Path | None:
+    """StyleflowError unless `spec` is one of WEIGHT_CHOICES (then None) or names a file
+    (its Path); reads nothing, imports nothing heavy, so front ends check it up front."""
+    if spec in WEIGHT_CHOICES:
+        return None
     path = Path(spec)
     if not path.exists():
         raise StyleflowError(
             f"weights '{spec}': no such file; use a path or one of {', '.join(WEIGHT_CHOICES)}")
     if path.is_dir():
         raise StyleflowError(f"weights '{spec}': is a directory, not a weights file")
-    if path.suffix.lower() == ".mat":
-        return load_mat(path)
-    return load_h5(path)
+    return path
 
 
 def keras_models_dir() -> Path:
@@ -204,16 +211,13 @@ def random_weights(seed: int, needed: Sequence[str] = CONV_LAYERS) -> Weights:
     Each layer draws from its own stream, so a layer's weights do not depend on how deep the
     network is built. Honest for algorithm tests and timing; the pictures mean nothing.
     """
-    last = CONV_LAYERS.index(deepest(needed))
     layers = {}
-    in_channels = 3
-    for index, name in enumerate(CONV_LAYERS[: last + 1]):
+    for index, stage in enumerate(convs_to(deepest(needed))):
         rng = np.random.default_rng([seed, index])
-        out = CONV_FILTERS[name]
-        std = np.sqrt(2.0 / (9 * in_channels))
-        kernel = (rng.standard_normal((3, 3, in_channels, out)) * std).astype(np.float32)
-        layers[name] = (kernel, np.zeros(out, np.float32))
-        in_channels = out
+        cin, out = stage.in_channels, stage.out_channels
+        std = np.sqrt(2.0 / (9 * cin))
+        kernel = (rng.standard_normal((3, 3, cin, out)) * std).astype(np.float32)
+        layers[stage.name] = (kernel, np.zeros(out, np.float32))
     return Weights(layers, KERAS_INPUT, source=f"random (seed {seed})")
 
 

@@ -18,7 +18,7 @@ def gram_matrix(features: tf.Tensor) -> tf.Tensor:
 def flat_gram(flat: tf.Tensor):
     """FᵀF of an (n, c) matrix. Its gradient is F(dG + dGᵀ), one (n x c)·(c x c) product;
     TensorFlow's own matmul gradient computes one per operand of FᵀF and adds them, twice the
-    work (on an AVX2 CPU these products were a fifth of an evaluation)."""
+    work."""
     gram = tf.matmul(flat, flat, transpose_a=True)
 
     def gradient(upstream):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from ..model.layout import stage
 from . import losses, tiling
 from .terms import KERAS_EXAMPLE, Parts
 
@@ -63,7 +64,7 @@ class TiledLoss:
         for i, name in enumerate(self.style_layers):
             f = _core(tf.cast(feats[name], tf.float32), boxes[i])
             flat = tf.reshape(f, (-1, tf.shape(f)[-1]))
-            grams.append(tf.matmul(flat, flat, transpose_a=True))
+            grams.append(losses.flat_gram(flat))
         return grams
 
     def _tile_gradient(self, crop, boxes, content_targets, content_scales, style_slopes):
@@ -73,7 +74,7 @@ class TiledLoss:
             content = tf.constant(0.0)
             for i, name in enumerate(self.content_layers):
                 f = _core(tf.cast(feats[name], tf.float32), boxes[i])
-                content += content_scales[i] * tf.reduce_sum(tf.square(f - content_targets[i]))
+                content += content_scales[i] * losses.content_loss_sum(f, content_targets[i])
             surrogate = content
             offset = len(self.content_layers)
             for i, name in enumerate(self.style_layers):
@@ -113,9 +114,9 @@ class TiledLoss:
                 sums[i] += g.numpy()
         style, slopes = 0.0, []
         for i, name in enumerate(self.style_layers):
-            s = tiling.geometry(name)[0]
             channels = sums[i].shape[0]
-            size = (height // s) * (width // s) * channels
+            rows, cols = stage(name).map_size((height, width))
+            size = rows * cols * channels
             norm = 1.0 if self.keras else 1.0 / size
             diff = sums[i] * norm - weights["grams"][i]
             if self.keras:

@@ -154,6 +154,8 @@ def tiled_gram_sums(extractor, image: np.ndarray, layers: Sequence[str],
     extractor's `precision`)."""
     import tensorflow as tf
 
+    from . import losses
+
     _, height, width, _ = image.shape
     if tile is None:
         tile, limit = TILE_SIDE, machine.pass_pixels(precision)
@@ -166,12 +168,11 @@ def tiled_gram_sums(extractor, image: np.ndarray, layers: Sequence[str],
             r0, r1, c0, c1 = (int(v) for v in t.boxes[i])
             f = tf.cast(feats[name], tf.float32)[0, r0:r1, c0:c1, :]
             part = tf.reshape(f, (-1, f.shape[-1]))
-            sums[name] = sums[name] + tf.matmul(part, part, transpose_a=True).numpy().astype(
-                np.float64)
+            sums[name] = sums[name] + losses.flat_gram(part).numpy().astype(np.float64)
     counts = {}
     for name in layers:
-        s = geometry(name)[0]
-        counts[name] = (height // s) * (width // s) * sums[name].shape[0]
+        rows, cols = stage(name).map_size((height, width))
+        counts[name] = rows * cols * sums[name].shape[0]
     return {name: (sums[name], counts[name]) for name in layers}
 
 
@@ -188,8 +189,8 @@ def tiled_features(extractor, image: np.ndarray, layers: Sequence[str],
         for i, name in enumerate(layers):
             f = tf.cast(feats[name], tf.float32).numpy()
             if name not in out:
-                s = geometry(name)[0]
-                out[name] = np.zeros((1, height // s, width // s, f.shape[-1]), np.float32)
+                out[name] = np.zeros((1, *stage(name).map_size((height, width)), f.shape[-1]),
+                                     np.float32)
             r0, r1, c0, c1 = t.boxes[i]
             p0, p1, q0, q1 = t.places[i]
             out[name][:, p0:p1, q0:q1, :] = f[:, r0:r1, c0:c1, :]

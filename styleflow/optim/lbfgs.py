@@ -26,7 +26,7 @@ from scipy.optimize import Bounds
 from scipy.optimize import minimize as _scipy_minimize
 from threadpoolctl import threadpool_limits
 
-from ..defaults import LBFGS_HISTORY
+from ..defaults import EVALUATIONS_PER_ITERATION, LBFGS_HISTORY
 from ..objective.objective import Objective
 from ..objective.terms import Parts
 
@@ -62,6 +62,8 @@ class Evaluator:
         self.best_parts: Parts | None = None
         self._recent: dict[float, Parts] = {}
         self.stop = threading.Event()
+        # (iterations finished, why) when L-BFGS ended before its evaluations were spent.
+        self.stopped: tuple[int, str] | None = None
 
     def __call__(self, flat: np.ndarray) -> tuple[float, np.ndarray]:
         if self.stop.is_set():
@@ -102,7 +104,8 @@ def pixel_bounds(objective_shape: tuple, low: np.ndarray, high: np.ndarray) -> B
 
 
 def iterate_lbfgs(evaluator: Evaluator, start: np.ndarray, iterations: int,
-                  schedule: str = "continuous", evaluations_per_iteration: int = 20,
+                  schedule: str = "continuous",
+                  evaluations_per_iteration: int = EVALUATIONS_PER_ITERATION,
                   bounds: Bounds | None = None,
                   history: int = LBFGS_HISTORY) -> Iterator[IterationResult]:
     """Optimise `start` (network space), yielding an IterationResult after each iteration.
@@ -162,8 +165,23 @@ def _continuous(evaluator: Evaluator, x: np.ndarray, iterations: int, per_iterat
                                                   "maxcor": history})
     # The run can end early (converged, or the budget ran out inside an iteration): report the
     # final iterate for every iteration still owed, so each iteration has its image.
+    if state["iteration"] < iterations and result.status != 1:  # 1: the budget was spent
+        evaluator.stopped = (state["iteration"], stop_reason(result))
     while state["iteration"] < iterations:
         report(result.x, float(result.fun))
+
+
+def stop_reason(result) -> str:
+    """Why scipy's L-BFGS-B ended, in a few plain words."""
+    message = str(getattr(result, "message", ""))
+    said = message.upper().replace("_", " ")  # scipy's spelling differs between versions
+    if "PROJECTED GRADIENT" in said:
+        return "converged (the gradient is within tolerance)"
+    if "REDUCTION OF F" in said:
+        return "converged (the loss stopped decreasing)"
+    if "ABNORMAL" in said:
+        return "its line search found no lower loss"
+    return message.strip().lower() or "it stopped"
 
 
 def _handed_over(work: Callable[[Callable], None], stop: threading.Event) -> Iterator:

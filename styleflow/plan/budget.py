@@ -10,7 +10,7 @@ from typing import Sequence
 from ..defaults import LBFGS_HISTORY
 from ..errors import StyleflowError
 from ..model import machine
-from ..model.layout import CONV_FILTERS, activation_elements
+from ..model.layout import activation_elements, stage
 from ..objective import tiling
 from . import host
 from .memory import BYTES_PER_ACTIVATION, FORWARD_SHARE, base_bytes, estimate_bytes, optimiser_bytes
@@ -51,8 +51,8 @@ def content_bytes(size: tuple[int, int], content_layers: Sequence[str]) -> int:
     """The content targets (the whole image's features at the content layers), float32."""
     total = 0
     for name in content_layers:
-        s = tiling.geometry(name)[0]
-        total += (size[0] // s) * (size[1] // s) * CONV_FILTERS[name] * 4
+        rows, cols = stage(name).map_size(size)
+        total += rows * cols * stage(name).out_channels * 4
     return total
 
 
@@ -123,10 +123,16 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
                 return _layout(size, layers, content_layers, precision, optimiser, core,
                                history)
     g = tiling.grid(layers)
-    smallest = _layout(size, layers, content_layers, precision, optimiser, (g, g),
-                       _histories(optimiser)[-1])
+    history = _histories(optimiser)[-1]
+    smallest = _layout(size, layers, content_layers, precision, optimiser, (g, g), history)
+
+    def fits(trial: tuple[int, int]) -> bool:
+        crop = tiling.largest_crop(*trial, layers, (g, g))
+        return tiled_need(trial, crop, layers, content_layers, precision, optimiser,
+                          history) <= budget
+
     raise _refusal(what, size, smallest.need, budget, "even in the smallest tiles",
-                   max_memory)
+                   max_memory, largest=_largest_size(size, fits, g))
 
 
 def _check_forced_tile(height: int, width: int, layers: Sequence[str], tile: int,
@@ -177,13 +183,34 @@ def _largest_crop(size, layers, content_layers, precision, optimiser, history,
     return lo
 
 
+def _largest_size(size: tuple[int, int], fits, least: int) -> tuple[int, int] | None:
+    """The largest (h, w) with the aspect of `size` for which `fits(h, w)`, each side at least
+    `least`; None when not even that fits."""
+    h, w = size
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        trial = (max(least, int(h * mid)), max(least, int(w * mid)))
+        if fits(trial):
+            lo = mid
+        else:
+            hi = mid
+    best = (max(least, int(h * lo)), max(least, int(w * lo)))
+    return best if fits(best) else None
+
+
 def _refusal(what: str, size: tuple[int, int], need: int, budget: int, how: str,
-             max_memory: float | None, params: Sequence[str] = ()) -> StyleflowError:
+             max_memory: float | None, params: Sequence[str] = (),
+             largest: tuple[int, int] | None = None) -> StyleflowError:
     h, w = size
     room = (f"the budget is {budget / 2**30:.1f} GB (max_memory)" if max_memory is not None
             else f"{budget / 2**30:.1f} GB is available")
+    if largest is None and how.startswith("even") and max_memory is not None:
+        advice = "no size fits: use a larger max_memory"
+    else:
+        advice = (f"use at most about {largest[1]}x{largest[0]} (width/height)" if largest
+                  else "use a smaller width/height")
+        advice += " or a larger max_memory" if max_memory is not None else ""
     return StyleflowError(
         f"{what}: a {w}x{h} image needs about {need / 2**30:.1f} GB of memory {how} but "
-        f"{room}; use a smaller width/height"
-        f"{' or a larger max_memory' if max_memory is not None else ''}",
-        params=("width/height", "max_memory", *params))
+        f"{room}; {advice}", params=("width/height", "max_memory", *params))

@@ -101,7 +101,7 @@ def check_fits(size: tuple[int, int], layers: Sequence[str], precision: str = "f
     The estimate's BASE_BYTES (TensorFlow, the weights) is largely resident already when this
     runs: what this process holds (`resident`) counts toward it, so only the rest is asked for.
     Only the host's memory is checked: with a GPU, TensorFlow's own out-of-memory error is
-    turned into a message by the CLIs instead. `extra` bytes are needed besides (e.g. a tiled
+    turned into a one-line error instead (errors.exhaustion). `extra` bytes are needed besides (e.g. a tiled
     image held whole); the message then names the image as `shown` (h, w) and suggests no
     size, as the tile is not the image. `params` names the parameters `what` mentions.
     """

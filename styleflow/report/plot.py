@@ -19,21 +19,22 @@ SIZE_INCHES = (8, 5)
 DPI = 100
 
 
-def check_plot_extension(path: str | os.PathLike, what: str = "--plot") -> str:
+def check_plot_extension(path: str | os.PathLike, what: str = "plot") -> str:
     """matplotlib's format for the file's extension; StyleflowError for one it cannot write."""
     suffix = Path(path).suffix.lower()
     if suffix not in PLOT_FORMATS:
-        raise StyleflowError(f"{what} '{path}': cannot draw plots to '{suffix or '(none)'}' "
-                             f"files; use one of {', '.join(sorted(PLOT_FORMATS))}")
+        kind = f"'{suffix}' files" if suffix else "a name without an extension"
+        raise StyleflowError(f"{what} '{path}': cannot draw plots to {kind}; use one of "
+                             f"{', '.join(sorted(PLOT_FORMATS))}")
     return PLOT_FORMATS[suffix]
 
 
 def plot_losses(path: str | os.PathLike, rows: Sequence[dict], title: str = "loss",
-                unit: str = "iteration") -> None:
+                unit: str = "iteration", what: str = "plot") -> None:
     """Draw `rows` (dicts with iteration, elapsed, total, content, style, tv) to `path`.
 
     Parts that are zero or negative throughout (e.g. a zero weight) are left out: a log scale
-    cannot show them. Written atomically.
+    cannot show them. Written atomically; `what` names the file in messages.
     """
     import matplotlib
 
@@ -41,7 +42,7 @@ def plot_losses(path: str | os.PathLike, rows: Sequence[dict], title: str = "los
     from matplotlib.figure import Figure
     from matplotlib.ticker import LogLocator
 
-    fmt = check_plot_extension(path)
+    fmt = check_plot_extension(path, what)
     xs = [float(row["iteration"]) for row in rows]
     fig = Figure(figsize=SIZE_INCHES, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()

@@ -23,13 +23,15 @@ def is_json_log(path: str | os.PathLike) -> bool:
 class RunLog:
     """An open log file taking one row (a dict with FIELDS' keys) per iteration."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, what: str = "log"):
+        """`what` names the file in messages (a command line passes its option)."""
         self.path = Path(path)
+        self.what = what
         self.json = is_json_log(self.path)
         try:
             self._handle = open(self.path, "w", newline="", encoding="utf-8")
         except OSError as exc:
-            raise StyleflowError(f"--log '{path}': cannot write ({exc.strerror or exc})") from None
+            raise StyleflowError(f"{what} '{path}': cannot write ({exc.strerror or exc})") from None
         self._csv = None
         if not self.json:
             self._csv = csv.DictWriter(self._handle, fieldnames=FIELDS, extrasaction="ignore")
@@ -47,7 +49,7 @@ class RunLog:
                                     for k in FIELDS})
             self._handle.flush()
         except OSError as exc:
-            raise StyleflowError(f"--log '{self.path}': cannot write "
+            raise StyleflowError(f"{self.what} '{self.path}': cannot write "
                                  f"({exc.strerror or exc})") from None
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
-"""bfloat16 only where the hardware runs it natively; `auto` in the styleflow command."""
+"""The machine's facts (model.machine): bfloat16 only where the hardware runs it natively, `auto`
+in the styleflow command; oneDNN, its GEMM limit, and which convolutions run where."""
 
 import pytest
 
