@@ -44,9 +44,11 @@ def commands(body: str) -> list[str]:
 
 def run(argv: list[str], env: dict) -> tuple[int, str, float]:
     began = time.perf_counter()
-    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=3600)
-    return proc.returncode, (proc.stdout + proc.stderr).rstrip(), time.perf_counter() - began
+    # One stream, as a terminal shows them: notes and errors where they were printed.
+    proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                          timeout=3600)
+    return proc.returncode, proc.stdout.rstrip(), time.perf_counter() - began
 
 
 def main() -> None:

@@ -344,7 +344,7 @@ class StylizeRun(Run):
             self._records.append((i, i, now - began, values))
             yield Iteration(i, self.iterations, i, now - began,
                             parts=lambda v=values: Parts(*(float(x) for x in v.numpy())),
-                            best_loss=lambda: loop.best_loss,
+                            best_loss=lambda b=loop.best_loss_tensor: float(b.numpy()),
                             array=lambda best=loop.best_image: self._picture(best.numpy()),
                             precise=lambda best=loop.best_image: self._precise_picture(
                                 best.numpy()))

@@ -14,9 +14,11 @@ from ..errors import StyleflowError
 
 
 def write_atomically(path: str | os.PathLike, write) -> None:
-    """Call `write(binary file)` on a temporary file beside `path`, then rename it to `path`.
+    """Call `write(binary file)` on a temporary file beside `path`, push it to the disk, then
+    rename it to `path` (and push the rename too).
 
-    A reader never sees a half-written file, and a failed write leaves the old one; an OSError
+    A reader never sees a half-written file, a failed write leaves the old one, and a power cut
+    leaves the old file or the whole new one, never an empty one; an OSError
     (disk full, a folder removed meanwhile) becomes a one-line StyleflowError.
     """
     path = Path(path)
@@ -29,9 +31,12 @@ def write_atomically(path: str | os.PathLike, write) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # on the disk before the rename makes it the file
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+        _sync_folder(path.parent)
     except BaseException as exc:
         try:
             os.unlink(tmp)
@@ -81,6 +86,20 @@ def _alive(pid: int) -> bool:
     except OSError:  # exists, owned by someone else
         return True
     return True
+
+
+def _sync_folder(folder: Path) -> None:
+    """Push a rename in `folder` to the disk (best effort: not every system can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

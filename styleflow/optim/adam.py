@@ -123,6 +123,12 @@ class AdamLoop:
         return float(self._state[5].numpy())
 
     @property
+    def best_loss_tensor(self) -> tf.Tensor:
+        """The lowest loss so far as a tensor (no device read): each step makes a new one, so
+        one kept now still says this step's value later."""
+        return self._state[5]
+
+    @property
     def best_image(self) -> tf.Tensor:
         """The lowest-loss image so far, in network space, as a tensor (no device read)."""
         return self._state[4]
