@@ -246,3 +246,18 @@ def test_an_output_without_an_extension_is_told_so(tiny, tmp_path):
                     "--network", "random", "--plot", tmp_path / "loss")
     assert proc.stderr.endswith("cannot draw plots to a name without an extension; use one of "
                                 ".jpeg, .jpg, .pdf, .png, .svg, .tif, .tiff, .webp\n")
+
+
+def test_a_stylizer_reads_its_weights_when_made_and_builds_the_network_on_first_use(tiny,
+                                                                                     tmp_path):
+    """As its docstring says: a bad weights file fails at Stylizer(...), and no network is
+    built until a run needs one."""
+    bad = tmp_path / "broken.h5"
+    bad.write_bytes(b"not HDF5")
+    with pytest.raises(StyleflowError, match="not a readable HDF5"):
+        Stylizer(str(bad))
+    stylizer = Stylizer("random")
+    assert stylizer.builds == 0
+    base, ref = tiny
+    stylizer.iter_transfer(base, ref, iterations=1, height=16)
+    assert stylizer.builds == 1
