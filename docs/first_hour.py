@@ -1,5 +1,5 @@
-"""Writes docs/first-hour.md: the README's commands, in the README's order, each run from the
-repository root as a new user would (`styleflow` as `python -m styleflow`, the API snippet as a
+"""Writes docs/first-hour.md: the README's commands, in the README's order, each run as a new
+user would from the repository root (a fresh copy of it: its images and scripts, no out/) (`styleflow` as `python -m styleflow`, the API snippet as a
 Python script), with what each printed. Run it after a change that touches what a user sees:
 
     python docs/first_hour.py            # several minutes on 2 cores
@@ -42,27 +42,33 @@ def commands(body: str) -> list[str]:
             if line.strip() and not line.strip().startswith("#")]
 
 
-def run(argv: list[str], env: dict) -> tuple[int, str, float]:
+def run(argv: list[str], env: dict, cwd: Path) -> tuple[int, str, float]:
     began = time.perf_counter()
     # One stream, as a terminal shows them: notes and errors where they were printed.
-    proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
                           timeout=3600)
     return proc.returncode, proc.stdout.rstrip(), time.perf_counter() - began
 
 
 def main() -> None:
+    import tempfile
+
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # A fresh folder that looks like the repository root (its images and the two scripts), so
+    # every run starts as a new user's would, with no out/ from an earlier one.
+    work = Path(tempfile.mkdtemp(prefix="styleflow-first-hour-"))
+    for name in ("images", "neural_style_transfer.py", "neural_style.py"):
+        (work / name).symlink_to(ROOT / name)
     lines = ["# The first hour: the README's commands and what they print", "",
              f"Made by `python docs/first_hour.py` on {time.strftime('%Y-%m-%d')}; each command "
              "as the README gives it, run from the repository root (`styleflow` as "
              "`python -m styleflow`, for a checkout that is not installed).", ""]
     for language, body in blocks(README.read_text()):
         if language == "python":
-            script = ROOT / "out" / "readme_api.py"
-            script.parent.mkdir(exist_ok=True)
+            script = work / "readme_api.py"
             script.write_text(body)
-            code, output, seconds = run([sys.executable, str(script)], env)
+            code, output, seconds = run([sys.executable, str(script)], env, work)
             lines += ["```python", body.rstrip(), "```", ""]
             lines += [f"exit {code}, {seconds:.0f} s:", "", "```text", output, "```", ""]
             continue
@@ -82,11 +88,11 @@ def main() -> None:
             else:
                 lines += ["(not run here: not a styleflow command)", ""]
                 continue
-            code, output, seconds = run(argv, env)
+            code, output, seconds = run(argv, env, work)
             lines += [f"exit {code}, {seconds:.0f} s:", "", "```text", output, "```", ""]
             print(f"{code} {seconds:6.0f}s  {command[:90]}", flush=True)
-    OUT.write_text("\n".join(lines))
-    print(f"wrote {OUT}")
+    OUT.write_text("\n".join(lines).replace(str(work), "."))
+    print(f"wrote {OUT} (the runs' files are in {work})")
 
 
 if __name__ == "__main__":
