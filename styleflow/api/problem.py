@@ -92,7 +92,7 @@ def transfer_problem(networks: Networks, base, ref, *, content_weight: float = 0
     """neural_style_transfer.py's problem (the Keras example): content and style resized to one
     size, content and style layers weighted equally, the example's loss normalisation.
 
-    Images are paths, PIL images or uint8 arrays (see io.images.as_rgb). `max_memory` (GB)
+    Images are paths, PIL images or NumPy arrays (see io.images.as_rgb). `max_memory` (GB)
     and `tile` (px) lay the run out in memory (see plan.budget.choose)."""
     base_rgb = images.as_rgb(base, "base image")
     ref_rgb = images.as_rgb(ref, "style image")
@@ -131,7 +131,7 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
     """neural_style.py's problem (anishathalye/neural-style): several styles, each scaled to
     `scale` x the content width and blended, and that project's loss normalisation.
 
-    Images are paths, PIL images or uint8 arrays (see io.images.as_rgb). `max_memory` (GB)
+    Images are paths, PIL images or NumPy arrays (see io.images.as_rgb). `max_memory` (GB)
     and `tile` (px) lay the run out in memory (see plan.budget.choose)."""
     content_rgb = images.as_rgb(content, "content image")
     style_rgbs = [images.as_rgb(style, f"style image {i + 1}") for i, style in enumerate(styles)]

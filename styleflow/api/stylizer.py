@@ -92,9 +92,9 @@ class Stylizer:
     The network is built once per set of layers, on first use, and its loss is compiled once
     per image size, so a second pair of the same size starts optimising at once.
 
-    Images are file paths, PIL images or (h, w, 3) uint8 arrays. Problems the caller can fix
-    raise StyleflowError with a one-line message. A KeyboardInterrupt during `transfer` or
-    `stylize` propagates with the outcome so far as its `result` attribute (a Result, or None
+    Images are file paths, PIL images or NumPy arrays (io.images.as_rgb). Problems the caller
+    can fix raise StyleflowError with a one-line message. A KeyboardInterrupt during `transfer`
+    or `stylize` propagates with the outcome so far as its `result` attribute (a Result, or None
     when nothing was evaluated); with `iter_*`, call the Run's `result()`.
     """
 

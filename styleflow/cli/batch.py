@@ -188,8 +188,10 @@ def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
                         seed=method_args.seed, iteration_images=args.iteration_images,
                         jit=method_args.jit, bit_depth=method_args.bit_depth,
                         names=tuple(sorted(names.items())))
-    skipped = [pair for pair in pairs if Path(pair.output).exists() and not args.overwrite]
-    todo: list[Pair] = [pair for pair in pairs if pair not in skipped]
+    skipped: list[Pair] = []
+    todo: list[Pair] = []
+    for pair in pairs:  # one look at each output
+        (skipped if Path(pair.output).exists() and not args.overwrite else todo).append(pair)
     if todo and args.engine != "ray":
         from .. import api  # noqa: F401 - TensorFlow, once: a broken install is one error line
     status = StatusLog(status_path)

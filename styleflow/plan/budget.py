@@ -13,7 +13,8 @@ from ..model import machine
 from ..model.layout import activation_elements, stage
 from ..objective import tiling
 from . import host
-from .memory import BYTES_PER_ACTIVATION, FORWARD_SHARE, base_bytes, estimate_bytes, optimiser_bytes
+from .memory import (BYTES_PER_ACTIVATION, FORWARD_SHARE, base_bytes, estimate_bytes,
+                     largest_size, optimiser_bytes)
 
 # L-BFGS keeps its full history whenever the budget allows; below a comfortable crop it gives up
 # history down to this before tiles get smaller.
@@ -131,8 +132,9 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
         return tiled_need(trial, crop, layers, content_layers, precision, optimiser,
                           history) <= budget
 
+    largest = largest_size(size, fits, g)
     raise _refusal(what, size, smallest.need, budget, "even in the smallest tiles",
-                   max_memory, largest=_largest_size(size, fits, g))
+                   max_memory, largest=largest if fits(largest) else None)
 
 
 def _check_forced_tile(height: int, width: int, layers: Sequence[str], tile: int,
@@ -181,22 +183,6 @@ def _largest_crop(size, layers, content_layers, precision, optimiser, history,
         else:
             hi = mid
     return lo
-
-
-def _largest_size(size: tuple[int, int], fits, least: int) -> tuple[int, int] | None:
-    """The largest (h, w) with the aspect of `size` for which `fits(h, w)`, each side at least
-    `least`; None when not even that fits."""
-    h, w = size
-    lo, hi = 0.0, 1.0
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        trial = (max(least, int(h * mid)), max(least, int(w * mid)))
-        if fits(trial):
-            lo = mid
-        else:
-            hi = mid
-    best = (max(least, int(h * lo)), max(least, int(w * lo)))
-    return best if fits(best) else None
 
 
 def _refusal(what: str, size: tuple[int, int], need: int, budget: int, how: str,

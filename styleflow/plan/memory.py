@@ -76,19 +76,27 @@ def estimate_bytes(size: tuple[int, int], layers: Sequence[str], precision: str 
                + IMAGE_BYTES[optimiser] * pixels)
 
 
-def largest_fitting(size: tuple[int, int], layers: Sequence[str], precision: str,
-                    budget: int, optimiser: str = "lbfgs") -> tuple[int, int]:
-    """The largest (h, w) with the aspect of `size` whose estimate fits in `budget` bytes."""
+def largest_size(size: tuple[int, int], fits, least: int = 1) -> tuple[int, int]:
+    """The largest (h, w) with the aspect of `size`, each side at least `least`, for which
+    `fits((h, w))` holds as far as a bisection of the scale finds; the caller checks that the
+    smallest does fit."""
     h, w = size
     lo, hi = 0.0, 1.0
     for _ in range(30):
         mid = (lo + hi) / 2
-        trial = (max(1, int(h * mid)), max(1, int(w * mid)))
-        if estimate_bytes(trial, layers, precision, optimiser) <= budget:
+        trial = (max(least, int(h * mid)), max(least, int(w * mid)))
+        if fits(trial):
             lo = mid
         else:
             hi = mid
-    return max(1, int(h * lo)), max(1, int(w * lo))
+    return max(least, int(h * lo)), max(least, int(w * lo))
+
+
+def largest_fitting(size: tuple[int, int], layers: Sequence[str], precision: str,
+                    budget: int, optimiser: str = "lbfgs") -> tuple[int, int]:
+    """The largest (h, w) with the aspect of `size` whose estimate fits in `budget` bytes."""
+    return largest_size(
+        size, lambda trial: estimate_bytes(trial, layers, precision, optimiser) <= budget)
 
 
 def check_fits(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
