@@ -1,4 +1,5 @@
-"""styleflow: neural style transfer (Gatys et al.) on TensorFlow / Keras 3.
+"""styleflow: neural style transfer (Gatys et al.) and photorealistic style transfer (Luan et
+al.) on TensorFlow / Keras 3.
 
     import styleflow
     result = styleflow.transfer("photo.jpg", "painting.jpg", weights="lite", iterations=5)
@@ -17,8 +18,8 @@ prefer_onednn()  # before anything imports TensorFlow: it reads the setting once
 
 __version__ = "0.3.0"
 __all__ = ["Stylizer", "Run", "Result", "Iteration", "LossRecord", "StyleflowError", "transfer",
-           "stylize", "__version__"]
-_API = {"Stylizer", "Run", "Result", "Iteration", "LossRecord", "transfer", "stylize"}
+           "stylize", "photo", "__version__"]
+_API = {"Stylizer", "Run", "Result", "Iteration", "LossRecord", "transfer", "stylize", "photo"}
 
 
 def __getattr__(name: str):

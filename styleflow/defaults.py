@@ -30,6 +30,15 @@ STYLIZE_DEFAULTS = dict(iterations=1000, content_weight=5.0, content_weight_blen
                         style_weight=100.0, style_layer_weight_exp=1.0, tv_weight=100.0,
                         learning_rate=10.0, beta1=0.9, beta2=0.999, epsilon=1e-8)
 
+# styleflow photo / Stylizer.photo: Luan et al.'s Deep Photo Style Transfer, with its loss
+# weights (content relu4_2 x5, style x100, the photorealism term's lambda 1e4 on 0..1 pixels)
+# in neural-style's normalisation, which is the one that paper's code inherits. `width`: the
+# output's default width in pixels. Its total variation is far weaker than neural-style's: the
+# photorealism term already keeps the output smooth where the content is.
+PHOTO_DEFAULTS = dict(iterations=10, width=512, content_weight=5.0, style_weight=100.0,
+                      tv_weight=1e-3, photorealism=1e4)
+PHOTO_CONTENT_LAYERS = ("block4_conv2",)
+
 # The Stylizer's engine choices.
 POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "float32", "bfloat16")  # "auto": bfloat16 where the hardware runs it

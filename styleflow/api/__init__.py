@@ -13,8 +13,8 @@ from ..errors import StyleflowError  # noqa: E402
 from ..objective.terms import Parts  # noqa: E402
 from ..optim.scales import Scale  # noqa: E402
 from .results import Iteration, LossRecord, Result  # noqa: E402
-from .runs import Run, StylizeRun, TransferRun  # noqa: E402
-from .stylizer import Stylizer, stylize, transfer  # noqa: E402
+from .runs import PhotoRun, Run, StylizeRun, TransferRun  # noqa: E402
+from .stylizer import Stylizer, photo, stylize, transfer  # noqa: E402
 
-__all__ = ["Stylizer", "Run", "TransferRun", "StylizeRun", "Result", "Iteration", "LossRecord",
-           "Parts", "Scale", "StyleflowError", "transfer", "stylize"]
+__all__ = ["Stylizer", "Run", "TransferRun", "StylizeRun", "PhotoRun", "Result", "Iteration",
+           "LossRecord", "Parts", "Scale", "StyleflowError", "transfer", "stylize", "photo"]

@@ -43,9 +43,11 @@ class Networks:
         self._graphs: dict[tuple, LossGraph] = {}
 
     def get(self, content: Sequence[str] | None, style: Sequence[str] | None,
-            full_content: Sequence[str], normalisation: str) -> Network:
+            full_content: Sequence[str], normalisation: str, *, guided: bool = False,
+            photo: bool = False) -> Network:
         """Choose the layers (the caller's, else the defaults for these weights), check the
-        weights cover them, and return the network and compiled loss for them."""
+        weights cover them, and return the network and compiled loss for them (`guided`,
+        `photo` as LossGraph takes them)."""
         weights = self.weights
         if content is None:
             content = [LITE_CONTENT_LAYER] if weights.lite else list(full_content)
@@ -63,9 +65,10 @@ class Networks:
                                                         dtype=self.precision)
             self.builds += 1
         extractor = self._extractors[outputs]
-        key = (outputs, normalisation, tuple(content), tuple(style))
+        key = (outputs, normalisation, tuple(content), tuple(style), guided, photo)
         if key not in self._graphs:
-            self._graphs[key] = LossGraph(extractor, normalisation, content, style)
+            self._graphs[key] = LossGraph(extractor, normalisation, content, style,
+                                          guided=guided, photo=photo)
         return Network(extractor, weights.input_spec, weights, list(content), list(style),
                        self.precision, self._graphs[key])
 

@@ -10,12 +10,14 @@ from typing import Sequence
 
 import numpy as np
 
-from ..defaults import DEFAULT_HEIGHT, FULL_CONTENT_LAYER, NS_CONTENT_LAYERS
+from ..defaults import (DEFAULT_HEIGHT, FULL_CONTENT_LAYER, NS_CONTENT_LAYERS,
+                        PHOTO_CONTENT_LAYERS, PHOTO_DEFAULTS)
 from ..errors import StyleflowError
 from ..io import images
 from ..model import machine
 from ..model.layout import min_image_side
-from ..objective import tiling
+from ..objective import masks, tiling
+from ..objective.matting import MattingLaplacian
 from ..objective.objective import Objective
 from ..objective.terms import KERAS_EXAMPLE, NEURAL_STYLE
 from ..plan import budget, host
@@ -127,9 +129,12 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
                     tv_weight: float = 100.0, content_layers: Sequence[str] | None = None,
                     style_layers: Sequence[str] | None = None, initial=None,
                     initial_noiseblend: float | None = None, seed: int = 0,
-                    max_memory: float | None = None, tile: int | None = None) -> Problem:
+                    max_memory: float | None = None, tile: int | None = None,
+                    style_masks: Sequence | None = None) -> Problem:
     """neural_style.py's problem (anishathalye/neural-style): several styles, each scaled to
     `scale` x the content width and blended, and that project's loss normalisation.
+    `style_masks`, one grey image per style, say where on the output each style paints
+    (guided Gram matrices, Gatys et al. 2017; soft values blend).
 
     Images are paths, PIL images or NumPy arrays (see io.images.as_rgb). `max_memory` (GB)
     and `tile` (px) lay the run out in memory (see plan.budget.choose)."""
@@ -146,12 +151,23 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
     if sum(blends) <= 0:
         raise StyleflowError("style_blend_weights: at least one weight must be above zero",
                              params=("style_blend_weights",))
+    mask_rgbs = None
+    if style_masks is not None:
+        if len(style_masks) != len(style_rgbs):
+            raise StyleflowError(f"style_masks: {len(style_masks)} masks given for "
+                                 f"{len(style_rgbs)} styles; give one per style",
+                                 params=("style_masks",))
+        mask_rgbs = [images.as_rgb(m, f"style mask {i + 1}") for i, m in enumerate(style_masks)]
+        for i, m in enumerate(mask_rgbs):
+            masks.check_aspect(m.shape[:2], content_rgb.shape[:2], f"style mask {i + 1}",
+                               "the content image")
     size = images.fit_size(content_rgb.shape[:2], None, width)
     style_sizes = [images.fit_size(rgb.shape[:2], None, max(1, int(round(scale * size[1]))))
                    for rgb, scale in zip(style_rgbs, scales)]
     initial_rgb = None if initial is None else images.as_rgb(initial, "initial image")
 
-    network = networks.get(content_layers, style_layers, NS_CONTENT_LAYERS, NEURAL_STYLE)
+    network = networks.get(content_layers, style_layers, NS_CONTENT_LAYERS, NEURAL_STYLE,
+                           guided=mask_rgbs is not None)
     # Sizes are checked before any large allocation.
     layout = check_size(size, network, "content image", "adam", max_memory, tile)
     for i, style_size in enumerate(style_sizes):
@@ -177,13 +193,26 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
 
     spec = network.input_spec
     content_x = spec.preprocess(content_rgb)
+    guided = {}
+    if mask_rgbs is not None:
+        # Each style is one region of the output, where its mask says; a region weighs its
+        # blend weight times its share of the output.
+        guides = masks.style_guides(
+            [images.resize_mask(m, size, nearest=False).mean(axis=-1) / 255.0
+             for m in mask_rgbs], what="style_masks")
+        weights = np.asarray(blends, np.float64) * masks.shares(guides)
+        if not weights.sum() > 0:
+            raise StyleflowError("style_masks: the masks of the styles with a blend weight "
+                                 "above zero are empty", params=("style_masks",))
+        guided = dict(guides=guides, region_styles=[(i, None) for i in range(len(style_rgbs))],
+                      region_weights=weights / weights.sum())
     objective = Objective(
         network.extractor, content_x, [spec.preprocess(rgb) for rgb in style_rgbs],
         content_layers=content_weights, style_layers=style_weights,
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
         normalisation=NEURAL_STYLE, style_blends=blends, graph=network.graph,
         tile=layout.tile,
-        forward_tile=layout.forward_tile)
+        forward_tile=layout.forward_tile, **guided)
     if initial_noiseblend is None:
         initial_noiseblend = 1.0 if start_rgb is None else 0.0
     base = content_x if start_rgb is None else spec.preprocess(start_rgb)
@@ -192,3 +221,77 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
     start = (1.0 - initial_noiseblend) * base + initial_noiseblend * noise
     return Problem(objective, start.astype(np.float32), network, size, content_rgb,
                    [rgb.shape[:2] for rgb in style_rgbs], layout)
+
+
+P = PHOTO_DEFAULTS
+
+
+def photo_problem(networks: Networks, content, style, *, content_mask=None, style_mask=None,
+                  photorealism: float = P["photorealism"],
+                  content_weight: float = P["content_weight"],
+                  style_weight: float = P["style_weight"], tv_weight: float = P["tv_weight"],
+                  height: int | None = None, width: int | None = None,
+                  content_layers: Sequence[str] | None = None,
+                  style_layers: Sequence[str] | None = None, init=None,
+                  max_memory: float | None = None, tile: int | None = None) -> Problem:
+    """Deep Photo Style Transfer's problem (Luan et al. 2017): neural-style's content and
+    style terms, the style compared region by region when colour-coded `content_mask` and
+    `style_mask` are given, and the photorealism term `photorealism`·Σ_c V_cᵀ M V_c (M the
+    content's matting Laplacian, V the output on the 0..1 scale; 0 leaves it out). The
+    output starts from the content (or `init`); the style image is resized to the output's
+    pixel count. Without height and width the output is PHOTO_DEFAULTS["width"] px wide."""
+    content_rgb = images.as_rgb(content, "content image")
+    style_rgb = images.as_rgb(style, "style image")
+    if (content_mask is None) != (style_mask is None):
+        given, missing = (("content_mask", "style_mask") if style_mask is None
+                          else ("style_mask", "content_mask"))
+        raise StyleflowError(f"{missing}: {given} is given without it; give both masks or "
+                             "neither", params=(given, missing))
+    if not (math.isfinite(photorealism) and photorealism >= 0):
+        raise StyleflowError(f"photorealism: must be a finite number, zero or more, not "
+                             f"{photorealism!r}", params=("photorealism",))
+    if height is None and width is None:
+        width = P["width"]
+    size = images.fit_size(content_rgb.shape[:2], height, width)
+    scale = math.sqrt(size[0] * size[1] / (style_rgb.shape[0] * style_rgb.shape[1]))
+    style_size = (max(1, round(style_rgb.shape[0] * scale)),
+                  max(1, round(style_rgb.shape[1] * scale)))
+    masked = content_mask is not None
+    if masked:
+        content_mask = images.as_rgb(content_mask, "content mask")
+        style_mask = images.as_rgb(style_mask, "style mask")
+        masks.check_aspect(content_mask.shape[:2], content_rgb.shape[:2], "content_mask",
+                           "the content image")
+        masks.check_aspect(style_mask.shape[:2], style_rgb.shape[:2], "style_mask",
+                           "the style image")
+    init_rgb = None if init is None else images.as_rgb(init, "initial image")
+    network = networks.get(content_layers, style_layers, PHOTO_CONTENT_LAYERS, NEURAL_STYLE,
+                           guided=masked, photo=photorealism > 0)
+    layout = check_size(size, network, "output size", "lbfgs", max_memory, tile)
+    check_size(style_size, network, "style image at the output's size", params=("width",))
+    content_rgb = images.resize(content_rgb, size)
+    style_rgb = images.resize(style_rgb, style_size)
+    guided = {}
+    if masked:
+        content_regions, style_regions, _ = masks.colour_regions(
+            images.resize_mask(content_mask, size), images.resize_mask(style_mask, style_size),
+            content_what="content_mask", style_what="style_mask")
+        guided = dict(guides=content_regions,
+                      region_styles=[(0, style_regions[..., r])
+                                     for r in range(style_regions.shape[-1])],
+                      region_weights=masks.shares(content_regions))
+    photo = {}
+    if photorealism > 0:
+        photo = dict(laplacian=MattingLaplacian(content_rgb), photo_weight=photorealism)
+    spec = network.input_spec
+    content_x = spec.preprocess(content_rgb)
+    objective = Objective(
+        network.extractor, content_x, [spec.preprocess(style_rgb)],
+        content_layers={name: 1.0 / len(network.content_layers)
+                        for name in network.content_layers},
+        style_layers={name: 1.0 for name in network.style_layers},
+        content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+        normalisation=NEURAL_STYLE, graph=network.graph, tile=layout.tile,
+        forward_tile=layout.forward_tile, **guided, **photo)
+    start = content_x if init_rgb is None else spec.preprocess(images.resize(init_rgb, size))
+    return Problem(objective, start, network, size, content_rgb, [style_size], layout)

@@ -23,10 +23,11 @@ class LossRecord:
     style: float
     tv: float
     seconds: float
+    photo: float | None = None  # the photorealism term, for problems with one
 
     @property
     def parts(self) -> Parts:
-        return Parts(self.total, self.content, self.style, self.tv)
+        return Parts(self.total, self.content, self.style, self.tv, self.photo)
 
 
 class Iteration:

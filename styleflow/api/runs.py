@@ -112,8 +112,11 @@ class Run:
     @property
     def losses(self) -> list[LossRecord]:
         """Loss parts of every finished iteration or step so far."""
-        return [LossRecord(i, n, *(float(v) for v in np.asarray(values)), seconds)
-                for i, n, seconds, values in self._records]
+        records = []
+        for i, n, seconds, values in self._records:
+            values = [float(v) for v in np.asarray(values)]
+            records.append(LossRecord(i, n, *values[:4], seconds, *values[4:]))
+        return records
 
     def __iter__(self) -> Iterator[Iteration]:
         if self._started:
@@ -231,7 +234,8 @@ class TransferRun(Run):
             self._last = step
             parts = step.parts
             self._records.append((step.iteration + 1, step.evaluations, step.seconds,
-                                  [parts.total, parts.content, parts.style, parts.tv]))
+                                  [parts.total, parts.content, parts.style, parts.tv]
+                                  + ([] if parts.photo is None else [parts.photo])))
             best = self.evaluator.best_parts.total
             yield Iteration(step.iteration + 1, self.iterations, step.evaluations, step.seconds,
                             parts=lambda p=parts: p, best_loss=lambda b=best: b,
@@ -276,6 +280,16 @@ class TransferRun(Run):
         return Result(spec.deprocess(image), parts, self.losses, self.evaluator.evaluations,
                       precise=spec.deprocess_float(image),
                       interrupted=not done)
+
+
+class PhotoRun(TransferRun):
+    """L-BFGS on Deep Photo Style Transfer's problem (see Stylizer.iter_photo): iterations
+    of EVALUATIONS_PER_ITERATION evaluations of one continuous run, pixels bounded."""
+
+    def __init__(self, problem, iterations, progress, on_evaluation, jit_plan=None,
+                 coarse=(), on_scale=None):
+        super().__init__(problem, iterations, False, progress, on_evaluation, jit_plan, coarse,
+                         on_scale)
 
 
 class StylizeRun(Run):

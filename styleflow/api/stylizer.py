@@ -6,8 +6,10 @@
     result.image.save("out/photo.png")
 
 `transfer` is neural_style_transfer.py's problem (the Keras example, L-BFGS); `stylize` is
-neural_style.py's (anishathalye/neural-style, Adam, several styles). `iter_transfer` and
-`iter_stylize` return a `Run` that yields every iteration as it finishes. Nothing here prints
+neural_style.py's (anishathalye/neural-style, Adam, several styles, optionally masked); `photo`
+is Deep Photo Style Transfer's (a photograph restyled by another, with segmentation masks when
+given). `iter_transfer`, `iter_stylize` and `iter_photo` return a `Run` that yields every
+iteration as it finishes. Nothing here prints
 or names files: the front ends do that on top of this package.
 """
 
@@ -20,8 +22,8 @@ import logging
 import math
 from typing import Callable, Sequence
 
-from ..defaults import (EVALUATIONS_PER_ITERATION, JIT_MODES, POOLINGS, STYLIZE_DEFAULTS,
-                        TRANSFER_DEFAULTS)
+from ..defaults import (EVALUATIONS_PER_ITERATION, JIT_MODES, PHOTO_DEFAULTS, POOLINGS,
+                        STYLIZE_DEFAULTS, TRANSFER_DEFAULTS)
 from ..errors import StyleflowError, check_choice
 from ..io import images
 from ..model import runtime
@@ -31,13 +33,14 @@ from ..model.weights import resolve_weights
 from ..optim import jit, scales as _scales
 from ..optim.adam import AdamSettings
 from .networks import Networks
-from .problem import Problem, stylize_problem, transfer_problem
+from .problem import Problem, photo_problem, stylize_problem, transfer_problem
 from .results import Result
-from .runs import Run, StylizeRun, TransferRun
+from .runs import PhotoRun, Run, StylizeRun, TransferRun
 
 _logger = logging.getLogger("styleflow")
 T = TRANSFER_DEFAULTS
 S = STYLIZE_DEFAULTS
+P = PHOTO_DEFAULTS
 # Options people bring from the command lines, by the API's name for them; and the options
 # that belong to the Stylizer (the network it loads), not to one run.
 _CLI_NAMES = {"iter": "iterations"}
@@ -214,7 +217,8 @@ class Stylizer:
                      style_layers: Sequence[str] | None = None, initial=None,
                      initial_noiseblend: float | None = None, preserve_colors: bool = False,
                      seed: int | None = None, max_memory: float | None = None,
-                     tile: int | None = None, scales: int = 1, progress: bool = False,
+                     tile: int | None = None, scales: int = 1, style_masks=None,
+                     progress: bool = False,
                      on_evaluation: Callable[[int, float], None] | None = None,
                      on_scale: Callable[[_scales.Scale], None] | None = None) -> StylizeRun:
         """Prepare neural_style.py's problem and return a Run yielding every Adam step.
@@ -224,6 +228,9 @@ class Stylizer:
         Each step's `image` is the best so far; `preserve_colors` keeps the content's colours
         in every picture produced. `max_memory`, `tile`, `scales` and `on_scale` as in
         `iter_transfer` (style images keep their size relative to the content at every size).
+        `style_masks`: one grey image per style (any image kind, the content's aspect ratio)
+        saying where on the output that style paints, white fully, black not at all; soft
+        values blend (guided Gram matrices, Gatys et al. 2017).
         """
         if isinstance(styles, (str, bytes)) or not isinstance(styles, Sequence):
             styles = [styles]
@@ -243,7 +250,8 @@ class Stylizer:
                 tv_weight=tv_weight, content_layers=content_layers, style_layers=style_layers,
                 initial=initial if starts else None,
                 initial_noiseblend=initial_noiseblend if starts else None,
-                seed=self.seed if seed is None else int(seed), max_memory=max_memory, tile=tile)
+                seed=self.seed if seed is None else int(seed), max_memory=max_memory, tile=tile,
+                style_masks=style_masks)
 
         problem = make()
         return StylizeRun(problem, iterations,
@@ -259,6 +267,61 @@ class Stylizer:
         lowest-loss image)."""
         _check_options("stylize", Stylizer.iter_stylize, options)
         return _finish(self.iter_stylize(content, styles, **options))
+
+
+    # -- Deep Photo Style Transfer ----------------------------------------------------------
+
+    @_options_checked
+    def iter_photo(self, content, style, *, content_mask=None, style_mask=None,
+                   photorealism: float = P["photorealism"], iterations: int = P["iterations"],
+                   content_weight: float = P["content_weight"],
+                   style_weight: float = P["style_weight"], tv_weight: float = P["tv_weight"],
+                   height: int | None = None, width: int | None = None,
+                   content_layers: Sequence[str] | None = None,
+                   style_layers: Sequence[str] | None = None, init=None,
+                   max_memory: float | None = None, tile: int | None = None, scales: int = 1,
+                   progress: bool = False,
+                   on_evaluation: Callable[[int, float], None] | None = None,
+                   on_scale: Callable[[_scales.Scale], None] | None = None) -> PhotoRun:
+        """Prepare a photorealistic transfer (Luan et al. 2017, "Deep Photo Style Transfer")
+        of `style`'s look onto the photograph `content`; return a Run yielding its iterations.
+
+        `content_mask` and `style_mask`: colour-coded segmentations (one colour a region; the
+        colours present in both are matched), so each region of the output takes the look of
+        the same-coloured region of the style; without them the whole images are matched.
+        `photorealism` weighs the term that keeps every 3x3 window of the output an affine
+        colour transform of the content's (the matting Laplacian; 0 turns it off). The output
+        starts from the content. Each iteration is EVALUATIONS_PER_ITERATION L-BFGS
+        evaluations. Without height and width the output is PHOTO_DEFAULTS["width"] px wide.
+        `max_memory`, `tile`, `scales`, `on_scale`, `progress` and `on_evaluation` as in
+        `iter_transfer`.
+        """
+        _check_numbers(iterations=iterations, content_weight=content_weight,
+                       style_weight=style_weight, tv_weight=tv_weight, scales=scales,
+                       photorealism=photorealism)
+        content = images.as_rgb(content, "content image")  # read once for every size
+        style = images.as_rgb(style, "style image")
+
+        def make(size=None, starts=True):
+            h, w = (height, width) if size is None else size
+            return photo_problem(
+                self.networks, content, style, content_mask=content_mask,
+                style_mask=style_mask, photorealism=photorealism,
+                content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+                height=h, width=w, content_layers=content_layers, style_layers=style_layers,
+                init=init if starts else None, max_memory=max_memory, tile=tile)
+
+        problem = make()
+        coarse = self._coarse(problem, scales, make)
+        return PhotoRun(problem, iterations, progress, on_evaluation,
+                        self._jit_plan(problem, iterations * EVALUATIONS_PER_ITERATION),
+                        coarse, on_scale)
+
+    def photo(self, content, style, **options) -> Result:
+        """Run `iter_photo(content, style, **options)` to the end; return the Result (the
+        image after the last iteration)."""
+        _check_options("photo", Stylizer.iter_photo, options)
+        return _finish(self.iter_photo(content, style, **options))
 
 
 def _finish(run: Run) -> Result:
@@ -288,10 +351,11 @@ def _check_numbers(**values: float) -> None:
         elif not math.isfinite(value) or value < 0:
             raise StyleflowError(f"{name}: must be a finite number, zero or more, not {value!r}",
                                  params=(name,))
-    weights = ("content_weight", "style_weight", "tv_weight")
-    if all(values[k] == 0 for k in weights):
-        raise StyleflowError("content_weight, style_weight, tv_weight: all are zero, so there "
-                             "is nothing to optimise", params=weights)
+    weights = ("content_weight", "style_weight", "tv_weight", "photorealism")
+    if all(values.get(k, 0) == 0 for k in weights):
+        weights = tuple(k for k in weights if k in values)
+        raise StyleflowError(f"{', '.join(weights)}: all are zero, so there is nothing to "
+                             "optimise", params=weights)
 
 
 def transfer(content, style, *, weights: str = "auto", precision: str = "float32",
@@ -307,3 +371,10 @@ def stylize(content, styles, *, weights: str = "auto", precision: str = "float32
     """One-off `Stylizer(weights, ...).stylize(content, styles, **options)`."""
     return Stylizer(weights, precision=precision, pooling=pooling, seed=seed).stylize(
         content, styles, **options)
+
+
+def photo(content, style, *, weights: str = "auto", precision: str = "float32",
+          pooling: str = "max", seed: int | None = None, **options) -> Result:
+    """One-off `Stylizer(weights, ...).photo(content, style, **options)`."""
+    return Stylizer(weights, precision=precision, pooling=pooling, seed=seed).photo(
+        content, style, **options)

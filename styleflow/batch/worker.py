@@ -14,7 +14,7 @@ from ..errors import StyleflowError, exhaustion
 from ..io import files, images
 from .jobs import Pair
 
-METHODS = ("lbfgs", "adam")
+METHODS = ("lbfgs", "adam", "photo")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ class PairWorker:
 
     def __init__(self, settings: Settings, notes: Callable[[str], None] | None = None):
         if settings.method not in METHODS:
-            raise StyleflowError(f"--method: must be lbfgs or adam, not '{settings.method}'")
+            raise StyleflowError(f"--method: must be one of {', '.join(METHODS)}, not "
+                                 f"'{settings.method}'")
         self.settings = settings
         self.notes = notes
         self._stylizer = None
@@ -87,11 +88,14 @@ class PairWorker:
         output = Path(pair.output)
         images.check_image_extension(output, "output")
         options = dict(pair.options)
-        inputs = [pair.content, pair.style, options.get("init"), options.get("initial")]
+        inputs = [pair.content, pair.style, options.get("init"), options.get("initial"),
+                  options.get("content_mask"), options.get("style_mask")]
         files.refuse_overwriting_inputs([output], inputs)
         files.prepare_output_dir(output, "output")
         if self.settings.method == "lbfgs":
             run = self.stylizer.iter_transfer(pair.content, pair.style, **options)
+        elif self.settings.method == "photo":
+            run = self.stylizer.iter_photo(pair.content, pair.style, **options)
         else:
             run = self.stylizer.iter_stylize(pair.content, [pair.style], **options)
         for it in run:

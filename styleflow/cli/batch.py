@@ -24,14 +24,16 @@ PROG = "styleflow batch"
 ENGINES = ("local", "ray")
 # Options of the single-pair commands that have no meaning for a batch.
 NOT_IN_BATCH = {"--log", "--plot", "--gif", "--checkpoint-output", "--checkpoint-iterations",
-                "--print-iterations", "--content", "--output", "--style-blend-weights"}
+                "--print-iterations", "--content", "--output", "--style-blend-weights",
+                "--style-masks"}
 # Options that define the shared network: one value for the whole batch, not per row.
 WHOLE_BATCH = {"weights", "network", "precision", "pooling", "seed", "quiet", "overwrite"}
 # Dummy pair for parsing the method's options with the method's own parser.
 DUMMY = {"lbfgs": ["CONTENT", "STYLE", "PREFIX"],
-         "adam": ["--content", "CONTENT", "--styles", "STYLE", "--output", "OUTPUT.png"]}
+         "adam": ["--content", "CONTENT", "--styles", "STYLE", "--output", "OUTPUT.png"],
+         "photo": ["CONTENT", "STYLE", "OUTPUT.png"]}
 # Manifest column aliases: the API's name for an option the CLI spells otherwise.
-ALIASES = {"lbfgs": {"iterations": "iter"}, "adam": {}}
+ALIASES = {"lbfgs": {"iterations": "iter"}, "adam": {}, "photo": {}}
 
 
 def build_parser() -> cc.ArgumentParser:
@@ -42,8 +44,9 @@ def build_parser() -> cc.ArgumentParser:
         description="Stylise many content/style pairs in one process (the network is loaded "
                     "once and the loss compiled once per size), or on a Ray cluster. "
                     "Resumable: pairs whose output exists are skipped.",
-        epilog="Every option of `styleflow transfer` (--method lbfgs) or `styleflow style` "
-               "(--method adam) may follow and applies to every pair, e.g. --iter 5 "
+        epilog="Every option of `styleflow transfer` (--method lbfgs), `styleflow style` "
+               "(--method adam) or `styleflow photo` (--method photo; a manifest may give "
+               "content_mask and style_mask columns) may follow and applies to every pair, e.g. --iter 5 "
                "--height 300 --weights lite; see their --help.")
     source = p.add_argument_group("pairs (a manifest, or every combination)")
     source.add_argument("--manifest", metavar="CSV",
@@ -56,9 +59,10 @@ def build_parser() -> cc.ArgumentParser:
                         help="style images: files, folders or glob patterns")
     source.add_argument("--out", metavar="DIR",
                         help="folder for the combinations' outputs, named {content}_{style}.png")
-    p.add_argument("--method", choices=("lbfgs", "adam"), default="lbfgs",
+    p.add_argument("--method", choices=("lbfgs", "adam", "photo"), default="lbfgs",
                    help="lbfgs: the options and defaults of `styleflow transfer`; adam: those "
-                        "of `styleflow style` (default: %(default)s)")
+                        "of `styleflow style`; photo: those of `styleflow photo` "
+                        "(default: %(default)s)")
     p.add_argument("--status", metavar="FILE.jsonl",
                    help="status log, one JSON line per pair per run (default: "
                         "OUT/styleflow-status.jsonl, or MANIFEST.status.jsonl beside a manifest)")
@@ -101,9 +105,9 @@ def parse(argv: Sequence[str]):
 
 
 def method_module(method: str):
-    from . import style, transfer
+    from . import photo, style, transfer
 
-    return transfer if method == "lbfgs" else style
+    return {"lbfgs": transfer, "adam": style, "photo": photo}[method]
 
 
 def row_parser(method: str, rest: Sequence[str]):
@@ -129,7 +133,8 @@ def row_parser(method: str, rest: Sequence[str]):
         for name, value in cells.items():
             action = actions[aliases.get(name, name)]
             flag = action.option_strings[-1]
-            if action.dest in ("init", "initial") and not Path(value).is_absolute():
+            if action.dest in ("init", "initial", "content_mask", "style_mask") and not Path(
+                    value).is_absolute():
                 value = str(folder / value)
             if action.nargs == 0:  # a switch: true/false
                 if value.lower() in ("1", "true", "yes", "on"):
@@ -182,8 +187,8 @@ def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
     pairs, status_path = _pairs(args, rest, method_args, module)
     made = _made_with(status_path)
     settings = Settings(method=args.method,
-                        weights=method_args.weights if args.method == "lbfgs"
-                        else method_args.network,
+                        weights=method_args.network if args.method == "adam"
+                        else method_args.weights,
                         precision=method_args.precision, pooling=method_args.pooling,
                         seed=method_args.seed, iteration_images=args.iteration_images,
                         jit=method_args.jit, bit_depth=method_args.bit_depth,

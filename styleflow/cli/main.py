@@ -2,6 +2,7 @@
 
     styleflow transfer BASE REF PREFIX ...   neural_style_transfer.py's options (L-BFGS)
     styleflow style --content ... ...        neural_style.py's options (Adam, several styles)
+    styleflow photo CONTENT STYLE OUTPUT     photorealistic transfer (Deep Photo Style Transfer)
     styleflow batch --manifest pairs.csv     many pairs, resumable (local or Ray)
 
 Help and argument errors answer without importing TensorFlow.
@@ -23,6 +24,9 @@ COMMANDS = {
     "style": ("styleflow.cli.style",
               "Adam style transfer with several blended styles and checkpoints "
               "(neural_style.py)"),
+    "photo": ("styleflow.cli.photo",
+              "a photograph restyled by another and kept a photograph, optionally region by "
+              "region with segmentation masks (Deep Photo Style Transfer)"),
     "batch": ("styleflow.cli.batch",
               "many content/style pairs in one process or on a Ray cluster, resumable"),
 }

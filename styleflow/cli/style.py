@@ -41,6 +41,9 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
     p.add_argument("--style-blend-weights", type=cc.nonnegative_float, nargs="+",
                    metavar="WEIGHT", help="one per style, normalised to sum to 1 "
                                           "(default: equal)")
+    p.add_argument("--style-masks", nargs="+", metavar="MASK",
+                   help="one grey image per style, the content's aspect ratio: where on the "
+                        "output that style paints (white: fully, black: not; grey blends)")
     p.add_argument("--content-weight", type=cc.nonnegative_float,
                    default=DEFAULTS["content_weight"], help="(default: %(default)s)")
     p.add_argument("--content-weight-blend", type=cc.unit_float,
@@ -163,7 +166,7 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
         checkpoints = [checkpoint_name(args.checkpoint_output, i)
                        for i in range(args.checkpoint_iterations, args.iterations + 1,
                                       args.checkpoint_iterations)]
-    inputs = [args.content, *args.styles, args.initial]
+    inputs = [args.content, *args.styles, *(args.style_masks or ()), args.initial]
     interrupted = files.interrupted_name(str(output.with_suffix("")), output.suffix, inputs)
     files.refuse_overwriting_inputs([output, interrupted, *checkpoints], inputs)
     files.prepare_output_dir(output, "--output")
@@ -178,6 +181,13 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     options = api_options(args)
     if args.initial:
         options["initial"] = images.load_image(args.initial, "initial image")
+    if args.style_masks:
+        if len(args.style_masks) != len(styles):
+            raise StyleflowError(f"style_masks: {len(args.style_masks)} masks given for "
+                                 f"{len(styles)} styles; give one per style",
+                                 params=("style_masks",))
+        options["style_masks"] = [images.load_image(path, f"style mask {i + 1}")
+                                  for i, path in enumerate(args.style_masks)]
 
     stylizer = cc.make_stylizer(args, args.network, names)
     recorder = None

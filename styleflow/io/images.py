@@ -173,6 +173,16 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(pil, dtype=np.uint8).copy()
 
 
+def resize_mask(mask: np.ndarray, size: tuple[int, int], nearest: bool = True) -> np.ndarray:
+    """Resize a uint8 mask (h, w, 3) to (height, width): nearest neighbour for colour-coded
+    segmentations (no new colours at region borders), bilinear for soft grey masks."""
+    if mask.shape[:2] == tuple(size):
+        return mask
+    method = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+    pil = Image.fromarray(mask).resize((size[1], size[0]), method)
+    return np.asarray(pil, dtype=np.uint8).copy()
+
+
 # Extensions written with 16 bits per channel whatever the picture's depth.
 SIXTEEN_BIT_ALWAYS = {".tif", ".tiff"}
 # Extensions that can hold 16 bits per channel when asked (bit_depth=16).

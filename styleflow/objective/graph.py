@@ -8,8 +8,12 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from . import losses
-from .terms import KERAS_EXAMPLE, NORMALISATIONS
+from . import losses, matting
+from .terms import KERAS_EXAMPLE, NEURAL_STYLE, NORMALISATIONS
+
+# The photorealism term reads pixels on the 0..1 scale (Luan et al.'s λ is for that scale);
+# network space is 0..255 less a mean, which the matting Laplacian ignores (M·1 = 0).
+PHOTO_SCALE = 1.0 / 255.0
 
 
 class LossGraph:
@@ -17,12 +21,20 @@ class LossGraph:
 
     `traces` counts how often TensorFlow traced the loss (once per image size); `cache` holds
     other compiled functions built on it (e.g. the Adam step) so they are traced once too.
+    `guided`: the style term compares regions' Gram matrices (masks; neural-style's
+    normalisation only); `photo`: a photorealism term (the content's matting Laplacian) is
+    added. Both take their extra targets as arguments too (Targets.guides, .matting).
     """
 
     def __init__(self, extractor, normalisation: str, content_layers: Sequence[str],
-                 style_layers: Sequence[str], jit_compile: bool = False):
+                 style_layers: Sequence[str], jit_compile: bool = False, guided: bool = False,
+                 photo: bool = False):
         if normalisation not in NORMALISATIONS:
             raise ValueError(f"unknown normalisation {normalisation!r}")
+        if guided and normalisation != NEURAL_STYLE:
+            raise ValueError("guided Gram matrices take neural-style's normalisation")
+        self.guided = bool(guided)
+        self.photo = bool(photo)
         self.extractor = extractor
         self.normalisation = normalisation
         self.content_layers = tuple(content_layers)
@@ -45,7 +57,8 @@ class LossGraph:
         """[total, content, style, tv] for `image` against `targets` (Targets.as_args());
         usable inside tf.function and GradientTape."""
         self.traces += 1  # Python runs this body only while tracing
-        content_t, content_w, grams, style_w, offsets, terms = targets
+        content_t, content_w, grams, style_w, offsets, terms = targets[:6]
+        guides, region_w, matting_c = targets[6:] if len(targets) > 6 else ((), None, ())
         feats = self.extractor(image, training=False)
         keras = self.normalisation == KERAS_EXAMPLE
         content = tf.constant(0.0)
@@ -57,6 +70,11 @@ class LossGraph:
         style = tf.constant(0.0)
         pixels = tf.shape(image)[1] * tf.shape(image)[2]
         for i, name in enumerate(self.style_layers):
+            if self.guided:
+                term = losses.guided_style_loss(tf.cast(feats[name], tf.float32), guides[i],
+                                                grams[i], region_w)
+                style += style_w[i] * term
+                continue
             gram = self.gram(tf.cast(feats[name], tf.float32))
             if keras:
                 term = losses.style_loss_keras(gram, grams[i], pixels)
@@ -67,6 +85,9 @@ class LossGraph:
         content *= terms[0]
         style *= terms[1]
         tv *= terms[2]
+        if self.photo:
+            photo = terms[3] * matting.energy(image * PHOTO_SCALE, matting_c)
+            return tf.stack([content + style + tv + photo, content, style, tv, photo])
         return tf.stack([content + style + tv, content, style, tv])
 
     def _loss_and_grads(self, image: tf.Tensor, targets: tuple):

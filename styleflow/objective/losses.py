@@ -96,3 +96,31 @@ def total_variation_mean_rows(strip: tf.Tensor, rows, height: int, width: int) -
     own = strip[:, :rows]
     dx = tf.reduce_sum(tf.square(own[:, :, 1:] - own[:, :, :-1]))
     return dy / float((height - 1) * width * 3) + dx / float(height * (width - 1) * 3)
+
+
+# --- guided Gram matrices (masks): neural-style's normalisation within each region ---
+
+def region_gram(flat: tf.Tensor, guide: tf.Tensor) -> tf.Tensor:
+    """The Gram matrix of (n, c) features weighted by one region's (n, 1) guide, divided by
+    c·Σ guide²: neural-style's mean Gram taken within the region (for a guide of ones, exactly
+    `gram_matrix_mean`), so regions of any area and soft guides of any level compare alike."""
+    weighted = flat * guide
+    norm = tf.cast(tf.shape(flat)[-1], flat.dtype) * tf.reduce_sum(tf.square(guide))
+    # A region that has vanished at this layer weighs nothing; guard the division.
+    return flat_gram(weighted) / tf.maximum(norm, 1e-12)
+
+
+def guided_style_loss(features: tf.Tensor, guides: tf.Tensor, target_grams: tf.Tensor,
+                      region_weights: tf.Tensor) -> tf.Tensor:
+    """Σ_r w_r · mean((G_r − A_r)²) over the R regions of `guides` (1, h, w, R): the
+    augmented style loss of Luan et al. 2017 and the guided Gram loss of Gatys et al. 2017,
+    with `target_grams` (R, c, c) and `region_weights` (R,)."""
+    channels = tf.shape(features)[-1]
+    flat = tf.reshape(features, (-1, channels))
+    regions = guides.shape[-1]  # static: guides are traced per shape
+    guide_flat = tf.reshape(guides, (-1, regions))
+    loss = tf.constant(0.0)
+    for r in range(regions):
+        gram = region_gram(flat, guide_flat[:, r:r + 1])
+        loss += region_weights[r] * style_loss_mean(gram, target_grams[r])
+    return loss

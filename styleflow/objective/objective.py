@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..model import machine
-from . import losses, tiling
+from . import losses, masks, tiling
 from .graph import LossGraph
 from .terms import KERAS_EXAMPLE, Parts, Targets
 from .tiled_loss import TiledLoss
@@ -29,6 +29,13 @@ class Objective:
     `tile` (a core side, or (rows, columns)) evaluates loss and gradient exactly over tiles of
     that size (`tiled_loss`), and computes the content features and large style Grams likewise;
     `forward_tile`, larger, serves the forward-only passes (Gram sums, content features).
+
+    Guided problems (masks; the graph's `guided`): `guides` (h, w, R) says how much of each of
+    R regions every output pixel belongs to; region r compares its Gram matrix with that of
+    style image `region_styles[r][0]` within the style guide `region_styles[r][1]` ((h, w) at
+    the style image's size, or None for the whole image), weighted by `region_weights[r]`;
+    guides are carried down the network as masks.carry_down does. Photorealism (the graph's
+    `photo`): `laplacian`, the content's matting.MattingLaplacian, weighted by `photo_weight`.
     """
 
     def __init__(self, extractor, content: np.ndarray, styles: Sequence[np.ndarray],
@@ -37,12 +44,18 @@ class Objective:
                  normalisation: str = KERAS_EXAMPLE, style_blends: Sequence[float] | None = None,
                  graph: LossGraph | None = None, jit_compile: bool = False,
                  tile: int | tuple[int, int] | None = None,
-                 forward_tile: int | tuple[int, int] | None = None):
+                 forward_tile: int | tuple[int, int] | None = None,
+                 guides: np.ndarray | None = None,
+                 region_styles: Sequence[tuple[int, np.ndarray | None]] | None = None,
+                 region_weights: Sequence[float] | None = None, laplacian=None,
+                 photo_weight: float = 0.0):
+        guided, photo = guides is not None, laplacian is not None
         if graph is None:
             graph = LossGraph(extractor, normalisation, list(content_layers), list(style_layers),
-                              jit_compile=jit_compile)
-        if (graph.normalisation, graph.content_layers, graph.style_layers) != (
-                normalisation, tuple(content_layers), tuple(style_layers)):
+                              jit_compile=jit_compile, guided=guided, photo=photo)
+        if (graph.normalisation, graph.content_layers, graph.style_layers, graph.guided,
+                graph.photo) != (normalisation, tuple(content_layers), tuple(style_layers),
+                                 guided, photo):
             raise ValueError("the LossGraph was built for other layers or normalisation")
         self.graph = graph
         self.extractor = extractor
@@ -66,14 +79,32 @@ class Objective:
                                                      forward_tile or tile)
         self.content_targets = {name: tf.constant(content_features[name])
                                 for name in self.content_layers}
-        grams = [self._style_grams(style) for style in styles]
         self.gram_targets = {}
         self.gram_offsets = {}
-        for name in self.style_layers:
-            blended = sum(b * g[name] for b, g in zip(blends, grams))
-            self.gram_targets[name] = tf.constant(blended.astype(np.float32))
-            offset = sum(b * self._style_raw(g[name], 0.0) for b, g in zip(blends, grams))
-            self.gram_offsets[name] = float(offset - self._style_raw(blended, 0.0))
+        extra = {}
+        if guided:
+            # Each region has its own target: nothing is blended, no constant is left over.
+            self.gram_targets = self._region_targets(styles, region_styles)
+            self.gram_offsets = {name: 0.0 for name in self.style_layers}
+            carried = masks.carry_down(np.asarray(guides, np.float32), list(self.style_layers))
+            extra.update(
+                guides=tuple(tf.constant(carried[name][None]) for name in self.style_layers),
+                region_weights=tf.constant(np.asarray(region_weights, np.float32)))
+        else:
+            grams = [self._style_grams(style) for style in styles]
+            for name in self.style_layers:
+                blended = sum(b * g[name] for b, g in zip(blends, grams))
+                self.gram_targets[name] = tf.constant(blended.astype(np.float32))
+                offset = sum(b * self._style_raw(g[name], 0.0) for b, g in zip(blends, grams))
+                self.gram_offsets[name] = float(offset - self._style_raw(blended, 0.0))
+        term_weights = [self.content_weight, self.style_weight, self.tv_weight]
+        self.laplacian = laplacian
+        self.photo_weight = float(photo_weight)
+        if photo:
+            term_weights.append(self.photo_weight)
+            extra["matting"] = tuple(laplacian.constants)
+        if extra:
+            extra.setdefault("region_weights", tf.constant([1.0]))
         self.targets = Targets(
             content=tuple(self.content_targets[n] for n in self.content_layers),
             content_weights=tf.constant(list(self.content_layers.values()), tf.float32),
@@ -81,8 +112,7 @@ class Objective:
             style_weights=tf.constant(list(self.style_layers.values()), tf.float32),
             gram_offsets=tf.constant([self.gram_offsets[n] for n in self.style_layers],
                                      tf.float32),
-            term_weights=tf.constant([self.content_weight, self.style_weight, self.tv_weight],
-                                     tf.float32))
+            term_weights=tf.constant(term_weights, tf.float32), **extra)
         self._tiled = None
         if tile is not None:
             key = ("tiled", self.shape, tile, forward_tile)
@@ -111,6 +141,38 @@ class Objective:
         return {name: self.graph.gram(feats[name]).numpy().astype(np.float64)
                 for name in self.style_layers}
 
+    def _region_targets(self, styles: Sequence[np.ndarray],
+                        region_styles: Sequence[tuple[int, np.ndarray | None]]
+                        ) -> dict[str, tf.Tensor]:
+        """Per style layer the (R, c, c) Gram targets of the regions: each style image's
+        Gram matrices within its regions' guides (losses.region_gram's normalisation), in
+        tiles when the image is large."""
+        precision = _precision(self.extractor)
+        layers = list(self.style_layers)
+        per_region: list[dict[str, np.ndarray]] = [None] * len(region_styles)
+        for index, style in enumerate(styles):
+            mine = [r for r, (s, _) in enumerate(region_styles) if s == index]
+            if not mine:
+                continue
+            _, h, w, _ = style.shape
+            stack = np.stack([np.ones((h, w), np.float32) if region_styles[r][1] is None
+                              else np.asarray(region_styles[r][1], np.float32) for r in mine],
+                             axis=-1)
+            carried = masks.carry_down(stack, layers)
+            sums = tiling.tiled_gram_sums(self.extractor, style, layers,
+                                          self.forward_tile or self.tile, precision,
+                                          guides=carried)
+            for k, r in enumerate(mine):
+                per_region[r] = {}
+                for name in layers:
+                    total, _ = sums[name]
+                    channels = total.shape[-1]
+                    norm = channels * float(np.sum(np.square(carried[name][..., k],
+                                                             dtype=np.float64)))
+                    per_region[r][name] = total[k] / max(norm, 1e-12)
+        return {name: tf.constant(np.stack([g[name] for g in per_region]).astype(np.float32))
+                for name in layers}
+
     def _features(self, image: np.ndarray) -> dict[str, tf.Tensor]:
         outputs = self.extractor(tf.constant(image, tf.float32), training=False)
         return {name: tf.cast(value, tf.float32) for name, value in outputs.items()}
@@ -135,6 +197,11 @@ class Objective:
         values, grad = self.graph.loss_and_grads(
             tf.constant(np.reshape(image, self.shape), tf.float32), self.targets.as_args(), xla)
         return Parts(*(float(v) for v in values.numpy())), grad.numpy()
+
+    @property
+    def guided(self) -> bool:
+        """Whether the style term compares regions (masks)."""
+        return self.graph.guided
 
 
 def _precision(extractor) -> str:

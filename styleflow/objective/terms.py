@@ -12,15 +12,21 @@ NORMALISATIONS = (KERAS_EXAMPLE, NEURAL_STYLE)
 
 @dataclass
 class Parts:
-    """One evaluation's loss and its weighted parts, as Python floats."""
+    """One evaluation's loss and its weighted parts, as Python floats; `photo` is the
+    photorealism term (None for problems without one)."""
 
     total: float
     content: float
     style: float
     tv: float
+    photo: float | None = None
 
     def as_dict(self) -> dict[str, float]:
-        return {"total": self.total, "content": self.content, "style": self.style, "tv": self.tv}
+        parts = {"total": self.total, "content": self.content, "style": self.style,
+                 "tv": self.tv}
+        if self.photo is not None:
+            parts["photo"] = self.photo
+        return parts
 
 
 @dataclass(frozen=True)
@@ -32,8 +38,17 @@ class Targets:
     grams: tuple  # blended Gram targets, one per style layer
     style_weights: object  # (n_style,) tensor
     gram_offsets: object  # (n_style,) tensor: the blend's constant (see Objective)
-    term_weights: object  # (3,) tensor: content, style, tv
+    term_weights: object  # (3,) tensor: content, style, tv (and photorealism, 4th, if any)
+    # Guided problems (masks): per style layer the output's region guides (1, h, w, R) at
+    # that layer's size, and the regions' weights (R,); `grams` then hold (R, c, c) targets.
+    guides: tuple = ()
+    region_weights: object = None
+    # Photorealism: the content's matting-Laplacian constants (matting.MattingLaplacian).
+    matting: tuple = ()
 
     def as_args(self) -> tuple:
-        return (self.content, self.content_weights, self.grams, self.style_weights,
+        args = (self.content, self.content_weights, self.grams, self.style_weights,
                 self.gram_offsets, self.term_weights)
+        if self.guides or self.matting:
+            args += (self.guides, self.region_weights, self.matting)
+        return args

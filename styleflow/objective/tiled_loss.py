@@ -57,6 +57,11 @@ class TiledLoss:
             tf.TensorSpec((n_content,), tf.float32),
             tuple(tf.TensorSpec((None, None), tf.float32) for _ in self.style_layers)])
         self._tv = tf.function(self._tv_strip, input_signature=[crop, tf.TensorSpec((), tf.int32)])
+        self.guided, self.photo = graph.guided, graph.photo
+        # Guided problems pass each tile's crop of the region guides as well; these trace
+        # once per number of regions.
+        self._guided_gram_pass = tf.function(self._tile_region_grams)
+        self._guided_grad_pass = tf.function(self._tile_guided_gradient)
 
     def _tile_grams(self, crop, boxes):
         feats = self.graph.extractor(crop, training=False)
@@ -81,6 +86,35 @@ class TiledLoss:
                 f = _core(tf.cast(feats[name], tf.float32), boxes[offset + i])
                 flat = tf.reshape(f, (-1, tf.shape(f)[-1]))
                 surrogate += tf.reduce_sum(losses.flat_gram(flat) * style_slopes[i])
+        return content, tape.gradient(surrogate, crop)
+
+    def _tile_region_grams(self, crop, boxes, guides):
+        feats = self.graph.extractor(crop, training=False)
+        return [self._region_sums(_core(tf.cast(feats[name], tf.float32), boxes[i]), guides[i])
+                for i, name in enumerate(self.style_layers)]
+
+    @staticmethod
+    def _region_sums(core, guide):
+        """(R, c, c): Σ (g_r F)ᵀ(g_r F) over a core for each region r of `guide` (1, h, w, R)."""
+        flat = tf.reshape(core, (-1, tf.shape(core)[-1]))
+        regions = guide.shape[-1]
+        g = tf.reshape(guide, (-1, regions))
+        return tf.stack([losses.flat_gram(flat * g[:, r:r + 1]) for r in range(regions)])
+
+    def _tile_guided_gradient(self, crop, boxes, content_targets, content_scales, guides,
+                              style_slopes):
+        with tf.GradientTape() as tape:
+            tape.watch(crop)
+            feats = self.graph.extractor(crop, training=False)
+            content = tf.constant(0.0)
+            for i, name in enumerate(self.content_layers):
+                f = _core(tf.cast(feats[name], tf.float32), boxes[i])
+                content += content_scales[i] * losses.content_loss_sum(f, content_targets[i])
+            surrogate = content
+            offset = len(self.content_layers)
+            for i, name in enumerate(self.style_layers):
+                f = _core(tf.cast(feats[name], tf.float32), boxes[offset + i])
+                surrogate += tf.reduce_sum(self._region_sums(f, guides[i]) * style_slopes[i])
         return content, tape.gradient(surrogate, crop)
 
     def _tv_strip(self, strip, rows):
@@ -109,12 +143,25 @@ class TiledLoss:
         # Pass 1: the whole image's FᵀF per style layer, summed over tile cores in float64.
         sums = [np.zeros(g.shape, np.float64) for g in weights["grams"]]
         for t in self.style_tiles:
-            grams = self._gram_pass(tf.constant(tiling._crop(image, t)), tf.constant(t.boxes))
+            crop, boxes = tf.constant(tiling._crop(image, t)), tf.constant(t.boxes)
+            if self.guided:
+                grams = self._guided_gram_pass(crop, boxes, _pieces(weights["guides"], t.places))
+            else:
+                grams = self._gram_pass(crop, boxes)
             for i, g in enumerate(grams):
                 sums[i] += g.numpy()
         style, slopes = 0.0, []
         for i, name in enumerate(self.style_layers):
-            channels = sums[i].shape[0]
+            channels = sums[i].shape[-1]
+            w = weights["style_weights"][i] * weights["terms"][1]
+            if self.guided:
+                # Per region r: w_r·Σ(G_r − A_r)²/c², G_r = sums_r / (c·Σ g_r²).
+                norm = 1.0 / weights["guide_norms"][i][:, None, None]
+                diff = sums[i] * norm - weights["grams"][i]
+                regions = weights["region_weights"][:, None, None] / channels ** 2
+                style += w * float(np.sum(regions * diff ** 2))
+                slopes.append(tf.constant((w * 2.0 * regions * norm * diff).astype(np.float32)))
+                continue
             rows, cols = stage(name).map_size((height, width))
             size = rows * cols * channels
             norm = 1.0 if self.keras else 1.0 / size
@@ -123,7 +170,6 @@ class TiledLoss:
                 scale = 1.0 / losses.keras_style_norm(pixels)
             else:
                 scale = 1.0 / channels ** 2
-            w = weights["style_weights"][i] * weights["terms"][1]
             style += w * (np.sum(diff ** 2) * scale + weights["offsets"][i])
             # ∂loss/∂(FᵀF) for this layer, symmetric.
             slopes.append(tf.constant((w * 2.0 * scale * norm * diff).astype(np.float32)))
@@ -142,8 +188,12 @@ class TiledLoss:
             pieces = tuple(
                 tf.constant(weights["content"][i][:, p[0]:p[1], p[2]:p[3], :])
                 for i, p in enumerate(t.places[:n_content]))
-            value, g = self._grad_pass(tf.constant(tiling._crop(image, t)),
-                                       tf.constant(t.boxes), pieces, scales, slopes)
+            crop, boxes = tf.constant(tiling._crop(image, t)), tf.constant(t.boxes)
+            if self.guided:
+                guides = _pieces(weights["guides"], t.places[n_content:])
+                value, g = self._guided_grad_pass(crop, boxes, pieces, scales, guides, slopes)
+            else:
+                value, g = self._grad_pass(crop, boxes, pieces, scales, slopes)
             content += float(value)
             y0, y1, x0, x1 = t.crop
             grad[:, y0:y1, x0:x1, :] += g.numpy()
@@ -161,14 +211,30 @@ class TiledLoss:
         return Parts(float(total), float(content), float(style), float(tv)), grad
 
 
+def _pieces(maps, places) -> tuple:
+    """Each layer's map (1, h, w, k) cut to a tile's core there."""
+    return tuple(tf.constant(m[:, p[0]:p[1], p[2]:p[3], :]) for m, p in zip(maps, places))
+
+
 def _core(features, box):
     return features[:, box[0]:box[1], box[2]:box[3], :]
 
 
 def _numpy(targets) -> dict:
     """Targets as NumPy values."""
-    content, content_w, grams, style_w, offsets, terms = targets.as_args()
-    return {"content": [c.numpy() if hasattr(c, "numpy") else c for c in content],
+    content, content_w, grams, style_w, offsets, terms = targets.as_args()[:6]
+    extra = {}
+    if targets.guides:
+        guides = [g.numpy() for g in targets.guides]
+        extra = {"guides": guides,
+                 "region_weights": targets.region_weights.numpy().astype(np.float64),
+                 # c·Σ g² per layer and region: the region Gram's divisor (losses.region_gram).
+                 "guide_norms": [grams[i].shape[-1] * np.sum(np.square(g, dtype=np.float64),
+                                                             axis=(0, 1, 2))
+                                 for i, g in enumerate(guides)]}
+    if targets.matting:
+        extra["matting"] = targets.matting
+    return {**extra, "content": [c.numpy() if hasattr(c, "numpy") else c for c in content],
             "content_weights": content_w.numpy().astype(np.float64),
             "grams": [g.numpy().astype(np.float64) for g in grams],
             "style_weights": style_w.numpy().astype(np.float64),

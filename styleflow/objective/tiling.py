@@ -146,12 +146,14 @@ def _crop(image: np.ndarray, tile: Tile) -> np.ndarray:
 
 
 def tiled_gram_sums(extractor, image: np.ndarray, layers: Sequence[str],
-                    tile: int | tuple[int, int] | None = None, precision: str = "float32"
+                    tile: int | tuple[int, int] | None = None, precision: str = "float32",
+                    guides: dict[str, np.ndarray] | None = None
                     ) -> dict[str, tuple[np.ndarray, int]]:
     """For each layer, (Σ FᵀF over every position, number of feature values h·w·c) of the
     network-space `image` (1, H, W, 3), accumulated in float64 over tiles with cores of about
     `tile` pixels (by default TILE_SIDE, or less where `machine.pass_pixels` asks for the
-    extractor's `precision`)."""
+    extractor's `precision`). With `guides` (per layer (h, w, k) maps at the layer's size) the
+    sums are (k, c, c): Σ (g_j F)ᵀ(g_j F) for each guide j."""
     import tensorflow as tf
 
     from . import losses
@@ -168,11 +170,19 @@ def tiled_gram_sums(extractor, image: np.ndarray, layers: Sequence[str],
             r0, r1, c0, c1 = (int(v) for v in t.boxes[i])
             f = tf.cast(feats[name], tf.float32)[0, r0:r1, c0:c1, :]
             part = tf.reshape(f, (-1, f.shape[-1]))
-            sums[name] = sums[name] + losses.flat_gram(part).numpy().astype(np.float64)
+            if guides is None:
+                gram = losses.flat_gram(part).numpy()
+            else:
+                p0, p1, q0, q1 = (int(v) for v in t.places[i])
+                g = guides[name][p0:p1, q0:q1]
+                g = tf.constant(g.reshape(-1, g.shape[-1]), tf.float32)
+                gram = np.stack([losses.flat_gram(part * g[:, j:j + 1]).numpy()
+                                 for j in range(g.shape[-1])])
+            sums[name] = sums[name] + gram.astype(np.float64)
     counts = {}
     for name in layers:
         rows, cols = stage(name).map_size((height, width))
-        counts[name] = rows * cols * sums[name].shape[0]
+        counts[name] = rows * cols * sums[name].shape[-1]
     return {name: (sums[name], counts[name]) for name in layers}
 
 
