@@ -115,6 +115,17 @@ def test_a_content_colour_missing_from_the_style_is_an_error():
     assert "segmentation" in str(caught.value) and "content_mask" not in str(caught.value)
 
 
+def test_two_content_colours_matching_one_style_colour_is_an_error():
+    # 40 apart: two regions in the content, both within SAME_COLOUR_DISTANCE of the style's.
+    content = split(40, 40, (0, 0, 0), (40, 0, 0), vertical=True)
+    style = np.full((40, 40, 3), (20, 0, 0), np.uint8)
+    with pytest.raises(StyleflowError) as caught:
+        masks.colour_regions(content, style)
+    message = str(caught.value)
+    assert "#000000" in message and "#280000" in message and "#140000" in message
+    assert set(caught.value.params) == {"content_mask", "style_mask"}
+
+
 def test_a_style_colour_missing_from_the_content_is_unused():
     content = split(40, 40, ORANGE, DARK_BLUE, vertical=True)
     style = split(40, 40, ORANGE, DARK_BLUE, vertical=False)
@@ -161,6 +172,7 @@ def test_carry_down_stops_at_the_deepest_layer_asked():
     carried = masks.carry_down(np.ones((40, 40, 1)), ["block2_conv1", "block1_conv2"])
     assert list(carried) == ["block2_conv1", "block1_conv2"]
     assert carried["block2_conv1"].shape == (20, 20, 1)
+    assert masks.carry_down(np.ones((40, 40, 1)), []) == {}
 
 
 def test_a_constant_mask_stays_constant_borders_included():

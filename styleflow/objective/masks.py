@@ -242,6 +242,8 @@ def carry_down(masks: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray
     if flat:
         array = array[:, :, None]
     wanted = set(layers)
+    if not wanted:
+        return {}
     for name in wanted:
         stage(name)  # ValueError for a name VGG19 does not have
     last = max(wanted, key=lambda name: STAGES.index(stage(name)))
