@@ -89,8 +89,8 @@ def colour_regions(content_mask, style_mask, *, content_what: str = "content_mas
 
 
 def _region_colours(codes: np.ndarray, what: str) -> np.ndarray:
-    """(R, 3) int64 region colours of a mask's colour codes (see _codes), in ascending colour code (see
-    colour_regions)."""
+    """(R, 3) int64 region colours of a mask's colour codes (see _codes), in ascending colour
+    code (see colour_regions)."""
     found, counts = np.unique(codes[_solid(codes)], return_counts=True)
     large = counts >= MIN_REGION_SHARE * codes.size
     if not large.any():
