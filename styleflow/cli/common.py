@@ -293,12 +293,13 @@ def record_scale(recorder, scale, unit: str) -> None:
                             f"{scale.seconds:.1f}s")
 
 
-def recorder_for(args, total: int, unit: str, title: str):
-    """The RunRecorder the options in add_run_options ask for."""
+def recorder_for(args, total: int, unit: str, title: str, parts: tuple = ()):
+    """The RunRecorder the options in add_run_options ask for; `parts`: the loss parts
+    beyond content, style and tv that the run has (its log's extra columns)."""
     from .recorder import RunRecorder
 
     return RunRecorder(total, unit, quiet=args.quiet, log=args.log, plot=args.plot, gif=args.gif,
-                       title=title)
+                       title=title, parts=parts)
 
 
 def check_weights(spec: str) -> None:

@@ -145,7 +145,8 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
             min(n, run.total), loss),
         on_scale=lambda scale: cc.record_scale(recorder, scale, "evaluations"))
     recorder = cc.recorder_for(args, run.total, "evaluations",
-                               title=f"{output.name}: loss per iteration")
+                               title=f"{output.name}: loss per iteration",
+                               parts=("photo",) if args.photorealism > 0 else ())
     regions = "masked" if args.content_mask else "whole images"
     recorder.line(cc.describe_run(run, label=f"photorealistic L-BFGS, {regions}"))
     if cc.describe_layout(run, args):

@@ -69,7 +69,7 @@ class RunRecorder:
     def __init__(self, total: int, unit: str, *, quiet: bool = False, log: str | None = None,
                  plot: str | None = None, gif: str | None = None, title: str = "loss",
                  stream: TextIO | None = None, mode: str | None = None,
-                 clock=time.perf_counter):
+                 clock=time.perf_counter, parts: tuple = ()):
         self.stream = stream or sys.stdout
         self.total = max(1, int(total))
         self.unit = unit
@@ -83,7 +83,7 @@ class RunRecorder:
         self.title = title
         self.history: list[dict] = []
         self.frames = []
-        self.log = RunLog(log, "--log") if log else None
+        self.log = RunLog(log, "--log", parts) if log else None
         self.began = self.last_line = clock()
 
     @property

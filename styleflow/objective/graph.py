@@ -86,7 +86,7 @@ class LossGraph:
         style *= terms[1]
         tv *= terms[2]
         if self.photo:
-            photo = terms[3] * matting.energy(image * PHOTO_SCALE, matting_c)
+            photo = terms[3] * matting.window_energy(image * PHOTO_SCALE, *matting_c)
             return tf.stack([content + style + tv + photo, content, style, tv, photo])
         return tf.stack([content + style + tv, content, style, tv])
 

@@ -91,6 +91,12 @@ class MattingLaplacian:
         return tuple(self._colours.shape[:2])
 
     @property
+    def constants(self) -> tuple:
+        """(colours, mean offsets, whitenings): the tensors `window_energy` takes after v, for
+        a compiled loss that takes them as arguments rather than capturing them."""
+        return self._colours, self._mean_offset, self._whiten
+
+    @property
     def nbytes(self) -> int:
         """Bytes the constants hold: 15 float32 per pixel (colours, mean offset, whitening)."""
         return sum(int(np.prod(t.shape)) * t.dtype.size

@@ -22,7 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from ..model.layout import stage
-from . import losses, tiling
+from . import losses, matting, tiling
+from .graph import PHOTO_SCALE
 from .terms import KERAS_EXAMPLE, Parts
 
 # Rows of the image per total-variation strip: a few image-sized temporaries per strip.
@@ -62,6 +63,10 @@ class TiledLoss:
         # once per number of regions.
         self._guided_gram_pass = tf.function(self._tile_region_grams)
         self._guided_grad_pass = tf.function(self._tile_guided_gradient)
+        self._photo = tf.function(self._photo_strip, input_signature=[
+            crop, tf.TensorSpec((), tf.int32), tf.TensorSpec((None, None, 3), tf.float32),
+            tf.TensorSpec((None, None, 3), tf.float32),
+            tf.TensorSpec((None, None, 3, 3), tf.float32)])
 
     def _tile_grams(self, crop, boxes):
         feats = self.graph.extractor(crop, training=False)
@@ -116,6 +121,19 @@ class TiledLoss:
                 f = _core(tf.cast(feats[name], tf.float32), boxes[offset + i])
                 surrogate += tf.reduce_sum(self._region_sums(f, guides[i]) * style_slopes[i])
         return content, tape.gradient(surrogate, crop)
+
+    def _photo_strip(self, strip, first, colours, mean_offset, whiten):
+        """The photorealism energy of the windows centred in image rows first..stop-1, and
+        its gradient; `strip` holds those rows and one more on either side where the image
+        has one. (Window k's constants are stored at row k-1: windows lie inside the image.)"""
+        top = tf.maximum(first - 1, 0)
+        rows = tf.shape(strip)[1]
+        with tf.GradientTape() as tape:
+            tape.watch(strip)
+            value = matting.window_energy(strip * PHOTO_SCALE, colours[top:top + rows],
+                                          mean_offset[top:top + rows - 2],
+                                          whiten[top:top + rows - 2])
+        return value, tape.gradient(value, strip)
 
     def _tv_strip(self, strip, rows):
         """The total variation contributed by `rows` image rows, and its gradient; `strip`
@@ -208,7 +226,22 @@ class TiledLoss:
             grad[:, r0:r0 + g.shape[1]] += weights["terms"][2] * g.numpy()
         tv *= weights["terms"][2]
         total = content + style + tv
-        return Parts(float(total), float(content), float(style), float(tv)), grad
+        if not self.photo:
+            return Parts(float(total), float(content), float(style), float(tv)), grad
+        # Photorealism over row strips, each with a row of halo on either side: windows are
+        # 3x3, so a strip's windows need nothing further.
+        photo = 0.0
+        lam = weights["terms"][3]
+        for r0 in range(0, height, rows):
+            r1 = min(height, r0 + rows)
+            top, bottom = max(r0 - 1, 0), min(r1 + 1, height)
+            value, g = self._photo(tf.constant(image[:, top:bottom]), tf.constant(r0),
+                                   *weights["matting"])
+            photo += float(value)
+            grad[:, top:bottom] += lam * g.numpy()
+        photo *= lam
+        total += photo
+        return Parts(float(total), float(content), float(style), float(tv), float(photo)), grad
 
 
 def _pieces(maps, places) -> tuple:

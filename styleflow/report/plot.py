@@ -11,7 +11,8 @@ from typing import Sequence
 from ..errors import StyleflowError
 from ..io.files import write_atomically
 
-SERIES = (("total", "#141414"), ("content", "#1f77b4"), ("style", "#d62728"), ("tv", "#2ca02c"))
+SERIES = (("total", "#141414"), ("content", "#1f77b4"), ("style", "#d62728"), ("tv", "#2ca02c"),
+          ("photo", "#9467bd"))
 # What matplotlib's Agg canvas writes, by extension (checked before a run starts).
 PLOT_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".pdf": "pdf", ".svg": "svg",
                 ".tif": "tif", ".tiff": "tif", ".webp": "webp"}
@@ -49,7 +50,8 @@ def plot_losses(path: str | os.PathLike, rows: Sequence[dict], title: str = "los
     drawn = 0
     for name, colour in SERIES:
         points = [(x, float(row[name])) for x, row in zip(xs, rows)
-                  if math.isfinite(float(row[name])) and float(row[name]) > 0]
+                  if row.get(name) is not None
+                  and math.isfinite(float(row[name])) and float(row[name]) > 0]
         if points:
             ax.plot(*zip(*points), color=colour, label=name, linewidth=2,
                     marker="o" if len(points) < 30 else None, markersize=3)

@@ -12,6 +12,8 @@ from ..errors import StyleflowError
 
 FIELDS = ("iteration", "evaluations", "total", "content", "style", "tv", "seconds", "elapsed",
           "image")
+# Loss parts only some problems have (photorealism), logged after "tv" when a run has them.
+OPTIONAL_PARTS = ("photo",)
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
@@ -23,10 +25,13 @@ def is_json_log(path: str | os.PathLike) -> bool:
 class RunLog:
     """An open log file taking one row (a dict with FIELDS' keys) per iteration."""
 
-    def __init__(self, path: str | os.PathLike, what: str = "log"):
-        """`what` names the file in messages (a command line passes its option)."""
+    def __init__(self, path: str | os.PathLike, what: str = "log", parts: tuple = ()):
+        """`what` names the file in messages (a command line passes its option); `parts`:
+        the OPTIONAL_PARTS this run has, columns after "tv"."""
         self.path = Path(path)
         self.what = what
+        at = FIELDS.index("tv") + 1
+        self.fields = FIELDS[:at] + tuple(parts) + FIELDS[at:]
         self.json = is_json_log(self.path)
         try:
             self._handle = open(self.path, "w", newline="", encoding="utf-8")
@@ -34,7 +39,8 @@ class RunLog:
             raise StyleflowError(f"{what} '{path}': cannot write ({exc.strerror or exc})") from None
         self._csv = None
         if not self.json:
-            self._csv = csv.DictWriter(self._handle, fieldnames=FIELDS, extrasaction="ignore")
+            self._csv = csv.DictWriter(self._handle, fieldnames=self.fields,
+                                       extrasaction="ignore")
             self._csv.writeheader()
             self._handle.flush()
 
@@ -43,10 +49,10 @@ class RunLog:
         is a one-line StyleflowError, the rows before it stay in the file."""
         try:
             if self.json:
-                self._handle.write(json.dumps({k: row.get(k) for k in FIELDS}) + "\n")
+                self._handle.write(json.dumps({k: row.get(k) for k in self.fields}) + "\n")
             else:
                 self._csv.writerow({k: ("" if row.get(k) is None else row.get(k))
-                                    for k in FIELDS})
+                                    for k in self.fields})
             self._handle.flush()
         except OSError as exc:
             raise StyleflowError(f"{self.what} '{self.path}': cannot write "
@@ -68,6 +74,9 @@ def read_log(path: str | os.PathLike) -> list[dict]:
     for row in rows:
         for key in numeric:
             row[key] = float(row[key])
+        for key in OPTIONAL_PARTS:
+            if row.get(key) not in (None, ""):
+                row[key] = float(row[key])
         for key in ("iteration", "evaluations"):
             row[key] = int(row[key])
     return rows

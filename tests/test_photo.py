@@ -1,0 +1,224 @@
+"""Photorealistic transfer (Deep Photo Style Transfer) and masks in the objective: the guided
+style loss, the photorealism term, tiled = untiled, and what the masks do to an output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import LITE_H5, assert_clean_error, call_cli, make_image
+from styleflow.defaults import LITE_CONTENT_LAYER, LITE_STYLE_LAYERS
+from styleflow.model.network import KERAS_INPUT, build_extractor
+from styleflow.model.weights import random_weights
+from styleflow.objective import losses, masks
+from styleflow.objective.graph import PHOTO_SCALE
+from styleflow.objective.matting import MattingLaplacian
+from styleflow.objective.objective import Objective
+from styleflow.objective.terms import NEURAL_STYLE
+
+ORANGE, NAVY = (255, 140, 0), (20, 30, 110)
+
+
+def test_one_region_of_ones_is_neural_styles_style_loss():
+    rng = np.random.default_rng(0)
+    features = tf.constant(rng.normal(size=(1, 9, 7, 5)), tf.float32)
+    target = tf.constant(rng.normal(size=(5, 5)), tf.float32)
+    plain = losses.style_loss_mean(losses.gram_matrix_mean(features), target)
+    guided = losses.guided_style_loss(features, tf.ones((1, 9, 7, 1)), target[None],
+                                      tf.constant([1.0]))
+    assert float(guided) == pytest.approx(float(plain), rel=1e-6)
+    # A half-weighted second region that repeats the first adds half of it again.
+    twice = losses.guided_style_loss(features, tf.ones((1, 9, 7, 2)),
+                                     tf.stack([target, target]), tf.constant([1.0, 0.5]))
+    assert float(twice) == pytest.approx(1.5 * float(plain), rel=1e-6)
+
+
+def _images(size=(120, 96), seed=0):
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+    content = np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BILINEAR))
+    style = np.asarray(Image.fromarray(small[::-1, ::-1]).resize((100, 90)))
+    return content, style
+
+
+def _objective(extractor, content_rgb, style_rgb, guided, photo, tile=None):
+    content_layer, style_layers = LITE_CONTENT_LAYER, list(LITE_STYLE_LAYERS)
+    h, w = content_rgb.shape[:2]
+    options = {}
+    if guided:
+        left = np.zeros((h, w, 2), np.float32)
+        left[:, : w // 3, 0] = 1
+        left[:, w // 3:, 1] = 1
+        top = np.zeros(style_rgb.shape[:2], np.float32)
+        top[: style_rgb.shape[0] // 2] = 1
+        options.update(guides=left, region_styles=[(0, top), (0, 1 - top)],
+                       region_weights=masks.shares(left))
+    if photo:
+        options.update(laplacian=MattingLaplacian(content_rgb), photo_weight=3e3)
+    return Objective(extractor, KERAS_INPUT.preprocess(content_rgb),
+                     [KERAS_INPUT.preprocess(style_rgb)], {content_layer: 1.0},
+                     {n: 1.0 for n in style_layers}, 5.0, 100.0, 1e-3, NEURAL_STYLE,
+                     tile=tile, **options)
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    layers = [LITE_CONTENT_LAYER, *LITE_STYLE_LAYERS]
+    return build_extractor(random_weights(3).layers, list(dict.fromkeys(layers)))
+
+
+@pytest.mark.parametrize("guided,photo", [(True, False), (False, True), (True, True)])
+def test_tiled_photo_equals_untiled(extractor, guided, photo):
+    content, style = _images()
+    x = KERAS_INPUT.preprocess(content) + np.random.default_rng(1).normal(
+        0, 10, (1, 96, 120, 3)).astype(np.float32)
+    whole = _objective(extractor, content, style, guided, photo)
+    tiled = _objective(extractor, content, style, guided, photo, tile=32)
+    assert tiled.tiled and len(tiled._tiled.tiles) >= 9
+    want, grad_want = whole.loss_and_grads(x)
+    got, grad = tiled.loss_and_grads(x)
+    for part in ("total", "content", "style", "tv", "photo"):
+        if getattr(want, part) is None:
+            assert getattr(got, part) is None
+            continue
+        assert getattr(got, part) == pytest.approx(getattr(want, part), rel=1e-5), part
+    if photo:
+        assert want.photo > 0.05 * want.total  # the term is not negligible in the comparison
+    assert np.abs(grad - grad_want).max() <= 1e-4 * np.abs(grad_want).max()
+
+
+def test_photo_term_is_lambda_times_the_laplacian_energy(extractor):
+    content, style = _images()
+    objective = _objective(extractor, content, style, False, True)
+    x = KERAS_INPUT.preprocess(content) + np.random.default_rng(2).normal(
+        0, 10, (1, 96, 120, 3)).astype(np.float32)
+    parts, grad = objective.loss_and_grads(x)
+    laplacian = MattingLaplacian(content)
+    v = tf.constant(x * PHOTO_SCALE)
+    assert parts.photo == pytest.approx(3e3 * float(laplacian.energy(v)), rel=1e-5)
+    # Its gradient, 2λ·M·v on the 0..1 scale, is part of the whole gradient: without the
+    # term (λ = 0 changes nothing else) the difference is exactly that.
+    other = _objective(extractor, content, style, False, True)
+    other.targets = type(other.targets)(**{**other.targets.__dict__,
+                                           "term_weights": tf.constant([5.0, 100.0, 1e-3, 0.0])})
+    _, grad_without = other.loss_and_grads(x)
+    want = 2 * 3e3 * laplacian.apply(v).numpy() * PHOTO_SCALE
+    assert np.abs((grad - grad_without) - want).max() <= 1e-3 * np.abs(want).max()
+
+
+def _two_colour(path, size, top, bottom, split="rows"):
+    w, h = size
+    array = np.zeros((h, w, 3), np.uint8)
+    if split == "rows":
+        array[: h // 2], array[h // 2:] = top, bottom
+    else:
+        array[:, : w // 2], array[:, w // 2:] = top, bottom
+    Image.fromarray(array).save(path)
+    return path
+
+
+def _mean_colour(path, box):
+    x0, y0, x1, y1 = box
+    return np.asarray(Image.open(path).convert("RGB"), float)[y0:y1, x0:x1].reshape(-1, 3).mean(0)
+
+
+@pytest.mark.slow
+def test_masks_send_each_region_its_own_colours(tmp_path):
+    """A style orange above and dark blue below, a content split left/right: with the masks
+    saying left = top and right = bottom, the left half turns orange and the right half blue;
+    swapping the style mask's colours swaps them."""
+    content = make_image(tmp_path / "content.png", (64, 48), 4)
+    style = _two_colour(tmp_path / "style.png", (60, 60), ORANGE, NAVY)
+    content_mask = _two_colour(tmp_path / "cmask.png", (64, 48), (255, 0, 0), (0, 0, 255),
+                               split="columns")
+    style_mask = _two_colour(tmp_path / "smask.png", (60, 60), (255, 0, 0), (0, 0, 255))
+    swapped = _two_colour(tmp_path / "swapped.png", (60, 60), (0, 0, 255), (255, 0, 0))
+    outputs = {}
+    for name, mask in (("straight", style_mask), ("swapped", swapped)):
+        out = tmp_path / f"out_{name}.png"
+        proc = call_cli("styleflow", "photo", content, style, out, "--content-mask",
+                        content_mask, "--style-mask", mask, "--weights", str(LITE_H5),
+                        "--iterations", "4", "--width", "64", "--photorealism", "10",
+                        "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        outputs[name] = out
+    left, right = (4, 4, 28, 44), (36, 4, 60, 44)
+    for name, (orange_side, navy_side) in (("straight", (left, right)),
+                                           ("swapped", (right, left))):
+        o, n = (_mean_colour(outputs[name], b) for b in (orange_side, navy_side))
+        # Orange has far more red than blue; navy the other way round.
+        assert o[0] - o[2] > n[0] - n[2] + 60, (name, o, n)
+
+
+def test_photo_cli_writes_the_output_and_logs_the_photo_term(tmp_path, tiny):
+    base, ref = tiny
+    out, log = tmp_path / "out.png", tmp_path / "log.csv"
+    proc = call_cli("styleflow", "photo", base, ref, out, "--weights", "random",
+                    "--iterations", "2", "--width", "48", "--log", log)
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(out).size == (48, 32)
+    header = log.read_text().splitlines()[0].split(",")
+    assert "photo" in header
+    assert "photorealistic L-BFGS" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("case", ["aspect", "colour", "not_image", "one_mask", "nothing"])
+def test_photo_bad_masks_get_one_line(tmp_path, tiny, case):
+    base, ref = tiny  # 48x32 and 40x40
+    cmask = _two_colour(tmp_path / "c.png", (48, 32), (255, 0, 0), (0, 0, 255), "columns")
+    smask = _two_colour(tmp_path / "s.png", (40, 40), (255, 0, 0), (0, 0, 255))
+    extra, needles = [], []
+    if case == "aspect":
+        extra = ["--content-mask", smask, "--style-mask", smask]
+        needles = ["content_mask"[:7], "proportion"]
+    elif case == "colour":
+        green = _two_colour(tmp_path / "g.png", (48, 32), (255, 0, 0), (0, 255, 0), "columns")
+        extra = ["--content-mask", green, "--style-mask", smask]
+        needles = ["#00ff00"]
+    elif case == "not_image":
+        text = tmp_path / "mask.png"
+        text.write_text("not an image")
+        extra = ["--content-mask", text, "--style-mask", smask]
+        needles = ["content mask", "not a readable image"]
+    elif case == "one_mask":
+        extra = ["--content-mask", cmask]
+        needles = ["--style-mask"]
+    else:
+        extra = ["--photorealism", "0", "--content-weight", "0", "--style-weight", "0",
+                 "--tv-weight", "0"]
+        needles = ["zero"]
+    out = tmp_path / "out.png"
+    proc = call_cli("styleflow", "photo", base, ref, out, "--weights", "random",
+                    "--iterations", "1", "--width", "48", *extra)
+    assert_clean_error(proc, *needles)
+    assert not out.exists()
+
+
+def test_style_masks_count_must_match_the_styles(tmp_path, tiny):
+    base, ref = tiny
+    mask = make_image(tmp_path / "m.png", (48, 32), 5, mode="L")
+    out = tmp_path / "out.png"
+    proc = call_cli("styleflow", "style", "--content", base, "--styles", ref, ref,
+                    "--style-masks", mask, "--output", out, "--network", "random",
+                    "--iterations", "1")
+    assert_clean_error(proc, "--style-masks", "2 styles")
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_style_masks_paint_each_style_where_its_mask_says(tmp_path):
+    content = make_image(tmp_path / "content.png", (64, 48), 6)
+    red = _two_colour(tmp_path / "red.png", (48, 48), (230, 20, 20), (200, 40, 30))
+    blue = _two_colour(tmp_path / "blue.png", (48, 48), (20, 40, 220), (30, 20, 200))
+    left = _two_colour(tmp_path / "left.png", (64, 48), (255,) * 3, (0,) * 3, "columns")
+    right = _two_colour(tmp_path / "right.png", (64, 48), (0,) * 3, (255,) * 3, "columns")
+    out = tmp_path / "out.png"
+    proc = call_cli("styleflow", "style", "--content", content, "--styles", red, blue,
+                    "--style-masks", left, right, "--output", out, "--network", str(LITE_H5),
+                    "--iterations", "150", "--width", "64", "--content-weight", "0.5",
+                    "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    l, r = _mean_colour(out, (4, 4, 26, 44)), _mean_colour(out, (38, 4, 60, 44))
+    assert l[0] - l[2] > r[0] - r[2] + 60, (l, r)
