@@ -105,8 +105,9 @@ def os_reason(exc: BaseException) -> str:
 
 
 def os_error(what: str, path: str | os.PathLike, exc: BaseException,
-             doing: str = "write") -> StyleflowError:
+             doing: str = "write", params: Sequence[str] = ()) -> StyleflowError:
     """The one-line StyleflowError for an OSError on a file the tools use:
     "--log 'out/run.csv': cannot write (No space left on device)". `what` names the file's role
-    (an option, 'base image', 'weights'), `doing` what was refused (read, write, ...)."""
-    return StyleflowError(f"{what} '{path}': cannot {doing} ({os_reason(exc)})")
+    (an option, 'base image', the API's parameter `weights`, then listed in `params` so a front
+    end names it its own way), `doing` what was refused (read, write, ...)."""
+    return StyleflowError(f"{what} '{path}': cannot {doing} ({os_reason(exc)})", params=params)

@@ -119,7 +119,7 @@ def check_spec(spec: str) -> Path | None:
             f"weights '{spec}': no such file; use a path or one of {', '.join(WEIGHT_CHOICES)}"
         ) from None
     except OSError as exc:  # a symlink loop, a name too long, a file used as a folder...
-        raise os_error("weights", spec, exc, "read") from None
+        raise os_error("weights", spec, exc, "read", params=("weights",)) from None
     if stat.S_ISDIR(info.st_mode):
         raise StyleflowError(f"weights '{spec}': is a directory, not a weights file")
     return path
