@@ -3,6 +3,8 @@ the wording that lets each front end name parameters its own way."""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from typing import Mapping, Sequence
 
@@ -78,3 +80,34 @@ def exhaustion(exc: BaseException) -> StyleflowError | None:
         return StyleflowError("the accelerator ran out of memory; try a smaller height/width or "
                               "precision=bfloat16", params=("height/width", "precision=bfloat16"))
     return None
+
+
+# The operating system's refusals in words a user can act on, where strerror alone is terse.
+OS_REASONS = {
+    errno.ELOOP: "too many levels of symbolic links: a symbolic link loop",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+def os_reason(exc: BaseException) -> str:
+    """Why the operating system refused, in one line: 'No space left on device',
+    'Read-only file system', 'Permission denied', ... (the system's own words, which a user
+    can look up), with a hint for a symlink loop, a too-long name and a file used as a folder.
+    Python's resolve() reports a symlink loop as a RuntimeError, also accepted here."""
+    if isinstance(exc, RuntimeError) and "loop" in str(exc).lower():
+        return OS_REASONS[errno.ELOOP]
+    code = getattr(exc, "errno", None)
+    if code in OS_REASONS:
+        return OS_REASONS[code]
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+def os_error(what: str, path: str | os.PathLike, exc: BaseException,
+             doing: str = "write", params: Sequence[str] = ()) -> StyleflowError:
+    """The one-line StyleflowError for an OSError on a file the tools use:
+    "--log 'out/run.csv': cannot write (No space left on device)". `what` names the file's role
+    (an option, 'base image', the API's parameter `weights`, then listed in `params` so a front
+    end names it its own way), `doing` what was refused (read, write, ...)."""
+    return StyleflowError(f"{what} '{path}': cannot {doing} ({os_reason(exc)})", params=params)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import StyleflowError
+from ..errors import StyleflowError, os_error
+from ..io.files import resolved
 
 REQUIRED_COLUMNS = ("content", "style", "output")
 # Extensions read as images when a folder or glob is given.
@@ -44,6 +45,12 @@ def expand_images(specs: Sequence[str], option: str) -> list[Path]:
     found: list[Path] = []
     for spec in specs:
         path = Path(spec)
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            pass  # perhaps a glob pattern
+        except OSError as exc:  # a symlink loop, a name too long, no permission...
+            raise os_error(option, spec, exc, "read") from None
         if path.is_dir():
             found += sorted(p for p in path.iterdir()
                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -85,7 +92,9 @@ def manifest_pairs(path: str, options: dict, row_options: Callable[[dict, Path],
             header = rows[0].keys() if rows else []
     except FileNotFoundError:
         raise StyleflowError(f"--manifest '{path}': file not found") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except OSError as exc:
+        raise os_error("--manifest", path, exc, "read") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise StyleflowError(f"--manifest '{path}': cannot read it ({exc})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if not rows or missing:
@@ -124,7 +133,7 @@ def check_distinct_outputs(pairs: Sequence[Pair]) -> None:
     """Two pairs writing one file would overwrite each other's work: refuse up front."""
     seen: dict[Path, Pair] = {}
     for pair in pairs:
-        key = Path(pair.output).resolve()
+        key = resolved(pair.output)
         if key in seen:
             raise StyleflowError(f"two pairs write '{pair.output}' ({seen[key].content} + "
                                  f"{seen[key].style} and {pair.content} + {pair.style}); "

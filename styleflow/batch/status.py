@@ -11,7 +11,8 @@ import time
 import uuid
 from pathlib import Path
 
-from ..errors import StyleflowError
+from ..errors import os_error
+from ..io.files import prepare_output_dir
 
 FIELDS = ("time", "run", "content", "style", "output", "status", "seconds", "loss", "error",
           "note", "options")
@@ -28,8 +29,8 @@ class StatusLog:
     def __init__(self, path: str | os.PathLike, run: str | None = None):
         self.path = Path(path)
         self.run = run or new_run_id()
+        prepare_output_dir(self.path, "--status")  # a folder that can be made and written
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "a+", encoding="utf-8")
             # A run killed mid-line leaves no newline: start on a fresh line.
             self._handle.seek(0, os.SEEK_END)
@@ -38,8 +39,7 @@ class StatusLog:
                 if self._handle.read(1) != "\n":
                     self._handle.write("\n")
         except OSError as exc:
-            raise StyleflowError(f"--status '{path}': cannot write ({exc.strerror or exc})") \
-                from None
+            raise os_error("--status", path, exc) from None
 
     def write(self, record: dict) -> None:
         """Append one record and push it to the disk."""
@@ -51,11 +51,13 @@ class StatusLog:
             self._handle.flush()
             os.fsync(self._handle.fileno())
         except OSError as exc:
-            raise StyleflowError(f"--status '{self.path}': cannot write "
-                                 f"({exc.strerror or exc})") from None
+            raise os_error("--status", self.path, exc) from None
 
     def close(self) -> None:
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError:  # every record was flushed and said as it was written
+            pass
 
 
 def read_status(path: str | os.PathLike) -> list[dict]:

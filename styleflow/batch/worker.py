@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import StyleflowError, exhaustion
+from ..errors import StyleflowError, exhaustion, os_reason
 from ..io import files, images
 from .jobs import Pair
 
@@ -74,6 +74,9 @@ class PairWorker:
             return record(pair, "failed", began, error=one_line(exc.worded(names)))
         except KeyboardInterrupt:
             raise
+        except OSError as exc:  # the system refused a file no one worded
+            where = f"'{exc.filename}': " if exc.filename is not None else ""
+            return record(pair, "failed", began, error=one_line(f"{where}{os_reason(exc)}"))
         except Exception as exc:  # an unexpected error fails this pair, not the batch
             exhausted = exhaustion(exc)
             if exhausted is not None:

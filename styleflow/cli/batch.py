@@ -183,6 +183,7 @@ def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
     from ..batch.jobs import Pair
     from ..batch.status import StatusLog
     from ..batch.worker import Settings, record
+    from ..io import files
 
     pairs, status_path = _pairs(args, rest, method_args, module)
     made = _made_with(status_path)
@@ -195,8 +196,8 @@ def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
                         names=tuple(sorted(names.items())))
     skipped: list[Pair] = []
     todo: list[Pair] = []
-    for pair in pairs:  # one look at each output
-        (skipped if Path(pair.output).exists() and not args.overwrite else todo).append(pair)
+    for pair in pairs:  # one look at each output (one that cannot be looked at fails its pair)
+        (skipped if files.exists(pair.output) and not args.overwrite else todo).append(pair)
     if todo and args.engine != "ray":
         from .. import api  # noqa: F401 - TensorFlow, once: a broken install is one error line
     status = StatusLog(status_path)

@@ -11,7 +11,7 @@ import sys
 from typing import Callable, Sequence
 
 from ..defaults import JIT_MODES, LBFGS_HISTORY, PRECISIONS
-from ..errors import Note, StyleflowError, exhaustion, reword
+from ..errors import Note, StyleflowError, exhaustion, os_reason, reword
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -116,7 +116,7 @@ def flag_names(parser: argparse.ArgumentParser, aliases: dict[str, str] | None =
 
 def run_cli(prog: str, body: Callable[[], int], names: dict[str, str] | None = None) -> int:
     """Run a CLI body: StyleflowError becomes 'prog: error: ...' (parameters named by their
-    flags in `names`) and exit 1; SIGTERM is turned into Terminated so the body's interrupt
+    flags in `names`) and exit 1, as does an OSError no one worded (the last resort); SIGTERM is turned into Terminated so the body's interrupt
     handling runs; interrupts give 130 / 143."""
 
     def on_sigterm(signum, frame):
@@ -138,6 +138,12 @@ def run_cli(prog: str, body: Callable[[], int], names: dict[str, str] | None = N
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_SIGINT
+    except OSError as exc:
+        # The operating system refused something no front end worded (the last resort: the
+        # file named as the system names it).
+        where = exc.filename if exc.filename is not None else "a file"
+        return error(StyleflowError(f"'{where}': {os_reason(exc)}" if exc.filename is not None
+                                    else f"{where}: {os_reason(exc)}"))
     except Exception as exc:
         # Out of memory (the host's MemoryError, an accelerator's ResourceExhaustedError):
         # one line instead of a traceback.
@@ -293,13 +299,23 @@ def record_scale(recorder, scale, unit: str) -> None:
                             f"{scale.seconds:.1f}s")
 
 
-def recorder_for(args, total: int, unit: str, title: str, parts: tuple = ()):
-    """The RunRecorder the options in add_run_options ask for; `parts`: the loss parts
-    beyond content, style and tv that the run has (its log's extra columns)."""
+def recorder_for(args, total: int, unit: str, title: str, prog: str, parts: tuple = ()):
+    """The RunRecorder the options in add_run_options ask for; a log, plot or GIF that cannot
+    be written is said on stderr as 'prog: error: ...' (the run goes on; see finish_code).
+    `parts`: the loss parts beyond content, style and tv the run has (its log's columns)."""
     from .recorder import RunRecorder
 
+    def warn(message: str) -> None:
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+
     return RunRecorder(total, unit, quiet=args.quiet, log=args.log, plot=args.plot, gif=args.gif,
-                       title=title, parts=parts)
+                       title=title, warn=warn, parts=parts)
+
+
+def finish_code(recorder) -> int:
+    """The exit status of a run whose images are written: 1 when its log, plot or GIF could
+    not be (already said on stderr), else 0."""
+    return EXIT_ERROR if recorder.failed else 0
 
 
 def check_weights(spec: str) -> None:
@@ -335,6 +351,7 @@ def finish_interrupted(prog: str, exc: KeyboardInterrupt, run, path, recorder, l
     else:
         print(f"{prog}: interrupted before the first {run.unit.rstrip('s')}; nothing written",
               file=sys.stderr)
-    if log:
+    if log and not recorder.failed:
         print(f"{prog}: log of the finished {finished} in {log}", file=sys.stderr)
-    return interrupt_code(exc)
+    # A log, plot or GIF that could not be written outranks the interruption: exit 1.
+    return EXIT_ERROR if recorder.failed else interrupt_code(exc)

@@ -119,7 +119,7 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     output = Path(args.output)
     images.check_image_extension(output, "output")
     images.bit_depth_for(output, args.bit_depth)
-    if output.exists() and not args.overwrite:
+    if files.exists(output) and not args.overwrite:
         raise StyleflowError(f"output '{output}' exists; pass --overwrite to replace it")
     inputs = [args.content, args.style, args.content_mask, args.style_mask, args.init]
     interrupted = files.interrupted_name(str(output.with_suffix("")), output.suffix, inputs)
@@ -145,7 +145,7 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
             min(n, run.total), loss),
         on_scale=lambda scale: cc.record_scale(recorder, scale, "evaluations"))
     recorder = cc.recorder_for(args, run.total, "evaluations",
-                               title=f"{output.name}: loss per iteration",
+                               title=f"{output.name}: loss per iteration", prog=prog,
                                parts=("photo",) if args.photorealism > 0 else ())
     regions = "masked" if args.content_mask else "whole images"
     recorder.line(cc.describe_run(run, label=f"photorealistic L-BFGS, {regions}"))
@@ -171,4 +171,4 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
         recorder.line(f"L-BFGS stopped after {done} iteration{'' if done == 1 else 's'}: {why}")
     recorder.line(f"final loss {result.parts.total:.4e} -> {output}")
     recorder.finish()
-    return 0
+    return cc.finish_code(recorder)

@@ -1,6 +1,11 @@
 """What a command-line run leaves besides its images: the progress display (a tqdm bar on a
 terminal, plain lines otherwise, nothing with --quiet), the loss log, the loss plot and the GIF.
-`finish` is called on success and on interruption."""
+`finish` is called on success and on interruption.
+
+The log, plot and GIF are secondary: when one cannot be written (a full disk, a read-only
+folder) mid-run or at the end, the recorder says so in one line through `warn`, goes on without
+that file, and lists it in `failed`, so the command still writes its images and then exits
+non-zero. A log that cannot be opened at the start stops the run before any work."""
 
 from __future__ import annotations
 
@@ -8,12 +13,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Callable, TextIO
 
 import numpy as np
 
 from ..report.animation import gif_frame, write_gif
 from ..report.plot import plot_losses
+from ..errors import StyleflowError, os_error
 from ..report.runlog import RunLog
 
 BAR = "bar"
@@ -69,8 +75,11 @@ class RunRecorder:
     def __init__(self, total: int, unit: str, *, quiet: bool = False, log: str | None = None,
                  plot: str | None = None, gif: str | None = None, title: str = "loss",
                  stream: TextIO | None = None, mode: str | None = None,
-                 clock=time.perf_counter, parts: tuple = ()):
+                 clock=time.perf_counter, warn: Callable[[str], None] | None = None,
+                 parts: tuple = ()):
         self.stream = stream or sys.stdout
+        self.warn = warn or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.failed: list[str] = []  # one-line messages of the files that could not be written
         self.total = max(1, int(total))
         self.unit = unit
         self.clock = clock
@@ -117,7 +126,11 @@ class RunRecorder:
                    image=str(image_path) if image_path else None)
         self.history.append(row)
         if self.log is not None:
-            self.log.write(row)
+            try:
+                self.log.write(row)
+            except StyleflowError as exc:
+                self.log = None
+                self._failed(exc, "the run goes on without it")
         if self.wants_frames and image is not None:
             self.frames.append(gif_frame(image))
         if text:
@@ -126,17 +139,42 @@ class RunRecorder:
     def finish(self) -> None:
         """Close the log, draw the plot, write the GIF and say where they are."""
         if self.log is not None:
-            self.log.close()
+            try:
+                self.log.close()
+            except StyleflowError as exc:
+                self._failed(exc)
+            self.log = None
         written = []
         if self.plot_path is not None and self.history:
-            plot_losses(self.plot_path, self.history, title=self.title, what="--plot")
-            written.append(self.plot_path)
+            if self._attempt("--plot", self.plot_path, lambda: plot_losses(
+                    self.plot_path, self.history, title=self.title, what="--plot")):
+                written.append(self.plot_path)
         if self.gif_path is not None and self.frames:
-            write_gif(self.gif_path, self.frames)
-            written.append(self.gif_path)
+            if self._attempt("--gif", self.gif_path,
+                             lambda: write_gif(self.gif_path, self.frames, what="--gif")):
+                written.append(self.gif_path)
         for path in written:
             self.line(f"wrote {path}")
         self.close()
+
+    def _attempt(self, what: str, path: Path, write: Callable[[], None]) -> bool:
+        """Write a secondary file; False (said through `warn`) when the system refuses."""
+        try:
+            write()
+        except StyleflowError as exc:
+            self._failed(exc)
+            return False
+        except OSError as exc:  # not worded on the way: word it here
+            self._failed(os_error(what, path, exc))
+            return False
+        return True
+
+    def _failed(self, exc: StyleflowError, then: str | None = None) -> None:
+        message = " ".join(str(exc).split()) + (f"; {then}" if then else "")
+        self.failed.append(message)
+        if self.bar is not None:
+            self.bar.clear()
+        self.warn(message)
 
     def close(self) -> None:
         """Leave the terminal on a fresh line after the bar."""

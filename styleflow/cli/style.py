@@ -157,7 +157,7 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     output = Path(args.output)
     images.check_image_extension(output, "--output")
     images.bit_depth_for(output, args.bit_depth)
-    if output.exists() and not args.overwrite:
+    if files.exists(output) and not args.overwrite:
         raise StyleflowError(f"--output '{output}' exists; pass --overwrite to replace it")
     checkpoints = []
     if args.checkpoint_output:
@@ -197,7 +197,7 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
             min(n, run.total), loss),
         on_scale=lambda scale: cc.record_scale(recorder, scale, "steps"))
     recorder = cc.recorder_for(args, run.total, "steps",
-                               title=f"{output.name}: loss per Adam step")
+                               title=f"{output.name}: loss per Adam step", prog=prog)
     recorder.line(cc.describe_run(run, styles=len(args.styles)))
     if cc.describe_layout(run, args):
         recorder.line(cc.describe_layout(run, args))
@@ -240,4 +240,4 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     result.save(output, args.bit_depth)
     recorder.line(f"final loss {result.parts.total:.4e} -> {output}")
     recorder.finish()
-    return 0
+    return cc.finish_code(recorder)

@@ -141,7 +141,7 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
         on_evaluation=lambda n, loss: recorder.step(min(n, run.total), loss),
         on_scale=lambda scale: cc.record_scale(recorder, scale, "evaluations"))
     recorder = cc.recorder_for(args, run.total, "evaluations",
-                               title=f"{Path(args.prefix).name}: loss per iteration")
+                               title=f"{Path(args.prefix).name}: loss per iteration", prog=prog)
     recorder.line(cc.describe_run(
         run, label=f"{'faithful' if args.faithful else 'continuous'} L-BFGS"))
     if cc.describe_layout(run, args):
@@ -166,4 +166,4 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
         recorder.line(f"L-BFGS stopped after {done} iteration{'' if done == 1 else 's'}: {why}; "
                       "the later iterations repeat its last image")
     recorder.finish()
-    return 0
+    return cc.finish_code(recorder)

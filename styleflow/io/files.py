@@ -1,33 +1,80 @@
 """Files the tools write: atomically (a temporary beside the target, then a rename), checked
 before any work (a writable folder, never an input), and the leftovers of killed processes
-cleared."""
+cleared. The operating system's refusals are worded by errors.os_error."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
+import stat
 import tempfile
 from pathlib import Path
 
-from ..errors import StyleflowError
+from ..errors import OS_REASONS, StyleflowError, os_error, os_reason  # noqa: F401 - re-exported
 
 
-def write_atomically(path: str | os.PathLike, write) -> None:
+def resolved(path: str | os.PathLike) -> Path:
+    """Path(path).resolve(), or the absolute path where it cannot be resolved (a symlink loop,
+    a name too long): such a path names no file, so it cannot be another file either."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
+def exists(path: str | os.PathLike) -> bool:
+    """Path(path).exists(), but False where the system cannot tell (a name too long, no
+    permission to look): writing there then fails with the reason, worded."""
+    try:
+        return Path(path).exists()
+    except OSError:
+        return False
+
+
+def _is_special(path: Path) -> bool:
+    """True for an existing target that is not a regular file (a device such as /dev/null or
+    /dev/full, a named pipe): written straight into, as there is no file to replace."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def write_atomically(path: str | os.PathLike, write, what: str | None = None) -> None:
     """Call `write(binary file)` on a temporary file beside `path`, push it to the disk, then
     rename it to `path` (and push the rename too).
 
     A reader never sees a half-written file, a failed write leaves the old one, and a power cut
     leaves the old file or the whole new one, never an empty one; an OSError
-    (disk full, a folder removed meanwhile) becomes a one-line StyleflowError.
+    (disk full, a folder removed meanwhile) becomes a one-line StyleflowError naming `what`
+    (the file's role, e.g. '--plot') when given. A target that is a device or a pipe
+    (/dev/null, /dev/full) is written straight into: it cannot be replaced, nor should be.
     """
     path = Path(path)
+
+    def failed(exc: BaseException) -> StyleflowError:
+        if what:
+            return os_error(what, path, exc)
+        return StyleflowError(f"cannot write '{path}': {os_reason(exc)}")
+
+    if _is_special(path):
+        try:
+            with open(path, "wb") as handle:
+                write(handle)
+                handle.flush()
+        except OSError as exc:
+            raise failed(exc) from None
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_OWNER}-", suffix=".tmp",
+        # The name is shortened in the temporary's: a name near the limit must still fit.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:80]}.{_OWNER}-", suffix=".tmp",
                                    dir=path.parent)
     except OSError as exc:
-        raise StyleflowError(f"cannot write '{path}': {exc.strerror or exc}") from None
+        raise failed(exc) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -43,7 +90,7 @@ def write_atomically(path: str | os.PathLike, write) -> None:
         except OSError:
             pass
         if isinstance(exc, OSError):
-            raise StyleflowError(f"cannot write '{path}': {exc.strerror or exc}") from None
+            raise failed(exc) from None
         raise
 
 
@@ -115,9 +162,20 @@ def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        reason = os_reason(exc)
+        if exc.errno == errno.EEXIST:  # there, but no folder: a file, or a symlink loop
+            try:
+                os.stat(folder)
+                reason = "it is a file, not a folder"
+            except OSError as inner:
+                reason = os_reason(inner)
         raise StyleflowError(f"{what} '{path}': cannot create folder '{folder}' "
-                             f"({exc.strerror or exc})") from None
-    if not folder.is_dir():
+                             f"({reason})") from None
+    try:
+        is_folder = folder.is_dir()
+    except OSError as exc:
+        raise os_error(what, path, exc) from None
+    if not is_folder:
         raise StyleflowError(f"{what} '{path}': '{folder}' is not a folder")
     remove_stale_temporaries(folder)
     try:
@@ -125,7 +183,15 @@ def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
             pass
     except OSError as exc:
         raise StyleflowError(f"{what} '{path}': folder '{folder}' is not writable "
-                             f"({exc.strerror or exc})") from None
+                             f"({os_reason(exc)})") from None
+    # A name longer than the file system takes fails only at the first write: say it now.
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = None
+    if limit and len(os.fsencode(path.name)) > limit:
+        raise StyleflowError(f"{what} '{path}': cannot write ({OS_REASONS[errno.ENAMETOOLONG]}: "
+                             f"{len(os.fsencode(path.name))} bytes, the limit is {limit})")
     return path
 
 
@@ -135,19 +201,19 @@ def interrupted_name(base: str, suffix: str,
     BASE_interrupted2.SUFFIX, ... when that is an input (a run resumed from an interruption).
 
     BASE is joined as text, so a folder prefix 'out/' gives 'out/_interrupted.png'."""
-    taken = {Path(p).resolve() for p in inputs if p}
+    taken = {resolved(p) for p in inputs if p}
     for n in range(1, len(taken) + 2):
         path = Path(f"{base}_interrupted{n if n > 1 else ''}{suffix}")
-        if path.resolve() not in taken:
+        if resolved(path) not in taken:
             return path
     raise AssertionError("unreachable: more candidates than inputs")
 
 
 def refuse_overwriting_inputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
     """Raise if any output path names the same file as an input (inputs are never modified)."""
-    resolved = {Path(p).resolve(): str(p) for p in inputs if p}
+    names = {resolved(p): str(p) for p in inputs if p}
     for out in outputs:
-        if Path(out).resolve() in resolved:
+        if resolved(out) in names:
             raise StyleflowError(
-                f"output '{out}' is the input file '{resolved[Path(out).resolve()]}'; "
+                f"output '{out}' is the input file '{names[resolved(out)]}'; "
                 "choose another output name")

@@ -4,6 +4,7 @@ values), with their colour profiles."""
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import StyleflowError
 from . import icc
-from .files import write_atomically
+from .files import os_error, write_atomically
 
 # Smaller inputs carry no usable content or style; 1x1 "images" are almost always mistakes.
 MIN_INPUT_SIDE = 8
@@ -27,11 +28,15 @@ def load_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     """
     label = f"{what} '{path}'"
     p = Path(path)
-    if not p.exists():
-        raise StyleflowError(f"{label}: file not found")
-    if p.is_dir():
+    try:
+        info = os.stat(p)
+    except FileNotFoundError:
+        raise StyleflowError(f"{label}: file not found") from None
+    except OSError as exc:  # a symlink loop, a name too long, a file used as a folder...
+        raise os_error(what, path, exc, "read") from None
+    if stat.S_ISDIR(info.st_mode):
         raise StyleflowError(f"{label}: is a directory, not an image file")
-    if p.stat().st_size == 0:
+    if info.st_size == 0 and stat.S_ISREG(info.st_mode):
         raise StyleflowError(f"{label}: file is empty")
     try:
         with warnings.catch_warnings():
@@ -49,7 +54,11 @@ def load_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
         raise StyleflowError(f"{label}: not a readable image file") from None
     except PermissionError:
         raise StyleflowError(f"{label}: permission denied") from None
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
+    except OSError as exc:
+        if exc.errno is not None:  # the system refused (an I/O error), not a decoder
+            raise os_error(what, path, exc, "read") from None
+        raise StyleflowError(f"{label}: cannot decode image ({_first_line(exc)})") from None
+    except (ValueError, SyntaxError) as exc:  # truncated or corrupt data
         raise StyleflowError(f"{label}: cannot decode image ({_first_line(exc)})") from None
     return _big_enough(array, label)
 
@@ -293,6 +302,8 @@ def check_image_extension(path: str | os.PathLike, what: str = "output") -> str:
     return fmt
 
 
-def save_pil_atomically(path: Path, pil: Image.Image, fmt: str, **options) -> None:
-    """Save a Pillow image to `path` through a temporary file and os.replace."""
-    write_atomically(path, lambda handle: pil.save(handle, format=fmt, **options))
+def save_pil_atomically(path: Path, pil: Image.Image, fmt: str, what: str | None = None,
+                        **options) -> None:
+    """Save a Pillow image to `path` through a temporary file and os.replace; `what` names
+    the file in messages."""
+    write_atomically(path, lambda handle: pil.save(handle, format=fmt, **options), what)

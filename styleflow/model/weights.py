@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..defaults import IMAGENET_FILE, WEIGHT_CHOICES
-from ..errors import Note, StyleflowError
+from ..errors import Note, StyleflowError, os_error, os_reason
 from .layout import CONV_FILTERS, CONV_LAYERS, convs_to, deepest
 from .network import KERAS_INPUT, InputSpec
 
@@ -111,10 +112,15 @@ def check_spec(spec: str) -> Path | None:
     if spec in WEIGHT_CHOICES:
         return None
     path = Path(spec)
-    if not path.exists():
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
         raise StyleflowError(
-            f"weights '{spec}': no such file; use a path or one of {', '.join(WEIGHT_CHOICES)}")
-    if path.is_dir():
+            f"weights '{spec}': no such file; use a path or one of {', '.join(WEIGHT_CHOICES)}"
+        ) from None
+    except OSError as exc:  # a symlink loop, a name too long, a file used as a folder...
+        raise os_error("weights", spec, exc, "read", params=("weights",)) from None
+    if stat.S_ISDIR(info.st_mode):
         raise StyleflowError(f"weights '{spec}': is a directory, not a weights file")
     return path
 
@@ -128,7 +134,10 @@ def keras_models_dir() -> Path:
 def cached_imagenet_file() -> Path | None:
     """The cached Keras notop VGG19 weights file, if one is there (checked or not)."""
     path = keras_models_dir() / IMAGENET_FILE
-    return path if path.is_file() else None
+    try:
+        return path if path.is_file() else None
+    except OSError as exc:  # e.g. the cache folder is not readable
+        raise os_error("weights cache", path, exc, "read") from None
 
 
 def file_md5(path: Path) -> str:
@@ -151,7 +160,11 @@ def verified_imagenet_file() -> Path | None:
     cached = cached_imagenet_file()
     if cached is None:
         return None
-    if file_md5(cached) != IMAGENET_MD5:
+    try:
+        digest = file_md5(cached)
+    except OSError as exc:  # an I/O error, no permission
+        raise os_error("weights cache", cached, exc, "read") from None
+    if digest != IMAGENET_MD5:
         raise StyleflowError(damaged_cache_message(cached))
     return cached
 
@@ -180,7 +193,7 @@ def imagenet_file() -> Path:
         staging = tempfile.mkdtemp(prefix=".styleflow-download-", dir=folder)
     except OSError as exc:
         raise StyleflowError(f"cannot download VGG19 ImageNet weights: cannot write to "
-                             f"{folder} ({exc.strerror or exc})") from None
+                             f"{folder} ({os_reason(exc)})") from None
     try:
         # STYLEFLOW_IMAGENET_URL points at a mirror (tests use an unreachable one).
         url = os.environ.get("STYLEFLOW_IMAGENET_URL", IMAGENET_URL)

@@ -25,11 +25,12 @@ def gif_frame(rgb: np.ndarray) -> Image.Image:
 
 
 def write_gif(path: str | os.PathLike, frames: Sequence[Image.Image], frame_ms: int = 300,
-              last_ms: int = 1500) -> None:
-    """Write `frames` (from gif_frame) as a looping GIF, holding the last frame longer."""
+              last_ms: int = 1500, what: str | None = None) -> None:
+    """Write `frames` (from gif_frame) as a looping GIF, holding the last frame longer;
+    `what` names the file in messages."""
     if not frames:
         raise ValueError("no frames")
     durations = [frame_ms] * (len(frames) - 1) + [last_ms]
     save_pil_atomically(Path(path), frames[0], "GIF", save_all=True,
                         append_images=list(frames[1:]), duration=durations, loop=0,
-                        optimize=False)
+                        optimize=False, what=what)

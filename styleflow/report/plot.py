@@ -82,4 +82,4 @@ def plot_losses(path: str | os.PathLike, rows: Sequence[dict], title: str = "los
         top = ax.secondary_xaxis("top", functions=(lambda x: np.interp(x, its, elapsed),
                                                    lambda s: np.interp(s, elapsed, its)))
         top.set_xlabel("seconds")
-    write_atomically(path, lambda handle: fig.savefig(handle, format=fmt))
+    write_atomically(path, lambda handle: fig.savefig(handle, format=fmt), what)

@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import StyleflowError
+from ..errors import os_error
 
 FIELDS = ("iteration", "evaluations", "total", "content", "style", "tv", "seconds", "elapsed",
           "image")
@@ -36,13 +36,17 @@ class RunLog:
         try:
             self._handle = open(self.path, "w", newline="", encoding="utf-8")
         except OSError as exc:
-            raise StyleflowError(f"{what} '{path}': cannot write ({exc.strerror or exc})") from None
+            raise os_error(what, path, exc) from None
         self._csv = None
         if not self.json:
             self._csv = csv.DictWriter(self._handle, fieldnames=self.fields,
                                        extrasaction="ignore")
-            self._csv.writeheader()
-            self._handle.flush()
+            try:
+                self._csv.writeheader()
+                self._handle.flush()
+            except OSError as exc:  # a full disk (or /dev/full) takes the open, not the data
+                self._abandon()
+                raise os_error(what, path, exc) from None
 
     def write(self, row: dict) -> None:
         """Append one row and flush it to the operating system; a failing write (disk full)
@@ -55,11 +59,24 @@ class RunLog:
                                     for k in self.fields})
             self._handle.flush()
         except OSError as exc:
-            raise StyleflowError(f"{self.what} '{self.path}': cannot write "
-                                 f"({exc.strerror or exc})") from None
+            self._abandon()
+            raise os_error(self.what, self.path, exc) from None
 
     def close(self) -> None:
-        self._handle.close()
+        """Close the file; StyleflowError when its last data cannot be written."""
+        try:
+            self._handle.close()
+        except OSError as exc:
+            self._abandon()
+            raise os_error(self.what, self.path, exc) from None
+
+    def _abandon(self) -> None:
+        """Close the file after a failed write, dropping what the system would not take (a
+        second flush would only fail again)."""
+        try:
+            self._handle.close()
+        except OSError:
+            pass
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:
