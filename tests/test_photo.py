@@ -222,3 +222,22 @@ def test_style_masks_paint_each_style_where_its_mask_says(tmp_path):
     assert proc.returncode == 0, proc.stderr
     l, r = _mean_colour(out, (4, 4, 26, 44)), _mean_colour(out, (38, 4, 60, 44))
     assert l[0] - l[2] > r[0] - r[2] + 60, (l, r)
+
+
+def test_the_budget_counts_the_photorealism_term():
+    from styleflow.plan import budget
+    from styleflow.plan.memory import estimate_bytes, photo_bytes
+
+    layers = [LITE_CONTENT_LAYER, *LITE_STYLE_LAYERS]
+    size = (768, 1024)
+    plain = estimate_bytes(size, layers, "float32", "lbfgs")
+    assert estimate_bytes(size, layers, "float32", "lbfgs", photo=True) == plain + photo_bytes(
+        size)
+    # A budget the painterly run fits in whole: the photo run needs tiles there.
+    room = (plain + photo_bytes(size) // 2) / 2**30
+    fits = budget.choose(size, layers, [LITE_CONTENT_LAYER], "float32", "lbfgs",
+                         max_memory=room, resident=0)
+    tiled = budget.choose(size, layers, [LITE_CONTENT_LAYER], "float32", "lbfgs",
+                          max_memory=room, resident=0, photo=True)
+    assert fits.tile is None and tiled.tile is not None
+    assert tiled.need <= room * 2**30

@@ -31,11 +31,13 @@ TILED_BYTES_PER_PIXEL = 3 + 12 + 5
 
 def check_size(shape: tuple[int, int], network: Network, what: str,
                optimiser: str | None = None, max_memory: float | None = None,
-               tile: int | None = None, params: Sequence[str] = ()) -> Layout | None:
+               tile: int | None = None, params: Sequence[str] = (),
+               photo: bool = False) -> Layout | None:
     """Raise if an image of `shape` (h, w) is too small for the deepest layer's poolings or too
     large for the memory available: optimised (by `optimiser`: lbfgs or adam; the Layout that
     fits `max_memory` GB, tiled if need be, is returned) or, without one, run forward once for
-    its style targets. `params` names the parameters `what` mentions."""
+    its style targets. `params` names the parameters `what` mentions; `photo`: the run has
+    the photorealism term."""
     layers = network.content_layers + network.style_layers
     need = min_image_side(layers)
     if min(shape) < need:
@@ -55,7 +57,7 @@ def check_size(shape: tuple[int, int], network: Network, what: str,
                 available = 2**62
         return budget.choose(shape, layers, network.content_layers, network.precision,
                              optimiser, max_memory=max_memory, tile=tile, what=what,
-                             available=available, resident=resident)
+                             available=available, resident=resident, photo=photo)
     if not machine.gpu_visible():
         # On a GPU TensorFlow's own out-of-memory error is reported instead
         # (errors.exhaustion).
@@ -267,7 +269,8 @@ def photo_problem(networks: Networks, content, style, *, content_mask=None, styl
     init_rgb = None if init is None else images.as_rgb(init, "initial image")
     network = networks.get(content_layers, style_layers, PHOTO_CONTENT_LAYERS, NEURAL_STYLE,
                            guided=masked, photo=photorealism > 0)
-    layout = check_size(size, network, "output size", "lbfgs", max_memory, tile)
+    layout = check_size(size, network, "output size", "lbfgs", max_memory, tile,
+                        photo=photorealism > 0)
     check_size(style_size, network, "style image at the output's size", params=("width",))
     content_rgb = images.resize(content_rgb, size)
     style_rgb = images.resize(style_rgb, style_size)

@@ -26,8 +26,6 @@ from . import losses, matting, tiling
 from .graph import PHOTO_SCALE
 from .terms import KERAS_EXAMPLE, Parts
 
-# Rows of the image per total-variation strip: a few image-sized temporaries per strip.
-TV_STRIP_PIXELS = 1 << 20
 
 
 class TiledLoss:
@@ -217,7 +215,7 @@ class TiledLoss:
             grad[:, y0:y1, x0:x1, :] += g.numpy()
         # Total variation over row strips, each with the row below it.
         tv = 0.0
-        rows = max(1, TV_STRIP_PIXELS // width)
+        rows = max(1, tiling.STRIP_PIXELS // width)
         for r0 in range(0, height, rows):
             r1 = min(height, r0 + rows)
             strip = image[:, r0:min(height, r1 + 1)]

@@ -14,6 +14,10 @@ import numpy as np
 from ..model import machine
 from ..model.layout import stage
 
+# Pixels per row strip of the per-pixel terms the tiled loss takes over strips (total
+# variation, photorealism): a few strip-sized temporaries each.
+STRIP_PIXELS = 1 << 20
+
 # Cores of the forward-only passes over a large image (style Grams, content features) when no
 # budget chose them: a side of this many pixels.
 TILE_SIDE = 1024

@@ -14,7 +14,7 @@ from ..model.layout import activation_elements, stage
 from ..objective import tiling
 from . import host
 from .memory import (BYTES_PER_ACTIVATION, FORWARD_SHARE, base_bytes, estimate_bytes,
-                     largest_size, optimiser_bytes)
+                     largest_size, optimiser_bytes, photo_bytes)
 
 # L-BFGS keeps its full history whenever the budget allows; below a comfortable crop it gives up
 # history down to this before tiles get smaller.
@@ -59,25 +59,33 @@ def content_bytes(size: tuple[int, int], content_layers: Sequence[str]) -> int:
 
 def tiled_need(size: tuple[int, int], crop_pixels: int, layers: Sequence[str],
                content_layers: Sequence[str], precision: str, optimiser: str,
-               history: int) -> int:
-    """Estimated peak bytes of a tiled run whose largest crop has `crop_pixels` pixels."""
+               history: int, photo: bool = False) -> int:
+    """Estimated peak bytes of a tiled run whose largest crop has `crop_pixels` pixels (with
+    the photorealism term, taken over row strips, when `photo`)."""
     values = size[0] * size[1] * 3
     side = max(1, int(crop_pixels ** 0.5))
     per_activation = BYTES_PER_ACTIVATION[machine.onednn_enabled()][precision]
     tile = per_activation * activation_elements((side, side), layers)
     return int(base_bytes((side, side), layers, precision) + tile
                + content_bytes(size, content_layers)
-               + (optimiser_bytes(optimiser, history) + TILED_IMAGE_BYTES) * values)
+               + (optimiser_bytes(optimiser, history) + TILED_IMAGE_BYTES) * values
+               + (photo_bytes(size, tiled_loss_strip(size)) if photo else 0))
+
+
+def tiled_loss_strip(size: tuple[int, int]) -> int:
+    """Pixels of the row strips the tiled loss takes total variation and photorealism over."""
+    return max(1, tiling.STRIP_PIXELS // size[1]) * size[1]
 
 
 def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str],
            precision: str, optimiser: str, *, max_memory: float | None = None,
            tile: int | None = None, what: str = "output size", resident: int | None = None,
-           available: int | None = None) -> Layout:
+           available: int | None = None, photo: bool = False) -> Layout:
     """The layout for optimising an (h, w) image: untiled when it fits (and is not too large
     for one pass), else the largest tiles that fit. `max_memory` (GB) is the budget for the
     whole process; without it, what this process holds plus the memory available now.
-    `tile` (px) forces tiles of that core side. StyleflowError when nothing fits."""
+    `tile` (px) forces tiles of that core side. `photo`: the run has the photorealism term.
+    StyleflowError when nothing fits."""
     resident = host.resident_bytes() if resident is None else resident
     if max_memory is not None:
         if not max_memory > 0:
@@ -90,7 +98,7 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
     pixels = size[0] * size[1]
     if tile is not None and tile < 1:
         raise StyleflowError(f"tile: must be at least 1 px, not {tile}", params=("tile",))
-    whole = estimate_bytes(size, layers, precision, optimiser)
+    whole = estimate_bytes(size, layers, precision, optimiser, photo)
     limit = machine.pass_pixels(precision)
     if tile is None and pixels <= limit and (budget is None or whole <= budget):
         return Layout(None, LBFGS_HISTORY, whole)
@@ -100,12 +108,12 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
             tiling.best_core(height, width, layers, min(COMFORTABLE_CROP, limit))
             or (tiling.grid(layers),) * 2)
         return _layout(size, layers, content_layers, precision, optimiser, core,
-                       LBFGS_HISTORY)
+                       LBFGS_HISTORY, photo)
     if tile is not None:
         _check_forced_tile(height, width, layers, tile, limit)
         for history in _histories(optimiser):
             layout = _layout(size, layers, content_layers, precision, optimiser,
-                             (tile, tile), history)
+                             (tile, tile), history, photo)
             if layout.need <= budget:
                 return layout
         raise _refusal(what, size, layout.need, budget, f"with tile={tile}", max_memory,
@@ -115,22 +123,23 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
         # history buys the largest tiles.
         for history in _histories(optimiser)[::1 if floor else -1]:
             crop = _largest_crop(size, layers, content_layers, precision, optimiser,
-                                 history, budget)
+                                 history, budget, photo)
             if crop is None or crop < floor:
                 continue
             crop = min(crop, limit)
             core = tiling.best_core(height, width, layers, crop)
             if core is not None:
                 return _layout(size, layers, content_layers, precision, optimiser, core,
-                               history)
+                               history, photo)
     g = tiling.grid(layers)
     history = _histories(optimiser)[-1]
-    smallest = _layout(size, layers, content_layers, precision, optimiser, (g, g), history)
+    smallest = _layout(size, layers, content_layers, precision, optimiser, (g, g), history,
+                       photo)
 
     def fits(trial: tuple[int, int]) -> bool:
         crop = tiling.largest_crop(*trial, layers, (g, g))
         return tiled_need(trial, crop, layers, content_layers, precision, optimiser,
-                          history) <= budget
+                          history, photo) <= budget
 
     largest = largest_size(size, fits, g)
     raise _refusal(what, size, smallest.need, budget, "even in the smallest tiles",
@@ -160,25 +169,27 @@ def _histories(optimiser: str) -> list[int]:
     return list(range(LBFGS_HISTORY, MIN_HISTORY - 1, -1))
 
 
-def _layout(size, layers, content_layers, precision, optimiser, core, history) -> Layout:
+def _layout(size, layers, content_layers, precision, optimiser, core, history,
+            photo=False) -> Layout:
     height, width = size
     crop = tiling.largest_crop(height, width, layers, core)
-    need = tiled_need(size, crop, layers, content_layers, precision, optimiser, history)
+    need = tiled_need(size, crop, layers, content_layers, precision, optimiser, history, photo)
     forward = tiling.best_core(height, width, layers,
                                min(machine.pass_pixels(precision), int(crop / FORWARD_SHARE)))
     return Layout(tuple(core), history, need, forward)
 
 
 def _largest_crop(size, layers, content_layers, precision, optimiser, history,
-                  budget) -> int | None:
+                  budget, photo=False) -> int | None:
     """The most pixels a crop may have within `budget`, or None when none fits."""
     lo, hi = 0, size[0] * size[1] * 4 + 1
-    if tiled_need(size, 1, layers, content_layers, precision, optimiser, history) > budget:
+    if tiled_need(size, 1, layers, content_layers, precision, optimiser, history,
+                  photo) > budget:
         return None
     while hi - lo > 1024:
         mid = (lo + hi) // 2
         if tiled_need(size, mid, layers, content_layers, precision, optimiser,
-                      history) <= budget:
+                      history, photo) <= budget:
             lo = mid
         else:
             hi = mid

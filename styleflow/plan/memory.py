@@ -65,15 +65,30 @@ def base_bytes(size: tuple[int, int] | None, layers: Sequence[str],
     return BASE_BYTES + winograd_bytes(size, layers, precision)
 
 
+# The photorealism term (objective/matting.py): its constants, 15 float32 per pixel held for
+# the whole image, and what one evaluation of it holds per pixel it covers (its window sums
+# and their gradients: measured as 300 B at 1024x768, lite layers, L-BFGS), with slack.
+PHOTO_CONSTANT_BYTES = 60
+PHOTO_PASS_BYTES = 340
+
+
+def photo_bytes(size: tuple[int, int], pass_pixels: int | None = None) -> int:
+    """Bytes the photorealism term adds to a run on an (h, w) image whose term is evaluated
+    `pass_pixels` pixels at a time (the whole image by default; row strips when tiled)."""
+    pixels = size[0] * size[1]
+    return PHOTO_CONSTANT_BYTES * pixels + PHOTO_PASS_BYTES * min(pixels, pass_pixels or pixels)
+
+
 def estimate_bytes(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
-                   optimiser: str = "lbfgs") -> int:
-    """Estimated peak memory of a run on an (h, w) image using `layers`."""
+                   optimiser: str = "lbfgs", photo: bool = False) -> int:
+    """Estimated peak memory of a run on an (h, w) image using `layers` (with the
+    photorealism term when `photo`)."""
     pixels = size[0] * size[1] * 3
     per_activation = BYTES_PER_ACTIVATION[machine.onednn_enabled()][precision] * (
         FORWARD_SHARE if optimiser == "forward" else 1.0)
     return int(base_bytes(size, layers, precision)
                + per_activation * activation_elements(size, layers)
-               + IMAGE_BYTES[optimiser] * pixels)
+               + IMAGE_BYTES[optimiser] * pixels + (photo_bytes(size) if photo else 0))
 
 
 def largest_size(size: tuple[int, int], fits, least: int = 1) -> tuple[int, int]:
