@@ -241,3 +241,34 @@ def test_the_budget_counts_the_photorealism_term():
                           max_memory=room, resident=0, photo=True)
     assert fits.tile is None and tiled.tile is not None
     assert tiled.need <= room * 2**30
+
+
+def test_batch_photo_takes_mask_columns_and_a_bad_mask_fails_its_row_alone(tmp_path):
+    from styleflow.batch.status import read_status
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_image(folder / "c.png", (48, 32), 7)
+    make_image(folder / "s.png", (40, 40), 8)
+    _two_colour(folder / "cm.png", (48, 32), (255, 0, 0), (0, 0, 255), "columns")
+    _two_colour(folder / "sm.png", (40, 40), (255, 0, 0), (0, 0, 255))
+    _two_colour(folder / "green.png", (48, 32), (255, 0, 0), (0, 255, 0), "columns")
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text(
+        "content,style,output,content_mask,style_mask\n"
+        "in/c.png,in/s.png,out/plain.png,,\n"
+        "in/c.png,in/s.png,out/masked.png,in/cm.png,in/sm.png\n"
+        "in/c.png,in/s.png,out/bad.png,in/green.png,in/sm.png\n")
+    proc = call_cli("styleflow", "batch", "--manifest", manifest, "--method", "photo",
+                    "--weights", "random", "--iterations", "1", "--width", "48", "--quiet")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    records = {r["output"].rsplit("/", 1)[-1]: r
+               for r in read_status(tmp_path / "pairs.status.jsonl")}
+    assert [records[k]["status"] for k in ("plain.png", "masked.png", "bad.png")] == \
+        ["done", "done", "failed"]
+    assert "#00ff00" in records["bad.png"]["error"]
+    out = tmp_path / "out"
+    assert Image.open(out / "masked.png").size == (48, 32) and not (out / "bad.png").exists()
+    # The masks changed the result: the masked pair's picture differs from the plain one's.
+    assert np.abs(np.asarray(Image.open(out / "masked.png"), float)
+                  - np.asarray(Image.open(out / "plain.png"), float)).mean() > 0.5
