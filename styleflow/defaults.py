@@ -39,6 +39,12 @@ PHOTO_DEFAULTS = dict(iterations=10, width=512, content_weight=5.0, style_weight
                       tv_weight=1e-3, photorealism=1e4)
 PHOTO_CONTENT_LAYERS = ("block4_conv2",)
 
+# Compiled functions (the loss, the Adam step, tiled passes, Winograd's transforms) are kept
+# for this many recent image sizes, least recently used dropped first: a batch, a Ray actor or
+# a server that sees many sizes holds what this many take, not more; coarse-to-fine runs use up
+# to a handful of sizes each.
+SIZES_KEPT = 8
+
 # The Stylizer's engine choices.
 POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "float32", "bfloat16")  # "auto": bfloat16 where the hardware runs it

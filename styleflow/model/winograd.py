@@ -23,6 +23,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from ..defaults import SIZES_KEPT
 from . import machine
 
 TILE = 4  # output pixels per tile side
@@ -120,20 +121,23 @@ def _output_tiles(products: tf.Tensor, h: int, w: int,
     return y
 
 
-_COMPILED: dict = {}
+# Functions kept: per image size about 2 per Winograd layer and direction, for the
+# SIZES_KEPT most recent sizes of the deepest network.
+FUNCTIONS_KEPT = 4 * 16 * SIZES_KEPT
 
 
 def _compiled(transform, first: tf.Tensor, *sizes: int, variant: str = ""):
     """`transform` compiled by XLA for one shape of its first argument, map size and variant
     (masked, with bias): one function object each, traced once and shared by every layer of
     that shape (a single tf.function would retrace for every shape, and TensorFlow warns)."""
-    key = (transform.__name__, tuple(first.shape), sizes, variant)
-    if key not in _COMPILED:
-        # A partial per key: TensorFlow counts retraces per Python function, and would count
-        # all of these as one.
-        _COMPILED[key] = tf.function(functools.partial(transform, **dict(zip("hw", sizes))),
-                                     jit_compile=True)
-    return _COMPILED[key]
+    return _function(transform, tuple(first.shape), sizes, variant)
+
+
+@functools.lru_cache(maxsize=FUNCTIONS_KEPT)
+def _function(transform, shape: tuple, sizes: tuple, variant: str):
+    # A partial per key: TensorFlow counts retraces per Python function, and would count all
+    # of these as one.
+    return tf.function(functools.partial(transform, **dict(zip("hw", sizes))), jit_compile=True)
 
 
 class WinogradConv:

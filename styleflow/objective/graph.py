@@ -4,9 +4,13 @@ size: a Stylizer working through many pairs traces it once per size, not once pe
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from collections import OrderedDict
+from typing import Callable, Sequence
 
 import tensorflow as tf
+
+from ..defaults import SIZES_KEPT
 
 from . import losses, matting
 from .terms import KERAS_EXAMPLE, NEURAL_STYLE, NORMALISATIONS
@@ -19,8 +23,10 @@ PHOTO_SCALE = 1.0 / 255.0
 class LossGraph:
     """The loss of one network with one normalisation and layer split, compiled once.
 
-    `traces` counts how often TensorFlow traced the loss (once per image size); `cache` holds
-    other compiled functions built on it (e.g. the Adam step) so they are traced once too.
+    `traces` counts how often TensorFlow traced the loss (once per image size); `compiled`
+    keeps other compiled functions built on it (e.g. the Adam step) so they are traced once
+    too. Compiled functions are kept for the SIZES_KEPT most recently used image sizes: a
+    long-lived process that sees many sizes holds what those take.
     `guided`: the style term compares regions' Gram matrices (masks; neural-style's
     normalisation only); `photo`: a photorealism term (the content's matting Laplacian) is
     added. Both take their extra targets as arguments too (Targets.guides, .matting).
@@ -40,12 +46,30 @@ class LossGraph:
         self.content_layers = tuple(content_layers)
         self.style_layers = tuple(style_layers)
         self.traces = 0
-        self.cache: dict[str, object] = {}
+        self._kept: OrderedDict = OrderedDict()  # (kind, shape, ...) -> compiled, by use
         # Whether XLA compiles the functions: a default, and per image shape once measured.
         self.jit_compile = bool(jit_compile)
         self.jit_by_shape: dict[tuple, bool] = {}
-        self._compiled = {xla: tf.function(self._loss_and_grads, jit_compile=xla)
-                          for xla in (False, True)}
+
+    def compiled(self, key: tuple, make: Callable[[], object]) -> object:
+        """The object kept under `key` (a tuple whose second item is the image shape), made by
+        `make()` when missing. Objects of the SIZES_KEPT most recently used shapes are kept;
+        the others are dropped, with the traced graphs they hold."""
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key]
+        self._kept[key] = made = make()
+        shapes = list(dict.fromkeys(k[1] for k in reversed(self._kept)))
+        if len(shapes) > SIZES_KEPT:
+            old = set(shapes[SIZES_KEPT:])
+            for k in [k for k in self._kept if k[1] in old]:
+                del self._kept[k]
+        return made
+
+    @property
+    def kept(self) -> int:
+        """Compiled objects held now (bounded: see `compiled`)."""
+        return len(self._kept)
 
     def gram(self, features: tf.Tensor) -> tf.Tensor:
         """The Gram matrix in this graph's normalisation."""
@@ -105,4 +129,9 @@ class LossGraph:
         """Compiled: ([total, content, style, tv], gradient) as tensors; `xla` forces the
         plain (False) or XLA (True) compilation, else the graph's choice for this shape."""
         xla = self.uses_xla(image.shape) if xla is None else xla
-        return self._compiled[xla](image, targets)
+        shape = tuple(image.shape)
+        # One function object per size (a partial, so TensorFlow does not count the sizes as
+        # retraces of one function): dropping it drops its graph.
+        function = self.compiled(("loss", shape, xla), lambda: tf.function(
+            functools.partial(self._loss_and_grads), jit_compile=xla))
+        return function(image, targets)

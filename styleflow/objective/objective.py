@@ -115,10 +115,9 @@ class Objective:
             term_weights=tf.constant(term_weights, tf.float32), **extra)
         self._tiled = None
         if tile is not None:
-            key = ("tiled", self.shape, tile, forward_tile)
-            if key not in graph.cache:
-                graph.cache[key] = TiledLoss(graph, self.shape, tile, forward_tile)
-            self._tiled = graph.cache[key]
+            self._tiled = graph.compiled(("tiled", self.shape, tile, forward_tile),
+                                         lambda: TiledLoss(graph, self.shape, tile,
+                                                           forward_tile))
             self._tiled_targets = self._tiled.prepare(self.targets)
 
     @property

@@ -61,15 +61,12 @@ def _adam_apply(state: tuple, values: tf.Tensor, grad: tf.Tensor, settings: tf.T
 _compiled_apply = tf.function(_adam_apply)
 
 
-def _compiled_step(graph: LossGraph, xla: bool):
-    """The Adam step compiled once per LossGraph (and XLA choice), so every problem of a size
-    shares a trace."""
-    key = "adam-xla" if xla else "adam"
-    if key not in graph.cache:
-        graph.cache[key] = tf.function(
-            lambda state, targets, settings: _adam_update(graph, state, targets, settings),
-            jit_compile=xla)
-    return graph.cache[key]
+def _compiled_step(graph: LossGraph, shape: tuple, xla: bool):
+    """The Adam step compiled once per LossGraph, image shape and XLA choice, so every
+    problem of a size shares a trace (kept as the graph keeps its compiled functions)."""
+    return graph.compiled(("adam", tuple(shape), xla), lambda: tf.function(
+        lambda state, targets, settings: _adam_update(graph, state, targets, settings),
+        jit_compile=xla))
 
 
 class AdamLoop:
@@ -100,7 +97,8 @@ class AdamLoop:
             return values
         if self._step is None:
             graph = self.objective.graph
-            self._step = _compiled_step(graph, graph.uses_xla(self.objective.shape))
+            self._step = _compiled_step(graph, self.objective.shape,
+                                        graph.uses_xla(self.objective.shape))
         self._state, values = self._step(self._state, self.objective.targets.as_args(),
                                          self._settings)
         self.steps += 1
