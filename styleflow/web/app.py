@@ -200,7 +200,9 @@ def create_app(jobs: JobQueue) -> Starlette:
         Route("/api/jobs/{job_id}/preview.png", preview),
         Route("/api/jobs/{job_id}/{name}", result),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.router.redirect_slashes = False  # exact paths only: nothing else is ever answered 3xx
+    return app
 
 
 def _cross_origin(request: Request) -> str | None:

@@ -138,6 +138,11 @@ function show(job) {
     }
   }
   drawCurve(job.curve);
+  const tag = document.querySelector(`[data-testid=jobs] a[data-job="${job.id}"] + .tag`);
+  if (tag) {
+    tag.textContent = job.status;
+    tag.className = `tag ${job.status}`;
+  }
   if (FINAL.has(job.status)) {
     if (stream) stream.close();
     stream = null;
@@ -149,7 +154,7 @@ function drawCurve(points) {
   // The loss after every evaluation (L-BFGS) or step (Adam), on a log scale.
   const canvas = el("curve");
   const g = canvas.getContext("2d");
-  const w = canvas.width, h = canvas.height, pad = 34;
+  const w = canvas.width, h = canvas.height, pad = 48;
   g.clearRect(0, 0, w, h);
   g.strokeStyle = "#999";
   g.strokeRect(pad, 6, w - pad - 6, h - pad);
