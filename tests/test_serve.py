@@ -28,7 +28,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from conftest import ROOT, child
+from conftest import ROOT, child, cli_env, default_signals
 from styleflow import StyleflowError
 from styleflow.io import images
 
@@ -298,3 +298,42 @@ def test_results_stay_in_out_and_are_listed_after_a_restart(page, tmp_path):
         href = page.get_by_test_id("download").get_attribute("href")
         with Image.open(io.BytesIO(page.request.get(urljoin(page.url, href)).body())) as picture:
             assert picture.width == 64
+
+
+def test_help_and_refusals_answer_without_tensorflow_or_the_web_stack():
+    probe = ("import contextlib, io, json, sys\n"
+             "from styleflow.cli import main\n"
+             "said = []\n"
+             "for argv in (['serve', '--help'], ['serve', '--engine', 'ray']):\n"
+             "    out, err = io.StringIO(), io.StringIO()\n"
+             "    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
+             "        try:\n"
+             "            code = main.main(argv)\n"
+             "        except SystemExit as exc:\n"
+             "            code = exc.code\n"
+             "    said.append([code, out.getvalue(), err.getvalue()])\n"
+             "loaded = [m for m in ('tensorflow', 'starlette', 'uvicorn') if m in sys.modules]\n"
+             "print(json.dumps({'said': said, 'loaded': loaded}))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=ROOT, env=cli_env(), timeout=60, preexec_fn=default_signals)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    (help_code, help_text, _), (ray_code, _, ray_error) = report["said"]
+    assert help_code == 0 and "--engine" in help_text and "--max-upload-mb" in help_text
+    assert ray_code == 2
+    assert ray_error.startswith("styleflow serve: error: argument --engine: ray is not yet "
+                                "supported by serve")
+    assert len(ray_error.strip().splitlines()) == 1
+    assert report["loaded"] == []
+
+
+def test_listening_beyond_this_machine_warns_in_one_line(tmp_path):
+    with child([sys.executable, "-m", "styleflow", "serve", "--host", "0.0.0.0", "--port", "0",
+                "--out", str(tmp_path / "out"), "--weights", "lite"],
+               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert re.search(r"http://0\.0\.0\.0:\d+/", proc.stdout.readline())
+        warning = proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert warning.startswith("styleflow serve: warning: listening on 0.0.0.0: anyone who can "
+                              "reach this machine"), warning
