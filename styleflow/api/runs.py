@@ -379,4 +379,6 @@ class StylizeRun(Run):
         settled = self.loop.settled
         if settled is not None and self.loop.settled_is_best:
             return settled  # the image after the last step was the best
+        if not records:  # interrupted from on_evaluation after the first step, before its record
+            return self.problem.objective.loss_and_grads(self.loop.best())[0]
         return min(records, key=lambda r: r.total).parts

@@ -4,6 +4,7 @@
     styleflow style --content ... ...        neural_style.py's options (Adam, several styles)
     styleflow photo CONTENT STYLE OUTPUT     photorealistic transfer (Deep Photo Style Transfer)
     styleflow batch --manifest pairs.csv     many pairs, resumable (local or Ray)
+    styleflow serve [--port 8080]            a web page with a job queue (the [web] extra)
 
 Help and argument errors answer without importing TensorFlow.
 """
@@ -29,6 +30,9 @@ COMMANDS = {
               "region with segmentation masks (Deep Photo Style Transfer)"),
     "batch": ("styleflow.cli.batch",
               "many content/style pairs in one process or on a Ray cluster, resumable"),
+    "serve": ("styleflow.cli.serve",
+              "a web page to upload images, watch each iterate and the loss live, cancel and "
+              "download; jobs queued, kept across restarts"),
 }
 
 

@@ -1,0 +1,143 @@
+"""`styleflow serve`: a web page on which people upload a content image and style images, start
+a transfer, watch each iterate and the loss curve live, cancel, and download the result; jobs
+are queued and run one after another per worker, each worker loading the network once.
+
+Help and argument errors answer without importing TensorFlow or the web stack.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ..defaults import WEIGHT_CHOICES
+from ..errors import StyleflowError
+from . import common as cc
+
+PROG = "styleflow serve"
+ENGINES = ("local", "ray")
+INSTALL_HINT = "pip install 'styleflow[web]' (or pip install -r requirements-web.txt)"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def build_parser() -> cc.ArgumentParser:
+    p = cc.ArgumentParser(
+        prog=PROG,
+        description="Serve a page for style transfer: upload a content image and style "
+                    "images, choose the method, size, iterations and weights, watch each "
+                    "iterate and the loss live, cancel, download PNG or 16-bit TIFF. Jobs are "
+                    "queued and kept in --out (listed again after a restart); the JSON API "
+                    "behind the page is in docs/web.md.",
+        epilog=f"Needs the web extra: {INSTALL_HINT}.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; anything but this machine's loopback lets "
+                        "whoever reaches it use the page (default: %(default)s)")
+    p.add_argument("--port", type=cc.nonnegative_int, default=8080,
+                   help="port to listen on; 0 picks a free one (default: %(default)s)")
+    p.add_argument("--out", metavar="DIR", default="styleflow-jobs",
+                   help="folder for the jobs' uploads and results, kept across restarts "
+                        "(default: %(default)s)")
+    p.add_argument("--workers", type=cc.positive_int, default=1, metavar="N",
+                   help="jobs run at once, each worker with its own network (default: "
+                        "%(default)s)")
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: the workers are threads of this process; ray: not yet "
+                        "(default: %(default)s)")
+    p.add_argument("--weights", default="auto", metavar="|".join(WEIGHT_CHOICES) + "|PATH",
+                   help="VGG19 weights, as `styleflow transfer --weights` (default: "
+                        "%(default)s)")
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="arithmetic of the VGG pass, as `styleflow transfer --precision` "
+                        "(default: %(default)s)")
+    p.add_argument("--jit", choices=("auto", "on", "off"), default="off",
+                   help="XLA compilation of the loss, as `styleflow transfer --jit`; off by "
+                        "default here: a page's jobs are short and of many sizes, so timing "
+                        "XLA per size costs more than it saves, and a cancel would wait for a "
+                        "compilation (default: %(default)s)")
+    limits = p.add_argument_group("limits of one job")
+    limits.add_argument("--max-upload-mb", type=cc.positive_float, default=20.0, metavar="MB",
+                        help="bytes of one job's uploads together (default: %(default)s)")
+    limits.add_argument("--max-pixels", type=cc.positive_int, default=40_000_000, metavar="N",
+                        help="pixels of one uploaded image (default: %(default)s)")
+    limits.add_argument("--max-width", type=cc.positive_int, default=1024, metavar="PX",
+                        help="output width (default: %(default)s)")
+    limits.add_argument("--max-iterations", type=cc.positive_int, default=5000, metavar="N",
+                        help="iterations (L-BFGS) or steps (Adam) (default: %(default)s)")
+    return p
+
+
+def parse(argv: Sequence[str]):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.engine == "ray":
+        parser.error("argument --engine: ray is not yet supported by serve; use --engine "
+                     "local (--workers N runs N jobs at once)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Run `styleflow serve` until Ctrl-C; returns the exit status."""
+    args = parse(sys.argv[1:] if argv is None else argv)
+    return cc.run_cli(PROG, lambda: _serve(args), {"weights": "--weights"})
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket, or a one-line StyleflowError (address in use, unknown host)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise StyleflowError(f"--host {host}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise StyleflowError(f"--host {host} --port {port}: cannot listen there "
+                             f"({exc.strerror or exc})") from None
+    return sock
+
+
+def _serve(args) -> int:
+    cc.check_weights(args.weights)
+    try:
+        import uvicorn
+
+        from ..web.app import create_app
+    except ImportError as exc:
+        raise StyleflowError(f"serve needs the web stack, which is not installed ({exc.name}): "
+                             f"{INSTALL_HINT}") from None
+    from ..web.jobs import JobQueue, Limits
+
+    out = Path(args.out)
+    try:
+        (out / "jobs").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StyleflowError(f"--out '{out}': cannot make the folder "
+                             f"({exc.strerror or exc})") from None
+    limits = Limits(max_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=args.max_pixels,
+                    max_width=args.max_width, max_iterations=args.max_iterations)
+    jobs = JobQueue(out, workers=args.workers, limits=limits,
+                    stylizer_options={"weights": args.weights, "precision": args.precision,
+                                      "jit": args.jit})
+    jobs.load()
+    sock = _listen(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    if args.host not in LOOPBACK and not host.startswith("127."):
+        print(f"{PROG}: warning: listening on {args.host}: anyone who can reach this machine "
+              f"on port {port} can upload images and use its processors", file=sys.stderr)
+    print(f"{PROG}: http://{shown}:{port}/ (jobs in {out}; Ctrl-C stops)", flush=True)
+    config = uvicorn.Config(create_app(jobs), log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=2, lifespan="on")
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            jobs.closing.set()  # open event streams end at once instead of at the timeout
+            super().handle_exit(sig, frame)
+
+    Server(config).run(sockets=[sock])
+    return 0

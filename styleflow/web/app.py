@@ -1,0 +1,218 @@
+"""The HTTP side of `styleflow serve` (Starlette): the page, its three static files, and the
+JSON API behind it — post a job, read its state, follow it as Server-Sent Events, cancel it,
+fetch its preview and results (docs/web.md).
+
+Only named files are served: the page's own (a fixed table, read from the package) and a
+job's preview and results (fixed names inside a folder found by the job's id), so no request
+path reaches any other file. Errors are one line of JSON, `{"error": "..."}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from importlib import resources
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..defaults import PHOTO_DEFAULTS, STYLIZE_DEFAULTS, TRANSFER_DEFAULTS
+from ..errors import StyleflowError
+from .jobs import FINAL, METHODS, RESULTS, WEIGHTS, JobQueue, Upload, one_line
+
+# The page's files: name -> media type. Nothing else under static/ is served.
+STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+          "style.css": "text/css; charset=utf-8"}
+# How often an event stream looks for a change (a cancel shows within this), and how long a
+# quiet stream waits before a comment that keeps proxies from closing it.
+POLL_SECONDS = 0.1
+KEEPALIVE_SECONDS = 15.0
+# The page runs no inline script and loads nothing from elsewhere.
+HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+           "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+                                      "frame-ancestors 'none'"}
+
+
+def _static(name: str) -> bytes:
+    return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": one_line(message)}, status_code=status, headers=HEADERS)
+
+
+def create_app(jobs: JobQueue) -> Starlette:
+    """The app serving `jobs`: starts its workers when the server starts, stops them (a
+    running job recorded as stopped by the server) when it stops."""
+    pages = {name: _static(name) for name in STATIC}  # read once: the package may move
+    limits = jobs.limits
+
+    def page(_request: Request) -> Response:
+        return Response(pages["index.html"], media_type=STATIC["index.html"], headers=HEADERS)
+
+    def job_page(request: Request) -> Response:
+        if jobs.get(request.path_params["job_id"]) is None:
+            return _error(404, "no such job")
+        return page(request)
+
+    def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in STATIC or name == "index.html":
+            return _error(404, "not found")
+        return Response(pages[name], media_type=STATIC[name],
+                        headers={**HEADERS, "Cache-Control": "no-cache"})
+
+    def config(_request: Request) -> JSONResponse:
+        defaults = {"transfer": TRANSFER_DEFAULTS, "style": STYLIZE_DEFAULTS,
+                    "photo": PHOTO_DEFAULTS}
+        return JSONResponse({
+            "methods": {m: {"iterations": defaults[m]["iterations"],
+                            "weights": {w: defaults[m][w] for w in WEIGHTS[m]}}
+                        for m in METHODS},
+            "max_width": limits.max_width, "max_bytes": limits.max_bytes,
+            "max_pixels": limits.max_pixels, "max_iterations": limits.max_iterations,
+        }, headers=HEADERS)
+
+    def listing(_request: Request) -> JSONResponse:
+        return JSONResponse({"jobs": [jobs.state(job) for job in jobs.all()]}, headers=HEADERS)
+
+    async def post(request: Request) -> JSONResponse:
+        refused = _cross_origin(request)
+        if refused:
+            return _error(403, refused)
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            return _error(411, "the upload must say its length (Content-Length)")
+        if int(length) > limits.max_bytes:
+            return _error(413, f"the upload is {int(length) / 2 ** 20:.1f} MB; the limit is "
+                               f"{limits.max_bytes / 2 ** 20:.1f} MB")
+        try:
+            async with request.form(max_files=16, max_fields=32,
+                                    max_part_size=64 * 1024) as form:
+                fields, uploads = {}, []
+                for key, value in form.multi_items():
+                    if isinstance(value, UploadFile):
+                        uploads.append(Upload(key, value.filename or "", await value.read()))
+                    else:
+                        fields[key] = value
+                job = await run_in_threadpool(jobs.create, fields, uploads)
+        except MultiPartException as exc:
+            return _error(400, f"the upload is not a form the page sends ({exc.message})")
+        except StyleflowError as exc:
+            return _error(400, str(exc))
+        return JSONResponse(jobs.state(job), status_code=201, headers=HEADERS)
+
+    def found(request: Request):
+        return jobs.get(request.path_params["job_id"])
+
+    def state(request: Request) -> JSONResponse:
+        job = found(request)
+        if job is None:
+            return _error(404, "no such job")
+        return JSONResponse(jobs.state(job), headers=HEADERS)
+
+    async def cancel(request: Request) -> JSONResponse:
+        refused = _cross_origin(request)
+        if refused:
+            return _error(403, refused)
+        job = found(request)
+        if job is None:
+            return _error(404, "no such job")
+        await run_in_threadpool(jobs.cancel, job)
+        return JSONResponse(jobs.state(job), status_code=202, headers=HEADERS)
+
+    def events(request: Request) -> Response:
+        job = found(request)
+        if job is None:
+            return _error(404, "no such job")
+
+        async def stream():
+            seen, quiet_since = -1, time.monotonic()
+            yield "retry: 1000\n\n"  # reconnect within a second after a server restart
+            while not jobs.closing.is_set():
+                if job.version != seen:
+                    seen = job.version
+                    now = jobs.state(job)
+                    yield f"event: state\ndata: {json.dumps(now)}\n\n"
+                    quiet_since = time.monotonic()
+                    if now["status"] in FINAL:
+                        return
+                elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
+                    yield ": still here\n\n"
+                    quiet_since = time.monotonic()
+                await asyncio.sleep(POLL_SECONDS)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={**HEADERS, "Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})
+
+    def preview(request: Request) -> Response:
+        job = found(request)
+        if job is None:
+            return _error(404, "no such job")
+        with job.lock:
+            png = job.preview
+        if png is not None:
+            return Response(png, media_type="image/png",
+                            headers={**HEADERS, "Cache-Control": "no-store"})
+        if job.has_result:
+            return FileResponse(job.folder / "result.png", media_type="image/png",
+                                headers={**HEADERS, "Cache-Control": "no-store"})
+        return _error(404, "no picture yet")
+
+    def result(request: Request) -> Response:
+        job = found(request)
+        name = request.path_params["name"]
+        if job is None or name not in RESULTS:
+            return _error(404, "not found")
+        if not job.has_result:
+            return _error(404, "this job has no result")
+        return FileResponse(job.folder / name, media_type=RESULTS[name],
+                            filename=f"styleflow-{job.id}{name[len('result'):]}",
+                            headers=HEADERS)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        jobs.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(jobs.stop)
+
+    routes = [
+        Route("/", page),
+        Route("/jobs/{job_id}", job_page),
+        Route("/static/{name}", static),
+        Route("/api/config", config),
+        Route("/api/jobs", listing, methods=["GET"]),
+        Route("/api/jobs", post, methods=["POST"]),
+        Route("/api/jobs/{job_id}", state, methods=["GET"]),
+        Route("/api/jobs/{job_id}", cancel, methods=["DELETE"]),
+        Route("/api/jobs/{job_id}/events", events),
+        Route("/api/jobs/{job_id}/preview.png", preview),
+        Route("/api/jobs/{job_id}/{name}", result),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.router.redirect_slashes = False  # exact paths only: nothing else is ever answered 3xx
+    return app
+
+
+def _cross_origin(request: Request) -> str | None:
+    """Why a state-changing request from another site's page is refused (None if it is not
+    one): a form post needs no CORS preflight, so any page a person visits could otherwise
+    start jobs here."""
+    origin = request.headers.get("origin")
+    if origin is None:  # not sent by a browser for same-origin GETs, nor by scripts
+        return None
+    host = request.headers.get("host", "")
+    if urlsplit(origin).netloc != host:
+        return "requests from other sites' pages are refused"
+    return None
