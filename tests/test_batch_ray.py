@@ -137,3 +137,29 @@ def test_without_ray_the_engine_says_how_to_install_it(tmp_path, pictures):
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'styleflow[ray]'" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("resources,workers,pairs,want", [
+    ({"CPU": 8}, None, 10, (4, {"num_cpus": 2}, 2)),    # default: one actor per 2 CPUs
+    ({"CPU": 8}, 2, 10, (2, {"num_cpus": 4}, 4)),       # fewer actors: more threads each
+    ({"CPU": 8}, None, 1, (1, {"num_cpus": 8}, 8)),     # one pair: one actor, every CPU
+    ({"CPU": 2}, 4, 10, (4, {"num_cpus": 1}, 1)),       # more actors than CPUs: 1 each
+    ({"CPU": 16, "GPU": 2}, None, 10, (2, {"num_gpus": 1}, None)),
+])
+def test_cpu_actors_reserve_and_use_their_share_of_the_cpus(resources, workers, pairs, want):
+    from styleflow.batch.ray_engine import actor_plan
+
+    assert actor_plan(resources, workers, pairs) == want
+
+
+def test_an_actor_runs_tensorflow_on_the_threads_it_was_given():
+    code = ("from styleflow.batch.ray_engine import PairActor\n"
+            "from styleflow.batch.worker import Settings\n"
+            "print(PairActor(Settings(weights='random'), threads=1).threads())\n")
+    from conftest import cli_env, default_signals
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=cli_env(), cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL,
+                          preexec_fn=default_signals)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-1] == "1"  # TensorFlow's default, 0, would use every core

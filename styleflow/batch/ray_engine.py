@@ -31,19 +31,30 @@ def import_ray():
 
 class PairActor:
     """The actor's body: a PairWorker in its own process (TensorFlow with memory growth on a
-    GPU, so several processes can share one)."""
+    GPU, so several processes can share one). `threads`: the CPUs Ray reserved for it, which
+    TensorFlow then splits its operations over (by default it would use every core of the
+    node, and actors sharing a node would fight over them)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, threads: int | None = None):
         from .. import api  # noqa: F401 - imports TensorFlow without its start-up log
 
         import tensorflow as tf
 
+        if threads:  # before TensorFlow's runtime starts: it reads these once
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
         for gpu in tf.config.list_physical_devices("GPU"):
             tf.config.experimental.set_memory_growth(gpu, True)
         self.worker = PairWorker(settings)
 
     def run(self, pair: Pair) -> dict:
         return self.worker.run(pair)
+
+    def threads(self) -> int:
+        """The threads TensorFlow splits one operation over in this actor."""
+        import tensorflow as tf
+
+        return tf.config.threading.get_intra_op_parallelism_threads()
 
     def pid(self) -> int:
         return os.getpid()
@@ -78,23 +89,33 @@ def run_on_ray(pairs: Sequence[Pair], settings: Settings,
             ray.shutdown()
 
 
+def actor_plan(resources: dict, workers: int | None, pairs: int
+               ) -> tuple[int, dict, int | None]:
+    """(actors, Ray resource options per actor, TensorFlow threads per actor or None) for a
+    cluster's `resources`: one actor per GPU; else `workers` CPU actors (default one per two
+    CPUs), each reserving an equal share of the CPUs and running that many threads."""
+    gpus = int(resources.get("GPU", 0))
+    if gpus and not workers:
+        return min(gpus, pairs), {"num_gpus": 1}, None
+    cpus = max(1, int(resources.get("CPU", 1)))
+    count = min(workers or max(1, cpus // 2), pairs)
+    share = max(1, cpus // count)
+    return count, {"num_cpus": share}, share
+
+
 def _schedule(ray, pairs, settings, finished, workers, notes, on_start) -> None:
     if not pairs:
         return
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    if gpus and not workers:
-        count, options = gpus, {"num_gpus": 1}
-    else:
-        count = workers or max(1, int(resources.get("CPU", 1)) // 2)
-        options = {"num_cpus": 1}
-    count = min(count, len(pairs))
+    count, options, threads = actor_plan(ray.cluster_resources(), workers, len(pairs))
     if notes is not None:
-        notes(f"ray: {count} {'GPU' if 'num_gpus' in options else 'CPU'} actor(s) on "
-              f"{int(resources.get('CPU', 0))} CPUs and {gpus} GPUs")
+        resources = ray.cluster_resources()
+        notes(f"ray: {count} {'GPU' if 'num_gpus' in options else 'CPU'} actor(s)"
+              + (f" of {threads} threads" if threads else "")
+              + f" on {int(resources.get('CPU', 0))} CPUs and "
+                f"{int(resources.get('GPU', 0))} GPUs")
     remote = ray.remote(PairActor).options(max_restarts=-1, max_task_retries=RETRIES,
                                            **options)
-    idle = [remote.remote(settings) for _ in range(count)]
+    idle = [remote.remote(settings, threads) for _ in range(count)]
     pending = list(pairs)
     running: dict = {}
     try:
