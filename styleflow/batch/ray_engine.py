@@ -72,13 +72,19 @@ def run_on_ray(pairs: Sequence[Pair], settings: Settings,
     """Run `pairs` on Ray actors, calling `finished(pair, record)` in the driver for each."""
     ray, started = connect(address)
     try:
-        _schedule(ray, list(pairs), settings, finished, workers, notes, on_start)
+        schedule(ray, PairActor, list(pairs), settings, finished, workers, notes, on_start,
+                 failed=lambda pair, error: record(pair, "failed", error=error))
     finally:
         if started:
             ray.shutdown()
 
 
-def _schedule(ray, pairs, settings, finished, workers, notes, on_start) -> None:
+def schedule(ray, actor_class, pairs, settings, finished, workers, notes, on_start,
+             failed: Callable[[object, str], dict], noun: str = "pair") -> None:
+    """Hand `pairs` (any jobs) to actors of `actor_class(settings)` as they free up, one job
+    per actor at a time, calling `finished(job, record)` in the driver for each: the actor's
+    `run(job)`'s record, or `failed(job, error)`'s when it raised or its actor died
+    RETRIES + 1 times (`noun` names a job in that message)."""
     if not pairs:
         return
     resources = ray.cluster_resources()
@@ -92,8 +98,8 @@ def _schedule(ray, pairs, settings, finished, workers, notes, on_start) -> None:
     if notes is not None:
         notes(f"ray: {count} {'GPU' if 'num_gpus' in options else 'CPU'} actor(s) on "
               f"{int(resources.get('CPU', 0))} CPUs and {gpus} GPUs")
-    remote = ray.remote(PairActor).options(max_restarts=-1, max_task_retries=RETRIES,
-                                           **options)
+    remote = ray.remote(actor_class).options(max_restarts=-1, max_task_retries=RETRIES,
+                                             **options)
     idle = [remote.remote(settings) for _ in range(count)]
     pending = list(pairs)
     running: dict = {}
@@ -110,11 +116,10 @@ def _schedule(ray, pairs, settings, finished, workers, notes, on_start) -> None:
                 try:
                     rec = ray.get(ref)
                 except ray.exceptions.RayActorError as exc:
-                    rec = record(pair, "failed", error=f"the Ray worker died {RETRIES + 1} "
-                                                       f"times on this pair "
-                                                       f"({one_line(exc)[:200]})")
+                    rec = failed(pair, f"the Ray worker died {RETRIES + 1} times on this {noun} "
+                                       f"({one_line(exc)[:200]})")
                 except ray.exceptions.RayError as exc:
-                    rec = record(pair, "failed", error=one_line(exc)[:500])
+                    rec = failed(pair, one_line(exc)[:500])
                 finished(pair, rec)
                 idle.append(actor)
     finally:
