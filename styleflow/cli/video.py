@@ -163,6 +163,7 @@ def _claim(work: Path, args, overwrite: bool) -> None:
 
     record = work / SETTINGS_FILE
     mine = _recorded(args)
+    files.remove_stale_temporaries(work)  # a killed run's half-written frames
     if record.exists() and not overwrite:
         try:
             theirs = json.loads(record.read_text(encoding="utf-8"))
@@ -332,4 +333,7 @@ def _run_ray(args, prog: str, clip, work: Path):
 
     for index in range(count):
         video.write_frame(work, index, crossfade(segments, outputs, index))
+    if not args.keep_frames:
+        for segment in segments:
+            shutil.rmtree(segment_folder(work, segment.index), ignore_errors=True)
     return f", {len(segments)} segments on Ray"
