@@ -204,7 +204,7 @@ def two_nodes():
 
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": False,
-        "_temp_dir": str(Path(SESSION_TMP) / "ray-cluster")})
+        "temp_dir": str(Path(SESSION_TMP) / "ray-cluster")})
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
