@@ -49,3 +49,13 @@ SIZES_KEPT = 8
 POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "float32", "bfloat16")  # "auto": bfloat16 where the hardware runs it
 JIT_MODES = ("auto", "on", "off")  # XLA: timed per size, always, never
+
+TEMPORAL_LBFGS = 1.0
+TEMPORAL_ADAM = 200.0
+# styleflow video / Stylizer.video (Ruder et al. 2016): per method, the first frame's iterations
+# (L-BFGS iterations of EVALUATIONS_PER_ITERATION evaluations, or Adam steps) and the weight of
+# the temporal term: a sum over pixels in the Keras example's normalisation (lbfgs), a mean in
+# neural-style's (adam). The weights were chosen with bench/video.py (docs/video.md).
+VIDEO_METHODS = ("lbfgs", "adam")
+VIDEO_DEFAULTS = {"lbfgs": dict(iterations=10, temporal_weight=TEMPORAL_LBFGS),
+                  "adam": dict(iterations=500, temporal_weight=TEMPORAL_ADAM)}

@@ -15,6 +15,8 @@ from ..optim.scales import Scale  # noqa: E402
 from .results import Iteration, LossRecord, Result  # noqa: E402
 from .runs import PhotoRun, Run, StylizeRun, TransferRun  # noqa: E402
 from .stylizer import Stylizer, photo, stylize, transfer  # noqa: E402
+from .video import VideoFrame, VideoResult, VideoRun  # noqa: E402
 
 __all__ = ["Stylizer", "Run", "TransferRun", "StylizeRun", "PhotoRun", "Result", "Iteration",
-           "LossRecord", "Parts", "Scale", "StyleflowError", "transfer", "stylize", "photo"]
+           "LossRecord", "Parts", "Scale", "StyleflowError", "transfer", "stylize", "photo",
+           "VideoRun", "VideoFrame", "VideoResult"]

@@ -44,10 +44,10 @@ class Networks:
 
     def get(self, content: Sequence[str] | None, style: Sequence[str] | None,
             full_content: Sequence[str], normalisation: str, *, guided: bool = False,
-            photo: bool = False) -> Network:
+            photo: bool = False, temporal: bool = False) -> Network:
         """Choose the layers (the caller's, else the defaults for these weights), check the
         weights cover them, and return the network and compiled loss for them (`guided`,
-        `photo` as LossGraph takes them)."""
+        `photo`, `temporal` as LossGraph takes them)."""
         weights = self.weights
         if content is None:
             content = [LITE_CONTENT_LAYER] if weights.lite else list(full_content)
@@ -65,10 +65,10 @@ class Networks:
                                                         dtype=self.precision)
             self.builds += 1
         extractor = self._extractors[outputs]
-        key = (outputs, normalisation, tuple(content), tuple(style), guided, photo)
+        key = (outputs, normalisation, tuple(content), tuple(style), guided, photo, temporal)
         if key not in self._graphs:
             self._graphs[key] = LossGraph(extractor, normalisation, content, style,
-                                          guided=guided, photo=photo)
+                                          guided=guided, photo=photo, temporal=temporal)
         return Network(extractor, weights.input_spec, weights, list(content), list(style),
                        self.precision, self._graphs[key])
 

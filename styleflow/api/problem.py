@@ -92,12 +92,14 @@ def transfer_problem(networks: Networks, base, ref, *, content_weight: float = 0
                      height: int | None = None, width: int | None = None,
                      content_layer: str | None = None, style_layers: Sequence[str] | None = None,
                      init=None, max_memory: float | None = None,
-                     tile: int | None = None) -> Problem:
+                     tile: int | None = None, temporal_weight: float | None = None) -> Problem:
     """neural_style_transfer.py's problem (the Keras example): content and style resized to one
     size, content and style layers weighted equally, the example's loss normalisation.
 
     Images are paths, PIL images or NumPy arrays (see io.images.as_rgb). `max_memory` (GB)
-    and `tile` (px) lay the run out in memory (see plan.budget.choose)."""
+    and `tile` (px) lay the run out in memory (see plan.budget.choose). `temporal_weight`
+    adds a video's temporal term with that weight (no previous frame yet: its weights are 0;
+    Objective.with_frame gives the next frames')."""
     base_rgb = images.as_rgb(base, "base image")
     ref_rgb = images.as_rgb(ref, "style image")
     if height is None and width is None:
@@ -105,7 +107,8 @@ def transfer_problem(networks: Networks, base, ref, *, content_weight: float = 0
     size = images.fit_size(base_rgb.shape[:2], height, width)
     init_rgb = None if init is None else images.as_rgb(init, "initial image")
     network = networks.get([content_layer] if content_layer is not None else None, style_layers,
-                           [FULL_CONTENT_LAYER], KERAS_EXAMPLE)
+                           [FULL_CONTENT_LAYER], KERAS_EXAMPLE,
+                           temporal=temporal_weight is not None)
     # Before any large allocation:
     layout = check_size(size, network, "output size", "lbfgs", max_memory, tile)
     start_rgb = None if init_rgb is None else images.resize(init_rgb, size)
@@ -118,7 +121,7 @@ def transfer_problem(networks: Networks, base, ref, *, content_weight: float = 0
         style_layers={name: 1.0 / len(network.style_layers) for name in network.style_layers},
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
         normalisation=KERAS_EXAMPLE, graph=network.graph, tile=layout.tile,
-        forward_tile=layout.forward_tile)
+        forward_tile=layout.forward_tile, **_temporal(content, temporal_weight))
     start = content if start_rgb is None else spec.preprocess(start_rgb)
     return Problem(objective, start, network, size, content_rgb, [size], layout)
 
@@ -132,11 +135,13 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
                     style_layers: Sequence[str] | None = None, initial=None,
                     initial_noiseblend: float | None = None, seed: int = 0,
                     max_memory: float | None = None, tile: int | None = None,
-                    style_masks: Sequence | None = None) -> Problem:
+                    style_masks: Sequence | None = None,
+                    temporal_weight: float | None = None) -> Problem:
     """neural_style.py's problem (anishathalye/neural-style): several styles, each scaled to
     `scale` x the content width and blended, and that project's loss normalisation.
     `style_masks`, one grey image per style, say where on the output each style paints
-    (guided Gram matrices, Gatys et al. 2017; soft values blend).
+    (guided Gram matrices, Gatys et al. 2017; soft values blend). `temporal_weight` as in
+    transfer_problem.
 
     Images are paths, PIL images or NumPy arrays (see io.images.as_rgb). `max_memory` (GB)
     and `tile` (px) lay the run out in memory (see plan.budget.choose)."""
@@ -169,7 +174,7 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
     initial_rgb = None if initial is None else images.as_rgb(initial, "initial image")
 
     network = networks.get(content_layers, style_layers, NS_CONTENT_LAYERS, NEURAL_STYLE,
-                           guided=mask_rgbs is not None)
+                           guided=mask_rgbs is not None, temporal=temporal_weight is not None)
     # Sizes are checked before any large allocation.
     layout = check_size(size, network, "content image", "adam", max_memory, tile)
     for i, style_size in enumerate(style_sizes):
@@ -214,7 +219,7 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
         normalisation=NEURAL_STYLE, style_blends=blends, graph=network.graph,
         tile=layout.tile,
-        forward_tile=layout.forward_tile, **guided)
+        forward_tile=layout.forward_tile, **guided, **_temporal(content_x, temporal_weight))
     if initial_noiseblend is None:
         initial_noiseblend = 1.0 if start_rgb is None else 0.0
     base = content_x if start_rgb is None else spec.preprocess(start_rgb)
@@ -223,6 +228,15 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
     start = (1.0 - initial_noiseblend) * base + initial_noiseblend * noise
     return Problem(objective, start.astype(np.float32), network, size, content_rgb,
                    [rgb.shape[:2] for rgb in style_rgbs], layout)
+
+
+def _temporal(content: np.ndarray, weight: float | None) -> dict:
+    """The Objective's temporal options for a first frame: the term present, nothing to
+    follow yet (all weights 0)."""
+    if weight is None:
+        return {}
+    return dict(temporal=(np.zeros_like(content), np.zeros(content.shape[1:3], np.float32)),
+                temporal_weight=weight)
 
 
 P = PHOTO_DEFAULTS

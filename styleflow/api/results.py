@@ -24,10 +24,11 @@ class LossRecord:
     tv: float
     seconds: float
     photo: float | None = None  # the photorealism term, for problems with one
+    temporal: float | None = None  # a video frame's temporal term
 
     @property
     def parts(self) -> Parts:
-        return Parts(self.total, self.content, self.style, self.tv, self.photo)
+        return Parts(self.total, self.content, self.style, self.tv, self.photo, self.temporal)
 
 
 class Iteration:

@@ -114,8 +114,10 @@ class Run:
         """Loss parts of every finished iteration or step so far."""
         records = []
         for i, n, seconds, values in self._records:
-            values = [float(v) for v in np.asarray(values)]
-            records.append(LossRecord(i, n, *values[:4], seconds, *values[4:]))
+            parts = values if isinstance(values, Parts) else \
+                self.problem.objective.parts_of(np.asarray(values))
+            records.append(LossRecord(i, n, parts.total, parts.content, parts.style, parts.tv,
+                                      seconds, parts.photo, parts.temporal))
         return records
 
     def __iter__(self) -> Iterator[Iteration]:
@@ -233,9 +235,7 @@ class TransferRun(Run):
                                   bounds=bounds, history=self._history(self.problem)):
             self._last = step
             parts = step.parts
-            self._records.append((step.iteration + 1, step.evaluations, step.seconds,
-                                  [parts.total, parts.content, parts.style, parts.tv]
-                                  + ([] if parts.photo is None else [parts.photo])))
+            self._records.append((step.iteration + 1, step.evaluations, step.seconds, parts))
             best = self.evaluator.best_parts.total
             yield Iteration(step.iteration + 1, self.iterations, step.evaluations, step.seconds,
                             parts=lambda p=parts: p, best_loss=lambda b=best: b,
@@ -357,7 +357,7 @@ class StylizeRun(Run):
             now = time.perf_counter()
             self._records.append((i, i, now - began, values))
             yield Iteration(i, self.iterations, i, now - began,
-                            parts=lambda v=values: Parts(*(float(x) for x in v.numpy())),
+                            parts=lambda v=values: self.problem.objective.parts_of(v.numpy()),
                             best_loss=lambda b=loop.best_loss_tensor: float(b.numpy()),
                             array=lambda best=loop.best_image: self._picture(best.numpy()),
                             precise=lambda best=loop.best_image: self._precise_picture(

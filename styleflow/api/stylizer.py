@@ -23,7 +23,7 @@ import math
 from typing import Callable, Sequence
 
 from ..defaults import (EVALUATIONS_PER_ITERATION, JIT_MODES, PHOTO_DEFAULTS, POOLINGS,
-                        STYLIZE_DEFAULTS, TRANSFER_DEFAULTS)
+                        STYLIZE_DEFAULTS, TRANSFER_DEFAULTS, VIDEO_DEFAULTS, VIDEO_METHODS)
 from ..errors import StyleflowError, check_choice
 from ..io import images
 from ..model import runtime
@@ -36,6 +36,7 @@ from .networks import Networks
 from .problem import Problem, photo_problem, stylize_problem, transfer_problem
 from .results import Result
 from .runs import PhotoRun, Run, StylizeRun, TransferRun
+from .video import UNITS, VideoResult, VideoRun, adam_optimiser, lbfgs_optimiser, load_frames
 
 _logger = logging.getLogger("styleflow")
 T = TRANSFER_DEFAULTS
@@ -324,6 +325,89 @@ class Stylizer:
         return _finish(self.iter_photo(content, style, **options))
 
 
+    # -- video (Ruder et al. 2016) -------------------------------------------------------
+
+    @_options_checked
+    def iter_video(self, video, style, *, method: str = "lbfgs", iterations: int | None = None,
+                   frame_iterations: int | None = None, temporal_weight: float | None = None,
+                   long_term: bool = False, independent: bool = False,
+                   content_weight: float | None = None, style_weight: float | None = None,
+                   tv_weight: float | None = None, learning_rate: float | None = None,
+                   height: int | None = None, width: int | None = None,
+                   content_layers: Sequence[str] | None = None,
+                   style_layers: Sequence[str] | None = None, max_memory: float | None = None,
+                   tile: int | None = None, start: int = 0, stop: int | None = None,
+                   finished: Callable | None = None,
+                   on_evaluation: Callable[[int, float], None] | None = None) -> VideoRun:
+        """Prepare a temporally consistent stylisation of `video` (Ruder et al. 2016) and
+        return a VideoRun yielding each output frame in order.
+
+        `video`: a video file (anything FFmpeg reads, GIFs included), a folder of frame images,
+        an io.video.Clip or a list of images. `method`: "lbfgs" (the Keras example's problem
+        and loss weights; `iterations` of EVALUATIONS_PER_ITERATION evaluations) or "adam"
+        (neural-style's; `iterations` steps, `learning_rate`). Loss weights, layers and sizes
+        default to the method's (`transfer` / `stylize`); every frame starts from its content,
+        or from the previous output warped by the optical flow.
+
+        The first frame, and the first after a scene cut, get `iterations`; the others
+        `frame_iterations` (default: half as many) and the temporal term with
+        `temporal_weight` (VIDEO_DEFAULTS per method); `long_term` adds frames t-2 and t-4
+        where t-1 does not see a pixel. `independent=True` stylises every frame on its own
+        with `iterations` (the baseline). `start`/`stop` select a range of frames (its first
+        starts from the content); `finished(index)` gives the output of a frame finished
+        earlier (uint8 RGB) or None, and those frames are not computed again.
+        `on_evaluation(count, loss)` is called after every evaluation or step of a frame.
+        """
+        check_choice("method", method, VIDEO_METHODS)
+        base = T if method == "lbfgs" else S
+        defaults = VIDEO_DEFAULTS[method]
+        iterations = defaults["iterations"] if iterations is None else iterations
+        frame_iterations = (max(1, (iterations + 1) // 2) if frame_iterations is None
+                            else frame_iterations)
+        temporal_weight = (defaults["temporal_weight"] if temporal_weight is None
+                           else temporal_weight)
+        weights = dict(content_weight=base["content_weight"] if content_weight is None
+                       else content_weight,
+                       style_weight=base["style_weight"] if style_weight is None
+                       else style_weight,
+                       tv_weight=base["tv_weight"] if tv_weight is None else tv_weight)
+        rate = S["learning_rate"] if learning_rate is None else learning_rate
+        _check_numbers(iterations=iterations, frame_iterations=frame_iterations,
+                       temporal_weight=temporal_weight, learning_rate=rate, **weights)
+        style = images.as_rgb(style, "style image")
+        clip = load_frames(video)
+        temporal = None if independent else float(temporal_weight)
+        if method == "lbfgs":
+            if content_layers is not None and len(content_layers) != 1:
+                raise StyleflowError("content_layers: the lbfgs method takes one content layer",
+                                     params=("content_layers",))
+            problem = transfer_problem(
+                self.networks, clip.frames[0], style, height=height, width=width,
+                content_layer=content_layers[0] if content_layers else None,
+                style_layers=style_layers, max_memory=max_memory, tile=tile,
+                temporal_weight=temporal, **weights)
+            optimise = lbfgs_optimiser
+        else:
+            if height is not None and width is None:
+                h, w = clip.size
+                width = max(1, round(w * height / h))
+            problem = stylize_problem(
+                self.networks, clip.frames[0], [style], width=width, content_layers=content_layers,
+                style_layers=style_layers, initial_noiseblend=0.0, seed=self.seed,
+                max_memory=max_memory, tile=tile, temporal_weight=temporal, **weights)
+            optimise = adam_optimiser(AdamSettings(rate, S["beta1"], S["beta2"], S["epsilon"]))
+        return VideoRun(clip, problem, optimise, iterations=int(iterations),
+                        frame_iterations=int(frame_iterations), units_per_iteration=UNITS[method],
+                        independent=independent, long_term=long_term, start=start, stop=stop,
+                        finished=finished, on_evaluation=on_evaluation)
+
+    def video(self, video, style, **options) -> VideoResult:
+        """Run `iter_video(video, style, **options)` to the end; return the VideoResult (every
+        frame, the frame rate, the audio's source)."""
+        _check_options("video", Stylizer.iter_video, options)
+        return self.iter_video(video, style, **options).result()
+
+
 def _finish(run: Run) -> Result:
     try:
         for _ in run:
@@ -340,7 +424,7 @@ def _check_numbers(**values: float) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise StyleflowError(f"{name}: must be a number, not {value!r}", params=(name,))
-        if name in ("iterations", "scales"):
+        if name in ("iterations", "scales", "frame_iterations"):
             if not math.isfinite(value) or int(value) != value or value < 1:
                 raise StyleflowError(f"{name}: must be a whole number greater than zero, "
                                      f"not {value!r}", params=(name,))

@@ -29,22 +29,27 @@ def import_ray():
     return ray
 
 
+def prepare_tensorflow(threads: int | None) -> None:
+    """TensorFlow set up in an actor's process: on `threads` threads when given (a CPU
+    actor's share of the node: by default it would use every core, and actors sharing a node
+    would fight over them), with memory growth on GPUs so several processes can share one."""
+    from .. import api  # noqa: F401 - imports TensorFlow without its start-up log
+
+    import tensorflow as tf
+
+    if threads:  # before TensorFlow's runtime starts: it reads these once
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
+
+
 class PairActor:
-    """The actor's body: a PairWorker in its own process (TensorFlow with memory growth on a
-    GPU, so several processes can share one). `threads`: the CPUs Ray reserved for it, which
-    TensorFlow then splits its operations over (by default it would use every core of the
-    node, and actors sharing a node would fight over them)."""
+    """The actor's body: a PairWorker in its own process, TensorFlow on `threads` threads
+    (see prepare_tensorflow)."""
 
     def __init__(self, settings: Settings, threads: int | None = None):
-        from .. import api  # noqa: F401 - imports TensorFlow without its start-up log
-
-        import tensorflow as tf
-
-        if threads:  # before TensorFlow's runtime starts: it reads these once
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
+        prepare_tensorflow(threads)
         self.worker = PairWorker(settings)
 
     def run(self, pair: Pair) -> dict:
@@ -83,7 +88,8 @@ def run_on_ray(pairs: Sequence[Pair], settings: Settings,
     """Run `pairs` on Ray actors, calling `finished(pair, record)` in the driver for each."""
     ray, started = connect(address)
     try:
-        _schedule(ray, list(pairs), settings, finished, workers, notes, on_start)
+        schedule(ray, PairActor, list(pairs), settings, finished, workers, notes, on_start,
+                 failed=lambda pair, error: record(pair, "failed", error=error))
     finally:
         if started:
             ray.shutdown()
@@ -103,7 +109,13 @@ def actor_plan(resources: dict, workers: int | None, pairs: int
     return count, {"num_cpus": share}, share
 
 
-def _schedule(ray, pairs, settings, finished, workers, notes, on_start) -> None:
+def schedule(ray, actor_class, pairs, settings, finished, workers, notes, on_start,
+             failed: Callable[[object, str], dict], noun: str = "pair") -> None:
+    """Hand `pairs` (any jobs) to actors of `actor_class(settings, threads)` as they free up,
+    one job per actor at a time, calling `finished(job, record)` in the driver for each: the
+    actor's `run(job)`'s record, or `failed(job, error)`'s when it raised or its actor died
+    RETRIES + 1 times (`noun` names a job in that message). CPU actors get their share of
+    the CPUs as TensorFlow threads (`actor_plan`)."""
     if not pairs:
         return
     count, options, threads = actor_plan(ray.cluster_resources(), workers, len(pairs))
@@ -113,8 +125,8 @@ def _schedule(ray, pairs, settings, finished, workers, notes, on_start) -> None:
               + (f" of {threads} threads" if threads else "")
               + f" on {int(resources.get('CPU', 0))} CPUs and "
                 f"{int(resources.get('GPU', 0))} GPUs")
-    remote = ray.remote(PairActor).options(max_restarts=-1, max_task_retries=RETRIES,
-                                           **options)
+    remote = ray.remote(actor_class).options(max_restarts=-1, max_task_retries=RETRIES,
+                                             **options)
     idle = [remote.remote(settings, threads) for _ in range(count)]
     pending = list(pairs)
     running: dict = {}
@@ -131,11 +143,10 @@ def _schedule(ray, pairs, settings, finished, workers, notes, on_start) -> None:
                 try:
                     rec = ray.get(ref)
                 except ray.exceptions.RayActorError as exc:
-                    rec = record(pair, "failed", error=f"the Ray worker died {RETRIES + 1} "
-                                                       f"times on this pair "
-                                                       f"({one_line(exc)[:200]})")
+                    rec = failed(pair, f"the Ray worker died {RETRIES + 1} times on this {noun} "
+                                       f"({one_line(exc)[:200]})")
                 except ray.exceptions.RayError as exc:
-                    rec = record(pair, "failed", error=one_line(exc)[:500])
+                    rec = failed(pair, one_line(exc)[:500])
                 finished(pair, rec)
                 idle.append(actor)
     finally:

@@ -163,8 +163,9 @@ def interrupt_code(exc: KeyboardInterrupt) -> int:
 def format_parts(parts) -> str:
     """'loss 1.234e+05 (content …, style …, tv …)' for progress lines."""
     photo = "" if parts.photo is None else f", photo {parts.photo:.3e}"
+    temporal = "" if parts.temporal is None else f", temporal {parts.temporal:.3e}"
     return (f"loss {parts.total:.4e} (content {parts.content:.3e}, style {parts.style:.3e}, "
-            f"tv {parts.tv:.3e}{photo})")
+            f"tv {parts.tv:.3e}{photo}{temporal})")
 
 
 def split_list(values: Sequence[str] | None) -> list[str] | None:

@@ -3,6 +3,7 @@
     styleflow transfer BASE REF PREFIX ...   neural_style_transfer.py's options (L-BFGS)
     styleflow style --content ... ...        neural_style.py's options (Adam, several styles)
     styleflow photo CONTENT STYLE OUTPUT     photorealistic transfer (Deep Photo Style Transfer)
+    styleflow video INPUT STYLE OUTPUT       a video, temporally consistent, resumable
     styleflow batch --manifest pairs.csv     many pairs, resumable (local or Ray)
     styleflow serve [--port 8080]            a web page with a job queue (the [web] extra)
 
@@ -28,6 +29,9 @@ COMMANDS = {
     "photo": ("styleflow.cli.photo",
               "a photograph restyled by another and kept a photograph, optionally region by "
               "region with segmentation masks (Deep Photo Style Transfer)"),
+    "video": ("styleflow.cli.video",
+              "a video or a folder of frames stylised with temporal consistency (Ruder et "
+              "al.), resumable, locally or in segments on Ray"),
     "batch": ("styleflow.cli.batch",
               "many content/style pairs in one process or on a Ray cluster, resumable"),
     "serve": ("styleflow.cli.serve",

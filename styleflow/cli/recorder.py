@@ -115,6 +115,13 @@ class RunRecorder:
             self.bar.set_postfix_str(f"loss {loss:.4e}", refresh=False)
         self.bar.update(done - self.bar.n)
 
+    def status(self, text: str) -> None:
+        """What the current unit is doing (e.g. a video frame's evaluations): beside the bar
+        on a terminal, nothing otherwise."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.refresh()
+
     def iteration(self, iteration: int, parts, seconds: float, evaluations: int,
                   text: str | None = None, image: np.ndarray | None = None,
                   image_path: str | Path | None = None) -> None:

@@ -29,18 +29,21 @@ class LossGraph:
     long-lived process that sees many sizes holds what those take.
     `guided`: the style term compares regions' Gram matrices (masks; neural-style's
     normalisation only); `photo`: a photorealism term (the content's matting Laplacian) is
-    added. Both take their extra targets as arguments too (Targets.guides, .matting).
+    added; `temporal`: a video's temporal term (Ruder et al. 2016) is added, against the
+    previous output warped onto this frame. All take their extra targets as arguments too
+    (Targets.guides, .matting, .temporal).
     """
 
     def __init__(self, extractor, normalisation: str, content_layers: Sequence[str],
                  style_layers: Sequence[str], jit_compile: bool = False, guided: bool = False,
-                 photo: bool = False):
+                 photo: bool = False, temporal: bool = False):
         if normalisation not in NORMALISATIONS:
             raise ValueError(f"unknown normalisation {normalisation!r}")
         if guided and normalisation != NEURAL_STYLE:
             raise ValueError("guided Gram matrices take neural-style's normalisation")
         self.guided = bool(guided)
         self.photo = bool(photo)
+        self.temporal = bool(temporal)
         self.extractor = extractor
         self.normalisation = normalisation
         self.content_layers = tuple(content_layers)
@@ -82,7 +85,7 @@ class LossGraph:
         usable inside tf.function and GradientTape."""
         self.traces += 1  # Python runs this body only while tracing
         content_t, content_w, grams, style_w, offsets, terms = targets[:6]
-        guides, region_w, matting_c = targets[6:] if len(targets) > 6 else ((), None, ())
+        guides, region_w, matting_c = targets[6:9] if len(targets) > 6 else ((), None, ())
         feats = self.extractor(image, training=False)
         keras = self.normalisation == KERAS_EXAMPLE
         content = tf.constant(0.0)
@@ -109,10 +112,18 @@ class LossGraph:
         content *= terms[0]
         style *= terms[1]
         tv *= terms[2]
+        if not (self.photo or self.temporal):
+            return tf.stack([content + style + tv, content, style, tv])
+        total, extra = content + style + tv, []
         if self.photo:
             photo = terms[3] * matting.window_energy(image * PHOTO_SCALE, *matting_c)
-            return tf.stack([content + style + tv + photo, content, style, tv, photo])
-        return tf.stack([content + style + tv, content, style, tv])
+            total, extra = total + photo, extra + [photo]
+        if self.temporal:
+            warped, weights = targets[9]
+            temporal = terms[3 + self.photo] * losses.temporal_loss(image, warped, weights,
+                                                                    mean=not keras)
+            total, extra = total + temporal, extra + [temporal]
+        return tf.stack([total, content, style, tv, *extra])
 
     def _loss_and_grads(self, image: tf.Tensor, targets: tuple):
         with tf.GradientTape() as tape:

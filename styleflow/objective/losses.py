@@ -88,6 +88,18 @@ def total_variation_mean(image: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.square(dy)) + tf.reduce_mean(tf.square(dx))
 
 
+def temporal_loss(image: tf.Tensor, warped: tf.Tensor, weights: tf.Tensor,
+                  mean: bool) -> tf.Tensor:
+    """Ruder et al.'s short-term temporal loss Σ c·(x − ω)² of `image` against the previous
+    output warped onto it (`warped`), per-pixel weights `weights` (1, h, w, 1); averaged over
+    the h·w·3 values when `mean` (neural-style's normalisation), else summed (the Keras
+    example's, like its total variation)."""
+    energy = tf.reduce_sum(weights * tf.square(image - warped))
+    if not mean:
+        return energy
+    return energy / tf.cast(tf.size(image), tf.float32)
+
+
 def total_variation_mean_rows(strip: tf.Tensor, rows, height: int, width: int) -> tf.Tensor:
     """neural-style's total variation of `rows` rows of a height x width image, as their share
     of `total_variation_mean`: `strip` holds those rows and the row below them when there is

@@ -4,6 +4,7 @@ tiles (`tiled_loss.TiledLoss`) for images too large for one."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -36,6 +37,9 @@ class Objective:
     the style image's size, or None for the whole image), weighted by `region_weights[r]`;
     guides are carried down the network as masks.carry_down does. Photorealism (the graph's
     `photo`): `laplacian`, the content's matting.MattingLaplacian, weighted by `photo_weight`.
+    Video (the graph's `temporal`): `temporal` = (the previous output warped onto this frame,
+    network space (1, h, w, 3); per-pixel weights (h, w)), weighted by `temporal_weight`;
+    `with_frame` makes the objective of the next frame, reusing the style targets.
     """
 
     def __init__(self, extractor, content: np.ndarray, styles: Sequence[np.ndarray],
@@ -48,14 +52,18 @@ class Objective:
                  guides: np.ndarray | None = None,
                  region_styles: Sequence[tuple[int, np.ndarray | None]] | None = None,
                  region_weights: Sequence[float] | None = None, laplacian=None,
-                 photo_weight: float = 0.0):
+                 photo_weight: float = 0.0, temporal: tuple | None = None,
+                 temporal_weight: float = 0.0):
         guided, photo = guides is not None, laplacian is not None
+        is_temporal = temporal is not None
         if graph is None:
             graph = LossGraph(extractor, normalisation, list(content_layers), list(style_layers),
-                              jit_compile=jit_compile, guided=guided, photo=photo)
+                              jit_compile=jit_compile, guided=guided, photo=photo,
+                              temporal=is_temporal)
         if (graph.normalisation, graph.content_layers, graph.style_layers, graph.guided,
-                graph.photo) != (normalisation, tuple(content_layers), tuple(style_layers),
-                                 guided, photo):
+                graph.photo, graph.temporal) != (normalisation, tuple(content_layers),
+                                                 tuple(style_layers), guided, photo,
+                                                 is_temporal):
             raise ValueError("the LossGraph was built for other layers or normalisation")
         self.graph = graph
         self.extractor = extractor
@@ -103,6 +111,10 @@ class Objective:
         if photo:
             term_weights.append(self.photo_weight)
             extra["matting"] = tuple(laplacian.constants)
+        self.temporal_weight = float(temporal_weight)
+        if is_temporal:
+            term_weights.append(self.temporal_weight)
+            extra["temporal"] = _temporal_targets(*temporal)
         if extra:
             extra.setdefault("region_weights", tf.constant([1.0]))
         self.targets = Targets(
@@ -119,6 +131,35 @@ class Objective:
                                          lambda: TiledLoss(graph, self.shape, tile,
                                                            forward_tile))
             self._tiled_targets = self._tiled.prepare(self.targets)
+
+    def with_frame(self, content: np.ndarray, temporal: tuple | None = None) -> "Objective":
+        """The objective of another video frame of the same size: new content targets (from
+        `content`, network space) and temporal targets (as the constructor's `temporal`), the
+        style targets, weights and compiled loss reused (nothing recomputed for the style)."""
+        if tuple(content.shape) != self.shape:
+            raise ValueError("with_frame takes a frame of the objective's size")
+        if (temporal is not None) != self.graph.temporal:
+            raise ValueError("temporal targets go with a temporal LossGraph only")
+        frame = object.__new__(Objective)
+        frame.__dict__.update(self.__dict__)
+        if self.tile is None:
+            features = self._features(content)
+        else:
+            features = tiling.tiled_features(self.extractor, content, list(self.content_layers),
+                                             self.forward_tile or self.tile)
+        frame.content_targets = {name: tf.constant(features[name])
+                                 for name in self.content_layers}
+        changes = dict(content=tuple(frame.content_targets[n] for n in self.content_layers))
+        if temporal is not None:
+            changes["temporal"] = _temporal_targets(*temporal)
+        frame.targets = replace(self.targets, **changes)
+        if frame._tiled is not None:
+            frame._tiled_targets = frame._tiled.prepare(frame.targets)
+        return frame
+
+    def parts_of(self, values) -> Parts:
+        """Parts from this objective's graph's loss values (LossGraph.loss_parts)."""
+        return Parts.of(np.asarray(values), self.graph.photo, self.graph.temporal)
 
     @property
     def tiled(self) -> bool:
@@ -195,12 +236,20 @@ class Objective:
             return self._tiled.loss_and_grads(image, self._tiled_targets)
         values, grad = self.graph.loss_and_grads(
             tf.constant(np.reshape(image, self.shape), tf.float32), self.targets.as_args(), xla)
-        return Parts(*(float(v) for v in values.numpy())), grad.numpy()
+        return self.parts_of(values.numpy()), grad.numpy()
 
     @property
     def guided(self) -> bool:
         """Whether the style term compares regions (masks)."""
         return self.graph.guided
+
+
+def _temporal_targets(warped: np.ndarray, weights: np.ndarray) -> tuple:
+    """The temporal term's targets as tensors: the warped previous output (1, h, w, 3) and the
+    weights as (1, h, w, 1)."""
+    weights = np.asarray(weights, np.float32)
+    return (tf.constant(np.asarray(warped, np.float32).reshape(1, *weights.shape[:2], 3)),
+            tf.constant(weights.reshape(1, *weights.shape[:2], 1)))
 
 
 def _precision(extractor) -> str:

@@ -57,6 +57,7 @@ class TiledLoss:
             tuple(tf.TensorSpec((None, None), tf.float32) for _ in self.style_layers)])
         self._tv = tf.function(self._tv_strip, input_signature=[crop, tf.TensorSpec((), tf.int32)])
         self.guided, self.photo = graph.guided, graph.photo
+        self.temporal = graph.temporal
         # Guided problems pass each tile's crop of the region guides as well; these trace
         # once per number of regions.
         self._guided_gram_pass = tf.function(self._tile_region_grams)
@@ -224,8 +225,15 @@ class TiledLoss:
             grad[:, r0:r0 + g.shape[1]] += weights["terms"][2] * g.numpy()
         tv *= weights["terms"][2]
         total = content + style + tv
+        temporal = None
+        if self.temporal:
+            # Per pixel, like total variation: summed over the whole image in float64.
+            temporal = self._temporal(image, grad, weights)
         if not self.photo:
-            return Parts(float(total), float(content), float(style), float(tv)), grad
+            if temporal is not None:
+                total += temporal
+            return Parts(float(total), float(content), float(style), float(tv),
+                         temporal=temporal), grad
         # Photorealism over row strips, each with a row of halo on either side: windows are
         # 3x3, so a strip's windows need nothing further.
         photo = 0.0
@@ -239,7 +247,19 @@ class TiledLoss:
             grad[:, top:bottom] += lam * g.numpy()
         photo *= lam
         total += photo
-        return Parts(float(total), float(content), float(style), float(tv), float(photo)), grad
+        if temporal is not None:
+            total += temporal
+        return Parts(float(total), float(content), float(style), float(tv), float(photo),
+                     temporal), grad
+
+    def _temporal(self, image: np.ndarray, grad: np.ndarray, weights: dict) -> float:
+        """The temporal term (losses.temporal_loss) and its gradient, added into `grad`."""
+        warped, mask = weights["temporal"]
+        lam = weights["terms"][3 + self.photo]
+        diff = image.astype(np.float64) - warped
+        scale = lam / (1.0 if self.keras else image.size)
+        grad += (2.0 * scale * mask * diff).astype(np.float32)
+        return float(scale * np.sum(mask * diff ** 2))
 
 
 def _pieces(maps, places) -> tuple:
@@ -265,6 +285,8 @@ def _numpy(targets) -> dict:
                                  for i, g in enumerate(guides)]}
     if targets.matting:
         extra["matting"] = targets.matting
+    if targets.temporal:
+        extra["temporal"] = tuple(t.numpy().astype(np.float64) for t in targets.temporal)
     return {**extra, "content": [c.numpy() if hasattr(c, "numpy") else c for c in content],
             "content_weights": content_w.numpy().astype(np.float64),
             "grams": [g.numpy().astype(np.float64) for g in grams],

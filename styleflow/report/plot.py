@@ -12,7 +12,7 @@ from ..errors import StyleflowError
 from ..io.files import write_atomically
 
 SERIES = (("total", "#141414"), ("content", "#1f77b4"), ("style", "#d62728"), ("tv", "#2ca02c"),
-          ("photo", "#9467bd"))
+          ("photo", "#9467bd"), ("temporal", "#ff7f0e"))
 # What matplotlib's Agg canvas writes, by extension (checked before a run starts).
 PLOT_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".pdf": "pdf", ".svg": "svg",
                 ".tif": "tif", ".tiff": "tif", ".webp": "webp"}

@@ -12,8 +12,9 @@ from ..errors import os_error
 
 FIELDS = ("iteration", "evaluations", "total", "content", "style", "tv", "seconds", "elapsed",
           "image")
-# Loss parts only some problems have (photorealism), logged after "tv" when a run has them.
-OPTIONAL_PARTS = ("photo",)
+# Loss parts only some problems have (photorealism, a video's temporal term), logged after
+# "tv" when a run has them.
+OPTIONAL_PARTS = ("photo", "temporal")
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 

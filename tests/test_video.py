@@ -1,0 +1,263 @@
+"""`styleflow video` and Stylizer.iter_video on clips made here: a camera pan over a photograph
+with a disc moving across it, a few frames at small size, lite weights, 1-3 iterations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.clips import pan_frames, write_clip
+from conftest import SESSION_TMP, assert_clean_error, call_cli, child, make_image
+
+av = pytest.importorskip("av")
+pytest.importorskip("cv2")
+
+SIZE = (96, 64)
+STYLE = Path(__file__).resolve().parents[1] / "images" / "ref7.jpg"
+FAST = ["--weights", "lite", "--height", "64", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """An 8-frame pan at 12 fps with a sine track (mp4), a 6-frame GIF, a folder of frames."""
+    folder = tmp_path_factory.mktemp("clips")
+    frames = pan_frames(8, SIZE)
+    mp4 = write_clip(folder / "pan.mp4", frames, 12, audio=True)
+    gif = folder / "pan.gif"
+    pictures = [Image.fromarray(f) for f in frames[:6]]
+    pictures[0].save(gif, save_all=True, append_images=pictures[1:], duration=100, loop=0)
+    stills = folder / "stills"
+    stills.mkdir()
+    for i, f in enumerate(frames[:5]):
+        Image.fromarray(f).save(stills / f"shot{i + 1}.png")  # shot10 would sort after shot9
+    return {"frames": frames, "mp4": mp4, "gif": gif, "folder": stills}
+
+
+def streams(path: Path) -> dict:
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        info = {"fps": video.average_rate, "frames": sum(1 for _ in container.decode(video))}
+    with av.open(str(path)) as container:
+        audio = container.streams.audio
+        info["audio"] = None if not audio else (audio[0].codec_context.name,
+                                                float(audio[0].duration * audio[0].time_base))
+    return info
+
+
+def test_frame_count_rate_and_audio_are_kept(clips, tmp_path):
+    out = tmp_path / "styled.mp4"
+    proc = call_cli("styleflow", "video", clips["mp4"], STYLE, out, *FAST, "--iterations", "1",
+                    "--frame-iterations", "1")
+    assert proc.returncode == 0, proc.stderr
+    got, given = streams(out), streams(clips["mp4"])
+    assert got["frames"] == given["frames"] == 8
+    assert got["fps"] == given["fps"] == 12
+    assert given["audio"] is not None and got["audio"] is not None
+    assert got["audio"][0] == given["audio"][0]  # copied, not re-encoded
+    assert abs(got["audio"][1] - given["audio"][1]) < 0.05
+    assert not (tmp_path / "styled.mp4.frames").exists()  # the work folder goes at the end
+
+
+def test_temporal_consistency_beats_independent_frames(clips):
+    """Ruder et al.'s temporal term: the warping error (Lai et al.) of the temporal run is
+    well below that of frames stylised on their own, with the same weights and start."""
+    from styleflow import Stylizer
+    from styleflow.objective.flow import warping_error
+
+    stylizer = Stylizer(weights="lite", seed=0)
+    errors, parts = {}, {}
+    for independent in (True, False):
+        run = stylizer.iter_video(clips["frames"][:6], STYLE, iterations=2, frame_iterations=1,
+                                  independent=independent, height=64)
+        frames = list(run)
+        assert [f.index for f in frames] == list(range(6))
+        errors[independent] = warping_error([f.array for f in frames], run.frames)
+        parts[independent] = [f.parts.temporal for f in frames]
+    assert parts[True] == [None] * 6  # no temporal term when independent
+    assert all(p > 0 for p in parts[False][1:])  # the term is part of the optimised loss
+    print(f"warping error: temporal {errors[False]:.5f}, independent {errors[True]:.5f}, "
+          f"ratio {errors[False] / errors[True]:.2f}")
+    assert errors[False] < 0.5 * errors[True]
+
+
+def test_style_targets_are_computed_once_per_video(clips, monkeypatch):
+    from styleflow import Stylizer
+    from styleflow.objective.objective import Objective
+
+    grams = []
+    original = Objective._style_grams
+    monkeypatch.setattr(Objective, "_style_grams",
+                        lambda self, style: grams.append(1) or original(self, style))
+    stylizer = Stylizer(weights="lite", seed=0)
+    list(stylizer.iter_video(clips["frames"][:4], STYLE, iterations=1, height=64))
+    assert len(grams) == 1
+
+
+def _frames_in(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("frame_*.png")}
+
+
+def _wait_for_frames(proc, folder: Path, count: int, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(folder.glob("frame_*.png"))) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} frames appeared in {folder}")
+
+
+@pytest.mark.slow
+def test_ctrl_c_and_kill_9_resume_without_redoing_frames(clips, tmp_path):
+    out = tmp_path / "styled.mp4"
+    work = tmp_path / "styled.mp4.frames"
+    args = [sys.executable, "-m", "styleflow", "video", str(clips["mp4"]), str(STYLE), str(out),
+            "--weights", "lite", "--height", "64", "--iterations", "3", "--frame-iterations",
+            "2"]
+    with child(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        _wait_for_frames(proc, work, 2)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "run the same command to resume" in stderr and str(work) in stderr
+    kept = _frames_in(work)
+    assert len(kept) >= 2 and not out.exists()
+
+    with child(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        _wait_for_frames(proc, work, len(kept) + 1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    killed = _frames_in(work)
+    assert len(killed) > len(kept)
+    assert {k: killed[k] for k in kept} == kept  # the second run did not redo them
+
+    resumed = call_cli("styleflow", *args[3:], "--keep-frames")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming: {len(killed)} frames done" in resumed.stdout
+    finished = _frames_in(work)
+    assert {k: finished[k] for k in killed} == killed  # untouched: same inode, same mtime
+    assert len(finished) == 8 and streams(out)["frames"] == 8
+    assert not list(work.glob(".*.tmp"))  # the killed writer's leftovers were cleared
+
+
+def test_a_gif_and_a_folder_of_frames_as_input(clips, tmp_path):
+    from styleflow.io.video import read_clip
+
+    folder_out = tmp_path / "from_gif"
+    proc = call_cli("styleflow", "video", clips["gif"], STYLE, folder_out, *FAST,
+                    "--iterations", "1", "--frame-iterations", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in folder_out.glob("frame_*.png")) == \
+        [f"frame_{i:06d}.png" for i in range(1, 7)]
+    gif_out = tmp_path / "from_folder.gif"
+    proc = call_cli("styleflow", "video", clips["folder"], STYLE, gif_out, *FAST,
+                    "--iterations", "1", "--frame-iterations", "1", "--method", "adam")
+    assert proc.returncode == 0, proc.stderr
+    clip = read_clip(gif_out)
+    assert len(clip.frames) == 5 and clip.size == (64, 96)
+    assert read_clip(clips["gif"]).fps == 10
+
+
+def test_bad_input_is_one_line_and_no_output(clips, tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    make_image(mixed / "a1.png", (48, 32))
+    make_image(mixed / "a2.png", (40, 32))
+    sound = tmp_path / "sound.m4a"
+    with av.open(str(sound), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.float32), format="fltp",
+                                           layout="mono")
+        frame.sample_rate, frame.pts = 8000, 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    cases = [(text, tmp_path / "o1.mp4", ["not a video"]),
+             (empty, tmp_path / "o2.mp4", ["no frame images"]),
+             (mixed, tmp_path / "o3.mp4", ["differ in size", "a2.png"]),
+             (sound, tmp_path / "o4.mp4", ["no video stream"]),
+             (clips["mp4"], tmp_path / "o5.avi", ["cannot write '.avi'"])]
+    for source, out, needles in cases:
+        proc = call_cli("styleflow", "video", source, STYLE, out, *FAST)
+        assert_clean_error(proc, *needles)
+        assert not out.exists() and not Path(f"{out}.frames").exists()
+
+
+# -- a simulated two-node Ray cluster -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """Two Ray nodes on this machine (ray.cluster_utils.Cluster), one CPU each, reached by
+    address like a real cluster; shut down however the tests end."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": False,
+        "temp_dir": str(Path(SESSION_TMP) / "ray-cluster")})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        yield cluster.address
+    finally:
+        cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_segments_on_two_nodes_give_every_frame_in_order(clips, two_nodes, tmp_path):
+    from styleflow.io.video import read_clip
+    from styleflow.objective.flow import warping_error
+
+    common = ["--weights", "lite", "--height", "64", "--iterations", "2",
+              "--frame-iterations", "1", "--seed", "1"]
+    ray_out = tmp_path / "ray"
+    proc = call_cli("styleflow", "video", clips["mp4"], STYLE, ray_out, *common, "--engine",
+                    "ray", "--workers", "2", "--address", two_nodes, "--segment-length", "4",
+                    "--overlap", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "8 frames in 2 segments" in proc.stdout
+    assert proc.stdout.count(": done, ") == 2
+    local_out = tmp_path / "local"
+    proc = call_cli("styleflow", "video", clips["mp4"], STYLE, local_out, *common, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    ray_frames = read_clip(ray_out).frames
+    local_frames = read_clip(local_out).frames
+    assert len(ray_frames) == len(local_frames) == 8
+    # In order: each Ray frame is nearest to the same frame of the sequential run.
+    for i, frame in enumerate(ray_frames):
+        distances = [np.mean((frame.astype(float) - f) ** 2) for f in local_frames]
+        assert int(np.argmin(distances)) == i
+    inputs = [np.asarray(Image.fromarray(f).resize((96, 64))) for f in read_clip(
+        clips["mp4"]).frames]
+    seams, sequential = warping_error(ray_frames, inputs), warping_error(local_frames, inputs)
+    print(f"warping error: Ray segments {seams:.5f}, one sequential run {sequential:.5f}, "
+          f"seams cost {seams / sequential:.2f}x")
+    assert np.isfinite(seams) and seams > 0
+
+
+@pytest.mark.slow
+def test_batch_runs_on_a_two_node_cluster(two_nodes, tmp_path):
+    from styleflow.batch.status import read_status
+
+    contents = tmp_path / "c"
+    contents.mkdir()
+    for i in range(2):
+        make_image(contents / f"c{i}.png", (48, 32), i)
+    out = tmp_path / "out"
+    proc = call_cli("styleflow", "batch", "--contents", contents, "--styles", STYLE, "--out",
+                    out, "--weights", "random", "--iter", "1", "--height", "24", "--engine",
+                    "ray", "--workers", "2", "--address", two_nodes)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in out.glob("*.png")) == ["c0_ref7.png", "c1_ref7.png"]
+    records = read_status(out / "styleflow-status.jsonl")
+    assert sorted(r["status"] for r in records) == ["done", "done"]
