@@ -272,3 +272,34 @@ def test_batch_photo_takes_mask_columns_and_a_bad_mask_fails_its_row_alone(tmp_p
     # The masks changed the result: the masked pair's picture differs from the plain one's.
     assert np.abs(np.asarray(Image.open(out / "masked.png"), float)
                   - np.asarray(Image.open(out / "plain.png"), float)).mean() > 0.5
+
+
+@pytest.mark.slow
+def test_photo_interrupted_keeps_the_best_image_and_says_how_to_resume(tiny, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, child
+
+    base, style = tiny
+    out, log = tmp_path / "p.png", tmp_path / "p.csv"
+    args = [sys.executable, "-m", "styleflow", "photo", str(base), str(style), str(out),
+            "--weights", "random", "--iterations", "1000", "--width", "48", "--jit", "off",
+            "--log", str(log)]
+    with child(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.time() + 120
+        # The log's first row: an iteration is done, so there is a best image to keep.
+        while (time.time() < deadline and proc.poll() is None
+               and len(log.read_text().splitlines() if log.exists() else []) < 2):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    kept = tmp_path / "p_interrupted.png"
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and str(kept) in err and "--init" in err
+    assert not out.exists()
+    with Image.open(kept) as img:
+        assert img.size == (48, 32)
+    assert ROOT.exists()

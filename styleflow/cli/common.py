@@ -339,9 +339,12 @@ def make_stylizer(args, weights: str, names: dict[str, str]):
 
 
 def finish_interrupted(prog: str, exc: KeyboardInterrupt, run, path, recorder, log: str | None,
-                       *, show_loss: bool, finished: str, bit_depth: int = 8) -> int:
+                       *, show_loss: bool, finished: str, bit_depth: int = 8,
+                       resume: str | None = None) -> int:
     """After Ctrl-C or SIGTERM: write the best image so far to `path` (before the plot and GIF,
-    whose failure must not lose it), finish the recorder, say what was kept; the exit status."""
+    whose failure must not lose it), finish the recorder, say what was kept and, given the
+    command line to continue with (`resume`, the image's path appended), how to resume; the
+    exit status. (The two classic scripts keep their original lines: no `resume`.)"""
     result = run.result()
     if result is not None:
         result.save(path, bit_depth)
@@ -349,6 +352,9 @@ def finish_interrupted(prog: str, exc: KeyboardInterrupt, run, path, recorder, l
     if result is not None:
         loss = f" (loss {result.parts.total:.4e})" if show_loss else ""
         print(f"{prog}: interrupted; best image so far{loss} written to {path}", file=sys.stderr)
+        if resume:
+            print(f"{prog}: to go on from it, run the same command with {resume} {path}",
+                  file=sys.stderr)
     else:
         print(f"{prog}: interrupted before the first {run.unit.rstrip('s')}; nothing written",
               file=sys.stderr)

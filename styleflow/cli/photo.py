@@ -163,7 +163,7 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     except KeyboardInterrupt as exc:
         return cc.finish_interrupted(prog, exc, run, interrupted, recorder, args.log,
                                      show_loss=True, finished="iterations",
-                                     bit_depth=args.bit_depth)
+                                     bit_depth=args.bit_depth, resume="--init")
     result = run.result()
     result.save(output, args.bit_depth)
     if run.stopped is not None:
