@@ -28,7 +28,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from conftest import ROOT, child, cli_env, default_signals
+from conftest import ROOT, SESSION_TMP, child, cli_env, default_signals
 from styleflow import StyleflowError
 from styleflow.io import images
 
@@ -63,12 +63,13 @@ def _playwright():
 
 
 @contextlib.contextmanager
-def serving(out: Path, log: Path):
-    """A `styleflow serve` child on a free port, its stderr in `log`; yields (process, base
-    URL). Killed when the block ends, whatever happened."""
+def serving(out: Path, log: Path, *options: str, env: dict | None = None):
+    """A `styleflow serve` child on a free port with `options`, its stderr in `log`; yields
+    (process, base URL). Killed when the block ends, whatever happened."""
     with open(log, "w") as err, child([sys.executable, "-m", "styleflow", "serve", "--port", "0",
-                                       "--out", str(out), "--weights", "lite"],
-                                      stdout=subprocess.PIPE, stderr=err, text=True) as proc:
+                                       "--out", str(out), "--weights", "lite", *options],
+                                      env=env, stdout=subprocess.PIPE, stderr=err,
+                                      text=True) as proc:
         line = proc.stdout.readline()  # the URL line, printed once the socket listens
         found = re.search(r"http://\S+/", line)
         assert found, f"no URL in {line!r}; stderr: {log.read_text()}"
@@ -300,11 +301,58 @@ def test_results_stay_in_out_and_are_listed_after_a_restart(page, tmp_path):
             assert picture.width == 64
 
 
+def test_on_ray_actors_the_page_shows_previews_cancels_and_downloads(page, tmp_path):
+    """--engine ray --workers 1 on a local Ray that the server starts (and stops on Ctrl-C):
+    the page follows a job run by a Ray actor as it follows a local one — a changing preview,
+    a cancel acted on mid-run, a result of the asked width — and the results stay in --out
+    for the next server, whichever its engine."""
+    pytest.importorskip("ray")
+    out, log = tmp_path / "out", tmp_path / "ray.log"
+    ray_tmp = {"RAY_TMPDIR": str(Path(SESSION_TMP) / "ray-serve")}
+    with serving(out, log, "--engine", "ray", "--workers", "1", env=ray_tmp) as (proc, url):
+        page.goto(url)
+        watch_previews(page)
+        # Adam never ends early, so the job is still running when it is cancelled.
+        first = start_job(page, url, method="style", width=64, iterations=5000, load=False)
+        page.wait_for_function("() => window.previews.filter(([, s]) => s === 'running')"
+                               ".length >= 3", timeout=FINISH_MS)
+        began = time.monotonic()
+        page.get_by_test_id("cancel").click()
+        wait_status(page, "cancelled", 5_000)
+        took = time.monotonic() - began
+        assert took <= 2.0, took
+        changes = page.evaluate("window.previews")
+        assert len({src for src, status in changes if status == "running"}) >= 3, changes
+        state = job_state(url, first)
+        assert state["status"] == "cancelled" and 0 < state["iteration"] < 5000
+        assert state["downloads"] is not None and state["rate"] > 0
+        assert len(state["curve"]) >= 3
+        second = start_job(page, url, method="transfer", width=72, iterations=2)
+        wait_status(page, "done")
+        with page.expect_download() as download:
+            page.get_by_test_id("download").click()
+        with Image.open(download.value.path()) as picture:
+            assert picture.format == "PNG" and picture.width == 72
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    said = log.read_text()
+    assert "Traceback" not in said
+    assert "styleflow serve: ray: 1 CPU actor(s)" in said
+    # The server wrote what the actor sent back: the result is in --out, read by a new server.
+    with serving(out, tmp_path / "local.log") as (proc, url):
+        listed = {job["id"]: job for job in json.loads(api(url, "/api/jobs")[1])["jobs"]}
+        assert listed[first]["status"] == "cancelled" and listed[second]["status"] == "done"
+        status, body = api(url, f"/api/jobs/{second}/result.png")
+        assert status == 200
+        with Image.open(io.BytesIO(body)) as picture:
+            assert picture.width == 72
+
+
 def test_help_and_refusals_answer_without_tensorflow_or_the_web_stack():
     probe = ("import contextlib, io, json, sys\n"
              "from styleflow.cli import main\n"
              "said = []\n"
-             "for argv in (['serve', '--help'], ['serve', '--engine', 'ray']):\n"
+             "for argv in (['serve', '--help'], ['serve', '--address', 'x:1']):\n"
              "    out, err = io.StringIO(), io.StringIO()\n"
              "    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
              "        try:\n"
@@ -318,12 +366,13 @@ def test_help_and_refusals_answer_without_tensorflow_or_the_web_stack():
                           cwd=ROOT, env=cli_env(), timeout=60, preexec_fn=default_signals)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    (help_code, help_text, _), (ray_code, _, ray_error) = report["said"]
+    (help_code, help_text, _), (address_code, _, address_error) = report["said"]
     assert help_code == 0 and "--engine" in help_text and "--max-upload-mb" in help_text
-    assert ray_code == 2
-    assert ray_error.startswith("styleflow serve: error: argument --engine: ray is not yet "
-                                "supported by serve")
-    assert len(ray_error.strip().splitlines()) == 1
+    assert "--address" in help_text
+    assert address_code == 2
+    assert address_error.startswith("styleflow serve: error: argument --address: only with "
+                                    "--engine ray")
+    assert len(address_error.strip().splitlines()) == 1
     assert report["loaded"] == []
 
 

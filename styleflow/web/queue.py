@@ -177,6 +177,9 @@ class JobQueue:
         self.closing.set()
         self.stopping.set()
         deadline = time.monotonic() + timeout
+        if not self._threads:  # never started
+            self.engine.close()
+            return
         self._threads[0].join(max(0.0, deadline - time.monotonic()))  # the engine opening
         with self._lock:
             running, threads = list(self._running.values()), self._threads[1:]
