@@ -97,9 +97,10 @@ def run_cli(script: str, *args, timeout=300, **env) -> subprocess.CompletedProce
 
 
 @contextlib.contextmanager
-def child(args, **popen):
-    """A Popen child with default signal dispositions, killed if the test fails while it runs."""
-    proc = subprocess.Popen(args, env=cli_env(), cwd=ROOT, stdin=subprocess.DEVNULL,
+def child(args, env: dict | None = None, **popen):
+    """A Popen child with default signal dispositions (`env`: variables beyond cli_env's),
+    killed if the test fails while it runs."""
+    proc = subprocess.Popen(args, env=cli_env(**(env or {})), cwd=ROOT, stdin=subprocess.DEVNULL,
                             preexec_fn=default_signals, **popen)
     try:
         yield proc

@@ -28,7 +28,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from conftest import ROOT, child, cli_env, default_signals
+from conftest import ROOT, SESSION_TMP, child, cli_env, default_signals
 from styleflow import StyleflowError
 from styleflow.io import images
 
@@ -63,12 +63,13 @@ def _playwright():
 
 
 @contextlib.contextmanager
-def serving(out: Path, log: Path):
-    """A `styleflow serve` child on a free port, its stderr in `log`; yields (process, base
-    URL). Killed when the block ends, whatever happened."""
+def serving(out: Path, log: Path, *options: str, env: dict | None = None):
+    """A `styleflow serve` child on a free port with `options`, its stderr in `log`; yields
+    (process, base URL). Killed when the block ends, whatever happened."""
     with open(log, "w") as err, child([sys.executable, "-m", "styleflow", "serve", "--port", "0",
-                                       "--out", str(out), "--weights", "lite"],
-                                      stdout=subprocess.PIPE, stderr=err, text=True) as proc:
+                                       "--out", str(out), "--weights", "lite", *options],
+                                      env=env, stdout=subprocess.PIPE, stderr=err,
+                                      text=True) as proc:
         line = proc.stdout.readline()  # the URL line, printed once the socket listens
         found = re.search(r"http://\S+/", line)
         assert found, f"no URL in {line!r}; stderr: {log.read_text()}"
@@ -155,6 +156,30 @@ def watch_previews(page) -> None:
     }""")
 
 
+def cancel_in_time(page, url: str, job_id: str) -> dict:
+    """Press Cancel on the page of a running job (of 5000 iterations); the page must say
+    cancelled within 2 s, and the job keep its best image so far. The job's state."""
+    began = time.monotonic()
+    page.get_by_test_id("cancel").click()
+    wait_status(page, "cancelled", 5_000)
+    took = time.monotonic() - began
+    assert took <= 2.0, took
+    assert page.get_by_test_id("status").text_content().startswith("cancelled at iteration ")
+    state = job_state(url, job_id)
+    assert state["status"] == "cancelled" and 0 < state["iteration"] < 5000
+    assert state["downloads"] is not None  # the best image so far is kept
+    return state
+
+
+def downloaded_png_width(page) -> int:
+    """Click the page's PNG download; the width of the PNG it gives."""
+    with page.expect_download() as download:
+        page.get_by_test_id("download").click()
+    with Image.open(download.value.path()) as picture:
+        assert picture.format == "PNG"
+        return picture.width
+
+
 def test_the_preview_changes_live_and_a_second_page_follows_the_same_job(server, page, browser):
     _, url, _ = server
     page.goto(url)
@@ -201,23 +226,11 @@ def test_cancel_acts_within_two_seconds_and_the_next_job_downloads_at_its_width(
     job_id = start_job(page, url, method="style", width=64, iterations=5000)
     page.wait_for_function("() => /^running: iteration [1-9]/.test(document.querySelector("
                            "'[data-testid=status]').textContent)", timeout=FINISH_MS)
-    began = time.monotonic()
-    page.get_by_test_id("cancel").click()
-    wait_status(page, "cancelled", 5_000)
-    took = time.monotonic() - began
-    assert took <= 2.0, took
-    assert page.get_by_test_id("status").text_content().startswith("cancelled at iteration ")
-    state = job_state(url, job_id)
-    assert state["status"] == "cancelled" and 0 < state["iteration"] < 5000
-    # The best image so far is kept.
-    assert state["downloads"] is not None
+    cancel_in_time(page, url, job_id)
 
     start_job(page, url, method="transfer", width=72, iterations=2)
     wait_status(page, "done")
-    with page.expect_download() as download:
-        page.get_by_test_id("download").click()
-    with Image.open(download.value.path()) as picture:
-        assert picture.format == "PNG" and picture.width == 72
+    assert downloaded_png_width(page) == 72
     tiff = page.request.get(urljoin(page.url, page.get_by_test_id("download-tiff")
                                     .get_attribute("href")))
     array = tifffile.imread(io.BytesIO(tiff.body()))
@@ -300,11 +313,48 @@ def test_results_stay_in_out_and_are_listed_after_a_restart(page, tmp_path):
             assert picture.width == 64
 
 
+def test_on_ray_actors_the_page_shows_previews_cancels_and_downloads(page, tmp_path):
+    """--engine ray --workers 1 on a local Ray that the server starts (and stops on Ctrl-C):
+    the page follows a job run by a Ray actor as it follows a local one — a changing preview,
+    a cancel acted on mid-run, a result of the asked width — and the results stay in --out
+    for the next server, whichever its engine."""
+    pytest.importorskip("ray")
+    out, log = tmp_path / "out", tmp_path / "ray.log"
+    ray_tmp = {"RAY_TMPDIR": str(Path(SESSION_TMP) / "ray-serve")}
+    with serving(out, log, "--engine", "ray", "--workers", "1", env=ray_tmp) as (proc, url):
+        page.goto(url)
+        watch_previews(page)
+        # Adam never ends early, so the job is still running when it is cancelled.
+        first = start_job(page, url, method="style", width=64, iterations=5000, load=False)
+        page.wait_for_function("() => window.previews.filter(([, s]) => s === 'running')"
+                               ".length >= 3", timeout=FINISH_MS)
+        state = cancel_in_time(page, url, first)
+        changes = page.evaluate("window.previews")
+        assert len({src for src, status in changes if status == "running"}) >= 3, changes
+        assert state["rate"] > 0 and len(state["curve"]) >= 3  # the loss curve and the rate
+        second = start_job(page, url, method="transfer", width=72, iterations=2)
+        wait_status(page, "done")
+        assert downloaded_png_width(page) == 72
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    said = log.read_text()
+    assert "Traceback" not in said
+    assert "styleflow serve: ray: 1 CPU actor(s)" in said
+    # The server wrote what the actor sent back: the result is in --out, read by a new server.
+    with serving(out, tmp_path / "local.log") as (proc, url):
+        listed = {job["id"]: job for job in json.loads(api(url, "/api/jobs")[1])["jobs"]}
+        assert listed[first]["status"] == "cancelled" and listed[second]["status"] == "done"
+        status, body = api(url, f"/api/jobs/{second}/result.png")
+        assert status == 200
+        with Image.open(io.BytesIO(body)) as picture:
+            assert picture.width == 72
+
+
 def test_help_and_refusals_answer_without_tensorflow_or_the_web_stack():
     probe = ("import contextlib, io, json, sys\n"
              "from styleflow.cli import main\n"
              "said = []\n"
-             "for argv in (['serve', '--help'], ['serve', '--engine', 'ray']):\n"
+             "for argv in (['serve', '--help'], ['serve', '--address', 'x:1']):\n"
              "    out, err = io.StringIO(), io.StringIO()\n"
              "    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
              "        try:\n"
@@ -318,12 +368,13 @@ def test_help_and_refusals_answer_without_tensorflow_or_the_web_stack():
                           cwd=ROOT, env=cli_env(), timeout=60, preexec_fn=default_signals)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    (help_code, help_text, _), (ray_code, _, ray_error) = report["said"]
+    (help_code, help_text, _), (address_code, _, address_error) = report["said"]
     assert help_code == 0 and "--engine" in help_text and "--max-upload-mb" in help_text
-    assert ray_code == 2
-    assert ray_error.startswith("styleflow serve: error: argument --engine: ray is not yet "
-                                "supported by serve")
-    assert len(ray_error.strip().splitlines()) == 1
+    assert "--address" in help_text
+    assert address_code == 2
+    assert address_error.startswith("styleflow serve: error: argument --address: only with "
+                                    "--engine ray")
+    assert len(address_error.strip().splitlines()) == 1
     assert report["loaded"] == []
 
 

@@ -1,12 +1,14 @@
 """`styleflow serve`: a web page on which people upload a content image and style images, start
 a transfer, watch each iterate and the loss curve live, cancel, and download the result; jobs
-are queued and run one after another per worker, each worker loading the network once.
+are queued and run one after another per worker, each worker loading the network once, in
+this process or on Ray actors (--engine ray).
 
 Help and argument errors answer without importing TensorFlow or the web stack.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -39,12 +41,18 @@ def build_parser() -> cc.ArgumentParser:
     p.add_argument("--out", metavar="DIR", default="styleflow-jobs",
                    help="folder for the jobs' uploads and results, kept across restarts "
                         "(default: %(default)s)")
-    p.add_argument("--workers", type=cc.positive_int, default=1, metavar="N",
-                   help="jobs run at once, each worker with its own network (default: "
-                        "%(default)s)")
-    p.add_argument("--engine", choices=ENGINES, default="local",
-                   help="local: the workers are threads of this process; ray: not yet "
-                        "(default: %(default)s)")
+    engine = p.add_argument_group("engine")
+    engine.add_argument("--engine", choices=ENGINES, default="local",
+                        help="local: the workers are threads of this process; ray: each "
+                             "worker hands its jobs to a Ray actor, one per GPU or --workers "
+                             "CPU actors, as `styleflow batch --engine ray` (default: "
+                             "%(default)s)")
+    engine.add_argument("--workers", type=cc.positive_int, metavar="N",
+                        help="jobs run at once, each worker with its own network (default: 1; "
+                             "with --engine ray one per GPU, else one per two CPUs)")
+    engine.add_argument("--address", metavar="ADDR",
+                        help="Ray cluster address, with --engine ray (default: RAY_ADDRESS, "
+                             "else a local Ray started with the server)")
     p.add_argument("--weights", default="auto", metavar="|".join(WEIGHT_CHOICES) + "|PATH",
                    help="VGG19 weights, as `styleflow transfer --weights` (default: "
                         "%(default)s)")
@@ -71,9 +79,8 @@ def build_parser() -> cc.ArgumentParser:
 def parse(argv: Sequence[str]):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.engine == "ray":
-        parser.error("argument --engine: ray is not yet supported by serve; use --engine "
-                     "local (--workers N runs N jobs at once)")
+    if args.engine != "ray" and args.address:
+        parser.error("argument --address: only with --engine ray")
     return args
 
 
@@ -111,7 +118,23 @@ def _serve(args) -> int:
     except ImportError as exc:
         raise StyleflowError(f"serve needs the web stack, which is not installed ({exc.name}): "
                              f"{INSTALL_HINT}") from None
-    from ..web.jobs import JobQueue, Limits
+    from ..web.form import Limits
+    from ..web.queue import JobQueue
+
+    stylizer_options = {"weights": args.weights, "precision": args.precision, "jit": args.jit}
+    if args.engine == "ray":
+        from ..batch.ray_engine import import_ray
+        from ..web.ray_engine import RayEngine
+
+        import_ray()  # a one-line error now if Ray is not installed
+        engine = RayEngine(stylizer_options, workers=args.workers, address=args.address)
+        sigterm = signal.getsignal(signal.SIGTERM)
+        engine.connect()  # here, in the main thread: a local Ray lives as long as it does
+        signal.signal(signal.SIGTERM, sigterm)  # Ray's own handler would exit with 15, not 143
+    else:
+        from ..web.local_engine import LocalEngine
+
+        engine = LocalEngine(stylizer_options, workers=args.workers or 1)
 
     out = Path(args.out)
     try:
@@ -121,9 +144,7 @@ def _serve(args) -> int:
                              f"({exc.strerror or exc})") from None
     limits = Limits(max_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=args.max_pixels,
                     max_width=args.max_width, max_iterations=args.max_iterations)
-    jobs = JobQueue(out, workers=args.workers, limits=limits,
-                    stylizer_options={"weights": args.weights, "precision": args.precision,
-                                      "jit": args.jit})
+    jobs = JobQueue(out, engine, limits=limits)
     jobs.load()
     sock = _listen(args.host, args.port)
     host, port = sock.getsockname()[:2]

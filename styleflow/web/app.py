@@ -24,9 +24,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..defaults import PHOTO_DEFAULTS, STYLIZE_DEFAULTS, TRANSFER_DEFAULTS
 from ..errors import StyleflowError
-from .jobs import FINAL, METHODS, RESULTS, WEIGHTS, JobQueue, Upload, one_line
+from .form import DEFAULTS, METHODS, WEIGHTS, Upload
+from .job import FINAL, RESULTS, one_line
+from .queue import JobQueue
 
 # The page's files: name -> media type. Nothing else under static/ is served.
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
@@ -50,8 +51,8 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(jobs: JobQueue) -> Starlette:
-    """The app serving `jobs`: starts its workers when the server starts, stops them (a
-    running job recorded as stopped by the server) when it stops."""
+    """The app serving `jobs`: starts its engine's workers when the server starts, stops them
+    (a running job recorded as stopped by the server) when it stops."""
     pages = {name: _static(name) for name in STATIC}  # read once: the package may move
     limits = jobs.limits
 
@@ -71,11 +72,9 @@ def create_app(jobs: JobQueue) -> Starlette:
                         headers={**HEADERS, "Cache-Control": "no-cache"})
 
     def config(_request: Request) -> JSONResponse:
-        defaults = {"transfer": TRANSFER_DEFAULTS, "style": STYLIZE_DEFAULTS,
-                    "photo": PHOTO_DEFAULTS}
         return JSONResponse({
-            "methods": {m: {"iterations": defaults[m]["iterations"],
-                            "weights": {w: defaults[m][w] for w in WEIGHTS[m]}}
+            "methods": {m: {"iterations": DEFAULTS[m]["iterations"],
+                            "weights": {w: DEFAULTS[m][w] for w in WEIGHTS[m]}}
                         for m in METHODS},
             "max_width": limits.max_width, "max_bytes": limits.max_bytes,
             "max_pixels": limits.max_pixels, "max_iterations": limits.max_iterations,

@@ -1,0 +1,211 @@
+"""One job of `styleflow serve`: what a person asked for (its `Task`), its state as a worker
+runs it, and its folder, OUT/jobs/ID/: the uploads, `job.json` (rewritten atomically at each
+change of status) and, once it has one, `result.png` and `result.tif` (16 bits per channel),
+so a restarted server lists it again.
+
+Plain Python, no web stack and no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..io import files
+
+STATUSES = ("queued", "running", "done", "cancelled", "failed")
+FINAL = frozenset({"done", "cancelled", "failed"})
+ID = re.compile(r"^[0-9a-f]{12}$")
+# Files of a job's folder that the API serves, by the name it serves them under.
+RESULTS = {"result.png": "image/png", "result.tif": "image/tiff"}
+# The loss curve a state carries is thinned to about this many points (the page's canvas is
+# narrower), so a long run's updates stay small.
+CURVE_POINTS = 400
+STOPPED = "the server stopped during this job; start it again"
+
+
+def one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a run needs of a job, and nothing else (it travels to a Ray actor): the id, the
+    method, the API's keyword arguments (files excluded), role -> file name in the job's
+    folder (style: a list), role -> the uploaded file's name (style: a list)."""
+
+    id: str
+    method: str
+    options: dict
+    inputs: dict
+    names: dict
+
+    def stored(self) -> list[str]:
+        """The names of the uploads in the job's folder."""
+        return [name for value in self.inputs.values()
+                for name in (value if isinstance(value, list) else [value])]
+
+
+class Job:
+    """One request and its state as a worker runs it. Workers write it and the HTTP app reads
+    it from other threads: every change holds `lock` and bumps `version`, which the event
+    streams watch."""
+
+    def __init__(self, id: str, folder: Path, method: str, options: dict, inputs: dict,
+                 names: dict, created: float | None = None):
+        self.id = id
+        self.folder = folder
+        self.task = Task(id, method, options, inputs, names)
+        self.method = method
+        self.options = options
+        self.inputs = inputs
+        self.names = names
+        self.created = time.time() if created is None else created
+        self.status = "queued"
+        self.started: float | None = None
+        self.finished: float | None = None
+        self.iteration = 0
+        self.iterations = int(options["iterations"])
+        self.evaluations = 0
+        self.curve: list[tuple[int, float]] = []  # (evaluations, loss) after each evaluation
+        self.rate: float | None = None  # iterations per second, over the last few
+        self.size: tuple[int, int] | None = None  # (height, width) of the output
+        self.error: str | None = None
+        self.note: str | None = None  # e.g. L-BFGS ended before its evaluations were spent
+        self.has_result = False
+        self.preview: bytes | None = None  # PNG of the latest iterate while the job runs
+        self.preview_version = 0
+        self.version = 0
+        self.lock = threading.Lock()
+        self.cancel_requested = threading.Event()
+        self.stop_reason: str | None = None  # set when the server, not a person, stops it
+
+    # -- changes (worker side) -----------------------------------------------------------
+
+    def _changed(self) -> None:
+        self.version += 1
+
+    def begin(self) -> bool:
+        """Mark the job running; False when it was cancelled while it waited."""
+        with self.lock:
+            if self.status != "queued":
+                return False
+            self.status, self.started = "running", time.time()
+            self._changed()
+            return True
+
+    def cancel(self) -> bool:
+        """Ask the job to stop; True when it was queued (and is now cancelled), False when it
+        is running (its run stops at its next evaluation) or already finished."""
+        with self.lock:
+            if self.status in FINAL:
+                return False
+            self.cancel_requested.set()
+            if self.status != "queued":
+                return False
+            # Under the lock: a worker taking the job now finds it cancelled.
+            self.status, self.finished = "cancelled", time.time()
+            self._changed()
+            return True
+
+    def apply(self, event: tuple) -> None:
+        """One progress event of a run (run.py says which), from whichever engine ran it."""
+        kind = event[0]
+        with self.lock:
+            if kind == "evaluated":
+                count, loss = event[1:]
+                self.evaluations = count
+                if math.isfinite(loss):
+                    self.curve.append((count, float(loss)))
+            elif kind == "iterated":
+                self.iteration, self.rate, preview = event[1:]
+                if preview is not None:
+                    self.preview = preview
+                    self.preview_version += 1
+            elif kind == "size":
+                self.size = tuple(event[1])
+            elif kind == "note":
+                self.note = event[1]
+            else:
+                raise ValueError(f"unknown event {kind!r}")
+            self._changed()
+
+    def finish(self, status: str, error: str | None = None, has_result: bool = False) -> None:
+        with self.lock:
+            self.status, self.error, self.finished = status, error, time.time()
+            self.has_result = has_result
+            self.curve = _thinned(self.curve, CURVE_POINTS)
+            if has_result:
+                self.preview = None  # result.png is the preview from now on
+                self.preview_version += 1
+            self._changed()
+
+    # -- what the API shows --------------------------------------------------------------
+
+    def state(self, position: int | None = None) -> dict:
+        """The job as the API and the event stream give it (docs/web.md)."""
+        with self.lock:
+            base = f"/api/jobs/{self.id}"
+            shown = self.preview is not None or self.has_result
+            return {
+                "id": self.id, "url": f"/jobs/{self.id}", "method": self.method,
+                "status": self.status, "iteration": self.iteration,
+                "iterations": self.iterations, "evaluations": self.evaluations,
+                "loss": self.curve[-1][1] if self.curve else None, "rate": self.rate,
+                "curve": [list(p) for p in _thinned(self.curve, CURVE_POINTS)],
+                "width": self.options.get("width"),
+                "size": None if self.size is None else {"height": self.size[0],
+                                                        "width": self.size[1]},
+                "options": dict(self.options), "inputs": dict(self.names),
+                "error": self.error, "note": self.note, "created": self.created,
+                "started": self.started, "finished": self.finished, "queue_position": position,
+                "preview": f"{base}/preview.png?v={self.preview_version}" if shown else None,
+                "downloads": {"png": f"{base}/result.png", "tiff": f"{base}/result.tif"}
+                if self.has_result else None,
+            }
+
+    # -- its folder ----------------------------------------------------------------------
+
+    def record(self) -> dict:
+        """What job.json keeps."""
+        with self.lock:
+            return {"id": self.id, "method": self.method, "options": self.options,
+                    "inputs": self.inputs, "names": self.names, "created": self.created,
+                    "status": self.status, "started": self.started, "finished": self.finished,
+                    "iteration": self.iteration, "evaluations": self.evaluations,
+                    "curve": self.curve, "rate": self.rate, "error": self.error,
+                    "note": self.note, "size": self.size, "has_result": self.has_result}
+
+    def save(self) -> None:
+        """Write job.json, atomically."""
+        data = json.dumps(self.record(), indent=1).encode()
+        files.write_atomically(self.folder / "job.json", lambda handle: handle.write(data))
+
+    @classmethod
+    def from_record(cls, folder: Path, rec: dict) -> "Job":
+        job = cls(rec["id"], folder, rec["method"], rec["options"], rec["inputs"],
+                  rec["names"], rec["created"])
+        job.status, job.started, job.finished = rec["status"], rec["started"], rec["finished"]
+        job.iteration, job.evaluations = rec["iteration"], rec["evaluations"]
+        job.curve = [tuple(p) for p in rec["curve"]]
+        job.rate, job.error, job.note = rec["rate"], rec["error"], rec.get("note")
+        job.size = tuple(rec["size"]) if rec.get("size") else None
+        job.has_result = bool(rec["has_result"]) and (folder / "result.png").is_file()
+        return job
+
+
+def _thinned(points: Sequence, most: int) -> list:
+    """Every k-th point, and the last, so that about `most` remain."""
+    if len(points) <= most:
+        return list(points)
+    step = math.ceil(len(points) / most)
+    kept = list(points[::step])
+    if kept[-1] != points[-1]:
+        kept.append(points[-1])
+    return kept

@@ -1,0 +1,245 @@
+"""The queue of `styleflow serve`: every job kept in OUT/jobs, first come first served, and
+the worker threads that take them one at a time and run them on an engine.
+
+An engine is what runs a job: `local_engine.LocalEngine` (a Stylizer per worker thread, in
+this process) or `ray_engine.RayEngine` (a Ray actor per worker thread). It has two methods:
+
+- `open(log)` -> a list of worker makers, one per worker thread (called in a thread of its
+  own: starting Ray or loading networks may take a while, and the page answers meanwhile);
+- `close()` -> ends what `open` started, once the worker threads are done;
+
+and each maker, called in its worker's thread, gives a worker whose `run(job)` yields the
+job's progress events (run.py), honouring `job.cancel_requested`. The queue applies the
+events to the Job, whichever engine sent them, so the page sees the same thing either way.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import secrets
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import StyleflowError
+from . import form
+from .form import Limits, Upload
+from .job import ID, STOPPED, Job, one_line
+
+
+class Broken:
+    """A worker that fails every job with one line (its engine could not start)."""
+
+    def __init__(self, error: str):
+        self.error = error
+
+    def run(self, job: Job):
+        yield ("end", "failed", self.error, False)
+
+
+class JobQueue:
+    """Jobs kept in `folder`/jobs, run one after another by each worker of `engine`. `log`
+    receives a line for each job that ends and for notes such as the weights fallback."""
+
+    def __init__(self, folder, engine, *, limits: Limits = Limits(),
+                 log: Callable[[str], None] | None = None):
+        self.folder = Path(folder)
+        self.jobs_folder = self.folder / "jobs"
+        self.engine = engine
+        self.limits = limits
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._pending: queue.Queue = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._running: dict[int, Job] = {}
+        self.stopping = threading.Event()
+        # The server is shutting down: event streams end, so it need not wait for them.
+        self.closing = threading.Event()
+        self.ready = threading.Event()  # set once every worker is made (or failed)
+        self._made, self._count = 0, None
+
+    # -- the jobs --------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        if not ID.match(job_id or ""):
+            return None
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def all(self) -> list[Job]:
+        """Every job, newest first."""
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: j.created, reverse=True)
+
+    def position(self, job: Job) -> int | None:
+        """How many queued jobs are ahead of `job` (None unless it is queued)."""
+        if job.status != "queued":
+            return None
+        with self._lock:
+            return sum(1 for j in self._jobs.values()
+                       if j.status == "queued" and j.created < job.created)
+
+    def state(self, job: Job) -> dict:
+        return job.state(self.position(job))
+
+    def load(self) -> None:
+        """Read the jobs a previous server left in the folder: finished ones are listed again,
+        queued ones queued again, and one that was running when the server stopped is failed
+        (it may have been what stopped it)."""
+        if not self.jobs_folder.is_dir():
+            return
+        found = []
+        for path in self.jobs_folder.glob("*/job.json"):
+            if not ID.match(path.parent.name):
+                continue
+            try:
+                job = Job.from_record(path.parent, json.loads(path.read_text()))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                self.log(f"styleflow serve: skipping {path}: {one_line(exc)[:200]}")
+                continue
+            if job.id != path.parent.name:
+                continue
+            if job.status == "running":
+                job.status, job.error, job.finished = "failed", STOPPED, time.time()
+                job.save()
+            found.append(job)
+        for job in sorted(found, key=lambda j: j.created):
+            self._jobs[job.id] = job
+            if job.status == "queued":
+                self._pending.put(job)
+
+    def create(self, fields: dict, uploads: Sequence[Upload]) -> Job:
+        """A new queued job from the page's form (form.read_form). Every upload is read as an
+        image here, so a file that is not one is refused at once with the library's one line.
+        Raises StyleflowError; leaves no folder behind when it does."""
+        method, options, by_role = form.read_form(fields, uploads, self.limits)
+        job_id = secrets.token_hex(6)
+        folder = self.jobs_folder / job_id
+        try:
+            inputs, names = form.store(folder, by_role, self.limits)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        job = Job(job_id, folder, method, options, inputs, names)
+        job.save()
+        with self._lock:
+            self._jobs[job_id] = job
+        self._pending.put(job)
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """Cancel `job`: a queued job at once, a running one at its next evaluation (within
+        about a second at the sizes a page asks for); a finished job stays as it is."""
+        if job.cancel():
+            job.save()
+            self.log(f"styleflow serve: job {job.id} cancelled while queued")
+
+    # -- the workers -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the engine and start its workers, in the background: the page answers at once
+        and jobs wait in the queue until a worker is ready."""
+        thread = threading.Thread(target=self._open, daemon=True, name="styleflow-serve-open")
+        thread.start()
+        self._threads.append(thread)
+
+    def _open(self) -> None:
+        try:
+            makers = self.engine.open(self.log)
+        except StyleflowError as exc:
+            makers = [self._broken(one_line(exc))]
+        except Exception as exc:  # noqa: BLE001 - every job will say so; the server goes on
+            makers = [self._broken(one_line(f"cannot start the engine: {type(exc).__name__}: "
+                                            f"{exc}")[:500])]
+        self._count = len(makers)
+        for index, make in enumerate(makers):
+            if self.stopping.is_set():
+                break
+            thread = threading.Thread(target=self._work, args=(index, make), daemon=True,
+                                      name=f"styleflow-serve-{index + 1}")
+            thread.start()
+            with self._lock:
+                self._threads.append(thread)
+
+    def _broken(self, error: str):
+        self.log(f"styleflow serve: error: {error}")
+        return lambda: Broken(error)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the workers: a running job is stopped at its next evaluation and recorded as
+        failed (the server, not a person, stopped it); queued jobs stay queued in their
+        folders for the next server. Then close the engine."""
+        self.closing.set()
+        self.stopping.set()
+        deadline = time.monotonic() + timeout
+        if not self._threads:  # never started
+            self.engine.close()
+            return
+        self._threads[0].join(max(0.0, deadline - time.monotonic()))  # the engine opening
+        with self._lock:
+            running, threads = list(self._running.values()), self._threads[1:]
+        for job in running:
+            job.stop_reason = STOPPED
+            job.cancel_requested.set()
+        for _ in threads:
+            self._pending.put(None)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.engine.close()
+
+    def _work(self, index: int, make) -> None:
+        try:
+            worker = make()
+        except StyleflowError as exc:
+            worker = self._broken(one_line(exc))()
+        except Exception as exc:  # noqa: BLE001 - every job will say so; the server goes on
+            worker = self._broken(one_line(f"cannot start a worker: {type(exc).__name__}: "
+                                           f"{exc}")[:500])()
+        with self._lock:
+            self._made += 1
+            if self._made == self._count:
+                self.ready.set()
+        while not self.stopping.is_set():
+            job = self._pending.get()
+            if job is None or self.stopping.is_set():
+                return
+            if not job.begin():  # cancelled while it waited
+                continue
+            with self._lock:
+                self._running[index] = job
+            try:
+                job.save()
+                self._run(worker, job)
+            except Exception as exc:  # noqa: BLE001 - a failing job never stops the server
+                self._end(job, "failed", one_line(f"internal error: {type(exc).__name__}: "
+                                                  f"{exc}")[:500])
+            finally:
+                with self._lock:
+                    self._running.pop(index, None)
+
+    def _run(self, worker, job: Job) -> None:
+        """Apply `worker.run(job)`'s events to `job` until its end."""
+        for event in worker.run(job):
+            if event[0] == "end":
+                self._end(job, *event[1:])
+                return
+            job.apply(event)
+        self._end(job, "failed", "internal error: the run ended without saying how")
+
+    def _end(self, job: Job, status: str, error: str | None = None,
+             has_result: bool = False) -> None:
+        if status == "cancelled" and job.stop_reason:
+            status, error = "failed", job.stop_reason
+        job.finish(status, error, has_result)
+        try:
+            job.save()
+        except StyleflowError as exc:
+            self.log(f"styleflow serve: job {job.id}: {one_line(exc)}")
+        took = f" in {job.finished - job.started:.1f} s" if job.started else ""
+        self.log(f"styleflow serve: job {job.id} {status}{took}"
+                 f"{f': {error}' if error else ''}")
