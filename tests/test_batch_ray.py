@@ -163,3 +163,21 @@ def test_an_actor_runs_tensorflow_on_the_threads_it_was_given():
                           preexec_fn=default_signals)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[-1] == "1"  # TensorFlow's default, 0, would use every core
+
+
+def test_an_address_nobody_answers_is_one_line_at_once(pictures, tmp_path):
+    import socket
+
+    contents, styles = pictures
+    with socket.socket() as probe:  # a port nothing listens on: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        began = time.time()
+        proc = call_cli("styleflow", "batch", "--contents", contents, "--styles", styles,
+                        "--out", tmp_path / "out", "--engine", "ray", "--address",
+                        f"127.0.0.1:{port}", "--weights", "random", "--iter", "1")
+    assert time.time() - began < 60
+    from conftest import assert_clean_error
+
+    assert_clean_error(proc, f"127.0.0.1:{port}", "cannot reach")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.png"))

@@ -65,6 +65,32 @@ class PairActor:
         return os.getpid()
 
 
+# Seconds to wait for a cluster's address to answer before saying it does not: Ray itself
+# retries an unreachable address for ever.
+REACH_SECONDS = 10
+
+
+def check_reachable(address: str | None) -> None:
+    """StyleflowError when a cluster address of the form [ray://]HOST:PORT does not accept a
+    connection within REACH_SECONDS ('auto', 'local' and None are Ray's to resolve)."""
+    if not address or address in ("auto", "local"):
+        return
+    where = address.split("://", 1)[-1]
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise StyleflowError(f"--address {address}: expected HOST:PORT (or ray://HOST:PORT)",
+                             params=("--address",))
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), REACH_SECONDS).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise StyleflowError(f"--address {address}: cannot reach a Ray cluster there "
+                             f"({reason.lower()} after trying for up to {REACH_SECONDS} s)",
+                             params=("--address",)) from None
+
+
 def connect(address: str | None):
     """Join the cluster at `address` (else RAY_ADDRESS), or start a local Ray for the run.
     Returns (ray, whether this call started it)."""
@@ -72,6 +98,7 @@ def connect(address: str | None):
     if ray.is_initialized():
         return ray, False
     address = address or os.environ.get("RAY_ADDRESS") or None
+    check_reachable(address)
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False,
                  include_dashboard=False if address is None else None)
