@@ -172,7 +172,12 @@ def _window_energy(v, colours, mean_offset, whiten) -> tf.Tensor:
     # mean((I − μ)(v − v_centre)) = mean((I − I_centre)(v − v_centre)) − (μ − I_centre)·mean(v − v_centre)
     covariance = sum_iv / WINDOW - mean_v[..., None] * mean_offset[:, :, None, :]
     whitened = tf.einsum("hwab,nhwcb->nhwca", whiten, covariance)
-    return WINDOW * (tf.reduce_sum(variance) - tf.reduce_sum(tf.square(whitened)))
+    # Each window's residual is small and the two sums large: subtract per window, then sum,
+    # in float64 (XLA sums float32 in order; the energy's last digits decide L-BFGS's line
+    # search, which otherwise stops early).
+    residual = variance - tf.reduce_sum(tf.square(whitened), axis=-1)
+    total = tf.reduce_sum(tf.cast(residual, tf.float64))
+    return tf.cast(WINDOW * total, v.dtype)
 
 
 def sparse_laplacian(content: np.ndarray, epsilon: float = EPSILON) -> scipy.sparse.csr_matrix:
