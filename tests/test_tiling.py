@@ -87,12 +87,9 @@ def test_tiled_style_targets_equal_untiled(layers, normalisation, monkeypatch):
 def _problem(layers, normalisation, size=(200, 296), balance=False):
     content_layer, style_layers = ((FULL_CONTENT_LAYER, FULL_STYLE_LAYERS) if layers == "full"
                                    else (LITE_CONTENT_LAYER, LITE_STYLE_LAYERS))
-    # Direct convolutions on both sides. The tiled passes are traced for crops of unknown
-    # size, where Winograd is never chosen (winograd.suits needs static sizes), while the
-    # untiled pass would run it in the deeper layers: direct on both sides compares like with
-    # like (test_winograd compares Winograd with the direct convolutions).
-    extractor = build_extractor(random_weights(1).layers, [content_layer, *style_layers],
-                                convolution="transposed")
+    # The default extractor: Winograd in the deeper layers wherever their maps suit, in the
+    # untiled pass, the targets and every tile alike.
+    extractor = build_extractor(random_weights(1).layers, [content_layer, *style_layers])
     rng = np.random.default_rng(0)
     from PIL import Image
 
