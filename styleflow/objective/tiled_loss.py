@@ -29,6 +29,10 @@ from .graph import PHOTO_SCALE
 from .terms import KERAS_EXAMPLE, Parts
 
 
+class EvaluationStopped(Exception):
+    """Raised between tiles when the evaluation's `stop` was set: the caller asked for no
+    more of it (see TiledLoss.loss_and_grads)."""
+
 
 class TiledLoss:
     """Loss and gradient of a LossGraph's problem at one image size, over tiles with cores of
@@ -178,15 +182,23 @@ class TiledLoss:
         """An Objective's Targets as NumPy values, read once per problem."""
         return _numpy(targets)
 
-    def loss_and_grads(self, image: np.ndarray, weights: dict) -> tuple[Parts, np.ndarray]:
+    def loss_and_grads(self, image: np.ndarray, weights: dict,
+                       stop=None) -> tuple[Parts, np.ndarray]:
         """Parts and the float32 gradient for a network-space image of this size against
-        `weights` (`prepare`d targets: the whole image's content features, blended Grams)."""
+        `weights` (`prepare`d targets: the whole image's content features, blended Grams).
+        `stop` (anything with `is_set()`, e.g. a threading.Event) is looked at before every
+        tile and strip; once set, EvaluationStopped is raised there."""
+        def check() -> None:
+            if stop is not None and stop.is_set():
+                raise EvaluationStopped()
+
         image = np.asarray(image, np.float32).reshape(self.shape)
         _, height, width, _ = self.shape
         pixels = height * width
         # Pass 1: the whole image's FᵀF per style layer, summed over tile cores in float64.
         sums = [np.zeros(g.shape, np.float64) for g in weights["grams"]]
         for t in self.style_tiles:
+            check()
             crop = tiling._crop(image, t)
             run = self._pass("grams", crop, self._regions(weights))
             args = (_pieces(weights["guides"], t.places),) if self.guided else ()
@@ -228,6 +240,7 @@ class TiledLoss:
         content = 0.0
         n_content = len(self.content_layers)
         for t in self.tiles:
+            check()
             pieces = tuple(
                 tf.constant(weights["content"][i][:, p[0]:p[1], p[2]:p[3], :])
                 for i, p in enumerate(t.places[:n_content]))
@@ -243,6 +256,7 @@ class TiledLoss:
         tv = 0.0
         rows = max(1, tiling.STRIP_PIXELS // width)
         for r0 in range(0, height, rows):
+            check()
             r1 = min(height, r0 + rows)
             strip = image[:, r0:min(height, r1 + 1)]
             value, g = self._tv(tf.constant(strip), tf.constant(r1 - r0))
@@ -257,6 +271,7 @@ class TiledLoss:
         photo = 0.0
         lam = weights["terms"][3]
         for r0 in range(0, height, rows):
+            check()
             r1 = min(height, r0 + rows)
             top, bottom = max(r0 - 1, 0), min(r1 + 1, height)
             value, g = self._photo(tf.constant(image[:, top:bottom]), tf.constant(r0),
