@@ -1,12 +1,16 @@
 """Large outputs in a memory budget: peak resident memory and seconds per evaluation at several
 sizes with `--max-memory` (exact tiles where the whole image does not fit), beside the plain
-one-pass run where that fits the machine; each run in a fresh process, full VGG19 layers on
-random weights (same speed as ImageNet's), base5 + ref6.
+one-pass run where that fits the machine; each run in a fresh process, random weights (same
+speed as ImageNet's), base5 + ref6. Each `--runs` item is layers-method: full layers with Adam
+(neural_style.py's problem) and lite layers (blocks 1-3) with L-BFGS (the Keras example's) by
+default; tiled / one-pass is printed per size and run.
 
-    python bench/tiled.py [--widths 1024 2048 4096] [--max-memory 4] [--method adam]
-                          [--evals 4]
+    python bench/tiled.py [--widths 1024 2048 4096] [--max-memory 4] [--runs full-adam lite-lbfgs]
+                          [--evals 4] [--untiled-up-to 2048]
 
-The first evaluation (tracing, targets) is not timed; the median of the others is printed.
+`--max-memory 0` gives the runs no budget of their own (the library's default: the memory
+available), tiled only where that requires. The first evaluation (tracing, targets) is not
+timed; the median of the others is printed.
 """
 
 from __future__ import annotations
@@ -27,34 +31,46 @@ sys.path.insert(0, {root!r})
 from styleflow.model.runtime import quiet_tensorflow
 quiet_tensorflow()
 from styleflow import Stylizer
-images = {images!r}
+from styleflow.defaults import LITE_CONTENT_LAYER, LITE_STYLE_LAYERS
+images, evals, lite = {images!r}, {evals}, {lite!r}
 stylizer = Stylizer("random", seed=0, precision="float32", jit="off")
-kw = dict(max_memory={budget!r}, iterations={evals})
+kw = dict(max_memory={budget!r})
 began = time.perf_counter()
 if {method!r} == "adam":
-    run = stylizer.iter_stylize(images + "/base5.jpg", images + "/ref6.jpg", width={w}, **kw)
+    if lite:
+        kw.update(content_layers=[LITE_CONTENT_LAYER], style_layers=list(LITE_STYLE_LAYERS))
+    run = stylizer.iter_stylize(images + "/base5.jpg", images + "/ref6.jpg", width={w},
+                                iterations=evals, **kw)
 else:
+    if lite:
+        kw.update(content_layer=LITE_CONTENT_LAYER, style_layers=list(LITE_STYLE_LAYERS))
     run = stylizer.iter_transfer(images + "/base5.jpg", images + "/ref6.jpg", width={w},
-                                 height={h}, **kw)
+                                 height={h}, iterations=1, **kw)
 prepared = time.perf_counter() - began
 marks = [time.perf_counter()]
 def tick(n, loss):
     marks.append(time.perf_counter())
+    if len(marks) > evals:  # L-BFGS's iteration is 20 evaluations: stop after `evals`
+        raise KeyboardInterrupt
 run.on_evaluation = tick
-for _ in run:
+try:
+    for _ in run:
+        pass
+except KeyboardInterrupt:
     pass
 steps = [b - a for a, b in zip(marks, marks[1:])]
 print(json.dumps(dict(peak_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                      per_eval=statistics.median(steps[1:]), evals=len(steps),
+                      per_eval=statistics.median(steps[1:]), first=steps[0], evals=len(steps),
                       prepared=prepared, layout=run.memory_report)))
 """
 
 
-def measure(width: int, budget: float | None, method: str, evals: int) -> dict | str:
+def measure(width: int, budget: float | None, run: str, evals: int, images: str
+            ) -> dict | str:
     height = width * 3 // 4
-    code = CHILD.format(root=str(HERE.parent), images=str(HERE.parent.parent / "shared" /
-                                                           "images"),
-                        w=width, h=height, budget=budget, method=method, evals=evals)
+    layers, method = run.split("-")
+    code = CHILD.format(root=str(HERE.parent), images=images, w=width, h=height,
+                        budget=budget, method=method, evals=evals, lite=layers == "lite")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:
         return (proc.stderr.strip().splitlines() or ["killed"])[-1]
@@ -65,34 +81,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--max-memory", type=float, default=4.0)
-    parser.add_argument("--method", choices=("adam", "lbfgs"), default="adam",
-                        help="adam (neural_style.py; its state fits 4 GB at 4096 px) or lbfgs")
+    parser.add_argument("--runs", nargs="+", default=["full-adam", "lite-lbfgs"],
+                        choices=("full-adam", "full-lbfgs", "lite-adam", "lite-lbfgs"),
+                        help="layers-method: Adam is neural_style.py's problem, L-BFGS the "
+                             "Keras example's")
     parser.add_argument("--evals", type=int, default=4)
     parser.add_argument("--untiled-up-to", type=int, default=2048,
                         help="also run the plain one-pass run up to this width")
+    parser.add_argument("--images", default=str(HERE.parent / "images"),
+                        help="folder holding base5.jpg and ref6.jpg")
     args = parser.parse_args()
+    budget = args.max_memory or None
     print(f"CPU: {cpu_description()}")
-    print(f"{args.method}, full layers, random weights, budget {args.max_memory:g} GB")
-    print(f"{'size':>10} {'run':>9} {'peak RSS GB':>11} {'x budget':>8} {'s/eval':>8}  layout")
-    per_eval = {}
-    for width in args.widths:
-        size = f"{width}x{width * 3 // 4}"
-        runs = [("budget", args.max_memory)]
-        if width <= args.untiled_up_to:
-            runs.append(("one pass", None))
-        for label, budget in runs:
-            result = measure(width, budget, args.method, args.evals)
-            if isinstance(result, str):
-                print(f"{size:>10} {label:>9} failed: {result}", flush=True)
-                continue
-            peak = result["peak_kb"] / 2**20
-            ratio = f"{peak / args.max_memory:8.2f}" if budget else f"{'':>8}"
-            per_eval[width, label] = result["per_eval"]
-            print(f"{size:>10} {label:>9} {peak:11.2f} {ratio} {result['per_eval']:8.2f}  "
-                  f"{result['layout']}", flush=True)
-        if (width, "budget") in per_eval and (width, "one pass") in per_eval:
-            print(f"{size:>10} tiled / one-pass s/eval: "
-                  f"{per_eval[width, 'budget'] / per_eval[width, 'one pass']:.2f}", flush=True)
+    print(f"random weights, budget {f'{budget:g} GB' if budget else 'none (memory available)'}")
+    print(f"{'run':>10} {'size':>10} {'layout':>9} {'peak RSS GB':>11} {'x budget':>8} "
+          f"{'s/eval':>8} {'first':>7}  memory line")
+    ratios = []
+    for name in args.runs:
+        for width in args.widths:
+            size = f"{width}x{width * 3 // 4}"
+            per_eval = {}
+            runs = [("budget", budget)]
+            if width <= args.untiled_up_to:
+                runs.append(("one pass", None))
+            for label, limit in runs:
+                result = measure(width, limit, name, args.evals, args.images)
+                if isinstance(result, str):
+                    print(f"{name:>10} {size:>10} {label:>9} failed: {result}", flush=True)
+                    continue
+                peak = result["peak_kb"] / 2**20
+                ratio = f"{peak / limit:8.2f}" if limit else f"{'':>8}"
+                per_eval[label] = result["per_eval"]
+                print(f"{name:>10} {size:>10} {label:>9} {peak:11.2f} {ratio} "
+                      f"{result['per_eval']:8.2f} {result['first']:7.1f}  {result['layout']}",
+                      flush=True)
+            if len(per_eval) == 2:
+                ratios.append(f"{name} {size}: tiled / one pass "
+                              f"{per_eval['budget'] / per_eval['one pass']:.2f}")
+    for line in ratios:
+        print(line)
 
 
 if __name__ == "__main__":

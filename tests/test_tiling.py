@@ -87,12 +87,9 @@ def test_tiled_style_targets_equal_untiled(layers, normalisation, monkeypatch):
 def _problem(layers, normalisation, size=(200, 296), balance=False):
     content_layer, style_layers = ((FULL_CONTENT_LAYER, FULL_STYLE_LAYERS) if layers == "full"
                                    else (LITE_CONTENT_LAYER, LITE_STYLE_LAYERS))
-    # Direct convolutions on both sides. The tiled passes are traced for crops of unknown
-    # size, where Winograd is never chosen (winograd.suits needs static sizes), while the
-    # untiled pass would run it in the deeper layers: direct on both sides compares like with
-    # like (test_winograd compares Winograd with the direct convolutions).
-    extractor = build_extractor(random_weights(1).layers, [content_layer, *style_layers],
-                                convolution="transposed")
+    # The default extractor: Winograd in the deeper layers wherever their maps suit, in the
+    # untiled pass, the targets and every tile alike.
+    extractor = build_extractor(random_weights(1).layers, [content_layer, *style_layers])
     rng = np.random.default_rng(0)
     from PIL import Image
 
@@ -204,3 +201,50 @@ def test_style_gram_tiles_follow_the_pass_limit(monkeypatch):
     for name in layers:
         want, got = whole[name][0], tiled[name][0]
         assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), name
+
+
+def test_tiles_convolve_by_winograd_as_the_untiled_pass(monkeypatch):
+    """Each crop shape is traced with static sizes, so the deeper layers of the tile passes
+    take Winograd's convolution wherever it suits, as the untiled pass and the targets do."""
+    from styleflow.model import winograd
+
+    convolved = []
+    real = winograd.WinogradConv.__call__
+
+    def recording(self, x, kernel, bias):
+        convolved.append(tuple(x.shape))
+        return real(self, x, kernel, bias)
+
+    monkeypatch.setattr(winograd.WinogradConv, "__call__", recording)
+    args, x = _problem("lite", NEURAL_STYLE, size=(96, 120))
+    tiled = Objective(*args, tile=32)
+    convolved.clear()  # the targets' eager passes
+    tiled.loss_and_grads(x)
+    crops = {(t.crop[1] - t.crop[0], t.crop[3] - t.crop[2]) for t in tiled._tiled.tiles}
+    assert len(crops) > 1 and convolved  # several crop shapes, all traced with their sizes
+    assert all(None not in shape for shape in convolved)
+    passes = len(tiled._tiled._passes)
+    tiled.loss_and_grads(x)
+    assert len(tiled._tiled._passes) == passes  # one trace per crop shape and pass, kept
+
+
+def test_forward_tiles_hold_no_more_than_the_gradient_tiles():
+    """The budget's forward-only crops (larger: they keep half the activations) are sized so
+    that their pass, Winograd's transient tiles included, holds no more than the gradient
+    pass it reserved memory for."""
+    from styleflow.plan import budget, memory
+
+    for layers in ([FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS],
+                   [LITE_CONTENT_LAYER, *LITE_STYLE_LAYERS]):
+        layout = budget.choose((1536, 2048), layers, layers[:1], "float32", "adam",
+                               max_memory=4, resident=0)
+        assert layout.tile is not None and layout.forward_tile is not None
+        grad = max(tiling.plan(1536, 2048, layers, layout.tile), key=lambda t: t.pixels)
+        fwd = max(tiling.plan(1536, 2048, layers, layout.forward_tile), key=lambda t: t.pixels)
+        assert fwd.pixels > grad.pixels  # larger tiles for the forward pass
+
+        def holds(tile, forward):
+            y0, y1, x0, x1 = tile.crop
+            return memory.pass_bytes((y1 - y0, x1 - x0), layers, forward=forward)
+
+        assert holds(fwd, True) <= 1.02 * holds(grad, False)

@@ -23,6 +23,36 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, delivered like Ctrl-C so the same code saves the latest image."""
 
 
+class Interrupts:
+    """SIGINT and SIGTERM while a command runs. The first raises KeyboardInterrupt (Terminated
+    for SIGTERM), so the run stops (between tiles of a tiled evaluation) and the best image so
+    far is written; until that write is done, later ones are only counted, so none can break
+    it or leave the optimiser's thread running, and the command exits as soon as the image is
+    written (`written`). A third one raises again whatever is under way."""
+
+    def __init__(self):
+        self.raised = False
+        self.later = 0
+
+    def handle(self, signum, frame):
+        if self.raised and self.later < 1:
+            self.later += 1
+            return
+        self.raised = True
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def written(self) -> bool:
+        """The best image is written: whether another signal asked to exit at once."""
+        hurry = self.later > 0
+        self.later = 0
+        self.raised = False  # from here on each signal interrupts again
+        return hurry
+
+
+# The current command's (run_cli), for finish_interrupted.
+_interrupts = Interrupts()
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line: 'prog: error: argument --x: message'; every
     long option is also taken with '-' and '_' swapped (--content_weight and --content-weight,
@@ -117,17 +147,18 @@ def flag_names(parser: argparse.ArgumentParser, aliases: dict[str, str] | None =
 def run_cli(prog: str, body: Callable[[], int], names: dict[str, str] | None = None) -> int:
     """Run a CLI body: StyleflowError becomes 'prog: error: ...' (parameters named by their
     flags in `names`) and exit 1, as does an OSError no one worded (the last resort); SIGTERM is turned into Terminated so the body's interrupt
-    handling runs; interrupts give 130 / 143."""
-
-    def on_sigterm(signum, frame):
-        raise Terminated()
+    handling runs (`Interrupts`); interrupts give 130 / 143."""
 
     def error(exc: StyleflowError) -> int:
         message = " ".join(exc.worded(names or {}).split())
         print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    global _interrupts
+    _interrupts = Interrupts()
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupts.handle)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when ignored
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupts.handle)
     try:
         return body()
     except StyleflowError as exc:
@@ -152,7 +183,8 @@ def run_cli(prog: str, body: Callable[[], int], names: dict[str, str] | None = N
             raise
         return error(exhausted)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def interrupt_code(exc: KeyboardInterrupt) -> int:
@@ -348,6 +380,10 @@ def finish_interrupted(prog: str, exc: KeyboardInterrupt, run, path, recorder, l
     result = run.result()
     if result is not None:
         result.save(path, bit_depth)
+    if _interrupts.written():  # a second Ctrl-C: exit now, without the plot, GIF and log
+        if result is not None:
+            print(f"{prog}: interrupted; best image so far written to {path}", file=sys.stderr)
+        return interrupt_code(exc)
     recorder.finish()
     if result is not None:
         loss = f" (loss {result.parts.total:.4e})" if show_loss else ""

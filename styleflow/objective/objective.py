@@ -228,12 +228,14 @@ class Objective:
     def _pixels(self) -> int:
         return int(self.shape[1] * self.shape[2])
 
-    def loss_and_grads(self, image: np.ndarray,
-                       xla: bool | None = None) -> tuple[Parts, np.ndarray]:
+    def loss_and_grads(self, image: np.ndarray, xla: bool | None = None,
+                       stop=None) -> tuple[Parts, np.ndarray]:
         """Loss parts and the float32 gradient for a network-space image of this objective's
-        shape (`xla` as in LossGraph.loss_and_grads; tiled evaluation never uses XLA)."""
+        shape (`xla` as in LossGraph.loss_and_grads; tiled evaluation never uses XLA).
+        `stop` (e.g. a threading.Event): a tiled evaluation looks at it between tiles and
+        raises tiled_loss.EvaluationStopped once it is set; one pass runs to its end."""
         if self._tiled is not None:
-            return self._tiled.loss_and_grads(image, self._tiled_targets)
+            return self._tiled.loss_and_grads(image, self._tiled_targets, stop)
         values, grad = self.graph.loss_and_grads(
             tf.constant(np.reshape(image, self.shape), tf.float32), self.targets.as_args(), xla)
         return self.parts_of(values.numpy()), grad.numpy()

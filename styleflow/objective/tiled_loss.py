@@ -18,6 +18,8 @@ gradient equal the untiled ones up to rounding, while memory follows the tile si
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -27,11 +29,17 @@ from .graph import PHOTO_SCALE
 from .terms import KERAS_EXAMPLE, Parts
 
 
+class EvaluationStopped(Exception):
+    """Raised between tiles when the evaluation's `stop` was set: the caller asked for no
+    more of it (see TiledLoss.loss_and_grads)."""
+
 
 class TiledLoss:
     """Loss and gradient of a LossGraph's problem at one image size, over tiles with cores of
     `core` pixels (a side, or (rows, columns)); the forward-only first pass over tiles of
-    `forward_core` when given. Each pass is traced once (crop sizes are dynamic)."""
+    `forward_core` when given. Each pass is traced once per crop shape, with static sizes, so
+    the tiles convolve as the untiled pass does (Winograd in the deeper layers where it
+    suits); the plan has at most three crop lengths along each side."""
 
     def __init__(self, graph, shape: tuple, core: int | tuple[int, int],
                  forward_core: int | tuple[int, int] | None = None):
@@ -46,26 +54,46 @@ class TiledLoss:
         self.style_tiles = tiling.plan(height, width, self.style_layers, forward_core or core)
         self.tiles = tiling.plan(height, width, (*self.content_layers, *self.style_layers), core)
         self.keras = graph.normalisation == KERAS_EXAMPLE
-        crop = tf.TensorSpec((1, None, None, 3), tf.float32)
-        self._gram_pass = tf.function(self._tile_grams, input_signature=[
-            crop, tf.TensorSpec((len(self.style_layers), 4), tf.int32)])
-        n_content = len(self.content_layers)
-        self._grad_pass = tf.function(self._tile_gradient, input_signature=[
-            crop, tf.TensorSpec((n_content + len(self.style_layers), 4), tf.int32),
-            tuple(tf.TensorSpec((1, None, None, None), tf.float32) for _ in range(n_content)),
-            tf.TensorSpec((n_content,), tf.float32),
-            tuple(tf.TensorSpec((None, None), tf.float32) for _ in self.style_layers)])
-        self._tv = tf.function(self._tv_strip, input_signature=[crop, tf.TensorSpec((), tf.int32)])
         self.guided, self.photo = graph.guided, graph.photo
         self.temporal = graph.temporal
-        # Guided problems pass each tile's crop of the region guides as well; these trace
-        # once per number of regions.
-        self._guided_gram_pass = tf.function(self._tile_region_grams)
-        self._guided_grad_pass = tf.function(self._tile_guided_gradient)
+        # The network's passes, one trace per crop shape (`_pass`); the plan has a few shapes
+        # only (interior, edges, corners), and a static one lets the deeper layers convolve
+        # by Winograd (model.winograd.suits), as the untiled pass and the targets do.
+        self._passes: dict[tuple, object] = {}
+        crop = tf.TensorSpec((1, None, None, 3), tf.float32)
+        self._tv = tf.function(self._tv_strip, input_signature=[crop, tf.TensorSpec((), tf.int32)])
         self._photo = tf.function(self._photo_strip, input_signature=[
             crop, tf.TensorSpec((), tf.int32), tf.TensorSpec((None, None, 3), tf.float32),
             tf.TensorSpec((None, None, 3), tf.float32),
             tf.TensorSpec((None, None, 3, 3), tf.float32)])
+
+    def _pass(self, kind: str, crop: np.ndarray, regions: int = 0):
+        """The compiled pass `kind` ("grams" or "gradient") for crops of `crop`'s shape, with
+        `regions` guide regions (guided problems) or none; every other argument's sizes are
+        left dynamic, so each crop shape is traced once."""
+        key = (kind, crop.shape, regions)
+        if key not in self._passes:
+            n_style, n_content = len(self.style_layers), len(self.content_layers)
+            n = n_style if kind == "grams" else n_content + n_style
+            signature = [tf.TensorSpec(crop.shape, tf.float32), tf.TensorSpec((n, 4), tf.int32)]
+            if kind == "gradient":
+                signature += [
+                    tuple(tf.TensorSpec((1, None, None, None), tf.float32)
+                          for _ in range(n_content)),
+                    tf.TensorSpec((n_content,), tf.float32)]
+            if regions:
+                signature.append(tuple(tf.TensorSpec((1, None, None, regions), tf.float32)
+                                       for _ in range(n_style)))
+            if kind == "gradient":
+                slope = (None, None, None) if regions else (None, None)
+                signature.append(tuple(tf.TensorSpec(slope, tf.float32) for _ in range(n_style)))
+            method = {("grams", False): self._tile_grams,
+                      ("grams", True): self._tile_region_grams,
+                      ("gradient", False): self._tile_gradient,
+                      ("gradient", True): self._tile_guided_gradient}[kind, bool(regions)]
+            # A partial per shape: TensorFlow counts retraces per Python function.
+            self._passes[key] = tf.function(functools.partial(method), input_signature=signature)
+        return self._passes[key]
 
     def _tile_grams(self, crop, boxes):
         feats = self.graph.extractor(crop, training=False)
@@ -146,25 +174,36 @@ class TiledLoss:
                 value = losses.total_variation_mean_rows(strip, rows, height, width)
         return value, tape.gradient(value, strip)
 
+    def _regions(self, weights: dict) -> int:
+        """Guide regions of a guided problem's prepared targets; 0 for plain ones."""
+        return int(weights["guides"][0].shape[-1]) if self.guided else 0
+
     @staticmethod
     def prepare(targets) -> dict:
         """An Objective's Targets as NumPy values, read once per problem."""
         return _numpy(targets)
 
-    def loss_and_grads(self, image: np.ndarray, weights: dict) -> tuple[Parts, np.ndarray]:
+    def loss_and_grads(self, image: np.ndarray, weights: dict,
+                       stop=None) -> tuple[Parts, np.ndarray]:
         """Parts and the float32 gradient for a network-space image of this size against
-        `weights` (`prepare`d targets: the whole image's content features, blended Grams)."""
+        `weights` (`prepare`d targets: the whole image's content features, blended Grams).
+        `stop` (anything with `is_set()`, e.g. a threading.Event) is looked at before every
+        tile and strip; once set, EvaluationStopped is raised there."""
+        def check() -> None:
+            if stop is not None and stop.is_set():
+                raise EvaluationStopped()
+
         image = np.asarray(image, np.float32).reshape(self.shape)
         _, height, width, _ = self.shape
         pixels = height * width
         # Pass 1: the whole image's FᵀF per style layer, summed over tile cores in float64.
         sums = [np.zeros(g.shape, np.float64) for g in weights["grams"]]
         for t in self.style_tiles:
-            crop, boxes = tf.constant(tiling._crop(image, t)), tf.constant(t.boxes)
-            if self.guided:
-                grams = self._guided_gram_pass(crop, boxes, _pieces(weights["guides"], t.places))
-            else:
-                grams = self._gram_pass(crop, boxes)
+            check()
+            crop = tiling._crop(image, t)
+            run = self._pass("grams", crop, self._regions(weights))
+            args = (_pieces(weights["guides"], t.places),) if self.guided else ()
+            grams = run(tf.constant(crop), tf.constant(t.boxes), *args)
             for i, g in enumerate(grams):
                 sums[i] += g.numpy()
         style, slopes = 0.0, []
@@ -202,15 +241,15 @@ class TiledLoss:
         content = 0.0
         n_content = len(self.content_layers)
         for t in self.tiles:
+            check()
             pieces = tuple(
                 tf.constant(weights["content"][i][:, p[0]:p[1], p[2]:p[3], :])
                 for i, p in enumerate(t.places[:n_content]))
-            crop, boxes = tf.constant(tiling._crop(image, t)), tf.constant(t.boxes)
-            if self.guided:
-                guides = _pieces(weights["guides"], t.places[n_content:])
-                value, g = self._guided_grad_pass(crop, boxes, pieces, scales, guides, slopes)
-            else:
-                value, g = self._grad_pass(crop, boxes, pieces, scales, slopes)
+            crop = tiling._crop(image, t)
+            run = self._pass("gradient", crop, self._regions(weights))
+            guides = (_pieces(weights["guides"], t.places[n_content:]),) if self.guided else ()
+            value, g = run(tf.constant(crop), tf.constant(t.boxes), pieces, scales, *guides,
+                           slopes)
             content += float(value)
             y0, y1, x0, x1 = t.crop
             grad[:, y0:y1, x0:x1, :] += g.numpy()
@@ -218,6 +257,7 @@ class TiledLoss:
         tv = 0.0
         rows = max(1, tiling.STRIP_PIXELS // width)
         for r0 in range(0, height, rows):
+            check()
             r1 = min(height, r0 + rows)
             strip = image[:, r0:min(height, r1 + 1)]
             value, g = self._tv(tf.constant(strip), tf.constant(r1 - r0))
@@ -239,6 +279,7 @@ class TiledLoss:
         photo = 0.0
         lam = weights["terms"][3]
         for r0 in range(0, height, rows):
+            check()
             r1 = min(height, r0 + rows)
             top, bottom = max(r0 - 1, 0), min(r1 + 1, height)
             value, g = self._photo(tf.constant(image[:, top:bottom]), tf.constant(r0),

@@ -9,8 +9,8 @@ Two schedules:
 
 `iterate_lbfgs` yields the iterations. scipy drives the continuous run through callbacks, so
 that run lives in a helper thread which hands each iteration over and waits until the next one
-is asked for; closing the generator (or an interrupt in the consumer) stops it after the
-evaluation in progress.
+is asked for; closing the generator (or an interrupt in the consumer) stops it after the tile
+in progress of a tiled evaluation, else after the evaluation in progress.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from ..defaults import EVALUATIONS_PER_ITERATION, LBFGS_HISTORY
 from ..objective.objective import Objective
+from ..objective.tiled_loss import EvaluationStopped
 from ..objective.terms import Parts
 
 SCHEDULES = ("continuous", "faithful")
@@ -69,7 +70,11 @@ class Evaluator:
         if self.stop.is_set():
             raise _Stop()
         image = flat.astype(np.float32).reshape(self.objective.shape)
-        parts, grad = self.objective.loss_and_grads(image)
+        try:
+            # A tiled evaluation also looks at the stop between tiles.
+            parts, grad = self.objective.loss_and_grads(image, stop=self.stop)
+        except EvaluationStopped:
+            raise _Stop() from None
         self.evaluations += 1
         if len(self._recent) > 64:
             self._recent.clear()
@@ -226,4 +231,18 @@ def _handed_over(work: Callable[[Callable], None], stop: threading.Event) -> Ite
     finally:
         stop.set()
         resume.release()
-        thread.join()
+        _join(thread)
+
+
+def _join(thread: threading.Thread) -> None:
+    """Wait for the helper thread to end (it stops at its next look at the stop: the next
+    tile of a tiled evaluation, else the next evaluation), also through further interrupts,
+    so that none leaves it running; the last such interrupt is raised once it has ended."""
+    interrupted = None
+    while thread.is_alive():
+        try:
+            thread.join(_POLL_SECONDS)
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted

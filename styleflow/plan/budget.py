@@ -10,11 +10,11 @@ from typing import Sequence
 from ..defaults import LBFGS_HISTORY
 from ..errors import StyleflowError
 from ..model import machine
-from ..model.layout import activation_elements, stage
+from ..model.layout import stage
 from ..objective import tiling
 from . import host
-from .memory import (BYTES_PER_ACTIVATION, FORWARD_SHARE, base_bytes, estimate_bytes,
-                     largest_size, optimiser_bytes, photo_bytes)
+from .memory import (BASE_BYTES, FORWARD_SHARE, estimate_bytes, largest_size, optimiser_bytes,
+                     pass_bytes, photo_bytes, winograd_kept_bytes)
 
 # L-BFGS keeps its full history whenever the budget allows; below a comfortable crop it gives up
 # history down to this before tiles get smaller.
@@ -64,9 +64,10 @@ def tiled_need(size: tuple[int, int], crop_pixels: int, layers: Sequence[str],
     the photorealism term, taken over row strips, when `photo`)."""
     values = size[0] * size[1] * 3
     side = max(1, int(crop_pixels ** 0.5))
-    per_activation = BYTES_PER_ACTIVATION[machine.onednn_enabled()][precision]
-    tile = per_activation * activation_elements((side, side), layers)
-    return int(base_bytes((side, side), layers, precision) + tile
+    # The gradient pass is the larger of the two: the forward-only pass's crops are chosen to
+    # fit in what it holds (`forward_crop`).
+    return int(BASE_BYTES + winograd_kept_bytes((side, side), layers, precision)
+               + pass_bytes((side, side), layers, precision)
                + content_bytes(size, content_layers)
                + (optimiser_bytes(optimiser, history) + TILED_IMAGE_BYTES) * values
                + (photo_bytes(size, tiled_loss_strip(size)) if photo else 0))
@@ -175,8 +176,30 @@ def _layout(size, layers, content_layers, precision, optimiser, core, history,
     crop = tiling.largest_crop(height, width, layers, core)
     need = tiled_need(size, crop, layers, content_layers, precision, optimiser, history, photo)
     forward = tiling.best_core(height, width, layers,
-                               min(machine.pass_pixels(precision), int(crop / FORWARD_SHARE)))
+                               min(machine.pass_pixels(precision),
+                                   forward_crop(crop, layers, precision)))
     return Layout(tuple(core), history, need, forward)
+
+
+def forward_crop(crop_pixels: int, layers: Sequence[str], precision: str) -> int:
+    """The most pixels a forward-only pass's crop may have while holding no more than the
+    gradient pass over `crop_pixels` does (up to 1 / FORWARD_SHARE times as many: Winograd's
+    transient tiles do not shrink with the activations kept)."""
+    def square(pixels: int) -> tuple[int, int]:
+        side = max(1, int(pixels ** 0.5))
+        return side, side
+
+    room = pass_bytes(square(crop_pixels), layers, precision)
+    lo, hi = crop_pixels, int(crop_pixels / FORWARD_SHARE)
+    if pass_bytes(square(hi), layers, precision, forward=True) <= room:
+        return hi
+    while hi - lo > 1024:
+        mid = (lo + hi) // 2
+        if pass_bytes(square(mid), layers, precision, forward=True) <= room:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _largest_crop(size, layers, content_layers, precision, optimiser, history,

@@ -47,15 +47,46 @@ def winograd_bytes(size: tuple[int, int] | None, layers: Sequence[str],
     """Bytes Winograd's layers add to a run on an (h, w) image (or tiles of that size): kept
     kernel transforms and the largest layer's transient tiles; 0 where Winograd is not used.
     `size` None: as for an image large enough for every such layer, transients aside."""
+    kept, largest = _winograd_layers(size, layers, precision)
+    return int(kept + (WINOGRAD_TRANSIENT_BYTES * largest if size else 0))
+
+
+def winograd_kept_bytes(size: tuple[int, int], layers: Sequence[str],
+                        precision: str = "float32") -> int:
+    """The kernel transforms kept by the layers that convolve by Winograd at (h, w)."""
+    return int(_winograd_layers(size, layers, precision)[0])
+
+
+def winograd_transient_bytes(size: tuple[int, int], layers: Sequence[str],
+                             precision: str = "float32") -> int:
+    """The tiles and products Winograd's largest layer holds while a pass over an (h, w)
+    image (or crop) runs: what a pass adds beside the kept transforms."""
+    return int(WINOGRAD_TRANSIENT_BYTES * _winograd_layers(size, layers, precision)[1])
+
+
+def _winograd_layers(size, layers, precision) -> tuple[float, int]:
+    """(bytes of the kept transforms, values of the largest map) of the layers that convolve
+    by Winograd at `size`."""
     if not machine.transposed_convolutions(precision):
-        return 0
+        return 0.0, 0
     alpha = winograd.ALPHA
     kept, largest = 0.0, 0
     for _, h, w, cin, cout in conv_maps(size or (2**16, 2**16), deepest(layers)):
         if winograd.suits_channels(cin, cout) and winograd.suits((1, h, w, cin)):
             kept += (1 + 2 * alpha * alpha / 9) * 9 * cin * cout * 4
             largest = max(largest, h * w * max(cin, cout))
-    return int(kept + (WINOGRAD_TRANSIENT_BYTES * largest if size else 0))
+    return kept, largest
+
+
+def pass_bytes(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
+               forward: bool = False) -> int:
+    """What one pass through the network over an (h, w) image or crop holds while it runs:
+    its activations (a forward-only pass keeps FORWARD_SHARE of them) and Winograd's
+    transient tiles."""
+    per_activation = BYTES_PER_ACTIVATION[machine.onednn_enabled()][precision] * (
+        FORWARD_SHARE if forward else 1.0)
+    return int(per_activation * activation_elements(size, layers)
+               + winograd_transient_bytes(size, layers, precision))
 
 
 def base_bytes(size: tuple[int, int] | None, layers: Sequence[str],
