@@ -84,7 +84,10 @@ def test_a_stop_acts_between_tiles(tmp_path):
             while (line := lines.get(timeout=10)) is not None:
                 seen.append(line)
             err = "".join(seen)
-            assert written and proc.returncode == code, err
+            # A second Ctrl-C that arrives once the image is written and the process is
+            # already ending finds Python's handlers gone: it ends the process at once (-2),
+            # which is what it asks for.
+            assert written and proc.returncode in ((code,) if times == 1 else (code, -sig)), err
             assert took <= STOP_SECONDS, (sig, took, err)
             assert "Traceback" not in err
             kept = tmp_path / f"{name}_interrupted.png"
