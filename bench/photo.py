@@ -63,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--content", default=str(SHARED / "base1.jpg"))
     parser.add_argument("--style", default=str(SHARED / "ref1.jpg"))
-    parser.add_argument("--sizes", nargs="+", default=["512", "1024"],
+    parser.add_argument("--sizes", nargs="*", default=["512", "1024"],
                         help="output widths (the content keeps its aspect)")
     parser.add_argument("--tiled", nargs="*", default=["2048"],
                         help="widths run within --max-memory (tiles where needed)")
