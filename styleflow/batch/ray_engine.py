@@ -95,6 +95,7 @@ def connect(address: str | None):
     """Join the cluster at `address` (else RAY_ADDRESS), or start a local Ray for the run.
     Returns (ray, whether this call started it)."""
     ray = import_ray()
+    check_reachable(address)  # also when Ray runs already: a wrong address is still wrong
     if ray.is_initialized():
         return ray, False
     address = address or os.environ.get("RAY_ADDRESS") or None
