@@ -164,7 +164,9 @@ def test_adam_tiled_follows_the_untiled_steps():
     for a, b in zip(runs[0][:4], runs[1][:4]):
         assert b == pytest.approx(a, rel=1e-4)
     assert runs[0][3] < runs[0][0]  # the steps did lower the loss
-    assert np.abs(runs[0][4] - runs[1][4]).max() < 1e-2
+    # Pixels of ±150 after four steps of 1.0: tiles and the whole image round differently
+    # (Winograd's tiles align with each crop), by about 1e-4 of the range.
+    assert np.abs(runs[0][4] - runs[1][4]).max() < 3e-2
 
 
 @pytest.mark.slow
