@@ -99,12 +99,16 @@ class TiledLoss:
         feats = self.graph.extractor(crop, training=False)
         grams = []
         for i, name in enumerate(self.style_layers):
-            f = _core(tf.cast(feats[name], tf.float32), boxes[i])
-            flat = tf.reshape(f, (-1, tf.shape(f)[-1]))
-            grams.append(losses.flat_gram(flat))
+            grams.append(_flat_gram(_core(tf.cast(feats[name], tf.float32), boxes[i])))
         return grams
 
     def _tile_gradient(self, crop, boxes, content_targets, content_scales, style_slopes):
+        return self._gradient(crop, boxes, content_targets, content_scales,
+                              lambda i, core: _flat_gram(core) * style_slopes[i])
+
+    def _gradient(self, crop, boxes, content_targets, content_scales, style_products):
+        """(content loss of the core, the crop's gradient of content + Σ style_products(i,
+        core)): the gradient pass's body, plain or guided."""
         with tf.GradientTape() as tape:
             tape.watch(crop)
             feats = self.graph.extractor(crop, training=False)
@@ -116,8 +120,7 @@ class TiledLoss:
             offset = len(self.content_layers)
             for i, name in enumerate(self.style_layers):
                 f = _core(tf.cast(feats[name], tf.float32), boxes[offset + i])
-                flat = tf.reshape(f, (-1, tf.shape(f)[-1]))
-                surrogate += tf.reduce_sum(losses.flat_gram(flat) * style_slopes[i])
+                surrogate += tf.reduce_sum(style_products(i, f))
         return content, tape.gradient(surrogate, crop)
 
     def _tile_region_grams(self, crop, boxes, guides):
@@ -135,19 +138,9 @@ class TiledLoss:
 
     def _tile_guided_gradient(self, crop, boxes, content_targets, content_scales, guides,
                               style_slopes):
-        with tf.GradientTape() as tape:
-            tape.watch(crop)
-            feats = self.graph.extractor(crop, training=False)
-            content = tf.constant(0.0)
-            for i, name in enumerate(self.content_layers):
-                f = _core(tf.cast(feats[name], tf.float32), boxes[i])
-                content += content_scales[i] * losses.content_loss_sum(f, content_targets[i])
-            surrogate = content
-            offset = len(self.content_layers)
-            for i, name in enumerate(self.style_layers):
-                f = _core(tf.cast(feats[name], tf.float32), boxes[offset + i])
-                surrogate += tf.reduce_sum(self._region_sums(f, guides[i]) * style_slopes[i])
-        return content, tape.gradient(surrogate, crop)
+        return self._gradient(
+            crop, boxes, content_targets, content_scales,
+            lambda i, core: self._region_sums(core, guides[i]) * style_slopes[i])
 
     def _photo_strip(self, strip, first, colours, mean_offset, whiten):
         """The photorealism energy of the windows centred in image rows first..stop-1, and
@@ -306,6 +299,11 @@ class TiledLoss:
 def _pieces(maps, places) -> tuple:
     """Each layer's map (1, h, w, k) cut to a tile's core there."""
     return tuple(tf.constant(m[:, p[0]:p[1], p[2]:p[3], :]) for m, p in zip(maps, places))
+
+
+def _flat_gram(core):
+    """FᵀF of a (1, h, w, c) core."""
+    return losses.flat_gram(tf.reshape(core, (-1, tf.shape(core)[-1])))
 
 
 def _core(features, box):
