@@ -1,4 +1,5 @@
-"""scipy's L-BFGS-B over the flattened image, reporting one result per "iteration".
+"""L-BFGS-B (scipy's routine, driven by `lbfgsb`) over the flattened image, one result per
+"iteration".
 
 Two schedules:
 - ``faithful``: the Keras example's — every iteration is a fresh L-BFGS run of at most 20
@@ -23,13 +24,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 from scipy.optimize import Bounds
-from scipy.optimize import minimize as _scipy_minimize
 from threadpoolctl import threadpool_limits
 
 from ..defaults import EVALUATIONS_PER_ITERATION, LBFGS_HISTORY
 from ..objective.objective import Objective
 from ..objective.tiled_loss import EvaluationStopped
 from ..objective.terms import Parts
+from . import lbfgsb
 
 SCHEDULES = ("continuous", "faithful")
 # How often a consumer waiting for the helper thread wakes to let signals (Ctrl-C) through.
@@ -94,11 +95,11 @@ class Evaluator:
 
 
 def minimize(*args, **kwargs):
-    """scipy's minimize with its BLAS on one thread: L-BFGS-B's own vector work is small, and
-    OpenBLAS's threads keep spinning after each call, taking the cores TensorFlow needs for
-    the next evaluation (`python bench/lbfgs_threads.py` measures it)."""
+    """L-BFGS-B (`lbfgsb.minimize`) with the BLAS on one thread: its own vector work is small,
+    and OpenBLAS's threads keep spinning after each call, taking the cores TensorFlow needs
+    for the next evaluation (`python bench/lbfgs_threads.py` measures it)."""
     with threadpool_limits(limits=1, user_api="blas"):
-        return _scipy_minimize(*args, **kwargs)
+        return lbfgsb.minimize(*args, **kwargs)
 
 
 def pixel_bounds(objective_shape: tuple, low: np.ndarray, high: np.ndarray) -> Bounds:
@@ -128,9 +129,8 @@ def iterate_lbfgs(evaluator: Evaluator, start: np.ndarray, iterations: int,
         # scipy's fmin_l_bfgs_b is this same routine; minimize() also takes array bounds.
         for i in range(iterations):
             began = time.perf_counter()
-            result = minimize(evaluator, x, jac=True, method="L-BFGS-B", bounds=bounds,
-                              options={"maxfun": evaluations_per_iteration,
-                                       "maxcor": history})
+            result = minimize(evaluator, x, bounds=bounds, history=history,
+                              max_evaluations=evaluations_per_iteration)
             x = result.x
             parts = evaluator.parts_at(x, float(result.fun))
             yield IterationResult(i, x.astype(np.float32).reshape(shape), parts,
@@ -165,9 +165,8 @@ def _continuous(evaluator: Evaluator, x: np.ndarray, iterations: int, per_iterat
             report(intermediate_result.x, float(intermediate_result.fun))
 
     budget = per_iteration * iterations
-    result = minimize(evaluator, x, jac=True, method="L-BFGS-B", bounds=bounds,
-                      callback=callback, options={"maxfun": budget, "maxiter": budget,
-                                                  "maxcor": history})
+    result = minimize(evaluator, x, bounds=bounds, callback=callback, history=history,
+                      max_evaluations=budget, max_iterations=budget)
     # The run can end early (converged, or the budget ran out inside an iteration): report the
     # final iterate for every iteration still owed, so each iteration has its image.
     if state["iteration"] < iterations and result.status != 1:  # 1: the budget was spent

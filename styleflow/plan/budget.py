@@ -20,9 +20,8 @@ from .memory import (BASE_BYTES, FORWARD_SHARE, estimate_bytes, largest_size, op
 # history down to this before tiles get smaller.
 MIN_HISTORY = 3
 # Per image value besides the optimiser's own state when tiled: the float32 gradient being
-# summed, the float32 image handed to the tiles, the float64 gradient scipy reads, the start
-# and content images, and slack.
-TILED_IMAGE_BYTES = 4 + 4 + 8 + 4 + 4 + 4
+# summed, the float32 image handed to the tiles, the start and content images, and slack.
+TILED_IMAGE_BYTES = 4 + 4 + 4 + 4 + 4
 # Below this many pixels per crop the halo dominates and runs get slow.
 COMFORTABLE_CROP = 768 * 768
 

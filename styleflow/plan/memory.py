@@ -18,16 +18,17 @@ from . import host
 BYTES_PER_ACTIVATION = {True: {"float32": 8.5, "bfloat16": 7.5},     # oneDNN on
                         False: {"float32": 14.5, "bfloat16": 12.7}}  # oneDNN off
 BASE_BYTES = 900 * 2**20
-# Copies of the image the optimiser keeps: scipy's L-BFGS-B works in 2m + 5 float64 vectors
-# (m correction pairs); Adam keeps a few float32 ones (image, best, two moments), twice during a
-# step (its compiled update returns a new state beside the old). "forward" is a style image's
-# one forward pass for its Gram targets: no optimiser, and no activations kept for a backward
-# pass.
+# Copies of the image the optimiser keeps. L-BFGS-B (optim/lbfgsb.py): its workspace of
+# 2m + 5 float64 vectors (m correction pairs) and 3 int32 ones, the iterate, its gradient and
+# the point last evaluated (float64), both bounds (float64) and their kinds (int32). Adam keeps
+# a few float32 ones (image, best, two moments), twice during a step (its compiled update
+# returns a new state beside the old). "forward" is a style image's one forward pass for its
+# Gram targets: no optimiser, and no activations kept for a backward pass.
 def optimiser_bytes(optimiser: str, history: int = LBFGS_HISTORY) -> int:
     """Bytes per image value (3 per pixel) the optimiser keeps; L-BFGS's depend on its
     history m."""
     if optimiser == "lbfgs":
-        return (2 * history + 5) * 8
+        return (2 * history + 5) * 8 + 3 * 4 + 3 * 8 + 2 * 8 + 4
     return {"adam": 10 * 4, "forward": 0}[optimiser]
 
 
