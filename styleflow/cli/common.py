@@ -159,16 +159,20 @@ def run_cli(prog: str, body: Callable[[], int], names: dict[str, str] | None = N
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupts.handle)}
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when ignored
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupts.handle)
+    code = None
     try:
-        return body()
+        code = body()
+        return code
     except StyleflowError as exc:
         return error(exc)
     except Terminated:
         print(f"{prog}: terminated", file=sys.stderr)
-        return EXIT_SIGTERM
+        code = EXIT_SIGTERM
+        return code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_SIGINT
+        code = EXIT_SIGINT
+        return code
     except OSError as exc:
         # The operating system refused something no front end worded (the last resort: the
         # file named as the system names it).
@@ -184,7 +188,12 @@ def run_cli(prog: str, body: Callable[[], int], names: dict[str, str] | None = N
         return error(exhausted)
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            # The command ends on an interrupt: another signal while the interpreter shuts
+            # down ends the process at once, instead of a traceback from the exit handler
+            # it broke into.
+            ending = code in (EXIT_SIGINT, EXIT_SIGTERM) and handler in (
+                signal.default_int_handler, signal.SIG_DFL)
+            signal.signal(signum, signal.SIG_DFL if ending else handler)
 
 
 def interrupt_code(exc: KeyboardInterrupt) -> int:
