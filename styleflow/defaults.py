@@ -34,9 +34,11 @@ STYLIZE_DEFAULTS = dict(iterations=1000, content_weight=5.0, content_weight_blen
 # weights (content relu4_2 x5, style x100, the photorealism term's lambda 1e4 on 0..1 pixels)
 # in neural-style's normalisation, which is the one that paper's code inherits. `width`: the
 # output's default width in pixels. Its total variation is far weaker than neural-style's: the
-# photorealism term already keeps the output smooth where the content is.
+# photorealism term already keeps the output smooth where the content is. `stages`: the paper's
+# two (the first half of the iterations without the photorealism term, the rest with it), which
+# bench/photo.py --two-stage measured better than one (docs/photo.md).
 PHOTO_DEFAULTS = dict(iterations=10, width=512, content_weight=5.0, style_weight=100.0,
-                      tv_weight=1e-3, photorealism=1e4)
+                      tv_weight=1e-3, photorealism=1e4, stages=2)
 PHOTO_CONTENT_LAYERS = ("block4_conv2",)
 
 # Compiled functions (the loss, the Adam step, tiled passes, Winograd's transforms) are kept

@@ -303,3 +303,81 @@ def test_photo_interrupted_keeps_the_best_image_and_says_how_to_resume(tiny, tmp
     with Image.open(kept) as img:
         assert img.size == (48, 32)
     assert ROOT.exists()
+
+
+def test_two_stages_leave_the_term_out_first_then_put_it_in(tiny):
+    """Luan et al.'s two stages: the first half of the iterations is the photo-free problem
+    (the same iterates as a run with photorealism 0), the second half has the term, the
+    evaluations count on across the stages; one stage has the term throughout."""
+    from styleflow import Stylizer
+
+    base, style = tiny
+    common = dict(iterations=4, width=48, content_layers=[LITE_CONTENT_LAYER],
+                  style_layers=list(LITE_STYLE_LAYERS))
+    stylizer = Stylizer("random", seed=2, jit="off")
+    run = stylizer.iter_photo(base, style, **common)
+    assert (run.stages, run.first_stage, run.total) == (2, 2, 80)
+    two = list(run)
+    assert [it.stage for it in two] == [1, 1, 2, 2]
+    assert [it.iteration for it in two] == [1, 2, 3, 4]
+    assert [it.evaluations for it in two] == sorted({it.evaluations for it in two})
+    assert [it.parts.photo for it in two[:2]] == [0.0, 0.0]
+    assert all(it.parts.photo > 0 for it in two[2:])
+    free = list(stylizer.iter_photo(base, style, **{**common, "iterations": 2},
+                                    photorealism=0))
+    for staged, plain in zip(two[:2], free):
+        np.testing.assert_allclose(staged.precise, plain.precise, atol=0.05)
+    one = list(stylizer.iter_photo(base, style, **common, stages=1))
+    assert all(it.parts.photo > 0 and it.stage == 1 for it in one)
+    assert np.abs(one[-1].precise - two[-1].precise).mean() > 0.01
+    assert run.result().parts == two[-1].parts
+
+
+def test_stages_must_be_one_or_two(tiny, tmp_path):
+    from styleflow import Stylizer
+    from styleflow.errors import StyleflowError
+
+    base, style = tiny
+    for bad in (0, 3, True, "2"):
+        with pytest.raises(StyleflowError, match="stages"):
+            Stylizer("random").iter_photo(base, style, stages=bad, width=48)
+    proc = call_cli("styleflow", "photo", base, style, tmp_path / "o.png", "--stages", "3")
+    assert proc.returncode == 2 and "--stages" in proc.stderr
+
+
+def test_interrupted_in_the_second_stage_says_to_go_on_with_one(tiny, tmp_path, monkeypatch,
+                                                                capsys):
+    """Going on from a second-stage image must keep the term in: the hint adds --stages 1."""
+    import signal
+
+    from styleflow.cli import common as cc
+    from styleflow.cli import photo
+
+    made = cc.recorder_for
+
+    def recorder_for(*args, **kwargs):
+        recorder = made(*args, **kwargs)
+        finished = recorder.iteration
+
+        def iteration(number, *rest, **options):
+            finished(number, *rest, **options)
+            if number == 3:  # the first iteration of the second stage is done
+                raise KeyboardInterrupt
+        recorder.iteration = iteration
+        return recorder
+
+    monkeypatch.setattr(cc, "recorder_for", recorder_for)
+    base, style = tiny
+    out = tmp_path / "p.png"
+    # An interrupted command leaves SIGINT and SIGTERM at SIG_DFL for the exit: not pytest's.
+    kept_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = photo.main([str(base), str(style), str(out), "--weights", "random",
+                           "--iterations", "4", "--width", "48", "--jit", "off"])
+    finally:
+        for signum, handler in kept_handlers.items():
+            signal.signal(signum, handler)
+    err = capsys.readouterr().err
+    kept = tmp_path / "p_interrupted.png"
+    assert code == 130, err
+    assert f"--stages 1 --init {kept}" in err and kept.exists() and not out.exists()

@@ -37,13 +37,15 @@ class Iteration:
     `iteration` counts from 1. `image` / `array` is the picture to show or save for it: the
     iterate for L-BFGS, the best image so far for Adam (as neural-style's checkpoints). Values
     that need a read from the device (`parts`, `best_loss`, the image) are fetched on first use.
+    `stage`: which of a two-stage run's stages it belongs to (`PhotoRun`); 1 otherwise.
     """
 
     def __init__(self, iteration: int, iterations: int, evaluations: int, seconds: float,
                  parts: Callable[[], Parts], best_loss: Callable[[], float],
                  array: Callable[[], np.ndarray],
-                 precise: Callable[[], np.ndarray] | None = None):
+                 precise: Callable[[], np.ndarray] | None = None, stage: int = 1):
         self.iteration = iteration
+        self.stage = stage  # a two-stage run's stage (photo); 1 otherwise
         self.iterations = iterations
         self.evaluations = evaluations
         self.seconds = seconds

@@ -219,28 +219,38 @@ class TransferRun(Run):
         self.faithful = faithful
         self.evaluator = Evaluator(problem.objective)
         self._last = None
+        self._finished = 0  # iterations finished
 
     def _units(self) -> int:
         return self.iterations * EVALUATIONS_PER_ITERATION
 
     def _iterate(self, on_evaluation, done: int) -> Iterator[Iteration]:
+        yield from self._lbfgs(self.evaluator, self.problem.start, self.iterations,
+                               on_evaluation, done)
+
+    def _lbfgs(self, evaluator: Evaluator, start: np.ndarray, count: int, on_evaluation,
+               done: int, first: int = 0, stage: int = 1) -> Iterator[Iteration]:
+        """`count` iterations of `evaluator`'s problem from `start`, numbered after `first`;
+        `done` evaluations were reported already."""
         spec = self.problem.network.input_spec
-        self.evaluator.on_evaluation = on_evaluation
-        self.evaluator.evaluations = done  # the XLA trials count as evaluations too
+        evaluator.on_evaluation = on_evaluation
+        evaluator.evaluations = done  # the XLA trials count as evaluations too
         bounds = None if self.faithful else pixel_bounds(self.problem.objective.shape,
                                                          *spec.pixel_bounds())
-        for step in iterate_lbfgs(self.evaluator, self.problem.start, self.iterations,
+        for step in iterate_lbfgs(evaluator, start, count,
                                   schedule="faithful" if self.faithful else "continuous",
                                   evaluations_per_iteration=EVALUATIONS_PER_ITERATION,
                                   bounds=bounds, history=self._history(self.problem)):
-            self._last = step
+            self._last, number = step, first + step.iteration + 1
+            self._finished = number
             parts = step.parts
-            self._records.append((step.iteration + 1, step.evaluations, step.seconds, parts))
-            best = self.evaluator.best_parts.total
-            yield Iteration(step.iteration + 1, self.iterations, step.evaluations, step.seconds,
+            self._records.append((number, step.evaluations, step.seconds, parts))
+            best = evaluator.best_parts.total
+            yield Iteration(number, self.iterations, step.evaluations, step.seconds,
                             parts=lambda p=parts: p, best_loss=lambda b=best: b,
                             array=lambda image=step.image: spec.deprocess(image),
-                            precise=lambda image=step.image: spec.deprocess_float(image))
+                            precise=lambda image=step.image: spec.deprocess_float(image),
+                            stage=stage)
 
     @property
     def stopped(self) -> tuple[int, str] | None:
@@ -270,7 +280,7 @@ class TransferRun(Run):
         """The last iteration's image once all are done; before that (an interruption, an
         early stop) the lowest-loss image evaluated so far."""
         spec = self.problem.network.input_spec
-        done = self._last is not None and self._last.iteration + 1 == self.iterations
+        done = self._finished == self.iterations
         if done:
             image, parts = self._last.image, self._last.parts
         elif self.evaluator.best_image is not None:
@@ -284,12 +294,73 @@ class TransferRun(Run):
 
 class PhotoRun(TransferRun):
     """L-BFGS on Deep Photo Style Transfer's problem (see Stylizer.iter_photo): iterations
-    of EVALUATIONS_PER_ITERATION evaluations of one continuous run, pixels bounded."""
+    of EVALUATIONS_PER_ITERATION evaluations of one continuous run, pixels bounded. With two
+    `stages` (Luan et al.'s), the first `first_stage` iterations leave the photorealism term
+    out and the rest, a fresh L-BFGS run from where the first stopped, put it in."""
 
     def __init__(self, problem, iterations, progress, on_evaluation, jit_plan=None,
-                 coarse=(), on_scale=None):
+                 coarse=(), on_scale=None, stages: int = 1):
         super().__init__(problem, iterations, False, progress, on_evaluation, jit_plan, coarse,
                          on_scale)
+        two = stages == 2 and problem.objective.photo_weight > 0
+        self.stages = 2 if two and iterations >= 2 else 1
+        # Iterations without the term; the paper gives both stages the same count.
+        self.first_stage = iterations // 2 if self.stages == 2 else 0
+        self._first_evaluator: Evaluator | None = None
+        self._first_last = None  # stage 1's last iteration
+
+    @property
+    def stages_report(self) -> str:
+        """One line: where the stages split (empty for one stage)."""
+        if self.stages == 1:
+            return ""
+        return (f"two stages: {_span(1, self.first_stage)} without the photorealism term, "
+                f"{_span(self.first_stage + 1, self.iterations)} with it")
+
+    @property
+    def stage(self) -> int:
+        """The stage under way (1 or 2; 1 before the run starts)."""
+        return 2 if self.stages == 2 and self._finished >= self.first_stage else 1
+
+    def _iterate(self, on_evaluation, done: int) -> Iterator[Iteration]:
+        start = self.problem.start
+        if self.first_stage:
+            free = self.problem.objective.with_photo_weight(0.0)
+            self._first_evaluator = Evaluator(free)
+            first = self._first_evaluator
+            self.evaluator, final = first, Evaluator(self.problem.objective)
+            for it in self._lbfgs(first, start, self.first_stage, on_evaluation, done):
+                yield it
+            start, done = self._last.image, first.evaluations
+            self._first_last = self._last
+            self.evaluator = final
+        yield from self._lbfgs(self.evaluator, start, self.iterations - self.first_stage,
+                               on_evaluation, done, first=self.first_stage,
+                               stage=self.stages)
+
+    @property
+    def stopped(self) -> tuple[int, str] | None:
+        stopped = self.evaluator.stopped
+        if stopped is not None and self.evaluator is not self._first_evaluator:
+            return self.first_stage + stopped[0], stopped[1]
+        return stopped
+
+    def result(self) -> Result | None:
+        """As TransferRun's; interrupted at the start of the second stage, the first stage's
+        last image."""
+        if (self._first_last is not None and self.evaluator.best_image is None
+                and self._finished < self.iterations):
+            spec = self.problem.network.input_spec
+            last = self._first_last
+            return Result(spec.deprocess(last.image), last.parts, self.losses,
+                          self._first_evaluator.evaluations, interrupted=True,
+                          precise=spec.deprocess_float(last.image))
+        return super().result()
+
+
+def _span(first: int, last: int) -> str:
+    """'iteration 3' or 'iterations 3-5'."""
+    return f"iteration {first}" if first == last else f"iterations {first}-{last}"
 
 
 class StylizeRun(Run):

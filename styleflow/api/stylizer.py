@@ -275,6 +275,7 @@ class Stylizer:
     @_options_checked
     def iter_photo(self, content, style, *, content_mask=None, style_mask=None,
                    photorealism: float = P["photorealism"], iterations: int = P["iterations"],
+                   stages: int = P["stages"],
                    content_weight: float = P["content_weight"],
                    style_weight: float = P["style_weight"], tv_weight: float = P["tv_weight"],
                    height: int | None = None, width: int | None = None,
@@ -293,13 +294,18 @@ class Stylizer:
         `photorealism` weighs the term that keeps every 3x3 window of the output an affine
         colour transform of the content's (the matting Laplacian; 0 turns it off). The output
         starts from the content. Each iteration is EVALUATIONS_PER_ITERATION L-BFGS
-        evaluations. Without height and width the output is PHOTO_DEFAULTS["width"] px wide.
+        evaluations. `stages=2` (Luan et al.'s two stages, the default) spends the first
+        `iterations // 2` iterations without the photorealism term, then starts L-BFGS afresh
+        with it for the rest; `stages=1` puts it in from the first evaluation. (With `scales`,
+        the stages split the requested size's iterations.) Without height and width the output is PHOTO_DEFAULTS["width"] px wide.
         `max_memory`, `tile`, `scales`, `on_scale`, `progress` and `on_evaluation` as in
         `iter_transfer`.
         """
         _check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight, scales=scales,
                        photorealism=photorealism)
+        if stages not in (1, 2) or isinstance(stages, bool):
+            raise StyleflowError(f"stages: 1 or 2, not {stages!r}", params=("stages",))
         content = images.as_rgb(content, "content image")  # read once for every size
         style = images.as_rgb(style, "style image")
 
@@ -316,7 +322,7 @@ class Stylizer:
         coarse = self._coarse(problem, scales, make)
         return PhotoRun(problem, iterations, progress, on_evaluation,
                         self._jit_plan(problem, iterations * EVALUATIONS_PER_ITERATION),
-                        coarse, on_scale)
+                        coarse, on_scale, stages=int(stages))
 
     def photo(self, content, style, **options) -> Result:
         """Run `iter_photo(content, style, **options)` to the end; return the Result (the

@@ -42,6 +42,10 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
     p.add_argument("--iterations", type=cc.positive_int, default=D["iterations"],
                    help=f"L-BFGS iterations of {EVALUATIONS_PER_ITERATION} evaluations each "
                         "(default: %(default)s)")
+    p.add_argument("--stages", type=int, choices=(1, 2), default=D["stages"],
+                   help="2: the paper's two stages, the first half of the iterations without "
+                        "the photorealism term, the rest with it; 1: with it throughout "
+                        "(default: %(default)s)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--width", type=cc.positive_int,
                       help=f"output width in pixels (default: {D['width']})")
@@ -105,7 +109,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
 def api_options(args) -> dict:
     """Stylizer.iter_photo's keyword arguments from the parsed options (also used by
     `styleflow batch --method photo`)."""
-    return dict(photorealism=args.photorealism, iterations=args.iterations,
+    return dict(photorealism=args.photorealism, iterations=args.iterations, stages=args.stages,
                 content_weight=args.content_weight, style_weight=args.style_weight,
                 tv_weight=args.tv_weight, height=args.height, width=args.width,
                 content_layers=args.content_layers, style_layers=args.style_layers,
@@ -149,6 +153,8 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
                                parts=("photo",) if args.photorealism > 0 else ())
     regions = "masked" if args.content_mask else "whole images"
     recorder.line(cc.describe_run(run, label=f"photorealistic L-BFGS, {regions}"))
+    if run.stages_report:
+        recorder.line(run.stages_report)
     if cc.describe_layout(run, args):
         recorder.line(cc.describe_layout(run, args))
     try:
@@ -163,7 +169,9 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     except KeyboardInterrupt as exc:
         return cc.finish_interrupted(prog, exc, run, interrupted, recorder, args.log,
                                      show_loss=True, finished="iterations",
-                                     bit_depth=args.bit_depth, resume="--init")
+                                     bit_depth=args.bit_depth,
+                                     # Stage 2 under way: going on must keep the term in.
+                                     resume="--stages 1 --init" if run.stage == 2 else "--init")
     result = run.result()
     result.save(output, args.bit_depth)
     if run.stopped is not None:
@@ -172,3 +180,4 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     recorder.line(f"final loss {result.parts.total:.4e} -> {output}")
     recorder.finish()
     return cc.finish_code(recorder)
+

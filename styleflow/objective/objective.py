@@ -157,6 +157,24 @@ class Objective:
             frame._tiled_targets = frame._tiled.prepare(frame.targets)
         return frame
 
+    def with_photo_weight(self, photo_weight: float) -> "Objective":
+        """The same objective with the photorealism term weighted by `photo_weight` (0 leaves
+        it out of the loss): every target and the compiled loss are shared, nothing is
+        recomputed (Deep Photo Style Transfer's first stage runs without the term)."""
+        if not self.graph.photo:
+            raise ValueError("with_photo_weight needs an objective with a photorealism term")
+        twin = object.__new__(Objective)
+        twin.__dict__.update(self.__dict__)
+        twin.photo_weight = float(photo_weight)
+        weights = self.targets.term_weights.numpy().copy()
+        weights[3] = photo_weight
+        twin.targets = replace(self.targets, term_weights=tf.constant(weights, tf.float32))
+        if self._tiled is not None:
+            # Only the term weights differ: the prepared arrays are shared, not copied.
+            twin._tiled_targets = dict(self._tiled_targets,
+                                       terms=weights.astype(np.float64))
+        return twin
+
     def parts_of(self, values) -> Parts:
         """Parts from this objective's graph's loss values (LossGraph.loss_parts)."""
         return Parts.of(np.asarray(values), self.graph.photo, self.graph.temporal)

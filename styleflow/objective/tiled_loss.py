@@ -271,7 +271,8 @@ class TiledLoss:
         # 3x3, so a strip's windows need nothing further.
         photo = 0.0
         lam = weights["terms"][3]
-        for r0 in range(0, height, rows):
+        # Weighted 0 (photo's first stage), the term is left out, not computed and discarded.
+        for r0 in range(0, height if lam else 0, rows):
             check()
             r1 = min(height, r0 + rows)
             top, bottom = max(r0 - 1, 0), min(r1 + 1, height)

@@ -121,9 +121,8 @@ def iterate_lbfgs(evaluator: Evaluator, start: np.ndarray, iterations: int,
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}")
-    x = np.asarray(start, np.float64).ravel()
-    if bounds is not None:
-        x = np.clip(x, bounds.lb, bounds.ub)
+    # As it is: the L-BFGS-B driver makes its own float64 copy and clips it to the bounds.
+    x = np.asarray(start).ravel()
     shape = evaluator.objective.shape
     if schedule == "faithful":
         # scipy's fmin_l_bfgs_b is this same routine; minimize() also takes array bounds.

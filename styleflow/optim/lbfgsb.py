@@ -77,8 +77,8 @@ def minimize(fun: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarr
     n = x.size
     lower, upper, kind = bound_arrays(bounds, n)
     if bounds is not None:
-        x = np.clip(x, np.broadcast_to(np.asarray(bounds.lb, np.float64), (n,)),
-                    np.broadcast_to(np.asarray(bounds.ub, np.float64), (n,)))
+        np.clip(x, np.broadcast_to(np.asarray(bounds.lb, np.float64), (n,)),
+                np.broadcast_to(np.asarray(bounds.ub, np.float64), (n,)), out=x)
     m = history
     f = np.array(0.0, np.float64)
     g = np.zeros(n, np.float64)

@@ -77,6 +77,8 @@ class Runner:
         try:
             run = _prepare(self.stylizer, task, folder, on_evaluation)
             yield ("size", tuple(run.size))
+            if getattr(run, "stages_report", ""):  # photo's two stages
+                yield ("note", run.stages_report)
             if stop.is_set():
                 raise Cancelled()
             seconds: list[float] = []
