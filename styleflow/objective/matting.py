@@ -30,11 +30,17 @@ WINDOW = 9  # pixels in a 3x3 window
 OFFSETS = tuple((dy, dx) for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1))
 
 
-def as_unit_float(image: np.ndarray) -> np.ndarray:
-    """An (h, w, 3) image as float64 in [0, 1]: uint8 is divided by 255, floats are kept."""
+def checked_image(image) -> np.ndarray:
+    """`image` as a NumPy array, checked to be (h, w, 3) with h and w at least 3."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 3 or image.shape[1] < 3:
         raise ValueError(f"expected an (h, w, 3) image with h, w >= 3, got shape {image.shape}")
+    return image
+
+
+def as_unit_float(image: np.ndarray) -> np.ndarray:
+    """An (h, w, 3) image as float64 in [0, 1]: uint8 is divided by 255, floats are kept."""
+    image = checked_image(image)
     if image.dtype == np.uint8:
         return image.astype(np.float64) / 255.0
     return image.astype(np.float64)
@@ -68,6 +74,37 @@ def whitening(inverse: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(values, 0.0))[..., :, None] * np.swapaxes(vectors, -1, -2)
 
 
+# Windows whose float64 constants `build_constants` computes at a time: its windows, their
+# moments, inverse and eigenvectors take about 580 bytes each, so a band of this many holds
+# some 75 MB whatever the image's size (the whole image at once took 578 B per pixel).
+BUILD_WINDOWS = 1 << 17
+
+
+def build_constants(content: np.ndarray, epsilon: float = EPSILON,
+                    band_windows: int = BUILD_WINDOWS) -> tuple:
+    """MattingLaplacian's constants as float32 NumPy arrays: the colours (h, w, 3), each
+    window's mean less its centre pixel's colour (h-2, w-2, 3) and its whitening W
+    (h-2, w-2, 3, 3). Computed in float64 by row bands of about `band_windows` windows, so
+    only the float32 results are held whole; each window's values are those the whole image
+    at once gives (every window's are its own)."""
+    image = checked_image(content)
+    h, w = image.shape[:2]
+    colours = np.empty((h, w, 3), np.float32)
+    mean_offset = np.empty((h - 2, w - 2, 3), np.float32)
+    whiten = np.empty((h - 2, w - 2, 3, 3), np.float32)
+    rows = max(1, band_windows // w)
+    for start in range(0, h - 2, rows):
+        stop = min(start + rows, h - 2)
+        band = as_unit_float(image[start:stop + 2])  # window rows start..stop-1 and halo
+        colours[start:stop + 2] = band
+        centred, inverse = window_constants(band, epsilon)
+        # μ_k less the centre pixel's colour: small where the window is flat, so c_k's
+        # correction term keeps float32's relative precision.
+        mean_offset[start:stop] = -centred[:, :, WINDOW // 2, :]
+        whiten[start:stop] = whitening(inverse)
+    return colours, mean_offset, whiten
+
+
 class MattingLaplacian:
     """The matting Laplacian M of one content image, applied without building the matrix.
 
@@ -80,14 +117,13 @@ class MattingLaplacian:
 
     def __init__(self, content: np.ndarray, epsilon: float = EPSILON):
         """`content`: (h, w, 3) RGB, uint8 or float in [0, 1], h and w at least 3."""
-        colours = as_unit_float(content)
-        centred, inverse = window_constants(colours, epsilon)
+        colours, mean_offset, whiten = build_constants(content, epsilon)
         self.epsilon = float(epsilon)
-        self._colours = tf.constant(colours, tf.float32)
-        # μ_k less the centre pixel's colour: small where the window is flat, so c_k's
-        # correction term keeps float32's relative precision.
-        self._mean_offset = tf.constant(-centred[:, :, WINDOW // 2, :], tf.float32)
-        self._whiten = tf.constant(whitening(inverse), tf.float32)
+        # Already float32: a float64 array would be copied into TensorFlow's allocator whole
+        # and cast there, twice the bytes passing through the pool it keeps.
+        self._colours = tf.constant(colours)
+        self._mean_offset = tf.constant(mean_offset)
+        self._whiten = tf.constant(whiten)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -257,6 +257,9 @@ class TiledLoss:
             tv += float(value)
             grad[:, r0:r0 + g.shape[1]] += weights["terms"][2] * g.numpy()
         tv *= weights["terms"][2]
+        # From here on, the photorealism term's row strips: narrower than total variation's,
+        # as it holds far more per pixel (tiling.PHOTO_STRIP_PIXELS).
+        rows = max(1, tiling.PHOTO_STRIP_PIXELS // width)
         total = content + style + tv
         temporal = None
         if self.temporal:

@@ -17,6 +17,10 @@ from ..model.layout import stage
 # Pixels per row strip of the per-pixel terms the tiled loss takes over strips (total
 # variation, photorealism): a few strip-sized temporaries each.
 STRIP_PIXELS = 1 << 20
+# Pixels per row strip of the photorealism term: its compiled window sums and their gradient
+# hold about 2.3 KB per strip pixel (XLA keeps every window sum the gradient reads), so
+# 2048 px wide strips of STRIP_PIXELS held 2.4 GB; strips this size cost no more time.
+PHOTO_STRIP_PIXELS = 1 << 16
 
 # Cores of the forward-only passes over a large image (style Grams, content features) when no
 # budget chose them: a side of this many pixels.

@@ -69,12 +69,12 @@ def tiled_need(size: tuple[int, int], crop_pixels: int, layers: Sequence[str],
                + pass_bytes((side, side), layers, precision)
                + content_bytes(size, content_layers)
                + (optimiser_bytes(optimiser, history) + TILED_IMAGE_BYTES) * values
-               + (photo_bytes(size, tiled_loss_strip(size)) if photo else 0))
+               + (photo_bytes(size, photo_strip(size)) if photo else 0))
 
 
-def tiled_loss_strip(size: tuple[int, int]) -> int:
-    """Pixels of the row strips the tiled loss takes total variation and photorealism over."""
-    return max(1, tiling.STRIP_PIXELS // size[1]) * size[1]
+def photo_strip(size: tuple[int, int]) -> int:
+    """Pixels of the row strips the tiled loss takes the photorealism term over."""
+    return max(1, tiling.PHOTO_STRIP_PIXELS // size[1]) * size[1]
 
 
 def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequence[str],

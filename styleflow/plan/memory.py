@@ -97,18 +97,31 @@ def base_bytes(size: tuple[int, int] | None, layers: Sequence[str],
     return BASE_BYTES + winograd_bytes(size, layers, precision)
 
 
-# The photorealism term (objective/matting.py): its constants, 15 float32 per pixel held for
-# the whole image, and what one evaluation of it holds per pixel it covers (its window sums
-# and their gradients: measured as 300 B at 1024x768, lite layers, L-BFGS), with slack.
+# The photorealism term (objective/matting.py). Its constants: 15 float32 per pixel held for
+# the whole image. Building them (matting.build_constants, by row bands) peaks at about
+# 170 B per pixel, NumPy's and TensorFlow's copies and one band's float64 work, before the
+# optimiser's state exists: less than L-BFGS's own (IMAGE_BYTES, 3 values a pixel), so the
+# build never sets the run's peak and is not counted. One evaluation of the term over the
+# whole image (inside the network's compiled loss) holds PHOTO_PASS_BYTES per pixel (300 B
+# measured at 1024x768, lite layers, L-BFGS), with slack; over row strips (tiled) each
+# strip pixel holds PHOTO_STRIP_BYTES (2.3 KB measured at 2048x1536: XLA's window sums and
+# what their gradient reads), and the compiled strips PHOTO_STRIP_FIXED_BYTES (0.14 GB).
 PHOTO_CONSTANT_BYTES = 60
 PHOTO_PASS_BYTES = 340
+PHOTO_STRIP_BYTES = 2500
+PHOTO_STRIP_FIXED_BYTES = 160 * 2**20
 
 
-def photo_bytes(size: tuple[int, int], pass_pixels: int | None = None) -> int:
+def photo_bytes(size: tuple[int, int], strip_pixels: int | None = None) -> int:
     """Bytes the photorealism term adds to a run on an (h, w) image whose term is evaluated
-    `pass_pixels` pixels at a time (the whole image by default; row strips when tiled)."""
+    whole, or over row strips of `strip_pixels` pixels (tiled): its constants and one
+    evaluation."""
     pixels = size[0] * size[1]
-    return PHOTO_CONSTANT_BYTES * pixels + PHOTO_PASS_BYTES * min(pixels, pass_pixels or pixels)
+    if strip_pixels is None:
+        evaluation = PHOTO_PASS_BYTES * pixels
+    else:
+        evaluation = PHOTO_STRIP_BYTES * min(pixels, strip_pixels) + PHOTO_STRIP_FIXED_BYTES
+    return PHOTO_CONSTANT_BYTES * pixels + evaluation
 
 
 def estimate_bytes(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
