@@ -37,9 +37,8 @@ def test_the_graph_keeps_the_most_recently_used_sizes(monkeypatch):
 @pytest.mark.slow
 def test_a_stylizer_that_sees_many_sizes_holds_what_a_few_take(monkeypatch):
     """10 sizes through one Stylizer: it holds as many compiled functions after 10 sizes as
-    after 5, and Winograd's stay within their bound."""
+    after 5, and TensorFlow holds no more registered functions or gradients."""
     from styleflow import Stylizer
-    from styleflow.model import winograd
 
     monkeypatch.setattr(graph_module, "SIZES_KEPT", 3)
     stylizer = Stylizer("random", seed=0, jit="off")
@@ -53,8 +52,54 @@ def test_a_stylizer_that_sees_many_sizes_holds_what_a_few_take(monkeypatch):
                          content_layers=["block2_conv2"])
         if k + 1 in (5, 10):
             graphs = stylizer.networks._graphs.values()
-            counts.append((sum(g.kept for g in graphs),
-                           winograd._function.cache_info().currsize))
-    (kept5, _), (kept10, functions10) = counts
+            counts.append((sum(g.kept for g in graphs), *_tensorflow_holds()))
+    (kept5, *held5), (kept10, *held10) = counts
     assert kept10 == kept5 == 3 * 2  # 3 sizes x (Adam's step, the loss)
-    assert functions10 <= winograd.FUNCTIONS_KEPT
+    assert held10 <= held5
+
+
+def _tensorflow_holds() -> tuple[int, int]:
+    """(functions in the eager context's library, names in the gradient registry), once the
+    dropped functions are collected: neither has a public count."""
+    import gc
+
+    from tensorflow.python.eager import context
+    from tensorflow.python.framework import ops
+
+    gc.collect()
+    return (len(context.context().list_function_names()),
+            len(ops._gradient_registry.list()))  # pylint: disable=protected-access
+
+
+def test_winograd_layers_leave_nothing_registered_per_size():
+    """A function traced through a Winograd layer and dropped leaves TensorFlow's function
+    library and gradient registry as they were: the transforms (compiled by XLA for each map
+    size) and the kernel check are registered once, and the custom gradient does not keep the
+    dropped graph (model.gradients)."""
+    import tensorflow as tf
+
+    from styleflow.model.frozen_conv import make_layer
+
+    rng = np.random.default_rng(0)
+    kernel = (rng.normal(size=(3, 3, 128, 256)) / 34).astype(np.float32)
+    layer = make_layer(kernel, np.zeros(256, np.float32), "w", winograd=True)
+    held = []
+    for h, w in ((16, 19), (20, 24), (23, 30), (28, 17), (17, 33)):
+        x = tf.constant(rng.normal(size=(1, h, w, 128)).astype(np.float32))
+
+        @tf.function
+        def value_and_gradient(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+                total = tf.reduce_sum(y)
+            return y, tape.gradient(total, x)
+
+        y, g = value_and_gradient(x)
+        assert y.shape == (1, h, w, 256) and g.shape == x.shape
+        del value_and_gradient
+        held.append(_tensorflow_holds())
+    assert layer._winograd is not None
+    # The first two sizes register what is registered once (the transforms' gradient
+    # functions among them); after that, nothing more.
+    assert held[-1] == held[1], held

@@ -66,7 +66,9 @@ def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool =
 def _convolve(x, kernel, mirrored):
     import tensorflow as tf
 
-    @tf.custom_gradient
+    from .gradients import custom_gradient
+
+    @custom_gradient
     def forward(x):
         shape = tf.concat([tf.shape(x)[:3], tf.shape(kernel)[3:]], 0)
         y = tf.nn.conv2d_transpose(x, mirrored, shape, 1, "SAME")

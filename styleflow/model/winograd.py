@@ -8,12 +8,14 @@ output tile (Aᵀ m A). oneDNN has no Winograd kernels on AVX2 CPUs (nor on AVX-
 backward pass), and the layers from block3 on spend almost all their time in those products.
 
 The tile transforms are passes over memory, each compiled by XLA into a few fused loops (as
-separate TensorFlow ops they cost more than the products save). The products run in
-TensorFlow's batched matmul (oneDNN), so they obey the same threads and ISA as the rest of the
-network. Bias and ReLU are folded into the output pass, and the ReLU mask into the backward
-pass's input pass. At 64 channels the transforms cost more than they save, so block1 (and block2
-where oneDNN has AVX-512) keeps the direct convolution (`suits_channels`; per-layer timings from
-bench/winograd.py in docs/performance.md).
+separate TensorFlow ops they cost more than the products save, and round differently): one
+tf.function per transform, whatever the map's size, which XLA compiles once for each size it
+meets (`_compiled`), so a process seeing many image sizes registers no new function per size.
+The products run in TensorFlow's batched matmul (oneDNN), so they obey the same threads and ISA
+as the rest of the network. Bias and ReLU are folded into the output pass, and the ReLU mask
+into the backward pass's input pass. At 64 channels the transforms cost more than they save, so
+block1 (and block2 where oneDNN has AVX-512) keeps the direct convolution (`suits_channels`;
+per-layer timings from bench/winograd.py in docs/performance.md).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from ..defaults import SIZES_KEPT
 from . import machine
+from .gradients import custom_gradient
 
 TILE = 4  # output pixels per tile side
 ALPHA = TILE + 2  # input pixels per tile side (3x3 kernel)
@@ -87,16 +89,17 @@ _IN_MATRIX = np.kron(B_T, B_T).astype(np.float32)  # (36, 36)
 _OUT_MATRIX = np.kron(A_T, A_T).astype(np.float32)  # (16, 36)
 
 
-def _tiles(h: int, w: int) -> tuple[int, int]:
+def _tiles(h, w):
     return -(-h // TILE), -(-w // TILE)
 
 
 def _input_tiles(x: tf.Tensor, mask_from: tf.Tensor | None = None) -> tf.Tensor:
     """(1, h, w, c) -> (36, tiles, c): each 6x6 tile (zero 'same' padding) as Bᵀ d B. With
-    `mask_from`, x is first zeroed where mask_from <= 0 (the ReLU's gradient)."""
+    `mask_from`, x is first zeroed where mask_from <= 0 (the ReLU's gradient). The map's size
+    is read when XLA compiles (`_compiled`)."""
     if mask_from is not None:
         x = tf.where(mask_from > 0, x, tf.zeros_like(x))
-    _, h, w, c = x.shape
+    _, h, w, c = tf.unstack(tf.shape(x))
     rows, cols = _tiles(h, w)
     padded = tf.pad(x[0], [[1, 1 + TILE * rows - h], [1, 1 + TILE * cols - w], [0, 0]])
     # Tile (i, j) reads padded[4i : 4i + 6, 4j : 4j + 6]: every 4th row from each offset, then
@@ -108,10 +111,9 @@ def _input_tiles(x: tf.Tensor, mask_from: tf.Tensor | None = None) -> tf.Tensor:
     return tf.reshape(transformed, (ALPHA * ALPHA, rows * cols, c))
 
 
-def _output_tiles(products: tf.Tensor, h: int, w: int,
-                  bias: tf.Tensor | None = None) -> tf.Tensor:
+def _output_tiles(products: tf.Tensor, h, w, bias: tf.Tensor | None = None) -> tf.Tensor:
     """(36, tiles, c) -> (1, h, w, c): each tile's Aᵀ m A, laid out as the image; with `bias`,
-    relu(. + bias)."""
+    relu(. + bias). `h` and `w` are scalar tensors, constants to XLA (`_compiled`)."""
     rows, cols = _tiles(h, w)
     y = tf.matmul(_OUT_MATRIX, tf.reshape(products, (ALPHA * ALPHA, -1)))
     y = tf.transpose(tf.reshape(y, (TILE, TILE, rows, cols, -1)), (2, 0, 3, 1, 4))
@@ -121,23 +123,56 @@ def _output_tiles(products: tf.Tensor, h: int, w: int,
     return y
 
 
-# Functions kept: per image size about 2 per Winograd layer and direction, for the
-# SIZES_KEPT most recent sizes of the deepest network.
-FUNCTIONS_KEPT = 4 * 16 * SIZES_KEPT
+# One function per transform, its map size left open, compiled by XLA for each size it meets
+# (XLA needs static sizes, and takes the map's and the h, w arguments' values as such): traced
+# once, so TensorFlow registers it once. A function per map size, as before, was registered
+# anew (with its XLA compilation) by every loss graph that called it, and TensorFlow never
+# unregisters a function nested in a graph it drops: a process seeing many image sizes
+# gathered hundreds. Plain TensorFlow ops would round differently from XLA's fused loops.
+_TRANSFORMS: dict[tuple, object] = {}
 
 
-def _compiled(transform, first: tf.Tensor, *sizes: int, variant: str = ""):
-    """`transform` compiled by XLA for one shape of its first argument, map size and variant
-    (masked, with bias): one function object each, traced once and shared by every layer of
-    that shape (a single tf.function would retrace for every shape, and TensorFlow warns)."""
-    return _function(transform, tuple(first.shape), sizes, variant)
+def _compiled(kind: str, dtype: tf.DType):
+    """The XLA-compiled transform `kind` ("input", "masked", "output", "bias") for `dtype`."""
+    key = (kind, dtype)
+    if key not in _TRANSFORMS:
+        maps = tf.TensorSpec((1, None, None, None), dtype)
+        products = tf.TensorSpec((ALPHA * ALPHA, None, None), dtype)
+        size = tf.TensorSpec((), tf.int32)
+        function, signature = {
+            "input": (_input_tiles, [maps]),
+            "masked": (_input_tiles, [maps, maps]),
+            "output": (_output_tiles, [products, size, size]),
+            "bias": (_output_tiles, [products, size, size, tf.TensorSpec((None,), dtype)]),
+        }[kind]
+        # A partial each: TensorFlow counts traces per Python function, and warns when one
+        # is traced often.
+        _TRANSFORMS[key] = tf.function(functools.partial(function), input_signature=signature,
+                                       jit_compile=True)
+    return _TRANSFORMS[key]
 
 
-@functools.lru_cache(maxsize=FUNCTIONS_KEPT)
-def _function(transform, shape: tuple, sizes: tuple, variant: str):
-    # A partial per key: TensorFlow counts retraces per Python function, and would count all
-    # of these as one.
-    return tf.function(functools.partial(transform, **dict(zip("hw", sizes))), jit_compile=True)
+# The check's tf.cond has two branch functions, which TensorFlow registers with every graph
+# that holds them and never unregisters with it: inlined into each traced loss, a process
+# seeing many image sizes would register two more per layer and size. Called as one
+# tf.function per kernel shape, the branches are registered once for good (a handful of
+# shapes in VGG19), however many graphs call it.
+_CHECKS: dict[tuple, object] = {}
+
+
+def _checked(current, source, forward, backward) -> tuple[tf.Tensor, tf.Tensor]:
+    """(forward, backward) if `current` equals `source` (the kernel they were made from), else
+    `current`'s transforms."""
+    key = tuple(current.shape)
+    if key not in _CHECKS:
+        _CHECKS[key] = tf.function(functools.partial(_check))  # a partial: as `_compiled`
+    return _CHECKS[key](current, source, forward, backward)
+
+
+def _check(current, source, forward, backward):
+    return tf.cond(tf.reduce_all(tf.equal(current, source)),
+                   lambda: (tf.identity(forward), tf.identity(backward)),
+                   lambda: kernel_transforms(current))
 
 
 class WinogradConv:
@@ -160,28 +195,30 @@ class WinogradConv:
             if self._source is None or not bool(tf.reduce_all(tf.equal(value, self._source))):
                 self._source = tf.identity(value)
                 self._forward, self._backward = kernel_transforms(value)
-        current = tf.convert_to_tensor(kernel)
-        return tf.cond(tf.reduce_all(tf.equal(current, self._source)),
-                       lambda: (tf.identity(self._forward), tf.identity(self._backward)),
-                       lambda: kernel_transforms(current))
+        return _checked(tf.convert_to_tensor(kernel), self._source, self._forward,
+                        self._backward)
 
     def __call__(self, x: tf.Tensor, kernel, bias: tf.Tensor) -> tf.Tensor:
         """relu(conv3x3_same(x, kernel) + bias) for a (1, h, w, c) `x` of static shape
         (`suits`), `kernel` being the layer's (3, 3, in, out) kernel variable; its gradient with
         respect to x is Winograd's too."""
         _, h, w, _ = x.shape
+        size = tf.constant(h, tf.int32), tf.constant(w, tf.int32)
         forward, backward = self.transforms(kernel)
+        dtype = x.dtype
 
-        @tf.custom_gradient
+        @custom_gradient
         def layer(x):
-            products = tf.matmul(_compiled(_input_tiles, x)(x), forward)
-            y = _compiled(_output_tiles, products, h, w, variant="bias")(products, bias=bias)
+            products = tf.matmul(_compiled("input", dtype)(x), forward)
+            y = _compiled("bias", dtype)(products, *size, bias)
+            y.set_shape((1, h, w, kernel.shape[-1]))  # the open signature left it unknown
 
             def gradient(dy):
                 # The ReLU's mask is applied in the input pass (y > 0 where it let through).
-                tiles = _compiled(_input_tiles, dy, variant="masked")(dy, y)
-                products = tf.matmul(tiles, backward)
-                return _compiled(_output_tiles, products, h, w)(products)
+                products = tf.matmul(_compiled("masked", dtype)(dy, y), backward)
+                dx = _compiled("output", dtype)(products, *size)
+                dx.set_shape(x.shape)
+                return dx
 
             return y, gradient
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from ..model.gradients import custom_gradient
+
 
 def gram_matrix(features: tf.Tensor) -> tf.Tensor:
     """Unnormalised Gram matrix FᵀF (c x c) of a (1, h, w, c) activation map."""
@@ -14,7 +16,7 @@ def gram_matrix(features: tf.Tensor) -> tf.Tensor:
     return flat_gram(flat)
 
 
-@tf.custom_gradient
+@custom_gradient
 def flat_gram(flat: tf.Tensor):
     """FᵀF of an (n, c) matrix. Its gradient is F(dG + dGᵀ), one (n x c)·(c x c) product;
     TensorFlow's own matmul gradient computes one per operand of FᵀF and adds them, twice the
