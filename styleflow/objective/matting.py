@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse
 import tensorflow as tf
 
+from ..defaults import SIZES_KEPT
 
 EPSILON = 1e-7  # Levin et al.'s and Luan et al.'s regularisation
 WINDOW = 9  # pixels in a 3x3 window
@@ -177,23 +178,18 @@ def window_energy(v, colours, mean_offset, whiten) -> tf.Tensor:
     window's moments taken relative to its centre pixel (see MattingLaplacian). Compiled by
     XLA, also inside a plain tf.function: fused, its forty-odd elementwise passes over the
     image and their gradients cost about a quarter of what they cost op by op on a CPU."""
-    return _fused(v.dtype)(v, colours, mean_offset, whiten)
+    return _fused(v.dtype, tuple(v.shape))(v, colours, mean_offset, whiten)
 
 
-# One function per dtype, the shapes left open: XLA compiles each shape it meets once, inside
-# that function, so TensorFlow registers it once. A function per shape was registered anew by
-# every traced loss that called it, and never unregistered (docs/performance.md).
-_FUSED: dict = {}
+# Compiled functions kept: a few shapes (the whole image, or its row strips) per image size.
+FUNCTIONS_KEPT = 4 * SIZES_KEPT
 
 
-def _fused(dtype):
-    if dtype not in _FUSED:
-        open_shape = [tf.TensorSpec((None,) * rank, dtype) for rank in (4, 3, 3, 4)]
-        # A partial: TensorFlow counts traces per Python function, and warns when one is
-        # traced often.
-        _FUSED[dtype] = tf.function(functools.partial(_window_energy), jit_compile=True,
-                                    input_signature=open_shape)
-    return _FUSED[dtype]
+@functools.lru_cache(maxsize=FUNCTIONS_KEPT)
+def _fused(dtype, shape):
+    # A function object per shape, so that dropping it drops its compilation, and a partial
+    # so that TensorFlow does not count the shapes as retraces of one function.
+    return tf.function(functools.partial(_window_energy), jit_compile=True)
 
 
 def _window_energy(v, colours, mean_offset, whiten) -> tf.Tensor:
