@@ -8,8 +8,10 @@ size and problem kind, which only bounded caches keep from growing with every ne
         [--method transfer|style|photo] [--weights lite]
 
 Each job is `--iterations` iterations at a width drawn from the range (seeded), so most jobs
-are a size not seen before. Prints RSS after the first job, after 10 jobs and after all, and
-the ratio of the last to the 10-job figure.
+are a size not seen before. Prints the resident memory of the server and its worker processes
+together (with --engine local the workers are child processes, replaced when they have grown:
+web/local_engine.py) after the first job, every 10 jobs and after all, and the ratio of the
+last to the 10-job figure.
 """
 
 from __future__ import annotations
@@ -38,6 +40,26 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS in /proc (Linux only)")
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (its worker processes), from /proc (Linux)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *descendants(int(child))]
+    return found
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(the server's RSS, its worker processes' together), in MB."""
+    workers = 0.0
+    for child in descendants(pid):
+        try:
+            workers += rss_mb(child)
+        except (OSError, RuntimeError):  # a worker process being replaced
+            pass
+    return rss_mb(pid), workers
 
 
 def multipart(fields: dict, files: list[tuple[str, Path]]) -> tuple[bytes, str]:
@@ -102,10 +124,12 @@ def main() -> int:
                                  "iterations": args.iterations}, files)
             if job["status"] != "done":
                 print(f"job {n} at {width} px: {job['status']}: {job['error']}")
-            if n in (1, 10, args.jobs):
-                seen[n] = rss_mb(server.pid)
+            if n in (1, 10, args.jobs) or n % 10 == 0:
+                own, workers = memory_mb(server.pid)
+                seen[n] = own + workers
                 print(f"after {n:4d} jobs ({len(sizes):3d} widths, "
-                      f"{time.perf_counter() - began:6.1f} s): RSS {seen[n]:7.1f} MB", flush=True)
+                      f"{time.perf_counter() - began:6.1f} s): RSS {seen[n]:7.1f} MB "
+                      f"(server {own:6.1f}, worker processes {workers:7.1f})", flush=True)
         if 10 in seen and args.jobs > 10:
             print(f"RSS after {args.jobs} jobs / after 10 jobs: {seen[args.jobs] / seen[10]:.2f}")
     finally:

@@ -63,13 +63,13 @@ def _playwright():
 
 
 @contextlib.contextmanager
-def serving(out: Path, log: Path, *options: str, env: dict | None = None):
+def serving(out: Path, log: Path, *options: str, env: dict | None = None, **popen):
     """A `styleflow serve` child on a free port with `options`, its stderr in `log`; yields
     (process, base URL). Killed when the block ends, whatever happened."""
     with open(log, "w") as err, child([sys.executable, "-m", "styleflow", "serve", "--port", "0",
                                        "--out", str(out), "--weights", "lite", *options],
                                       env=env, stdout=subprocess.PIPE, stderr=err,
-                                      text=True) as proc:
+                                      text=True, **popen) as proc:
         line = proc.stdout.readline()  # the URL line, printed once the socket listens
         found = re.search(r"http://\S+/", line)
         assert found, f"no URL in {line!r}; stderr: {log.read_text()}"
@@ -311,6 +311,53 @@ def test_results_stay_in_out_and_are_listed_after_a_restart(page, tmp_path):
         href = page.get_by_test_id("download").get_attribute("href")
         with Image.open(io.BytesIO(page.request.get(urljoin(page.url, href)).body())) as picture:
             assert picture.width == 64
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for below in (task / "children").read_text().split():
+            found += [int(below), *descendants(int(below))]
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_no_worker_process_outlives_its_server(page, tmp_path, how):
+    """The local engine's workers are child processes of the server (web/local_engine.py). A
+    Ctrl-C at a terminal reaches the whole process group: the server stops the running job and
+    its workers itself, exits 130, and nothing prints a traceback. A server killed outright
+    cannot stop them: its worker process leaves at once, mid-job, rather than computing on
+    until it has something to send (and then dying of the broken pipe with a traceback). The
+    server runs in a session of its own, so the group's SIGINT reaches nothing else."""
+    log = tmp_path / "server.log"
+    with serving(tmp_path / "out", log, start_new_session=True) as (proc, url):
+        job_id = start_job(page, url, method="style", width=64, iterations=5000)
+        deadline = time.monotonic() + FINISH_MS / 1000
+        while job_state(url, job_id)["iteration"] < 2:
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.1)
+        below = descendants(proc.pid)
+        assert below
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.wait(timeout=60) == 130
+        else:
+            proc.kill()
+            proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while any(alive(pid) for pid in below):
+            assert time.monotonic() < deadline, [pid for pid in below if alive(pid)]
+            time.sleep(0.1)
+    assert "Traceback" not in log.read_text()
 
 
 def test_on_ray_actors_the_page_shows_previews_cancels_and_downloads(page, tmp_path):
