@@ -1,8 +1,8 @@
 """The queue of `styleflow serve`: every job kept in OUT/jobs, first come first served, and
 the worker threads that take them one at a time and run them on an engine.
 
-An engine is what runs a job: `local_engine.LocalEngine` (a Stylizer per worker thread, in
-this process) or `ray_engine.RayEngine` (a Ray actor per worker thread). It has two methods:
+An engine is what runs a job: `local_engine.LocalEngine` (a worker process with a Stylizer per
+worker thread) or `ray_engine.RayEngine` (a Ray actor per worker thread). It has two methods:
 
 - `open(log)` -> a list of worker makers, one per worker thread (called in a thread of its
   own: starting Ray or loading networks may take a while, and the page answers meanwhile);

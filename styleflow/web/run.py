@@ -1,7 +1,8 @@
 """The body of one job, shared by both engines: a `Runner` holds one Stylizer (the network
 loaded once, the loss compiled once per size) and runs a job's `Task` on it as a stream of
-progress events. A local worker thread applies the events to its Job as they come; a Ray
-actor yields them back to the server, which applies them the same way (ray_engine.py).
+progress events. A local worker process sends the events to its worker thread through a pipe
+(local_engine.py), a Ray actor yields them back to the server (ray_engine.py); either way the
+server's worker thread applies them to its Job as they come.
 
 The events (plain tuples, cheap to send between processes):
 
