@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -101,6 +102,50 @@ def test_a_worker_process_that_dies_fails_its_job_in_one_line_and_the_next_job_r
     assert after.status == "done" and engine._made[0].pid not in (None, pid)
 
 
+@pytest.fixture(scope="module")
+def ray_address():
+    ray = pytest.importorskip("ray")
+    from conftest import SESSION_TMP
+
+    # Ray's session folder under the suite's own temporary folder, removed when it ends.
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             _temp_dir=str(Path(SESSION_TMP) / "ray-workers"))
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def test_a_grown_ray_actor_is_replaced_between_jobs_as_a_worker_process_is(ray_address,
+                                                                           tmp_path):
+    from styleflow.web.ray_engine import RayEngine
+
+    lines = []
+    engine = RayEngine({"weights": "lite", "jit": "off"}, workers=1, address=ray_address,
+                       recycle_growth=-1.0)
+    engine.connect()
+    queue = JobQueue(tmp_path / "out", engine, log=lines.append)
+    queue.start()
+    try:
+        first = finished(queue.create({"method": "transfer", "width": 48, "iterations": 1},
+                                      UPLOADS))
+        actor = engine._actors[0]
+        second = finished(queue.create({"method": "transfer", "width": 56, "iterations": 1},
+                                       UPLOADS))
+        third = finished(queue.create({"method": "transfer", "width": 64, "iterations": 1},
+                                      UPLOADS))
+        assert [job.status for job in (first, second, third)] == ["done"] * 3
+        assert (third.folder / "result.png").is_file()
+        assert len(engine._actors) == 1 and engine._actors[0] != actor
+        # Replaced after the second job only: the new actor's first job (the third) sets its
+        # own reference.
+        replaced = [line for line in lines if "replaced after it grew" in line]
+        assert len(replaced) == 1 and replaced[0].startswith("styleflow serve: worker 1 "), lines
+    finally:
+        queue.stop(timeout=60)
+    assert engine._actors == [] and engine.closed
+
+
 def test_stopping_the_queue_stops_a_running_job_and_ends_its_worker_process(queue_of):
     queue, engine, lines = queue_of()
     job = queue.create({"method": "style", "width": 64, "iterations": 5000}, UPLOADS)
@@ -108,6 +153,7 @@ def test_stopping_the_queue_stops_a_running_job_and_ends_its_worker_process(queu
     pid = engine._made[0].pid
     began = time.monotonic()
     queue.stop(timeout=60)
-    assert time.monotonic() - began < 15
+    took = time.monotonic() - began
     assert job.status == "failed" and job.error.startswith("the server stopped during this job")
+    assert took < 15, (took, job.evaluations, lines)
     wait_for(lambda: not alive(pid), 15, "the worker process to end")

@@ -26,10 +26,8 @@ import threading
 from pathlib import Path
 
 from .job import Job
+from .run import RECYCLE_GROWTH, Growth, resident_bytes
 
-# A worker process is replaced once its resident memory exceeds what it held after its first
-# job by this fraction (about what a few tens of new image sizes add).
-RECYCLE_GROWTH = 0.2
 # How often a worker thread looks at its job's pipe and cancel flag (seconds).
 POLL_SECONDS = 0.1
 # Seconds a worker process is given to leave when asked, before it is killed.
@@ -75,13 +73,13 @@ class ProcessWorker:
     def __init__(self, number: int, stylizer_options: dict, threads: int | None, log,
                  recycle_growth: float | None):
         self.number, self.options, self.threads = number, stylizer_options, threads
-        self.log, self.recycle_growth = log, recycle_growth
+        self.log = log
+        self.growth = Growth(recycle_growth, f"worker {number}")
         self.process = self.conn = None
-        self.first_memory = None  # bytes held after the process's first job
         self._context = multiprocessing.get_context("spawn")  # no TensorFlow state forked
-        self._stop = self._context.Event()
-        self._closed = self._retiring = False
-        self._said = ""
+        self._cancels = None  # the pipe that carries cancels to the process (_start)
+        self._closed = False
+        self._retiring: str | None = None  # why the process is to be replaced after its job
         # Starting, replacing and ending the process happen in the worker's thread and, for
         # the end, in the server's: one at a time.
         self._lock = threading.RLock()
@@ -94,8 +92,12 @@ class ProcessWorker:
 
     def _start(self, first: bool = False) -> None:
         parent, child = self._context.Pipe()
+        # Cancels travel on a pipe of their own, which the process polls at every evaluation
+        # while its main pipe is busy with the job's events: plain file descriptors, no shared
+        # lock that a process dying at the wrong moment could leave held.
+        cancels_read, cancels_write = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=worker_main, args=(child, self._stop, self.options, self.threads),
+            target=worker_main, args=(child, cancels_read, self.options, self.threads),
             name=f"styleflow-serve-worker-{self.number}", daemon=True)
         # Started with Ctrl-C blocked (the mask is inherited), so a Ctrl-C at the terminal
         # cannot interrupt the child before it ignores it.
@@ -105,7 +107,9 @@ class ProcessWorker:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
-        self.process, self.conn, self.first_memory = process, parent, None
+        cancels_read.close()
+        self.process, self.conn, self._cancels = process, parent, cancels_write
+        self.growth.reset()
         try:
             _, broken, notes = self.conn.recv()  # ("ready", ...) once the network is loaded
         except (EOFError, OSError):
@@ -126,20 +130,20 @@ class ProcessWorker:
             if self.process is None or not self.process.is_alive():
                 self._discard()
                 self._start()
-        self._stop.clear()
-        ended = False
+        ended = told = False
         try:
             self.conn.send((job.task, str(job.folder)))
             while True:
-                if job.cancel_requested.is_set():
-                    self._stop.set()
+                if job.cancel_requested.is_set() and not told:
+                    self._cancels.send(job.id)
+                    told = True
                 if not self.conn.poll(POLL_SECONDS):
                     if not self.process.is_alive() and not self.conn.poll():
                         raise EOFError
                     continue
                 event = self.conn.recv()
                 if event[0] == "memory":
-                    self._grown(event[1])
+                    self._retiring = self.growth.due(event[1])
                     continue
                 ended = event[0] == "end"
                 yield event
@@ -156,24 +160,12 @@ class ProcessWorker:
             if ended and self._retiring:
                 self._replace()
 
-    def _grown(self, memory: int | None) -> None:
-        """Note the process's memory after a job; mark it for replacement if it has grown."""
-        if memory is None or self.recycle_growth is None:
-            return
-        if self.first_memory is None:
-            self.first_memory = memory
-        elif memory > self.first_memory * (1 + self.recycle_growth):
-            self._retiring = True
-            self._said = (f"styleflow serve: worker {self.number} replaced after it grew to "
-                          f"{memory / 2 ** 20:.0f} MB ({memory / self.first_memory - 1:.0%} "
-                          f"more than after its first job)")
-
     def _replace(self) -> None:
         with self._lock:
-            self._retiring = False
+            said, self._retiring = self._retiring, None
             if self._closed:
                 return
-            self.log(self._said)
+            self.log(said)
             self._leave()
             self._start()
 
@@ -194,12 +186,13 @@ class ProcessWorker:
     def _discard(self) -> None:
         if self.conn is not None:
             self.conn.close()
+            self._cancels.close()
         if self.process is not None:
             if self.process.is_alive():
                 self.process.kill()
                 self.process.join()
             self.process.close()
-        self.process = self.conn = None
+        self.process = self.conn = self._cancels = None
 
     def close(self) -> None:
         """End the worker process (the server is stopping; no job is running)."""
@@ -213,23 +206,6 @@ def _exit_code(process) -> str:
     if code is None:
         return "unknown"
     return f"{code} (signal {signal.Signals(-code).name})" if code < 0 else str(code)
-
-
-def _resident_bytes() -> int | None:
-    """This process's resident memory (Linux), else its peak (other systems), else None."""
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import resource
-        import sys
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024
-    except (ImportError, OSError):
-        return None
 
 
 def _exit_with_parent() -> None:
@@ -246,7 +222,21 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="styleflow-serve-parent").start()
 
 
-def worker_main(conn, stop, stylizer_options: dict, threads: int | None) -> None:
+class _Cancels:
+    """The worker process's view of the cancels pipe, as run.Runner's `stop`: set once the
+    server has sent the id of the job it runs (a cancel for a job that has already ended
+    never stops the next one)."""
+
+    def __init__(self, conn):
+        self.conn, self.job, self.sent = conn, None, set()
+
+    def is_set(self) -> bool:
+        while self.conn.poll():
+            self.sent.add(self.conn.recv())
+        return self.job in self.sent
+
+
+def worker_main(conn, cancels, stylizer_options: dict, threads: int | None) -> None:
     """The worker process: load the network, then run each (task, folder) the server sends
     until it sends None, sending back each job's events and, before its end, the memory held."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -259,6 +249,7 @@ def worker_main(conn, stop, stylizer_options: dict, threads: int | None) -> None
     notes: list[str] = []
     runner = Runner(stylizer_options, notes.append)
     conn.send(("ready", runner.broken, notes))
+    stop = _Cancels(cancels)
     while True:
         try:
             message = conn.recv()
@@ -267,8 +258,9 @@ def worker_main(conn, stop, stylizer_options: dict, threads: int | None) -> None
         if message is None:
             return
         task, folder = message
+        stop.job = task.id
         for event in runner.run(task, Path(folder), stop):
             if event[0] == "end":
-                conn.send(("memory", _resident_bytes()))
+                conn.send(("memory", resident_bytes()))
             conn.send(event)
 

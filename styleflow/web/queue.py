@@ -145,8 +145,11 @@ class JobQueue:
         """Open the engine and start its workers, in the background: the page answers at once
         and jobs wait in the queue until a worker is ready."""
         thread = threading.Thread(target=self._open, daemon=True, name="styleflow-serve-open")
+        # Listed before it starts: it lists the worker threads it starts after itself, and
+        # stop() takes the first one listed for it.
+        with self._lock:
+            self._threads.append(thread)
         thread.start()
-        self._threads.append(thread)
 
     def _open(self) -> None:
         try:

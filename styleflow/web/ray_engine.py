@@ -27,7 +27,7 @@ from pathlib import Path
 from ..batch.ray_engine import actor_plan, connect, prepare_tensorflow
 from ..io import files
 from .job import RESULTS, Job, Task, one_line
-from .run import Runner
+from .run import RECYCLE_GROWTH, Growth, Runner, resident_bytes
 
 # How often a worker thread looks at its job's stream and cancel flag.
 POLL_SECONDS = 0.1
@@ -68,8 +68,11 @@ class ServeActor:
             for name, data in uploads.items():
                 (folder / name).write_bytes(data)
             for event in self.runner.run(task, folder, stop):
-                if event[0] == "end" and event[3]:
-                    yield ("files", {name: (folder / name).read_bytes() for name in RESULTS})
+                if event[0] == "end":
+                    yield ("memory", resident_bytes())  # RayWorker replaces a grown actor
+                    if event[3]:
+                        yield ("files", {name: (folder / name).read_bytes()
+                                         for name in RESULTS})
                 yield event
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -80,16 +83,22 @@ class ServeActor:
 class RayEngine:
     """Workers on Ray actors: one per GPU, else `workers` CPU actors (default one per two
     CPUs), on the cluster at `address` (else RAY_ADDRESS, else a local Ray started here and
-    stopped with the server). queue.py says what an engine is."""
+    stopped with the server). An actor is replaced between jobs once its process has grown by
+    more than `recycle_growth`, as a local worker process is (local_engine.py). queue.py says
+    what an engine is."""
 
     def __init__(self, stylizer_options: dict, workers: int | None = None,
-                 address: str | None = None):
+                 address: str | None = None, recycle_growth: float | None = RECYCLE_GROWTH):
         self.stylizer_options = dict(stylizer_options)
         self.workers = workers
         self.address = address
+        self.recycle_growth = recycle_growth
         self.ray = None
         self._started = False
         self._actors: list = []
+        self._lock = threading.Lock()
+        self._remote = self._threads = None
+        self.closed = False
 
     def connect(self) -> None:
         """Join the cluster, or start a local Ray. Call it in a thread that lives as long as
@@ -107,33 +116,75 @@ class RayEngine:
             + f" on {int(resources.get('CPU', 0))} CPUs and {int(resources.get('GPU', 0))} GPUs")
         # Restarted by Ray if its process dies (the job it ran fails); a job is never retried,
         # since its events would be sent twice.
-        remote = self.ray.remote(ServeActor).options(max_concurrency=CONCURRENCY,
-                                                     max_restarts=-1, max_task_retries=0,
-                                                     **options)
-        self._actors = [remote.remote(self.stylizer_options, threads) for _ in range(count)]
-        return [lambda actor=actor: RayWorker(self.ray, actor, log) for actor in self._actors]
+        self._remote = self.ray.remote(ServeActor).options(max_concurrency=CONCURRENCY,
+                                                           max_restarts=-1, max_task_retries=0,
+                                                           **options)
+        self._threads = threads
+        # Made now, so every actor loads its network while the first is awaited.
+        actors = [self.new_actor() for _ in range(count)]
+        return [lambda number=number, actor=actor: RayWorker(self, number, actor, log)
+                for number, actor in enumerate(actors, 1)]
+
+    def new_actor(self):
+        """A new actor (its network loading), kept for close(); None once closed."""
+        with self._lock:
+            if self.closed:
+                return None
+            actor = self._remote.remote(self.stylizer_options, self._threads)
+            self._actors.append(actor)
+        return actor
+
+    def retire(self, actor) -> None:
+        """End `actor` (it has grown; a new one takes its place)."""
+        with self._lock:
+            if actor in self._actors:
+                self._actors.remove(actor)
+        self.ray.kill(actor)
 
     def close(self) -> None:
         if self.ray is None:
             return
-        for actor in self._actors:
+        with self._lock:
+            actors, self._actors, self.closed = self._actors, [], True
+        for actor in actors:
             self.ray.kill(actor)
         if self._started:
             self.ray.shutdown()
 
 
 class RayWorker:
-    """A worker thread's side of one actor: waits for its network, then streams jobs to it."""
+    """A worker thread's side of one actor: waits for its network, then streams jobs to it;
+    replaces it with a new actor between jobs once it has grown (run.Growth)."""
 
-    def __init__(self, ray, actor, log):
-        self.ray, self.actor = ray, actor
-        broken, notes = ray.get(actor.ready.remote())
-        for note in notes:
-            log(f"styleflow serve: {note}")
+    def __init__(self, engine: RayEngine, number: int, actor, log):
+        self.engine, self.ray, self.log = engine, engine.ray, log
+        self.growth = Growth(engine.recycle_growth, f"worker {number}")
+        self._retiring: str | None = None
+        self._ready(actor, first=True)
+
+    def _ready(self, actor, first: bool = False) -> None:
+        self.actor = actor
+        self.growth.reset()
+        broken, notes = self.ray.get(actor.ready.remote())
+        if first:  # a replacement's notes were said the first time
+            for note in notes:
+                self.log(f"styleflow serve: {note}")
         if broken:
-            log(f"styleflow serve: error: {broken}")
+            self.log(f"styleflow serve: error: {broken}")
 
     def run(self, job: Job):
+        try:
+            yield from self._stream(job)
+        finally:
+            said, self._retiring = self._retiring, None
+            if said and not self.engine.closed:
+                self.log(said)
+                self.engine.retire(self.actor)
+                actor = self.engine.new_actor()
+                if actor is not None:
+                    self._ready(actor)
+
+    def _stream(self, job: Job):
         ray = self.ray
         uploads = {name: (job.folder / name).read_bytes() for name in job.task.stored()}
         stream = self.actor.run.options(num_returns="streaming").remote(job.task, uploads)
@@ -150,6 +201,9 @@ class RayWorker:
                     event = ray.get(next(stream))
                 except StopIteration:
                     return
+                if event[0] == "memory":
+                    self._retiring = self.growth.due(event[1])
+                    continue
                 if event[0] == "files":
                     for name, data in event[1].items():
                         files.write_atomically(job.folder / name,
