@@ -130,18 +130,21 @@ class ProcessWorker:
             if self.process is None or not self.process.is_alive():
                 self._discard()
                 self._start()
+            # This job's process and pipes, whatever close() (the server stopping) does to
+            # the attributes meanwhile: their use then fails as a closed pipe does.
+            process, conn, cancels = self.process, self.conn, self._cancels
         ended = told = False
         try:
-            self.conn.send((job.task, str(job.folder)))
+            conn.send((job.task, str(job.folder)))
             while True:
                 if job.cancel_requested.is_set() and not told:
-                    self._cancels.send(job.id)
+                    cancels.send(job.id)
                     told = True
-                if not self.conn.poll(POLL_SECONDS):
-                    if not self.process.is_alive() and not self.conn.poll():
+                if not conn.poll(POLL_SECONDS):
+                    if not process.is_alive() and not conn.poll():
                         raise EOFError
                     continue
-                event = self.conn.recv()
+                event = conn.recv()
                 if event[0] == "memory":
                     self._retiring = self.growth.due(event[1])
                     continue
@@ -149,11 +152,13 @@ class ProcessWorker:
                 yield event
                 if ended:
                     return
-        except (EOFError, OSError):
+        except (EOFError, OSError, ValueError):  # ValueError: a pipe or process closed
             with self._lock:
-                self.process.join(LEAVE_SECONDS)
-                code = _exit_code(self.process)
-                self._discard()
+                code = "unknown"
+                if self.process is process:
+                    process.join(LEAVE_SECONDS)
+                    code = _exit_code(process)
+                    self._discard()
             yield ("end", "failed", f"the worker process ended during this job (exit code "
                                     f"{code}); a new one runs the next job", False)
         finally:
