@@ -15,7 +15,8 @@ The events (plain tuples, cheap to send between processes):
     ("end", status, error, has_result)     last: done, cancelled or failed; the result, when
                                            there is one, is in the folder as result.png/.tif
 
-A cancel is a `threading.Event` the run's `on_evaluation` callback checks: set, it raises
+A cancel is a flag with `is_set()` (a `threading.Event` in a Ray actor; in a local worker
+process, its cancels pipe) that the run's `on_evaluation` callback checks: set, it raises
 `Cancelled`, so the run stops between two evaluations and keeps its best image so far.
 """
 
@@ -64,7 +65,7 @@ class Runner:
 
     def run(self, task: Task, folder: Path, stop) -> Iterator[tuple]:
         """Run `task` with its uploads in `folder` (where the result is written too), until
-        it ends or `stop` (a threading.Event) is set; yields the events above."""
+        it ends or `stop` (anything with `is_set()`) is set; yields the events above."""
         if self.broken:
             yield ("end", "failed", self.broken, False)
             return
