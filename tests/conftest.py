@@ -134,3 +134,34 @@ def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None
     assert len(lines) == 1, proc.stderr
     for needle in needles:
         assert needle.lower() in lines[0].lower(), lines[0]
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """A local 2-CPU Ray for one test module; its address. Ray's session folder is under the
+    suite's own temporary folder, removed when the suite ends."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             _temp_dir=str(Path(SESSION_TMP) / "ray"))
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for below in (task / "children").read_text().split():
+            found += [int(below), *descendants(int(below))]
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (Linux /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

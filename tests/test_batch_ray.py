@@ -14,21 +14,6 @@ from conftest import ROOT, call_cli, child, make_image
 from styleflow.batch.status import read_status
 
 
-@pytest.fixture(scope="module")
-def ray_address():
-    import ray
-
-    from conftest import SESSION_TMP
-
-    # Ray's session folder under the suite's own temporary folder, removed when it ends.
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             _temp_dir=str(Path(SESSION_TMP) / "ray"))
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-
-
 @pytest.fixture
 def pictures(tmp_path):
     contents, styles = tmp_path / "c", tmp_path / "s"

@@ -28,7 +28,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from conftest import ROOT, SESSION_TMP, child, cli_env, default_signals
+from conftest import ROOT, SESSION_TMP, alive, child, cli_env, default_signals, descendants
 from styleflow import StyleflowError
 from styleflow.io import images
 
@@ -311,23 +311,6 @@ def test_results_stay_in_out_and_are_listed_after_a_restart(page, tmp_path):
         href = page.get_by_test_id("download").get_attribute("href")
         with Image.open(io.BytesIO(page.request.get(urljoin(page.url, href)).body())) as picture:
             assert picture.width == 64
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes below `pid` (Linux /proc)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for below in (task / "children").read_text().split():
-            found += [int(below), *descendants(int(below))]
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Whether process `pid` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "kill"])

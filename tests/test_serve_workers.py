@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, alive
 from styleflow.web.form import Upload
 from styleflow.web.local_engine import LocalEngine
 from styleflow.web.queue import JobQueue
@@ -22,15 +21,6 @@ pytestmark = pytest.mark.slow
 UPLOADS = [Upload("content", "base1.jpg", (ROOT / "images" / "base1.jpg").read_bytes()),
            Upload("style", "ref7.jpg", (ROOT / "images" / "ref7.jpg").read_bytes())]
 FINAL = {"done", "cancelled", "failed"}
-
-
-def alive(pid: int) -> bool:
-    """Whether process `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def wait_for(condition, timeout: float = 180.0, what: str = "") -> None:
@@ -100,20 +90,6 @@ def test_a_worker_process_that_dies_fails_its_job_in_one_line_and_the_next_job_r
                             "SIGKILL)); a new one runs the next job")
     after = finished(queue.create({"method": "transfer", "width": 48, "iterations": 1}, UPLOADS))
     assert after.status == "done" and engine._made[0].pid not in (None, pid)
-
-
-@pytest.fixture(scope="module")
-def ray_address():
-    ray = pytest.importorskip("ray")
-    from conftest import SESSION_TMP
-
-    # Ray's session folder under the suite's own temporary folder, removed when it ends.
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             _temp_dir=str(Path(SESSION_TMP) / "ray-workers"))
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
 
 
 def test_a_grown_ray_actor_is_replaced_between_jobs_as_a_worker_process_is(ray_address,
