@@ -31,35 +31,10 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from proctree import memory_mb  # noqa: E402
+
 FINAL = {"done", "cancelled", "failed"}
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size of process `pid`, in MB (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc (Linux only)")
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes below `pid` (its worker processes), from /proc (Linux)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            found += [int(child), *descendants(int(child))]
-    return found
-
-
-def memory_mb(pid: int) -> tuple[float, float]:
-    """(the server's RSS, its worker processes' together), in MB."""
-    workers = 0.0
-    for child in descendants(pid):
-        try:
-            workers += rss_mb(child)
-        except (OSError, RuntimeError):  # a worker process being replaced
-            pass
-    return rss_mb(pid), workers
 
 
 def multipart(fields: dict, files: list[tuple[str, Path]]) -> tuple[bytes, str]:

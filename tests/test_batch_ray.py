@@ -166,3 +166,27 @@ def test_an_address_nobody_answers_is_one_line_at_once(pictures, tmp_path):
 
     assert_clean_error(proc, f"127.0.0.1:{port}", "cannot reach")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_a_grown_ray_actor_is_replaced_between_pairs(ray_address, pictures, tmp_path,
+                                                     monkeypatch):
+    from styleflow.batch import ray_engine
+    from styleflow.batch.jobs import Pair
+    from styleflow.batch.worker import Settings
+
+    # A negative growth replaces the actor after every pair but its first (whose memory is
+    # the reference): the second pair's actor is replaced, the third runs on the new one.
+    monkeypatch.setattr(ray_engine, "RECYCLE_GROWTH", -1.0)
+    contents, styles = pictures
+    pairs = [Pair(str(contents / f"c{i}.png"), str(styles / "s0.png"),
+                  str(tmp_path / "out" / f"c{i}.png"), {"iterations": 1, "height": 24 + 8 * i})
+             for i in range(3)]
+    records, notes = [], []
+    ray_engine.run_on_ray(pairs, Settings(weights="random", seed=1), lambda p, r: records.append(r),
+                          address=ray_address, workers=1, notes=notes.append)
+    assert [r["status"] for r in records] == ["done"] * 3, records
+    replaced = [n for n in notes if "replaced after it grew" in n]
+    assert len(replaced) == 1, notes
+    assert replaced[0].startswith("styleflow batch: a Ray actor replaced after it grew to")
+    assert all((tmp_path / "out" / f"c{i}.png").stat().st_size > 0 for i in range(3))

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 from ..errors import StyleflowError
 from .jobs import Pair
+from .processes import RECYCLE_GROWTH, Growth, prepare_tensorflow, resident_bytes
 from .worker import PairWorker, Settings, one_line, record
 
 # Retries of a pair whose actor died (Ray restarts the actor each time).
@@ -27,21 +28,6 @@ def import_ray():
         raise StyleflowError(f"--engine ray needs Ray, which is not installed: "
                              f"{INSTALL_HINT}") from None
     return ray
-
-
-def prepare_tensorflow(threads: int | None) -> None:
-    """TensorFlow set up in an actor's process: on `threads` threads when given (a CPU
-    actor's share of the node: by default it would use every core, and actors sharing a node
-    would fight over them), with memory growth on GPUs so several processes can share one."""
-    from .. import api  # noqa: F401 - imports TensorFlow without its start-up log
-
-    import tensorflow as tf
-
-    if threads:  # before TensorFlow's runtime starts: it reads these once
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-    for gpu in tf.config.list_physical_devices("GPU"):
-        tf.config.experimental.set_memory_growth(gpu, True)
 
 
 class PairActor:
@@ -63,6 +49,10 @@ class PairActor:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def memory(self) -> int | None:
+        """The actor's resident memory (to replace one that has grown: processes.Growth)."""
+        return resident_bytes()
 
 
 # Seconds to wait for a cluster's address to answer before saying it does not: Ray itself
@@ -117,7 +107,8 @@ def run_on_ray(pairs: Sequence[Pair], settings: Settings,
     ray, started = connect(address)
     try:
         schedule(ray, PairActor, list(pairs), settings, finished, workers, notes, on_start,
-                 failed=lambda pair, error: record(pair, "failed", error=error))
+                 failed=lambda pair, error: record(pair, "failed", error=error),
+                 recycle_growth=RECYCLE_GROWTH)
     finally:
         if started:
             ray.shutdown()
@@ -138,12 +129,15 @@ def actor_plan(resources: dict, workers: int | None, pairs: int
 
 
 def schedule(ray, actor_class, pairs, settings, finished, workers, notes, on_start,
-             failed: Callable[[object, str], dict], noun: str = "pair") -> None:
+             failed: Callable[[object, str], dict], noun: str = "pair",
+             recycle_growth: float | None = None) -> None:
     """Hand `pairs` (any jobs) to actors of `actor_class(settings, threads)` as they free up,
     one job per actor at a time, calling `finished(job, record)` in the driver for each: the
     actor's `run(job)`'s record, or `failed(job, error)`'s when it raised or its actor died
     RETRIES + 1 times (`noun` names a job in that message). CPU actors get their share of
-    the CPUs as TensorFlow threads (`actor_plan`)."""
+    the CPUs as TensorFlow threads (`actor_plan`). With `recycle_growth`, an actor (whose
+    class has `memory()`) that has grown by more than that fraction since its first job is
+    replaced by a new one (processes.Growth), the line saying so going to `notes`."""
     if not pairs:
         return
     count, options, threads = actor_plan(ray.cluster_resources(), workers, len(pairs))
@@ -156,6 +150,25 @@ def schedule(ray, actor_class, pairs, settings, finished, workers, notes, on_sta
     remote = ray.remote(actor_class).options(max_restarts=-1, max_task_retries=RETRIES,
                                              **options)
     idle = [remote.remote(settings, threads) for _ in range(count)]
+    growth = {}  # actor -> its Growth
+
+    def after(actor):
+        """The actor, or its replacement when it has grown."""
+        if recycle_growth is None:
+            return actor
+        if actor not in growth:
+            growth[actor] = Growth(recycle_growth, "styleflow batch: a Ray actor", "pair")
+        try:
+            said = growth[actor].due(ray.get(actor.memory.remote()))
+        except ray.exceptions.RayError:
+            return actor  # dead: Ray restarts it
+        if not said:
+            return actor
+        if notes is not None:
+            notes(said)
+        growth.pop(actor)
+        ray.kill(actor)
+        return remote.remote(settings, threads)
     pending = list(pairs)
     running: dict = {}
     try:
@@ -176,7 +189,7 @@ def schedule(ray, actor_class, pairs, settings, finished, workers, notes, on_sta
                 except ray.exceptions.RayError as exc:
                     rec = failed(pair, one_line(exc)[:500])
                 finished(pair, rec)
-                idle.append(actor)
+                idle.append(after(actor))
     finally:
         # Done, or interrupted: end the actors, and with them any pair in flight (it leaves
         # no file: images are written atomically at the end of a pair).

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..io import video as _video
-from .ray_engine import connect, prepare_tensorflow, schedule
+from .processes import prepare_tensorflow
+from .ray_engine import connect, schedule
 from .worker import one_line
 
 

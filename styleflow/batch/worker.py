@@ -1,6 +1,6 @@
 """Doing one pair of a batch: a Stylizer kept for the whole batch, the pair's image written
 atomically, and a status record — never an exception for a bad pair, so one bad pair never
-stops the batch. Plain Python: the local engine calls it directly, the Ray engine wraps it in
+stops the batch. Plain Python: the local engine runs it in a worker process, the Ray engine in
 an actor."""
 
 from __future__ import annotations

@@ -198,8 +198,6 @@ def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
     todo: list[Pair] = []
     for pair in pairs:  # one look at each output (one that cannot be looked at fails its pair)
         (skipped if files.exists(pair.output) and not args.overwrite else todo).append(pair)
-    if todo and args.engine != "ray":
-        from .. import api  # noqa: F401 - TensorFlow, once: a broken install is one error line
     status = StatusLog(status_path)
     report = Report(len(pairs), args.quiet)
     for pair in skipped:
@@ -224,12 +222,10 @@ def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
             run_on_ray(todo, settings, finished, address=args.address, workers=args.workers,
                        notes=cc.notes_to_stderr(args.quiet, names), on_start=report.start)
         else:
-            from ..batch.worker import PairWorker
+            from ..batch.local_engine import run_locally
 
-            worker = PairWorker(settings, notes=cc.notes_to_stderr(args.quiet, names))
-            for pair in todo:
-                report.start(pair)
-                finished(pair, worker.run(pair, on_progress=report.progress))
+            run_locally(todo, settings, finished, notes=cc.notes_to_stderr(args.quiet, names),
+                        on_start=report.start, on_progress=report.progress)
     except KeyboardInterrupt as exc:
         report.close()
         print(f"{PROG}: interrupted; the pair in progress was abandoned (no file written); "

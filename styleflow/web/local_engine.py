@@ -3,14 +3,9 @@ Stylizer, which runs the worker's jobs one after another (run.Runner, the body t
 actors run too) and sends their progress events back through a pipe.
 
 Why a process and not a thread of the server: TensorFlow keeps state for every image size it
-meets that nothing can free — XLA's compiled programs (its compilation cache never evicts;
-Winograd's transforms are compiled per map size) and oneDNN's primitives in TensorFlow's
-per-thread caches — about 2-4 MB per new size with the lite layers. A server seeing many sizes
-would grow without end however bounded the library's own caches are. So, as gunicorn's
-`max_requests` and Celery's `max_tasks_per_child` do for the same reason, a worker process
-that has grown by more than `RECYCLE_GROWTH` over what it held after its first job is replaced
-by a fresh one between two jobs (its network loaded again: a few seconds). docs/web.md gives
-the measurements.
+meets that nothing can free (batch/processes.py), so a worker process that has grown by more
+than `RECYCLE_GROWTH` over what it held after its first job is replaced by a fresh one between
+two jobs (its network loaded again: a few seconds). docs/web.md gives the measurements.
 
 The child ignores Ctrl-C (a terminal sends it to the whole process group; the server stops its
 workers itself) and exits at once if the server dies, so no worker outlives its server.
@@ -18,20 +13,16 @@ workers itself) and exits at once if the server dies, so no worker outlives its 
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.connection
 import os
-import signal
 import threading
 from pathlib import Path
 
+from ..batch.processes import (LEAVE_SECONDS, RECYCLE_GROWTH, Growth, exit_code, pipe,
+                               prepare_tensorflow, resident_bytes, spawn_worker, worker_signals)
 from .job import Job
-from .run import RECYCLE_GROWTH, Growth, resident_bytes
 
 # How often a worker thread looks at its job's pipe and cancel flag (seconds).
 POLL_SECONDS = 0.1
-# Seconds a worker process is given to leave when asked, before it is killed.
-LEAVE_SECONDS = 10
 
 
 class LocalEngine:
@@ -74,9 +65,8 @@ class ProcessWorker:
                  recycle_growth: float | None):
         self.number, self.options, self.threads = number, stylizer_options, threads
         self.log = log
-        self.growth = Growth(recycle_growth, f"worker {number}")
+        self.growth = Growth(recycle_growth, f"styleflow serve: worker {number}")
         self.process = self.conn = None
-        self._context = multiprocessing.get_context("spawn")  # no TensorFlow state forked
         self._cancels = None  # the pipe that carries cancels to the process (_start)
         self._closed = False
         self._retiring: str | None = None  # why the process is to be replaced after its job
@@ -91,21 +81,13 @@ class ProcessWorker:
         return self.process.pid if self.process is not None else None
 
     def _start(self, first: bool = False) -> None:
-        parent, child = self._context.Pipe()
+        parent, child = pipe()
         # Cancels travel on a pipe of their own, which the process polls at every evaluation
         # while its main pipe is busy with the job's events: plain file descriptors, no shared
         # lock that a process dying at the wrong moment could leave held.
-        cancels_read, cancels_write = self._context.Pipe(duplex=False)
-        process = self._context.Process(
-            target=worker_main, args=(child, cancels_read, self.options, self.threads),
-            name=f"styleflow-serve-worker-{self.number}", daemon=True)
-        # Started with Ctrl-C blocked (the mask is inherited), so a Ctrl-C at the terminal
-        # cannot interrupt the child before it ignores it.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            process.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        cancels_read, cancels_write = pipe()
+        process = spawn_worker(worker_main, (child, cancels_read, self.options, self.threads),
+                               f"styleflow-serve-worker-{self.number}")
         child.close()
         cancels_read.close()
         self.process, self.conn, self._cancels = process, parent, cancels_write
@@ -114,7 +96,7 @@ class ProcessWorker:
             _, broken, notes = self.conn.recv()  # ("ready", ...) once the network is loaded
         except (EOFError, OSError):
             broken, notes = (f"the worker process ended while loading the network (exit code "
-                             f"{_exit_code(process)})"), []
+                             f"{exit_code(process)})"), []
         if first:  # a replacement's notes (the weights fallback) were said the first time
             for note in notes:
                 self.log(f"styleflow serve: {note}")
@@ -157,7 +139,7 @@ class ProcessWorker:
                 code = "unknown"
                 if self.process is process:
                     process.join(LEAVE_SECONDS)
-                    code = _exit_code(process)
+                    code = exit_code(process)
                     self._discard()
             yield ("end", "failed", f"the worker process ended during this job (exit code "
                                     f"{code}); a new one runs the next job", False)
@@ -206,27 +188,6 @@ class ProcessWorker:
             self._leave()
 
 
-def _exit_code(process) -> str:
-    code = process.exitcode
-    if code is None:
-        return "unknown"
-    return f"{code} (signal {signal.Signals(-code).name})" if code < 0 else str(code)
-
-
-def _exit_with_parent() -> None:
-    """Leave at once when the server's process is gone (killed, say): no orphan keeps
-    computing."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch():
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="styleflow-serve-parent").start()
-
-
 class _Cancels:
     """The worker process's view of the cancels pipe, as run.Runner's `stop`: set once the
     server has sent the id of the job it runs (a cancel for a job that has already ended
@@ -244,10 +205,7 @@ class _Cancels:
 def worker_main(conn, cancels, stylizer_options: dict, threads: int | None) -> None:
     """The worker process: load the network, then run each (task, folder) the server sends
     until it sends None, sending back each job's events and, before its end, the memory held."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    _exit_with_parent()
-    from ..batch.ray_engine import prepare_tensorflow
+    worker_signals()
     from .run import Runner
 
     prepare_tensorflow(threads)

@@ -1,6 +1,6 @@
 """`styleflow serve --engine ray`: each worker thread of the server hands its jobs to one Ray
 actor (`ServeActor`), made and placed as `styleflow batch --engine ray` makes its actors
-(batch.ray_engine: `connect`, `actor_plan`, `prepare_tensorflow`).
+(batch.ray_engine: `connect`, `actor_plan`; batch.processes: `prepare_tensorflow`, `Growth`).
 
 What travels, and why no shared storage is needed:
 
@@ -24,10 +24,11 @@ import tempfile
 import threading
 from pathlib import Path
 
-from ..batch.ray_engine import actor_plan, connect, prepare_tensorflow
+from ..batch.processes import RECYCLE_GROWTH, Growth, prepare_tensorflow, resident_bytes
+from ..batch.ray_engine import actor_plan, connect
 from ..io import files
 from .job import RESULTS, Job, Task, one_line
-from .run import RECYCLE_GROWTH, Growth, Runner, resident_bytes
+from .run import Runner
 
 # How often a worker thread looks at its job's stream and cancel flag.
 POLL_SECONDS = 0.1
@@ -154,11 +155,11 @@ class RayEngine:
 
 class RayWorker:
     """A worker thread's side of one actor: waits for its network, then streams jobs to it;
-    replaces it with a new actor between jobs once it has grown (run.Growth)."""
+    replaces it with a new actor between jobs once it has grown (batch/processes.py, Growth)."""
 
     def __init__(self, engine: RayEngine, number: int, actor, log):
         self.engine, self.ray, self.log = engine, engine.ray, log
-        self.growth = Growth(engine.recycle_growth, f"worker {number}")
+        self.growth = Growth(engine.recycle_growth, f"styleflow serve: worker {number}")
         self._retiring: str | None = None
         self._ready(actor, first=True)
 

@@ -23,8 +23,6 @@ process, its cancels pipe) that the run's `on_evaluation` callback checks: set, 
 from __future__ import annotations
 
 import io
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -34,10 +32,6 @@ from .job import Task, one_line
 
 # Seconds between two preview images: encoding one per Adam step would cost more than the step.
 PREVIEW_SECONDS = 0.2
-# A worker's process is replaced once its resident memory exceeds what it held after its first
-# job by this fraction (about what a few tens of new image sizes add): TensorFlow keeps state
-# per image size that nothing can free (docs/web.md, *Memory over a long run*).
-RECYCLE_GROWTH = 0.2
 
 
 class Cancelled(KeyboardInterrupt):
@@ -119,50 +113,6 @@ class Runner:
             end = ("end", "failed", error, False)
         yield from flushed()
         yield end
-
-
-class Growth:
-    """Whether a worker's process has grown enough to be replaced: more than `fraction` over
-    what it held after its first job (None: never; negative: after every job but the first).
-    `worker` names it in the log line."""
-
-    def __init__(self, fraction: float | None, worker: str):
-        self.fraction, self.worker = fraction, worker
-        self.first: int | None = None
-
-    def reset(self) -> None:
-        """A new process: its first job sets the reference again."""
-        self.first = None
-
-    def due(self, memory: int | None) -> str | None:
-        """The log line saying why the process is replaced, after a job that left it holding
-        `memory` bytes (None: unknown), or None if it stays."""
-        if memory is None or self.fraction is None:
-            return None
-        if self.first is None:
-            self.first = memory
-            return None
-        if memory <= self.first * (1 + self.fraction):
-            return None
-        return (f"styleflow serve: {self.worker} replaced after it grew to "
-                f"{memory / 2 ** 20:.0f} MB ({memory / self.first - 1:.0%} more than after its "
-                f"first job)")
-
-
-def resident_bytes() -> int | None:
-    """This process's resident memory (Linux), else its peak (other systems), else None."""
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024
-    except (ImportError, OSError):
-        return None
 
 
 def _prepare(stylizer, task: Task, folder: Path, on_evaluation):

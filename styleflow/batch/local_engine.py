@@ -1,0 +1,182 @@
+"""A batch on this machine: its pairs run one after another in a worker process holding one
+PairWorker (the network loaded once, the loss traced once per size), which is replaced between
+two pairs once it has grown (processes.py says why a process and not this one). The worker
+writes the images; this process alone writes the status log (through `finished`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+from ..errors import StyleflowError
+from .jobs import Pair
+from .processes import (LEAVE_SECONDS, RECYCLE_GROWTH, Growth, exit_code, pipe,
+                        prepare_tensorflow, resident_bytes, spawn_worker, worker_signals)
+from .worker import PairWorker, Settings, one_line, record
+
+# How often the waiting process looks at the worker's pipe (seconds): a Ctrl-C acts this soon.
+POLL_SECONDS = 0.1
+
+
+def run_locally(pairs: Sequence[Pair], settings: Settings,
+                finished: Callable[[Pair, dict], None], *,
+                notes: Callable[[str], None] | None = None,
+                on_start: Callable[[Pair], None] | None = None,
+                on_progress: Callable[[int, int], None] | None = None,
+                recycle_growth: float | None = RECYCLE_GROWTH) -> None:
+    """Run `pairs` in a worker process, calling `finished(pair, record)` here for each.
+    `notes` receives one-line notes (the weights fallback, a replaced worker); the worker is
+    replaced once it has grown by more than `recycle_growth` (a fraction; None: never).
+    An interrupt (KeyboardInterrupt) ends the worker at once: the pair in progress leaves no
+    file."""
+    if not pairs:
+        return
+    worker = PairProcess(settings, notes, recycle_growth)
+    try:
+        for pair in pairs:
+            if on_start is not None:
+                on_start(pair)
+            finished(pair, worker.run(pair, on_progress))
+    except BaseException:
+        worker.kill()
+        raise
+    worker.close()
+
+
+class PairProcess:
+    """This side of the worker process: starts it, hands it pairs, replaces it when it has
+    grown or died."""
+
+    def __init__(self, settings: Settings, notes: Callable[[str], None] | None = None,
+                 recycle_growth: float | None = RECYCLE_GROWTH):
+        self.settings = settings
+        self.notes = notes
+        self.growth = Growth(recycle_growth, "styleflow batch: the worker process", "pair")
+        self.process = self.conn = None
+        self._said: set[str] = set()  # a replacement repeats its notes: each is said once
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def _start(self) -> None:
+        parent, child = pipe()
+        self.process = spawn_worker(pair_process_main, (child, self.settings),
+                                    "styleflow-batch-worker")
+        child.close()
+        self.conn = parent
+        self.growth.reset()
+        try:
+            broken = self._receive()[1]  # ("ready", why not) once TensorFlow is loaded
+        except EOFError:
+            broken = (f"the worker process ended while starting (exit code "
+                      f"{exit_code(self._ended())})")
+        if broken:
+            self.kill()
+            raise StyleflowError(broken)
+
+    def _receive(self):
+        """The worker's next message, waiting in short polls (so an interrupt acts at once);
+        EOFError when the process has ended."""
+        while not self.conn.poll(POLL_SECONDS):
+            if not self.process.is_alive() and not self.conn.poll():
+                raise EOFError
+        try:
+            return self.conn.recv()
+        except OSError:
+            raise EOFError from None
+
+    def _note(self, text: str) -> None:
+        if self.notes is not None and text not in self._said:
+            self._said.add(text)
+            self.notes(text)
+
+    def run(self, pair: Pair, on_progress: Callable[[int, int], None] | None = None) -> dict:
+        """Do `pair` in the worker process; its status record."""
+        if self.process is None or not self.process.is_alive():
+            self._discard()
+            self._start()
+        began = time.perf_counter()
+        retiring = None
+        try:
+            self.conn.send(pair)
+            while True:
+                message = self._receive()
+                if message[0] == "progress":
+                    if on_progress is not None:
+                        on_progress(*message[1:])
+                elif message[0] == "note":
+                    self._note(message[1])
+                elif message[0] == "memory":
+                    retiring = self.growth.due(message[1])
+                else:  # ("record", rec)
+                    rec = message[1]
+                    break
+        except (EOFError, OSError):
+            process = self._ended()
+            return record(pair, "failed", began,
+                          error=f"the worker process ended during this pair (exit code "
+                                f"{exit_code(process)}); a new one runs the next pair")
+        if retiring:
+            self._note(retiring)
+            self._said.discard(retiring)
+            self.close()
+        return rec
+
+    def _ended(self):
+        """The process, reaped after it ended on its own; the pipe discarded."""
+        process = self.process
+        process.join(LEAVE_SECONDS)
+        self._discard()
+        return process
+
+    def close(self) -> None:
+        """Ask the worker process to leave (no pair is running); kill it if it does not
+        within LEAVE_SECONDS."""
+        if self.process is None:
+            return
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.process.join(LEAVE_SECONDS)
+        self._discard()
+
+    def kill(self) -> None:
+        """End the worker process at once (interrupted: its pair is abandoned; a temporary
+        file it leaves is cleared by the next run, files.remove_stale_temporaries)."""
+        self._discard()
+
+    def _discard(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        if self.process is not None:
+            if self.process.is_alive():
+                self.process.kill()
+            self.process.join()
+        self.process = self.conn = None
+
+
+def pair_process_main(conn, settings: Settings) -> None:
+    """The worker process: load TensorFlow, then do each pair sent until None comes, sending
+    its progress, notes, memory held and finally its record."""
+    worker_signals()
+    try:
+        prepare_tensorflow(None)
+    except Exception as exc:  # noqa: BLE001 - said in one line by the batch
+        conn.send(("ready", one_line(f"cannot load TensorFlow: {type(exc).__name__}: "
+                                     f"{exc}")[:500]))
+        return
+    worker = PairWorker(settings, notes=lambda text: conn.send(("note", one_line(text))))
+    conn.send(("ready", None))
+    while True:
+        try:
+            pair = conn.recv()
+        except EOFError:
+            return
+        if pair is None:
+            return
+        rec = worker.run(pair, on_progress=lambda done, total: conn.send(("progress", done,
+                                                                           total)))
+        conn.send(("memory", resident_bytes()))
+        conn.send(("record", rec))
