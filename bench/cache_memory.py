@@ -73,15 +73,19 @@ def as_batch(args, content: Path, style: Path) -> list[float]:
     reader = threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True)
     reader.start()
     seen = []
+    first = None
     for line in proc.stdout:
         if not line.startswith("["):
             continue
         own, below = memory_mb(proc.pid)
-        seen.append((own + below) / 1024)
-        width = args.first + args.step * (len(seen) - 1)
-        print(f"{len(seen):3d} sizes (last {width} px): {seen[-1]:.2f} GB resident (batch "
-              f"{own / 1024:.2f} + worker {below / 1024:.2f}) {line.split(']')[1].split()[0]}",
-              flush=True)
+        first = first or below
+        width = args.first + args.step * len(seen)
+        # Just after a replacement the new worker is still loading: not a figure to compare.
+        starting = below < first / 2
+        seen.append(None if starting else (own + below) / 1024)
+        print(f"{len(seen):3d} sizes (last {width} px): {(own + below) / 1024:.2f} GB resident "
+              f"(batch {own / 1024:.2f} + worker {below / 1024:.2f})"
+              + (" - a new worker starting" if starting else ""), flush=True)
     proc.wait()
     reader.join()
     for line in said:
@@ -112,9 +116,11 @@ def main() -> None:
              else "one Stylizer in this process"))
     content, style = ROOT / "images" / "base5.jpg", ROOT / "images" / "ref6.jpg"
     seen = (as_batch if args.batch else in_process)(args, content, style)
-    middle = seen[len(seen) // 2 - 1]
-    print(f"after {args.sizes} sizes / after {len(seen) // 2}: {seen[-1] / middle:.3f}x "
-          f"(goal: within 1.15x); the most after any: {max(seen) / middle:.3f}x")
+    half = len(seen) // 2
+    middle = next(v for v in reversed(seen[:half]) if v is not None)
+    last = next(v for v in reversed(seen) if v is not None)
+    print(f"after {args.sizes} sizes / after {half}: {last / middle:.3f}x (goal: within 1.15x); "
+          f"the most after any: {max(v for v in seen if v is not None) / middle:.3f}x")
 
 
 if __name__ == "__main__":
