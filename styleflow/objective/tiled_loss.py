@@ -248,10 +248,10 @@ class TiledLoss:
             grad[:, y0:y1, x0:x1, :] += g.numpy()
         # Total variation over row strips, each with the row below it.
         tv = 0.0
-        rows = max(1, tiling.STRIP_PIXELS // width)
-        for r0 in range(0, height, rows):
+        tv_rows = max(1, tiling.STRIP_PIXELS // width)
+        for r0 in range(0, height, tv_rows):
             check()
-            r1 = min(height, r0 + rows)
+            r1 = min(height, r0 + tv_rows)
             strip = image[:, r0:min(height, r1 + 1)]
             value, g = self._tv(tf.constant(strip), tf.constant(r1 - r0))
             tv += float(value)
@@ -259,7 +259,7 @@ class TiledLoss:
         tv *= weights["terms"][2]
         # From here on, the photorealism term's row strips: narrower than total variation's,
         # as it holds far more per pixel (tiling.PHOTO_STRIP_PIXELS).
-        rows = max(1, tiling.PHOTO_STRIP_PIXELS // width)
+        photo_rows = max(1, tiling.PHOTO_STRIP_PIXELS // width)
         total = content + style + tv
         temporal = None
         if self.temporal:
@@ -275,9 +275,9 @@ class TiledLoss:
         photo = 0.0
         lam = weights["terms"][3]
         # Weighted 0 (photo's first stage), the term is left out, not computed and discarded.
-        for r0 in range(0, height if lam else 0, rows):
+        for r0 in range(0, height if lam else 0, photo_rows):
             check()
-            r1 = min(height, r0 + rows)
+            r1 = min(height, r0 + photo_rows)
             top, bottom = max(r0 - 1, 0), min(r1 + 1, height)
             value, g = self._photo(tf.constant(image[:, top:bottom]), tf.constant(r0),
                                    *weights["matting"])
