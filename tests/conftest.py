@@ -153,9 +153,12 @@ def ray_address():
 def descendants(pid: int) -> list[int]:
     """The processes below `pid` (Linux /proc)."""
     found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for below in (task / "children").read_text().split():
-            found += [int(below), *descendants(int(below))]
+    try:  # a process may end while it is looked at
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for below in (task / "children").read_text().split():
+                found += [int(below), *descendants(int(below))]
+    except (FileNotFoundError, ProcessLookupError):
+        pass
     return found
 
 

@@ -55,9 +55,9 @@ def test_a_grown_worker_process_is_replaced_between_pairs(pairs):
         pid = worker.pid
         assert pid is not None and pid != os.getpid()
         assert worker.run(second)["status"] == "done"
-        wait_for(lambda: not alive(pid), 15, "the grown process to end")
         assert worker.run(third)["status"] == "done"
         assert worker.pid not in (None, pid)
+        wait_for(lambda: not alive(pid), 15, "the grown process to end")
     finally:
         worker.close()
     replaced = [n for n in notes if "replaced after it grew" in n]
@@ -120,10 +120,11 @@ def test_no_worker_process_outlives_its_batch(tmp_path, how):
     # terminal sends it.
     with child(batch(tmp_path, "1000"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                text=True, start_new_session=True) as proc:
-        workers = workers_of(proc)
+        workers_of(proc)
         # Its first iteration's image is written: the worker is optimising the pair.
         wait_for(lambda: (tmp_path / "out" / "c0_s_at_iteration_00.png").exists(), 120,
                  "the pair's first iteration")
+        workers = workers_of(proc)
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)
             _, err = proc.communicate(timeout=60)
@@ -134,3 +135,25 @@ def test_no_worker_process_outlives_its_batch(tmp_path, how):
             proc.wait(timeout=30)
     wait_for(lambda: not any(map(alive, workers)), 15, f"worker processes {workers} to end")
     assert not (tmp_path / "out" / "c0_s.png").exists()
+    assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("method, flag", [("lbfgs", "--weights"), ("adam", "--network")])
+def test_a_note_from_the_worker_names_the_batch_s_own_option_once(tmp_path, method, flag):
+    from conftest import call_cli
+
+    (tmp_path / "in").mkdir()
+    for k in range(2):
+        make_image(tmp_path / "in" / f"c{k}.png", (48, 32), k)
+    make_image(tmp_path / "s.png", (40, 40), 2)
+    iterations = ["--iter", "1", "--height", "24"] if method == "lbfgs" else \
+        ["--iterations", "1", "--width", "24"]
+    proc = call_cli("styleflow", "batch", "--method", method, "--contents", tmp_path / "in",
+                    "--styles", tmp_path / "s.png", "--out", tmp_path / "out", flag, "auto",
+                    *iterations)
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if "could not be downloaded" in line]
+    # Offline, the weights fall back to lite with a note: once for the batch, worded with
+    # the batch's flag, though each pair's worker run could say it.
+    assert len(notes) == 1, proc.stderr
+    assert notes[0].endswith(f"or pass {flag} PATH") and "weights=" not in notes[0]

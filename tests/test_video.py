@@ -202,15 +202,26 @@ def two_nodes():
     address like a real cluster; shut down however the tests end."""
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": False,
-        "temp_dir": str(Path(SESSION_TMP) / "ray-cluster")})
+    # The cluster also records its address in Ray's default folder (/tmp/ray unless
+    # RAY_TMPDIR says otherwise), which need not exist: the suite's own folder instead.
+    previous = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = str(Path(SESSION_TMP) / "ray-default")
+    os.makedirs(os.path.join(os.environ["RAY_TMPDIR"], "ray"), exist_ok=True)
+    cluster = None
     try:
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "include_dashboard": False,
+            "temp_dir": str(Path(SESSION_TMP) / "ray-cluster")})
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         yield cluster.address
     finally:
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
+        if previous is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = previous
 
 
 @pytest.mark.slow

@@ -6,9 +6,11 @@ writes the images; this process alone writes the status log (through `finished`)
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import StyleflowError
+from ..errors import Note, StyleflowError
+from ..io import files
 from .jobs import Pair
 from .processes import (LEAVE_SECONDS, RECYCLE_GROWTH, Growth, exit_code, pipe,
                         prepare_tensorflow, resident_bytes, spawn_worker, worker_signals)
@@ -40,7 +42,8 @@ def run_locally(pairs: Sequence[Pair], settings: Settings,
     except BaseException:
         worker.kill()
         raise
-    worker.close()
+    else:
+        worker.close()
 
 
 class PairProcess:
@@ -54,12 +57,16 @@ class PairProcess:
         self.growth = Growth(recycle_growth, "styleflow batch: the worker process", "pair")
         self.process = self.conn = None
         self._said: set[str] = set()  # a replacement repeats its notes: each is said once
+        self._retiring = False  # grown: replaced before the next pair
+        self._current: Pair | None = None  # the pair the worker is doing
+        self._started = False
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
     def _start(self) -> None:
+        """Start a worker process; StyleflowError (one line) when it cannot load TensorFlow."""
         parent, child = pipe()
         self.process = spawn_worker(pair_process_main, (child, self.settings),
                                     "styleflow-batch-worker")
@@ -92,36 +99,52 @@ class PairProcess:
             self.notes(text)
 
     def run(self, pair: Pair, on_progress: Callable[[int, int], None] | None = None) -> dict:
-        """Do `pair` in the worker process; its status record."""
+        """Do `pair` in the worker process; its status record. StyleflowError when the first
+        worker cannot start (a later one that cannot fails the pair)."""
+        began = time.perf_counter()
+        if self._retiring:
+            self._retiring = False
+            self.close()
         if self.process is None or not self.process.is_alive():
             self._discard()
-            self._start()
-        began = time.perf_counter()
-        retiring = None
+            try:
+                self._start()
+            except StyleflowError as exc:
+                if not self._started:
+                    raise
+                return record(pair, "failed", began, error=str(exc))
+            self._started = True
+        self._current = pair
         try:
             self.conn.send(pair)
-            while True:
+        except OSError:
+            return self._died(pair, began)
+        while True:
+            try:
                 message = self._receive()
-                if message[0] == "progress":
-                    if on_progress is not None:
-                        on_progress(*message[1:])
-                elif message[0] == "note":
-                    self._note(message[1])
-                elif message[0] == "memory":
-                    retiring = self.growth.due(message[1])
-                else:  # ("record", rec)
-                    rec = message[1]
-                    break
-        except (EOFError, OSError):
-            process = self._ended()
-            return record(pair, "failed", began,
-                          error=f"the worker process ended during this pair (exit code "
-                                f"{exit_code(process)}); a new one runs the next pair")
-        if retiring:
-            self._note(retiring)
-            self._said.discard(retiring)
-            self.close()
-        return rec
+            except EOFError:
+                return self._died(pair, began)
+            if message[0] == "progress":
+                if on_progress is not None:
+                    on_progress(*message[1:])
+            elif message[0] == "note":
+                self._note(Note(*message[1:]))
+            elif message[0] == "memory":
+                said = self.growth.due(message[1])
+                if said:  # replaced before the next pair, once this one is recorded
+                    self._note(said)
+                    self._said.discard(said)
+                    self._retiring = True
+            else:  # ("record", rec)
+                self._current = None
+                return message[1]
+
+    def _died(self, pair: Pair, began: float) -> dict:
+        process = self._ended()
+        self._current = None
+        return record(pair, "failed", began,
+                      error=f"the worker process ended during this pair (exit code "
+                            f"{exit_code(process)}); a new one runs the next pair")
 
     def _ended(self):
         """The process, reaped after it ended on its own; the pipe discarded."""
@@ -143,9 +166,12 @@ class PairProcess:
         self._discard()
 
     def kill(self) -> None:
-        """End the worker process at once (interrupted: its pair is abandoned; a temporary
-        file it leaves is cleared by the next run, files.remove_stale_temporaries)."""
+        """End the worker process at once (interrupted: its pair is abandoned, and a temporary
+        file it was writing is removed)."""
         self._discard()
+        if self._current is not None:
+            files.remove_stale_temporaries(Path(self._current.output).parent)
+            self._current = None
 
     def _discard(self) -> None:
         if self.conn is not None:
@@ -167,7 +193,9 @@ def pair_process_main(conn, settings: Settings) -> None:
         conn.send(("ready", one_line(f"cannot load TensorFlow: {type(exc).__name__}: "
                                      f"{exc}")[:500]))
         return
-    worker = PairWorker(settings, notes=lambda text: conn.send(("note", one_line(text))))
+    # A note keeps the parameters it names, for the batch to word as its flags.
+    worker = PairWorker(settings, notes=lambda text: conn.send(
+        ("note", one_line(text), tuple(getattr(text, "params", ())))))
     conn.send(("ready", None))
     while True:
         try:

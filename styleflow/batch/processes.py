@@ -20,6 +20,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import threading
 
 # A worker's process is replaced once its resident memory exceeds what it held after its first
@@ -62,7 +63,16 @@ def resident_bytes() -> int | None:
     the system does not say)."""
     from ..plan.host import resident_bytes as measured
 
-    return measured() or None
+    now = measured()
+    if now:
+        return now
+    try:  # not Linux: the peak, which grows as the resident memory does
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+    except (ImportError, OSError):
+        return None
 
 
 def spawn_worker(target, args: tuple, name: str):
@@ -79,9 +89,10 @@ def spawn_worker(target, args: tuple, name: str):
     return process
 
 
-def pipe():
-    """A duplex pipe between a worker process and the process that starts it."""
-    return multiprocessing.get_context("spawn").Pipe()
+def pipe(duplex: bool = True):
+    """A pipe between a worker process and the process that starts it (duplex: both ways;
+    else (reading end, writing end))."""
+    return multiprocessing.get_context("spawn").Pipe(duplex)
 
 
 def worker_signals() -> None:

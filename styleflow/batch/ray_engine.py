@@ -15,6 +15,8 @@ from .worker import PairWorker, Settings, one_line, record
 
 # Retries of a pair whose actor died (Ray restarts the actor each time).
 RETRIES = 2
+# The key of a record under which an actor reports the memory it holds (taken out by schedule).
+MEMORY = "_memory"
 # How often the driver wakes while waiting, so Ctrl-C is handled promptly.
 POLL_SECONDS = 0.5
 INSTALL_HINT = "pip install 'styleflow[ray]' (or pip install -r requirements-ray.txt)"
@@ -39,7 +41,9 @@ class PairActor:
         self.worker = PairWorker(settings)
 
     def run(self, pair: Pair) -> dict:
-        return self.worker.run(pair)
+        """The pair's record, with the memory the actor holds after it under MEMORY (which
+        the driver takes out: processes.Growth)."""
+        return {**self.worker.run(pair), MEMORY: resident_bytes()}
 
     def threads(self) -> int:
         """The threads TensorFlow splits one operation over in this actor."""
@@ -50,9 +54,6 @@ class PairActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def memory(self) -> int | None:
-        """The actor's resident memory (to replace one that has grown: processes.Growth)."""
-        return resident_bytes()
 
 
 # Seconds to wait for a cluster's address to answer before saying it does not: Ray itself
@@ -135,9 +136,10 @@ def schedule(ray, actor_class, pairs, settings, finished, workers, notes, on_sta
     one job per actor at a time, calling `finished(job, record)` in the driver for each: the
     actor's `run(job)`'s record, or `failed(job, error)`'s when it raised or its actor died
     RETRIES + 1 times (`noun` names a job in that message). CPU actors get their share of
-    the CPUs as TensorFlow threads (`actor_plan`). With `recycle_growth`, an actor (whose
-    class has `memory()`) that has grown by more than that fraction since its first job is
-    replaced by a new one (processes.Growth), the line saying so going to `notes`."""
+    the CPUs as TensorFlow threads (`actor_plan`). With `recycle_growth`, an actor whose
+    records carry its memory (under MEMORY) and that has grown by more than that fraction
+    since its first job is replaced by a new one (processes.Growth), the line saying so going
+    to `notes`."""
     if not pairs:
         return
     count, options, threads = actor_plan(ray.cluster_resources(), workers, len(pairs))
@@ -152,23 +154,22 @@ def schedule(ray, actor_class, pairs, settings, finished, workers, notes, on_sta
     idle = [remote.remote(settings, threads) for _ in range(count)]
     growth = {}  # actor -> its Growth
 
-    def after(actor):
+    def after(actor, memory):
         """The actor, or its replacement when it has grown."""
         if recycle_growth is None:
             return actor
         if actor not in growth:
             growth[actor] = Growth(recycle_growth, "styleflow batch: a Ray actor", "pair")
-        try:
-            said = growth[actor].due(ray.get(actor.memory.remote()))
-        except ray.exceptions.RayError:
-            return actor  # dead: Ray restarts it
+        said = growth[actor].due(memory)
         if not said:
             return actor
         if notes is not None:
             notes(said)
         growth.pop(actor)
+        replacement = remote.remote(settings, threads)
         ray.kill(actor)
-        return remote.remote(settings, threads)
+        return replacement
+
     pending = list(pairs)
     running: dict = {}
     try:
@@ -181,15 +182,19 @@ def schedule(ray, actor_class, pairs, settings, finished, workers, notes, on_sta
             done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
             for ref in done:
                 actor, pair = running.pop(ref)
+                memory = None
                 try:
                     rec = ray.get(ref)
+                    if isinstance(rec, dict):
+                        memory = rec.pop(MEMORY, None)
                 except ray.exceptions.RayActorError as exc:
+                    growth.pop(actor, None)  # restarted by Ray: a new process, a new reference
                     rec = failed(pair, f"the Ray worker died {RETRIES + 1} times on this {noun} "
                                        f"({one_line(exc)[:200]})")
                 except ray.exceptions.RayError as exc:
                     rec = failed(pair, one_line(exc)[:500])
                 finished(pair, rec)
-                idle.append(after(actor))
+                idle.append(after(actor, memory))
     finally:
         # Done, or interrupted: end the actors, and with them any pair in flight (it leaves
         # no file: images are written atomically at the end of a pair).

@@ -232,6 +232,7 @@ def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
               f"{report.summary()}; rerun the same command to finish", file=sys.stderr)
         return cc.interrupt_code(exc)
     finally:
+        report.close()  # an error line then starts a line of its own
         status.close()
     report.finish(f"{report.summary()}; status log {status_path}")
     return cc.EXIT_ERROR if report.counts["failed"] else 0

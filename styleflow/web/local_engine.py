@@ -85,7 +85,7 @@ class ProcessWorker:
         # Cancels travel on a pipe of their own, which the process polls at every evaluation
         # while its main pipe is busy with the job's events: plain file descriptors, no shared
         # lock that a process dying at the wrong moment could leave held.
-        cancels_read, cancels_write = pipe()
+        cancels_read, cancels_write = pipe(duplex=False)
         process = spawn_worker(worker_main, (child, cancels_read, self.options, self.threads),
                                f"styleflow-serve-worker-{self.number}")
         child.close()
