@@ -64,9 +64,10 @@ def as_batch(args, content: Path, style: Path) -> list[float]:
             rows.writerow([content, style, folder / f"p{k:02d}.png", args.first + args.step * k])
     method = ["--method", "adam", "--network", args.weights] if args.method == "adam" else \
         ["--weights", args.weights]
-    command = [sys.executable, "-m", "styleflow", "batch", "--manifest", str(folder / "pairs.csv"),
-               *method,
-               "--iterations" if args.method == "adam" else "--iter", str(args.iterations), "--seed", "0", "--jit", "off"]
+    iterations = "--iterations" if args.method == "adam" else "--iter"
+    command = [sys.executable, "-m", "styleflow", "batch", "--manifest",
+               str(folder / "pairs.csv"), *method, iterations, str(args.iterations),
+               "--seed", "0", "--jit", "off"]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     said: list[str] = []

@@ -12,8 +12,9 @@ from typing import Callable, Sequence
 from ..errors import Note, StyleflowError
 from ..io import files
 from .jobs import Pair
-from .processes import (LEAVE_SECONDS, RECYCLE_GROWTH, Growth, exit_code, pipe,
-                        prepare_tensorflow, resident_bytes, spawn_worker, worker_signals)
+from .processes import (LEAVE_SECONDS, RECYCLE_GROWTH, Growth, exit_code, leave,
+                        pipe, prepare_tensorflow, resident_bytes, spawn_worker,
+                        worker_signals)
 from .worker import PairWorker, Settings, one_line, record
 
 # How often the waiting process looks at the worker's pipe (seconds): a Ctrl-C acts this soon.
@@ -158,11 +159,7 @@ class PairProcess:
         within LEAVE_SECONDS."""
         if self.process is None:
             return
-        try:
-            self.conn.send(None)
-        except (OSError, ValueError):
-            pass
-        self.process.join(LEAVE_SECONDS)
+        leave(self.process, self.conn)
         self._discard()
 
     def kill(self) -> None:

@@ -11,7 +11,7 @@ replaced between two jobs (`Growth`). docs/performance.md gives the measurements
 
 A worker process started here (`spawn_worker`) ignores Ctrl-C, which a terminal sends to the
 whole process group: the process that started it stops it itself. It exits at once when that
-process dies (`leave_with_parent`), so no worker outlives what started it.
+process dies (`worker_signals`), so no worker outlives what started it.
 """
 
 from __future__ import annotations
@@ -109,6 +109,19 @@ def worker_signals() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="styleflow-parent-watch").start()
+
+
+def leave(process, conn) -> None:
+    """Ask a worker process to leave (None on its pipe `conn`: it ends between two jobs) and
+    wait for it; kill it if it has not left within LEAVE_SECONDS."""
+    try:
+        conn.send(None)
+    except (OSError, ValueError):  # its pipe already broken or closed
+        pass
+    process.join(LEAVE_SECONDS)
+    if process.is_alive():
+        process.kill()
+        process.join()
 
 
 def exit_code(process) -> str:

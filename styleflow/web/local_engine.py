@@ -17,8 +17,9 @@ import os
 import threading
 from pathlib import Path
 
-from ..batch.processes import (LEAVE_SECONDS, RECYCLE_GROWTH, Growth, exit_code, pipe,
-                               prepare_tensorflow, resident_bytes, spawn_worker, worker_signals)
+from ..batch.processes import (LEAVE_SECONDS, RECYCLE_GROWTH, Growth, exit_code, leave,
+                               pipe, prepare_tensorflow, resident_bytes, spawn_worker,
+                               worker_signals)
 from .job import Job
 
 # How often a worker thread looks at its job's pipe and cancel flag (seconds).
@@ -160,14 +161,7 @@ class ProcessWorker:
         """Ask the worker process to leave; kill it if it does not within LEAVE_SECONDS."""
         if self.process is None:
             return
-        try:
-            self.conn.send(None)
-        except (OSError, ValueError):
-            pass
-        self.process.join(LEAVE_SECONDS)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
+        leave(self.process, self.conn)
         self._discard()
 
     def _discard(self) -> None:
