@@ -112,3 +112,17 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
         kernel, bias = layer_weights[layer.name]
         layer.set_weights([kernel, bias])
     return model
+
+
+def sub_extractor(extractor, outputs: Sequence[str]):
+    """A keras.Model sharing `extractor`'s layers (a `build_extractor` model) that maps an
+    image to {name: activations} for `outputs` only, running no stage past the deepest of
+    them: a pass that wants the shallower layers does not pay for deeper ones. `extractor`
+    itself when it outputs exactly these layers."""
+    import keras
+
+    current = extractor.output
+    if isinstance(current, dict) and set(current) == set(outputs):
+        return extractor
+    return keras.Model(extractor.input, {name: extractor.get_layer(name).output
+                                         for name in outputs}, name="vgg19_part")

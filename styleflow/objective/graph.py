@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import tensorflow as tf
 
 from ..defaults import SIZES_KEPT
+from ..model.network import sub_extractor
 
 from . import losses, matting
 from .terms import KERAS_EXAMPLE, NEURAL_STYLE, NORMALISATIONS
@@ -68,6 +69,13 @@ class LossGraph:
             for k in [k for k in self._kept if k[1] in old]:
                 del self._kept[k]
         return made
+
+    @functools.cached_property
+    def style_extractor(self):
+        """The extractor's layers up to the deepest style layer only, with the style layers as
+        outputs: what the forward-only passes for Gram matrices run (a content layer deeper
+        than every style layer is not computed there)."""
+        return sub_extractor(self.extractor, self.style_layers)
 
     @property
     def kept(self) -> int:

@@ -190,12 +190,13 @@ class Objective:
         precision = _precision(self.extractor)
         if pixels > machine.pass_pixels(precision) or (
                 self.tile is not None and pixels > _pixels_of(self.tile)):
-            sums = tiling.tiled_gram_sums(self.extractor, style, list(self.style_layers),
+            sums = tiling.tiled_gram_sums(self.graph.style_extractor, style,
+                                          list(self.style_layers),
                                           self.forward_tile or self.tile, precision)
             keras = self.normalisation == KERAS_EXAMPLE
             return {name: total if keras else total / count
                     for name, (total, count) in sums.items()}
-        feats = self._features(style)
+        feats = self._features(style, self.graph.style_extractor)
         return {name: self.graph.gram(feats[name]).numpy().astype(np.float64)
                 for name in self.style_layers}
 
@@ -217,7 +218,7 @@ class Objective:
                               else np.asarray(region_styles[r][1], np.float32) for r in mine],
                              axis=-1)
             carried = masks.carry_down(stack, layers)
-            sums = tiling.tiled_gram_sums(self.extractor, style, layers,
+            sums = tiling.tiled_gram_sums(self.graph.style_extractor, style, layers,
                                           self.forward_tile or self.tile, precision,
                                           guides=carried)
             for k, r in enumerate(mine):
@@ -231,8 +232,8 @@ class Objective:
         return {name: tf.constant(np.stack([g[name] for g in per_region]).astype(np.float32))
                 for name in layers}
 
-    def _features(self, image: np.ndarray) -> dict[str, tf.Tensor]:
-        outputs = self.extractor(tf.constant(image, tf.float32), training=False)
+    def _features(self, image: np.ndarray, extractor=None) -> dict[str, tf.Tensor]:
+        outputs = (extractor or self.extractor)(tf.constant(image, tf.float32), training=False)
         return {name: tf.cast(value, tf.float32) for name, value in outputs.items()}
 
     def _style_raw(self, gram, target) -> float:

@@ -96,7 +96,7 @@ class TiledLoss:
         return self._passes[key]
 
     def _tile_grams(self, crop, boxes):
-        feats = self.graph.extractor(crop, training=False)
+        feats = self.graph.style_extractor(crop, training=False)
         grams = []
         for i, name in enumerate(self.style_layers):
             grams.append(_flat_gram(_core(tf.cast(feats[name], tf.float32), boxes[i])))
@@ -124,7 +124,7 @@ class TiledLoss:
         return content, tape.gradient(surrogate, crop)
 
     def _tile_region_grams(self, crop, boxes, guides):
-        feats = self.graph.extractor(crop, training=False)
+        feats = self.graph.style_extractor(crop, training=False)
         return [self._region_sums(_core(tf.cast(feats[name], tf.float32), boxes[i]), guides[i])
                 for i, name in enumerate(self.style_layers)]
 
