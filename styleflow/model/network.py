@@ -118,11 +118,11 @@ def sub_extractor(extractor, outputs: Sequence[str]):
     """A keras.Model sharing `extractor`'s layers (a `build_extractor` model) that maps an
     image to {name: activations} for `outputs` only, running no stage past the deepest of
     them: a pass that wants the shallower layers does not pay for deeper ones. `extractor`
-    itself when it outputs exactly these layers."""
+    itself when it outputs exactly these layers, or is any other callable."""
     import keras
 
-    current = extractor.output
-    if isinstance(current, dict) and set(current) == set(outputs):
+    current = getattr(extractor, "output", None)
+    if not isinstance(current, dict) or set(current) == set(outputs):
         return extractor
     return keras.Model(extractor.input, {name: extractor.get_layer(name).output
                                          for name in outputs}, name="vgg19_part")
