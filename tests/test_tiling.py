@@ -40,6 +40,26 @@ def test_tiles_cover_every_feature_once():
             assert (cover[name] == 1).all(), (core, name)
 
 
+def test_gram_passes_stop_at_the_deepest_style_layer():
+    """The forward-only Gram passes run the extractor's own layers up to the deepest style
+    layer: the lite layers' content layer (block3_conv2, below every style layer) is not
+    computed there, and the style features are the extractor's."""
+    from styleflow.objective.graph import LossGraph
+
+    extractor = build_extractor(random_weights(1).layers,
+                                [LITE_CONTENT_LAYER, *LITE_STYLE_LAYERS])
+    graph = LossGraph(extractor, KERAS_EXAMPLE, [LITE_CONTENT_LAYER], LITE_STYLE_LAYERS)
+    part = graph.style_extractor
+    names = {layer.name for layer in part.layers}
+    assert LITE_CONTENT_LAYER not in names and set(part.output) == set(LITE_STYLE_LAYERS)
+    assert part.get_layer("block1_conv1") is extractor.get_layer("block1_conv1")
+    image = np.random.default_rng(4).normal(0, 50, (1, 40, 56, 3)).astype(np.float32)
+    whole, style = extractor(image), part(image)
+    for name in LITE_STYLE_LAYERS:
+        assert np.array_equal(style[name].numpy(), whole[name].numpy()), name
+    assert graph.style_extractor is part  # built once per graph
+
+
 def test_best_core_fits_and_sends_fewest_pixels():
     layers = ["block1_conv1", "block5_conv1"]
     core = tiling.best_core(1536, 2048, layers, 1_000_000)

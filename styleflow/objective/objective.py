@@ -233,7 +233,8 @@ class Objective:
                 for name in layers}
 
     def _features(self, image: np.ndarray, extractor=None) -> dict[str, tf.Tensor]:
-        outputs = (extractor or self.extractor)(tf.constant(image, tf.float32), training=False)
+        run = self.extractor if extractor is None else extractor
+        outputs = run(tf.constant(image, tf.float32), training=False)
         return {name: tf.cast(value, tf.float32) for name, value in outputs.items()}
 
     def _style_raw(self, gram, target) -> float:
