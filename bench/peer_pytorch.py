@@ -6,10 +6,18 @@ backward pass computes no weight gradients), in-place ReLU, only the layers up t
 one used, targets computed once under inference mode, and channels-last memory format when it
 measures faster. Both losses are printed so a reader can see they compute the same thing.
 
+With `--split`, each size is also timed with the objective cut after the layers styleflow
+convolves directly on this CPU (blocks 1-2 where oneDNN has AVX-512, block 1 below it; the
+style layers among them, the content loss on the last): there both libraries run the same
+oneDNN kernels, so their ratio stays near 1, and what the whole ratio can reach follows from it.
+The split prints how much faster than PyTorch's the rest (the whole minus that head) would
+have to run for the whole to reach `--goal`.
+
 PyTorch is a benchmark dependency only (`pip install -r requirements-bench.txt`); without it the
 script says so and exits.
 
     python bench/peer_pytorch.py [--sizes 400x300 800x600] [--repeats 5] [--layers full|lite]
+                                 [--split] [--goal 2]
 """
 
 from __future__ import annotations
@@ -26,12 +34,13 @@ except ImportError:  # a benchmark dependency, not a runtime one
 
 import numpy as np
 
-from common import median_seconds, pair
-from timing import parse_size
+from common import pair
+from timing import interleaved_medians, parse_size
 
 from styleflow.defaults import (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
                                 LITE_STYLE_LAYERS)
-from styleflow.model.layout import deepest, stages_to
+from styleflow.model import winograd
+from styleflow.model.layout import conv_maps, deepest, stages_to
 from styleflow.model.network import build_extractor
 from styleflow.objective.objective import Objective
 from styleflow.model.weights import random_weights
@@ -115,11 +124,40 @@ class TorchObjective:
         return float(total.detach()), x.grad
 
 
+def direct_head(size, layers) -> str | None:
+    """The last layer of the run of layers, from the first, that styleflow convolves directly
+    at this image size on this CPU (None if it convolves even the first by Winograd)."""
+    head = None
+    for name, h, w, cin, cout in conv_maps(size, deepest(layers)):
+        if winograd.suits_channels(cin, cout) and winograd.suits((1, h, w, cin)):
+            break
+        head = name
+    return head
+
+
+def timed_pair(extractor, net, content, style, x, content_layer, style_layers, repeats):
+    """(ours s, {layout: PyTorch s}, ours, peers) for one objective: medians of `repeats`
+    rounds, the three timed in turns."""
+    ours = Objective(extractor, content, [style], {content_layer: 1.0},
+                     {n: 1 / len(style_layers) for n in style_layers},
+                     CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT)
+    peers = {("channels-last" if cl else "NCHW"): TorchObjective(
+        net, content, style, content_layer, style_layers, cl) for cl in (False, True)}
+    fns = {"ours": lambda: ours.loss_and_grads(x)}
+    fns.update({name: (lambda p=peer: p(x)) for name, peer in peers.items()})
+    timed = interleaved_medians(fns, repeats)
+    return timed.pop("ours"), timed, ours, peers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["400x300", "800x600"], help="WxH")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--layers", choices=("full", "lite"), default="full")
+    parser.add_argument("--split", action="store_true",
+                        help="also time the directly convolved head alone, and the bound it sets")
+    parser.add_argument("--goal", type=float, default=2.0,
+                        help="the PyTorch / styleflow ratio the split's bound is worked out for")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -137,21 +175,16 @@ def main() -> None:
     print(f"TensorFlow {tf.__version__}: oneDNN {'on' if onednn_enabled() else 'off'}, XLA off; "
           f"PyTorch {torch.__version__}: {torch.get_num_threads()} threads, "
           f"mkldnn {'on' if torch.backends.mkldnn.is_available() else 'off'}")
-    print(f"layers {args.layers}, float32, random weights, median of {args.repeats}")
+    print(f"layers {args.layers}, float32, random weights, median of {args.repeats} rounds "
+          "(ours and both PyTorch layouts timed in turns)")
     print(f"{'size':>9} {'ours s/eval':>12} {'PyTorch s/eval':>15} {'layout':>14} "
-          f"{'ours/PyTorch':>13} {'loss diff':>10} {'grad diff':>10}")
+          f"{'PyTorch/ours':>13} {'loss diff':>10} {'grad diff':>10}")
     for text in args.sizes:
         h, w = parse_size(text)
         content, style = pair((h, w))
         x = content + np.random.default_rng(0).normal(0, 5, content.shape).astype(np.float32)
-        ours = Objective(extractor, content, [style], {content_layer: 1.0},
-                         {n: 1 / len(style_layers) for n in style_layers},
-                         CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT)
-        peers = {("channels-last" if cl else "NCHW"): TorchObjective(
-            net, content, style, content_layer, style_layers, cl) for cl in (False, True)}
-        t_ours = median_seconds(lambda: ours.loss_and_grads(x), args.repeats)
-        timed = {name: median_seconds(lambda p=peer: p(x), args.repeats)
-                 for name, peer in peers.items()}
+        t_ours, timed, ours, peers = timed_pair(extractor, net, content, style, x,
+                                                content_layer, style_layers, args.repeats)
         layout = min(timed, key=timed.get)
         parts, grad_ours = ours.loss_and_grads(x)
         loss_peer, grad_peer = peers[layout](x)
@@ -160,7 +193,33 @@ def main() -> None:
         # max |difference| / max |g|: the measure the tiling tests use
         grad_diff = np.abs(grad_ours - grad_peer).max() / np.abs(grad_peer).max()
         print(f"{text:>9} {t_ours:12.3f} {timed[layout]:15.3f} {layout:>14} "
-              f"{t_ours / timed[layout]:12.2f}x {100 * diff:9.3f}% {grad_diff:10.1e}", flush=True)
+              f"{timed[layout] / t_ours:12.2f}x {100 * diff:9.3f}% {grad_diff:10.1e}", flush=True)
+        if args.split:
+            split(args, (h, w), weights, layers, content, style, x, t_ours, timed[layout])
+
+
+def split(args, size, weights, layers, content, style, x, t_ours, t_peer) -> None:
+    """Time the directly convolved head alone and print the bound it sets (see the docstring)."""
+    head = direct_head(size, layers)
+    if head is None:
+        print(f"{'':>9} split: styleflow convolves every layer by Winograd here", flush=True)
+        return
+    head_styles = [n for n in layers[1:] if n in {m for m, *_ in conv_maps(size, head)}]
+    head_layers = [head, *head_styles]
+    extractor = build_extractor(weights, head_layers)
+    net = TorchFeatures(weights, head_layers)
+    o_head, timed, _, _ = timed_pair(extractor, net, content, style, x, head, head_styles,
+                                     args.repeats)
+    p_head = min(timed.values())
+    o_rest, p_rest = t_ours - o_head, t_peer - p_head
+    print(f"{'':>9} head (to {head}, direct in both): ours {o_head:.3f} s, PyTorch "
+          f"{p_head:.3f} s ({p_head / o_head:.2f}x); the rest: ours {o_rest:.3f} s, PyTorch "
+          f"{p_rest:.3f} s ({p_rest / o_rest:.2f}x)", flush=True)
+    # The whole reaches the goal when ours_head + ours_rest <= (p_head + p_rest) / goal.
+    room = t_peer / args.goal - o_head
+    need = (f"the rest {p_rest / room:.2f}x faster than PyTorch's" if room > 0 else
+            "more than the rest taking no time at all")
+    print(f"{'':>9} {args.goal:g}x overall with this head needs {need}", flush=True)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,23 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """{name: median wall time} of each `fns[name]()`, timed in turns (one call of each per
+    round, `repeats` rounds, after `warmup` untimed rounds): on a shared machine whose speed
+    drifts, each side meets the same drift, so their ratio holds where back-to-back medians
+    would not."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            began = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - began)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """(h, w) of a 'WxH' size such as 400x300 (the benchmarks' --sizes and --size)."""
     try:

@@ -270,3 +270,19 @@ def test_forward_tiles_hold_no_more_than_the_gradient_tiles():
             return memory.pass_bytes((y1 - y0, x1 - x0), layers, forward=forward)
 
         assert holds(fwd, True) <= 1.02 * holds(grad, False)
+
+
+def test_a_graph_is_reused_only_with_its_own_extractor():
+    """Style targets go through the graph's extractor and content targets through the
+    objective's: a graph built for another extractor (same layers) is refused, not mixed."""
+    from styleflow.objective.graph import LossGraph
+
+    layers = [LITE_CONTENT_LAYER, *LITE_STYLE_LAYERS]
+    ours, other = (build_extractor(random_weights(seed).layers, layers) for seed in (1, 2))
+    graph = LossGraph(ours, KERAS_EXAMPLE, [LITE_CONTENT_LAYER], LITE_STYLE_LAYERS)
+    image = np.random.default_rng(5).normal(0, 50, (1, 32, 32, 3)).astype(np.float32)
+    args = (image, [image], {LITE_CONTENT_LAYER: 1.0},
+            {n: 1 / len(LITE_STYLE_LAYERS) for n in LITE_STYLE_LAYERS}, 0.025, 1.0, 1.0)
+    with pytest.raises(ValueError, match="another extractor"):
+        Objective(other, *args, graph=graph)
+    assert Objective(ours, *args, graph=graph).graph is graph

@@ -65,6 +65,10 @@ class Objective:
                                                  tuple(style_layers), guided, photo,
                                                  is_temporal):
             raise ValueError("the LossGraph was built for other layers or normalisation")
+        if graph.extractor is not extractor:
+            # Targets and passes would come from two networks (style targets go through the
+            # graph's, content targets through this one).
+            raise ValueError("the LossGraph was built for another extractor")
         self.graph = graph
         self.extractor = extractor
         self.normalisation = normalisation
