@@ -21,6 +21,7 @@ the evidence for moving the method into the library, not the library's code.
 
     python bench/tiled_split.py [--size 2048x1536] [--split block2_pool] [--core 512]
                                 [--max-memory 4] [--layers full|lite] [--repeats 2]
+                                [--only-split]
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 
 from common import pair
 from cpu import cpu_description
-from timing import interleaved_medians, parse_size
+from timing import interleaved_medians, median_seconds, parse_size
 
 import keras
 import tensorflow as tf
@@ -179,6 +180,13 @@ def _core(features, box):
     return features[:, box[0]:box[1], box[2]:box[3], :]
 
 
+def resident_peak_gb() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="2048x1536", help="WxH")
@@ -188,6 +196,9 @@ def main() -> None:
                         help="GB: the budget today's tiled loss is planned for")
     parser.add_argument("--layers", choices=("full", "lite"), default="full")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--only-split", action="store_true",
+                        help="time the split evaluation alone (no one pass, no check): its "
+                             "peak resident memory is then the process's")
     args = parser.parse_args()
     h, w = parse_size(args.size)
     content_layer, style_layers = ((FULL_CONTENT_LAYER, FULL_STYLE_LAYERS) if args.layers == "full"
@@ -199,9 +210,20 @@ def main() -> None:
     common = (extractor, content, [style], {content_layer: 1.0},
               {n: 1 / len(style_layers) for n in style_layers}, CONTENT_WEIGHT, STYLE_WEIGHT,
               TV_WEIGHT)
-    whole = Objective(*common)
     layout = budget.choose((h, w), layers, [content_layer], "float32", "adam",
                            max_memory=args.max_memory, resident=0)
+    if args.only_split:
+        # Targets over today's tiles, so that no whole-image pass sets the peak.
+        split = SplitTiledLoss(Objective(*common, tile=layout.tile or (h, w),
+                                         forward_tile=layout.forward_tile),
+                               args.split, args.core)
+        seconds = median_seconds(lambda: split.loss_and_grads(image), args.repeats)
+        print(f"CPU: {cpu_description()}")
+        print(f"{args.size}, layers {args.layers}, split at {args.split}, shallow cores "
+              f"{args.core} px ({len(split.tiles)} tiles): {seconds:.2f} s/evaluation (median "
+              f"of {args.repeats}); peak resident {resident_peak_gb():.2f} GB", flush=True)
+        return
+    whole = Objective(*common)
     tiled = Objective(*common, graph=whole.graph, tile=layout.tile or (h, w),
                       forward_tile=layout.forward_tile)
     split = SplitTiledLoss(whole, args.split, args.core)

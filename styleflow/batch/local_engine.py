@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 from ..errors import Note, StyleflowError
 from ..io import files
 from .jobs import Pair
-from .processes import (LEAVE_SECONDS, RECYCLE_GROWTH, Growth, exit_code, leave,
-                        pipe, prepare_tensorflow, resident_bytes, spawn_worker,
+from .processes import (RECYCLE_GROWTH, Growth, discard, ended_code, leave, pipe,
+                        prepare_tensorflow, resident_bytes, spawn_worker,
                         worker_signals)
 from .worker import PairWorker, Settings, one_line, record
 
@@ -78,7 +78,7 @@ class PairProcess:
             broken = self._receive()[1]  # ("ready", why not) once TensorFlow is loaded
         except EOFError:
             broken = (f"the worker process ended while starting (exit code "
-                      f"{exit_code(self._ended())})")
+                      f"{ended_code(self.process)})")
         if broken:
             self.kill()
             raise StyleflowError(broken)
@@ -141,18 +141,12 @@ class PairProcess:
                 return message[1]
 
     def _died(self, pair: Pair, began: float) -> dict:
-        process = self._ended()
+        code = ended_code(self.process)
+        self._discard()
         self._current = None
         return record(pair, "failed", began,
                       error=f"the worker process ended during this pair (exit code "
-                            f"{exit_code(process)}); a new one runs the next pair")
-
-    def _ended(self):
-        """The process, reaped after it ended on its own; the pipe discarded."""
-        process = self.process
-        process.join(LEAVE_SECONDS)
-        self._discard()
-        return process
+                            f"{code}); a new one runs the next pair")
 
     def close(self) -> None:
         """Ask the worker process to leave (no pair is running); kill it if it does not
@@ -171,12 +165,7 @@ class PairProcess:
             self._current = None
 
     def _discard(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        if self.process is not None:
-            if self.process.is_alive():
-                self.process.kill()
-            self.process.join()
+        discard(self.process, self.conn)
         self.process = self.conn = None
 
 

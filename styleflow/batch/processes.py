@@ -124,6 +124,26 @@ def leave(process, conn) -> None:
         process.join()
 
 
+def ended_code(process) -> str:
+    """The exit code of a worker process whose pipe says it has ended (`exit_code`'s form):
+    reaped first, waiting up to LEAVE_SECONDS, as the code is not known until then."""
+    process.join(LEAVE_SECONDS)
+    return exit_code(process)
+
+
+def discard(process, *conns) -> None:
+    """Close a worker's pipes (None ones skipped) and end its process (None: none): killed
+    if still running, reaped, and its resources released."""
+    for conn in conns:
+        if conn is not None:
+            conn.close()
+    if process is not None:
+        if process.is_alive():
+            process.kill()
+        process.join()
+        process.close()
+
+
 def exit_code(process) -> str:
     """A process's exit code as the one-line messages give it: '-9 (signal SIGKILL)'."""
     code = process.exitcode

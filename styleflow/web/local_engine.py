@@ -17,8 +17,8 @@ import os
 import threading
 from pathlib import Path
 
-from ..batch.processes import (LEAVE_SECONDS, RECYCLE_GROWTH, Growth, exit_code, leave,
-                               pipe, prepare_tensorflow, resident_bytes, spawn_worker,
+from ..batch.processes import (RECYCLE_GROWTH, Growth, discard, ended_code, leave, pipe,
+                               prepare_tensorflow, resident_bytes, spawn_worker,
                                worker_signals)
 from .job import Job
 
@@ -97,7 +97,7 @@ class ProcessWorker:
             _, broken, notes = self.conn.recv()  # ("ready", ...) once the network is loaded
         except (EOFError, OSError):
             broken, notes = (f"the worker process ended while loading the network (exit code "
-                             f"{exit_code(process)})"), []
+                             f"{ended_code(process)})"), []
         if first:  # a replacement's notes (the weights fallback) were said the first time
             for note in notes:
                 self.log(f"styleflow serve: {note}")
@@ -139,8 +139,7 @@ class ProcessWorker:
             with self._lock:
                 code = "unknown"
                 if self.process is process:
-                    process.join(LEAVE_SECONDS)
-                    code = exit_code(process)
+                    code = ended_code(process)
                     self._discard()
             yield ("end", "failed", f"the worker process ended during this job (exit code "
                                     f"{code}); a new one runs the next job", False)
@@ -165,14 +164,7 @@ class ProcessWorker:
         self._discard()
 
     def _discard(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self._cancels.close()
-        if self.process is not None:
-            if self.process.is_alive():
-                self.process.kill()
-                self.process.join()
-            self.process.close()
+        discard(self.process, self.conn, self._cancels)
         self.process = self.conn = self._cancels = None
 
     def close(self) -> None:
