@@ -8,10 +8,11 @@ measures faster. Both losses are printed so a reader can see they compute the sa
 
 With `--split`, each size is also timed with the objective cut after the layers styleflow
 convolves directly on this CPU (blocks 1-2 where oneDNN has AVX-512, block 1 below it; the
-style layers among them, the content loss on the last): there both libraries run the same
-oneDNN kernels, so their ratio stays near 1, and what the whole ratio can reach follows from it.
-The split prints how much faster than PyTorch's the rest (the whole minus that head) would
-have to run for the whole to reach `--goal`.
+style layers among them, the content loss on the last), all objectives timed in the same
+rounds: there both libraries run the same oneDNN kernels, so Winograd cannot help, and what
+the whole ratio can reach follows from it. The split prints how much faster than PyTorch's
+rest (the whole minus that head, in the same layout) ours would have to run for the whole to
+reach `--goal`.
 
 PyTorch is a benchmark dependency only (`pip install -r requirements-bench.txt`); without it the
 script says so and exits.
@@ -40,6 +41,7 @@ from timing import interleaved_medians, parse_size
 from styleflow.defaults import (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
                                 LITE_STYLE_LAYERS)
 from styleflow.model import winograd
+from styleflow.model.machine import transposed_convolutions
 from styleflow.model.layout import conv_maps, deepest, stages_to
 from styleflow.model.network import build_extractor
 from styleflow.objective.objective import Objective
@@ -126,27 +128,26 @@ class TorchObjective:
 
 def direct_head(size, layers) -> str | None:
     """The last layer of the run of layers, from the first, that styleflow convolves directly
-    at this image size on this CPU (None if it convolves even the first by Winograd)."""
+    at this image size on this machine (None if it convolves even the first by Winograd).
+    Where it keeps Keras' Conv2D (`machine.transposed_convolutions`), every layer is direct."""
     head = None
+    winograd_here = transposed_convolutions("float32")
     for name, h, w, cin, cout in conv_maps(size, deepest(layers)):
-        if winograd.suits_channels(cin, cout) and winograd.suits((1, h, w, cin)):
+        if (winograd_here and winograd.suits_channels(cin, cout)
+                and winograd.suits((1, h, w, cin))):
             break
         head = name
     return head
 
 
-def timed_pair(extractor, net, content, style, x, content_layer, style_layers, repeats):
-    """(ours s, {layout: PyTorch s}, ours, peers) for one objective: medians of `repeats`
-    rounds, the three timed in turns."""
+def objectives(extractor, net, content, style, content_layer, style_layers):
+    """(ours, {layout: PyTorch's}) for the same objective."""
     ours = Objective(extractor, content, [style], {content_layer: 1.0},
                      {n: 1 / len(style_layers) for n in style_layers},
                      CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT)
     peers = {("channels-last" if cl else "NCHW"): TorchObjective(
         net, content, style, content_layer, style_layers, cl) for cl in (False, True)}
-    fns = {"ours": lambda: ours.loss_and_grads(x)}
-    fns.update({name: (lambda p=peer: p(x)) for name, peer in peers.items()})
-    timed = interleaved_medians(fns, repeats)
-    return timed.pop("ours"), timed, ours, peers
+    return ours, peers
 
 
 def main() -> None:
@@ -176,51 +177,59 @@ def main() -> None:
           f"PyTorch {torch.__version__}: {torch.get_num_threads()} threads, "
           f"mkldnn {'on' if torch.backends.mkldnn.is_available() else 'off'}")
     print(f"layers {args.layers}, float32, random weights, median of {args.repeats} rounds "
-          "(ours and both PyTorch layouts timed in turns)")
+          "(every objective timed once per round, in turns)")
     print(f"{'size':>9} {'ours s/eval':>12} {'PyTorch s/eval':>15} {'layout':>14} "
           f"{'PyTorch/ours':>13} {'loss diff':>10} {'grad diff':>10}")
     for text in args.sizes:
         h, w = parse_size(text)
         content, style = pair((h, w))
         x = content + np.random.default_rng(0).normal(0, 5, content.shape).astype(np.float32)
-        t_ours, timed, ours, peers = timed_pair(extractor, net, content, style, x,
-                                                content_layer, style_layers, args.repeats)
-        layout = min(timed, key=timed.get)
+        ours, peers = objectives(extractor, net, content, style, content_layer, style_layers)
+        fns = {"ours": lambda: ours.loss_and_grads(x)}
+        fns.update({name: (lambda p=peer: p(x)) for name, peer in peers.items()})
+        head = direct_head((h, w), layers) if args.split else None
+        if head is not None:
+            # The head: the objective cut after it (its style layers, the content loss on it).
+            head_styles = [n for n in style_layers
+                           if n in {m for m, *_ in conv_maps((h, w), head)}]
+            head_ours, head_peers = objectives(
+                build_extractor(weights, [head, *head_styles]),
+                TorchFeatures(weights, [head, *head_styles]), content, style, head,
+                head_styles)
+            fns["head ours"] = lambda: head_ours.loss_and_grads(x)
+            fns.update({f"head {name}": (lambda p=peer: p(x))
+                        for name, peer in head_peers.items()})
+        timed = interleaved_medians(fns, args.repeats)
+        layout = min(peers, key=timed.get)
         parts, grad_ours = ours.loss_and_grads(x)
         loss_peer, grad_peer = peers[layout](x)
         grad_peer = grad_peer.permute(0, 2, 3, 1).numpy()
         diff = abs(parts.total - loss_peer) / abs(loss_peer)
         # max |difference| / max |g|: the measure the tiling tests use
         grad_diff = np.abs(grad_ours - grad_peer).max() / np.abs(grad_peer).max()
-        print(f"{text:>9} {t_ours:12.3f} {timed[layout]:15.3f} {layout:>14} "
-              f"{timed[layout] / t_ours:12.2f}x {100 * diff:9.3f}% {grad_diff:10.1e}", flush=True)
+        print(f"{text:>9} {timed['ours']:12.3f} {timed[layout]:15.3f} {layout:>14} "
+              f"{timed[layout] / timed['ours']:12.2f}x {100 * diff:9.3f}% {grad_diff:10.1e}",
+              flush=True)
         if args.split:
-            split(args, (h, w), weights, layers, content, style, x, t_ours, timed[layout])
+            report_split(head, timed, layout, args.goal)
 
 
-def split(args, size, weights, layers, content, style, x, t_ours, t_peer) -> None:
-    """Time the directly convolved head alone and print the bound it sets (see the docstring)."""
-    head = direct_head(size, layers)
+def report_split(head: str | None, timed: dict, layout: str, goal: float) -> None:
+    """Print the head's times, the rest's (the whole's minus the head's, PyTorch's in the
+    whole's faster layout) and what the rest would need for `goal` (see the docstring)."""
     if head is None:
         print(f"{'':>9} split: styleflow convolves every layer by Winograd here", flush=True)
         return
-    head_styles = [n for n in layers[1:] if n in {m for m, *_ in conv_maps(size, head)}]
-    head_layers = [head, *head_styles]
-    extractor = build_extractor(weights, head_layers)
-    net = TorchFeatures(weights, head_layers)
-    o_head, timed, _, _ = timed_pair(extractor, net, content, style, x, head, head_styles,
-                                     args.repeats)
-    p_head = min(timed.values())
-    o_rest, p_rest = t_ours - o_head, t_peer - p_head
+    o_head, p_head = timed["head ours"], timed[f"head {layout}"]
+    o_rest, p_rest = timed["ours"] - o_head, timed[layout] - p_head
     print(f"{'':>9} head (to {head}, direct in both): ours {o_head:.3f} s, PyTorch "
           f"{p_head:.3f} s ({p_head / o_head:.2f}x); the rest: ours {o_rest:.3f} s, PyTorch "
           f"{p_rest:.3f} s ({p_rest / o_rest:.2f}x)", flush=True)
     # The whole reaches the goal when ours_head + ours_rest <= (p_head + p_rest) / goal.
-    room = t_peer / args.goal - o_head
-    need = (f"the rest {p_rest / room:.2f}x faster than PyTorch's" if room > 0 else
+    room = timed[layout] / goal - o_head
+    need = (f"the rest {p_rest / room:.2f}x faster than PyTorch's rest" if room > 0 else
             "more than the rest taking no time at all")
-    print(f"{'':>9} {args.goal:g}x overall with this head needs {need}", flush=True)
-
+    print(f"{'':>9} {goal:g}x overall with this head needs {need}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,8 @@ the whole map fits where the image's shallow layers do not. So:
 
 Only the shallow layers are run twice forward, and only they carry a halo. This script builds
 that evaluation from styleflow's own extractor and targets (plain style problems; no shallow
-content layer), checks its loss and gradient against the one pass and times all three. It is
+content layer), checks each loss part and the network's gradient against the one pass,
+and times all three in turns. It is
 the evidence for moving the method into the library, not the library's code.
 
     python bench/tiled_split.py [--size 2048x1536] [--split block2_pool] [--core 512]
@@ -45,6 +46,7 @@ from styleflow.model.network import build_extractor
 from styleflow.model.weights import random_weights
 from styleflow.objective import losses, tiling
 from styleflow.objective.objective import Objective
+from styleflow.objective.terms import KERAS_EXAMPLE, Parts
 from styleflow.objective.tiled_loss import TiledLoss
 from styleflow.plan import budget
 
@@ -64,6 +66,9 @@ class SplitTiledLoss:
         self.deep_styles = [n for n in graph.style_layers if n not in names]
         if any(n in names for n in graph.content_layers):
             raise ValueError("a content layer above the split: not measured here")
+        if (graph.normalisation != KERAS_EXAMPLE or graph.guided or graph.photo
+                or graph.temporal):
+            raise ValueError("only the Keras example's plain problem is built here")
         self.content_layers = graph.content_layers
         self.style_layers = graph.style_layers
         extractor = objective.extractor
@@ -169,7 +174,7 @@ class SplitTiledLoss:
             tape.watch(x)
             tv = w["terms"][2] * losses.total_variation_keras(x)
         grad += tape.gradient(tv, x).numpy()
-        return float(content) + style + float(tv), grad
+        return Parts(float(content) + style + float(tv), float(content), style, float(tv)), grad
 
 
 def _flat_gram(core):
@@ -180,8 +185,17 @@ def _core(features, box):
     return features[:, box[0]:box[1], box[2]:box[3], :]
 
 
+def whole_tv(objective: Objective, image: np.ndarray):
+    """The weighted total variation of `image` and its gradient, as the objective weighs it."""
+    x = tf.constant(np.asarray(image, np.float32).reshape(objective.shape))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        tv = objective.tv_weight * losses.total_variation_keras(x)
+    return float(tv), tape.gradient(tv, x).numpy()
+
+
 def resident_peak_gb() -> float:
-    """This process's peak resident memory so far (Linux reports KiB)."""
+    """This process's peak resident memory so far, GiB (Linux reports KiB)."""
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -221,24 +235,34 @@ def main() -> None:
         print(f"CPU: {cpu_description()}")
         print(f"{args.size}, layers {args.layers}, split at {args.split}, shallow cores "
               f"{args.core} px ({len(split.tiles)} tiles): {seconds:.2f} s/evaluation (median "
-              f"of {args.repeats}); peak resident {resident_peak_gb():.2f} GB", flush=True)
+              f"of {args.repeats}); peak resident {resident_peak_gb():.2f} GiB", flush=True)
         return
     whole = Objective(*common)
     tiled = Objective(*common, graph=whole.graph, tile=layout.tile or (h, w),
                       forward_tile=layout.forward_tile)
     split = SplitTiledLoss(whole, args.split, args.core)
     print(f"CPU: {cpu_description()}")
+    planned = (f"cores {layout.tile}, forward {layout.forward_tile}" if layout.tile
+               else "one tile (the image fits)")
     print(f"{args.size}, layers {args.layers}, float32, random weights; today's tiles for "
-          f"{args.max_memory:g} GB: cores {layout.tile}, forward {layout.forward_tile}; split at "
+          f"{args.max_memory:g} GB: {planned}; split at "
           f"{args.split}, shallow cores {args.core} px ({len(split.tiles)} tiles)")
     parts, g_whole = whole.loss_and_grads(image)
-    loss_split, g_split = split.loss_and_grads(image)
-    t_parts, g_tiled = tiled.loss_and_grads(image)
-    top = np.abs(g_whole).max()
-    print(f"loss: one pass {parts.total:.6e}, split {loss_split:.6e} "
-          f"({abs(loss_split / parts.total - 1):.1e} apart), today's tiles {t_parts.total:.6e}")
-    print(f"gradient, max |difference| / max |g|: split {np.abs(g_split - g_whole).max() / top:.1e}, "
-          f"today's tiles {np.abs(g_tiled - g_whole).max() / top:.1e}")
+    p_split, g_split = split.loss_and_grads(image)
+    p_tiled, g_tiled = tiled.loss_and_grads(image)
+    for name in ("total", "content", "style", "tv"):
+        want = getattr(parts, name)
+        print(f"{name:>7}: one pass {want:.6e}; split {getattr(p_split, name):.6e} "
+              f"({abs(getattr(p_split, name) / want - 1):.1e} apart); today's tiles "
+              f"{getattr(p_tiled, name):.6e}")
+    # The total variation's gradient is the same sum on every side: left out, so that the
+    # network's part of the gradient is what is compared.
+    _, g_tv = whole_tv(whole, image)
+    net_whole = g_whole - g_tv
+    top = np.abs(net_whole).max()
+    print(f"network gradient (total variation's left out), max |difference| / max |g|: split "
+          f"{np.abs(g_split - g_tv - net_whole).max() / top:.1e}, today's tiles "
+          f"{np.abs(g_tiled - g_tv - net_whole).max() / top:.1e}")
     timed = interleaved_medians({"one pass": lambda: whole.loss_and_grads(image),
                                  "split": lambda: split.loss_and_grads(image),
                                  "tiled": lambda: tiled.loss_and_grads(image)},
