@@ -231,5 +231,6 @@ def report_split(head: str | None, timed: dict, layout: str, goal: float) -> Non
             "more than the rest taking no time at all")
     print(f"{'':>9} {goal:g}x overall with this head needs {need}", flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -47,7 +47,8 @@ from styleflow.model.weights import random_weights
 from styleflow.objective import losses, tiling
 from styleflow.objective.objective import Objective
 from styleflow.objective.terms import KERAS_EXAMPLE, Parts
-from styleflow.objective.tiled_loss import TiledLoss
+# The tiled loss's own per-core helpers: the split evaluation cuts cores as it does.
+from styleflow.objective.tiled_loss import TiledLoss, _core, _flat_gram
 from styleflow.plan import budget
 
 CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT = 0.025, 1.0, 1.0
@@ -169,28 +170,18 @@ class SplitTiledLoss:
                                             tf.constant(split_grad[:, p[0]:p[1], p[2]:p[3], :]))
             y0, y1, x0, x1 = t.crop
             grad[:, y0:y1, x0:x1, :] += g.numpy()
-        with tf.GradientTape() as tape:
-            x = tf.constant(image)
-            tape.watch(x)
-            tv = w["terms"][2] * losses.total_variation_keras(x)
-        grad += tape.gradient(tv, x).numpy()
-        return Parts(float(content) + style + float(tv), float(content), style, float(tv)), grad
+        tv, tv_grad = weighted_tv(image, w["terms"][2])
+        grad += tv_grad
+        return Parts(float(content) + style + tv, float(content), style, tv), grad
 
 
-def _flat_gram(core):
-    return losses.flat_gram(tf.reshape(core, (-1, tf.shape(core)[-1])))
-
-
-def _core(features, box):
-    return features[:, box[0]:box[1], box[2]:box[3], :]
-
-
-def whole_tv(objective: Objective, image: np.ndarray):
-    """The weighted total variation of `image` and its gradient, as the objective weighs it."""
-    x = tf.constant(np.asarray(image, np.float32).reshape(objective.shape))
+def weighted_tv(image: np.ndarray, weight: float):
+    """`weight` times the Keras example's total variation of a (1, h, w, 3) image, and its
+    gradient: over the whole image, on every side of the comparison alike."""
+    x = tf.constant(np.asarray(image, np.float32))
     with tf.GradientTape() as tape:
         tape.watch(x)
-        tv = objective.tv_weight * losses.total_variation_keras(x)
+        tv = weight * losses.total_variation_keras(x)
     return float(tv), tape.gradient(tv, x).numpy()
 
 
@@ -257,7 +248,7 @@ def main() -> None:
               f"{getattr(p_tiled, name):.6e}")
     # The total variation's gradient is the same sum on every side: left out, so that the
     # network's part of the gradient is what is compared.
-    _, g_tv = whole_tv(whole, image)
+    _, g_tv = weighted_tv(image.reshape(whole.shape), whole.tv_weight)
     net_whole = g_whole - g_tv
     top = np.abs(net_whole).max()
     print(f"network gradient (total variation's left out), max |difference| / max |g|: split "

@@ -32,14 +32,7 @@ def run_child(code: str, **env: str) -> dict | str:
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
     """Median wall time of `fn()` over `repeats` runs after `warmup` untimed runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+    return interleaved_medians({"fn": fn}, repeats, warmup)["fn"]
 
 
 def interleaved_medians(fns: dict, repeats: int, warmup: int = 1) -> dict:
