@@ -30,6 +30,9 @@ class Objective:
     `tile` (a core side, or (rows, columns)) evaluates loss and gradient exactly over tiles of
     that size (`tiled_loss`), and computes the content features and large style Grams likewise;
     `forward_tile`, larger, serves the forward-only passes (Gram sums, content features).
+    `split` = (a pooling layer, a core): loss and gradient are evaluated with only the layers
+    up to that layer over tiles of that core, the deeper ones over the whole map there
+    (`tiled_loss` with a split); `tile` and `forward_tile` then serve the targets only.
 
     Guided problems (masks; the graph's `guided`): `guides` (h, w, R) says how much of each of
     R regions every output pixel belongs to; region r compares its Gram matrix with that of
@@ -49,6 +52,7 @@ class Objective:
                  graph: LossGraph | None = None, jit_compile: bool = False,
                  tile: int | tuple[int, int] | None = None,
                  forward_tile: int | tuple[int, int] | None = None,
+                 split: tuple[str, int | tuple[int, int]] | None = None,
                  guides: np.ndarray | None = None,
                  region_styles: Sequence[tuple[int, np.ndarray | None]] | None = None,
                  region_weights: Sequence[float] | None = None, laplacian=None,
@@ -130,7 +134,14 @@ class Objective:
                                      tf.float32),
             term_weights=tf.constant(term_weights, tf.float32), **extra)
         self._tiled = None
-        if tile is not None:
+        self.split = split
+        if split is not None:
+            layer, core = split
+            self._tiled = graph.compiled(("split", self.shape, layer, core),
+                                         lambda: TiledLoss(graph, self.shape, core,
+                                                           split=layer))
+            self._tiled_targets = self._tiled.prepare(self.targets)
+        elif tile is not None:
             self._tiled = graph.compiled(("tiled", self.shape, tile, forward_tile),
                                          lambda: TiledLoss(graph, self.shape, tile,
                                                            forward_tile))

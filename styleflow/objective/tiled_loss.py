@@ -14,6 +14,13 @@ and the content loss is itself a sum over positions. So:
 
 With cores on the pooling grid and halos as wide as the receptive field (`tiling`), loss and
 gradient equal the untiled ones up to rounding, while memory follows the tile size.
+
+With a `split` (a pooling layer), only the layers up to it go over tiles: the first pass also
+writes each core's activations at the split into the whole map there, the layers past it run
+forward and back over that whole map at once (`deep_pass`, their terms computed as the one pass
+does), and the second pass adds ⟨split core, the map's gradient there⟩ to its surrogate. The
+tiles' halo is then the split's reach, not the deepest layer's, and the deep layers, most of
+the network's work, run forward once and carry no halo.
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from ..model.layout import stage
+from ..model.layout import stage, stages_to
+from ..model.network import sub_extractor
 from . import losses, matting, tiling
+from .deep_pass import DeepPass
 from .graph import PHOTO_SCALE
 from .terms import KERAS_EXAMPLE, Parts
 
@@ -39,20 +48,47 @@ class TiledLoss:
     `core` pixels (a side, or (rows, columns)); the forward-only first pass over tiles of
     `forward_core` when given. Each pass is traced once per crop shape, with static sizes, so
     the tiles convolve as the untiled pass does (Winograd in the deeper layers where it
-    suits); the plan has at most three crop lengths along each side."""
+    suits); the plan has at most three crop lengths along each side. `split` (a pooling
+    layer, e.g. "block2_pool"): only the layers up to it go over tiles, the rest runs over the
+    whole map there (see the module's docstring); ValueError when no loss layer lies past it."""
 
     def __init__(self, graph, shape: tuple, core: int | tuple[int, int],
-                 forward_core: int | tuple[int, int] | None = None):
+                 forward_core: int | tuple[int, int] | None = None, split: str | None = None):
         self.graph = graph
         self.shape = tuple(shape)
         _, height, width, _ = self.shape
         self.core = core
+        self.split = split
         self.style_layers = graph.style_layers
         self.content_layers = graph.content_layers
+        self.deep = None
+        if split is None:
+            self.tile_content, self.tile_styles, at_split = (
+                self.content_layers, self.style_layers, ())
+            self._gram_model, self._tile_model = graph.style_extractor, graph.extractor
+        else:
+            shallow = {s.name for s in stages_to(split)}
+            self.tile_content = tuple(n for n in self.content_layers if n in shallow)
+            self.tile_styles = tuple(n for n in self.style_layers if n in shallow)
+            deep = [n for n in (*self.content_layers, *self.style_layers) if n not in shallow]
+            if stage(split).conv or not deep:
+                raise ValueError(f"split: a pooling layer above the deepest loss layer, not "
+                                 f"{split!r}")
+            self.deep = DeepPass(graph.extractor, split, deep)
+            at_split = (split,)
+            self._gram_model = sub_extractor(graph.extractor, [*self.tile_styles, split])
+            self._tile_model = sub_extractor(
+                graph.extractor, [*self.tile_content, *self.tile_styles, split])
+        self._at_split = at_split
+        # Where each tiled layer's targets sit in the graph's (whole) lists.
+        self._content_index = [self.content_layers.index(n) for n in self.tile_content]
+        self._style_index = [self.style_layers.index(n) for n in self.tile_styles]
         # The first pass needs only the style layers' (smaller) halo, and may use larger
         # tiles (`forward_core`): it keeps no activations for a backward pass.
-        self.style_tiles = tiling.plan(height, width, self.style_layers, forward_core or core)
-        self.tiles = tiling.plan(height, width, (*self.content_layers, *self.style_layers), core)
+        self.style_tiles = tiling.plan(height, width, (*self.tile_styles, *at_split),
+                                       forward_core or core)
+        self.tiles = tiling.plan(height, width,
+                                 (*self.tile_content, *self.tile_styles, *at_split), core)
         self.keras = graph.normalisation == KERAS_EXAMPLE
         self.guided, self.photo = graph.guided, graph.photo
         self.temporal = graph.temporal
@@ -73,20 +109,23 @@ class TiledLoss:
         left dynamic, so each crop shape is traced once."""
         key = (kind, crop.shape, regions)
         if key not in self._passes:
-            n_style, n_content = len(self.style_layers), len(self.content_layers)
-            n = n_style if kind == "grams" else n_content + n_style
+            n_style, n_content = len(self.tile_styles), len(self.tile_content)
+            n = (n_style if kind == "grams" else n_content + n_style) + len(self._at_split)
             signature = [tf.TensorSpec(crop.shape, tf.float32), tf.TensorSpec((n, 4), tf.int32)]
             if kind == "gradient":
                 signature += [
                     tuple(tf.TensorSpec((1, None, None, None), tf.float32)
                           for _ in range(n_content)),
                     tf.TensorSpec((n_content,), tf.float32)]
+
             if regions:
                 signature.append(tuple(tf.TensorSpec((1, None, None, regions), tf.float32)
                                        for _ in range(n_style)))
             if kind == "gradient":
                 slope = (None, None, None) if regions else (None, None)
                 signature.append(tuple(tf.TensorSpec(slope, tf.float32) for _ in range(n_style)))
+                if self.split:  # the whole loss's gradient at the split, over the core
+                    signature.append(tf.TensorSpec((1, None, None, None), tf.float32))
             method = {("grams", False): self._tile_grams,
                       ("grams", True): self._tile_region_grams,
                       ("gradient", False): self._tile_gradient,
@@ -96,37 +135,47 @@ class TiledLoss:
         return self._passes[key]
 
     def _tile_grams(self, crop, boxes):
-        feats = self.graph.style_extractor(crop, training=False)
-        grams = []
-        for i, name in enumerate(self.style_layers):
-            grams.append(_flat_gram(_core(tf.cast(feats[name], tf.float32), boxes[i])))
-        return grams
+        return self._grams(crop, boxes, lambda i, core: _flat_gram(core))
 
-    def _tile_gradient(self, crop, boxes, content_targets, content_scales, style_slopes):
+    def _tile_region_grams(self, crop, boxes, guides):
+        return self._grams(crop, boxes, lambda i, core: self._region_sums(core, guides[i]))
+
+    def _grams(self, crop, boxes, sums):
+        """The first pass's body: `sums(i, core)` for each tiled style layer's core, and with
+        a split, the core's activations there."""
+        feats = self._gram_model(crop, training=False)
+        grams = [sums(i, _core(tf.cast(feats[name], tf.float32), boxes[i]))
+                 for i, name in enumerate(self.tile_styles)]
+        if self.split is None:
+            return grams
+        return grams, _core(tf.cast(feats[self.split], tf.float32), boxes[len(grams)])
+
+    def _tile_gradient(self, crop, boxes, content_targets, content_scales, style_slopes,
+                       split_grad=None):
         return self._gradient(crop, boxes, content_targets, content_scales,
-                              lambda i, core: _flat_gram(core) * style_slopes[i])
+                              lambda i, core: _flat_gram(core) * style_slopes[i], split_grad)
 
-    def _gradient(self, crop, boxes, content_targets, content_scales, style_products):
+    def _gradient(self, crop, boxes, content_targets, content_scales, style_products,
+                  split_grad):
         """(content loss of the core, the crop's gradient of content + Σ style_products(i,
-        core)): the gradient pass's body, plain or guided."""
+        core) [+ ⟨split core, split_grad⟩]): the gradient pass's body, plain or guided."""
         with tf.GradientTape() as tape:
             tape.watch(crop)
-            feats = self.graph.extractor(crop, training=False)
+            feats = self._tile_model(crop, training=False)
             content = tf.constant(0.0)
-            for i, name in enumerate(self.content_layers):
+            for i, name in enumerate(self.tile_content):
                 f = _core(tf.cast(feats[name], tf.float32), boxes[i])
                 content += content_scales[i] * losses.content_loss_sum(f, content_targets[i])
             surrogate = content
-            offset = len(self.content_layers)
-            for i, name in enumerate(self.style_layers):
+            offset = len(self.tile_content)
+            for i, name in enumerate(self.tile_styles):
                 f = _core(tf.cast(feats[name], tf.float32), boxes[offset + i])
                 surrogate += tf.reduce_sum(style_products(i, f))
+            if split_grad is not None:
+                at = _core(tf.cast(feats[self.split], tf.float32),
+                           boxes[offset + len(self.tile_styles)])
+                surrogate += tf.reduce_sum(at * split_grad)
         return content, tape.gradient(surrogate, crop)
-
-    def _tile_region_grams(self, crop, boxes, guides):
-        feats = self.graph.style_extractor(crop, training=False)
-        return [self._region_sums(_core(tf.cast(feats[name], tf.float32), boxes[i]), guides[i])
-                for i, name in enumerate(self.style_layers)]
 
     @staticmethod
     def _region_sums(core, guide):
@@ -137,10 +186,10 @@ class TiledLoss:
         return tf.stack([losses.flat_gram(flat * g[:, r:r + 1]) for r in range(regions)])
 
     def _tile_guided_gradient(self, crop, boxes, content_targets, content_scales, guides,
-                              style_slopes):
+                              style_slopes, split_grad=None):
         return self._gradient(
             crop, boxes, content_targets, content_scales,
-            lambda i, core: self._region_sums(core, guides[i]) * style_slopes[i])
+            lambda i, core: self._region_sums(core, guides[i]) * style_slopes[i], split_grad)
 
     def _photo_strip(self, strip, first, colours, mean_offset, whiten):
         """The photorealism energy of the windows centred in image rows first..stop-1, and
@@ -167,6 +216,50 @@ class TiledLoss:
                 value = losses.total_variation_mean_rows(strip, rows, height, width)
         return value, tape.gradient(value, strip)
 
+    def _coefficients(self, i: int, weights: dict) -> tuple:
+        """(w, norm, coef) of style layer i, whose loss is w·(Σ coef·(sums·norm − A)² +
+        offset) for its raw sums FᵀF over the whole image (per region when guided, with
+        norm and coef per region), A its target."""
+        _, height, width, _ = self.shape
+        name = self.style_layers[i]
+        channels = weights["grams"][i].shape[-1]
+        w = weights["style_weights"][i] * weights["terms"][1]
+        if self.guided:
+            # Per region r: w_r·Σ(G_r − A_r)²/c², G_r = sums_r / (c·Σ g_r²).
+            return (w, 1.0 / weights["guide_norms"][i][:, None, None],
+                    weights["region_weights"][:, None, None] / channels ** 2)
+        if self.keras:
+            return w, 1.0, 1.0 / losses.keras_style_norm(height * width)
+        rows, cols = stage(name).map_size((height, width))
+        return w, 1.0 / (rows * cols * channels), 1.0 / channels ** 2
+
+    def _deep_term(self, weights: dict, content_scales: list):
+        """The deep pass's `term(name, features)`: a layer's (content, style) terms computed
+        over the whole map as the one pass does, from the same closed form as the tiles'."""
+        content = {name: (tf.constant(weights["content"][i]), content_scales[i])
+                   for i, name in enumerate(self.content_layers)}
+        style = {}
+        for i, name in enumerate(self.style_layers):
+            w, norm, coef = self._coefficients(i, weights)
+            guide = tf.constant(weights["guides"][i]) if self.guided else None
+            style[name] = (float(w), tf.constant(np.float32(norm)),
+                           tf.constant(np.float32(coef)),
+                           tf.constant(weights["grams"][i].astype(np.float32)),
+                           float(w * weights["offsets"][i]), guide)
+
+        def term(name, features):
+            c = s = tf.constant(0.0)
+            if name in content:
+                target, scale = content[name]
+                c = scale * losses.content_loss_sum(features, target)
+            if name in style:
+                w, norm, coef, target, offset, guide = style[name]
+                sums = (_flat_gram(features) if guide is None
+                        else self._region_sums(features, guide))
+                s = w * tf.reduce_sum(coef * tf.square(sums * norm - target)) + offset
+            return c, s
+        return term
+
     def _regions(self, weights: dict) -> int:
         """Guide regions of a guided problem's prepared targets; 0 for plain ones."""
         return int(weights["guides"][0].shape[-1]) if self.guided else 0
@@ -181,68 +274,78 @@ class TiledLoss:
         """Parts and the float32 gradient for a network-space image of this size against
         `weights` (`prepare`d targets: the whole image's content features, blended Grams).
         `stop` (anything with `is_set()`, e.g. a threading.Event) is looked at before every
-        tile and strip; once set, EvaluationStopped is raised there."""
+        tile, strip and deep layer's step; once set, EvaluationStopped is raised there."""
         def check() -> None:
             if stop is not None and stop.is_set():
                 raise EvaluationStopped()
 
         image = np.asarray(image, np.float32).reshape(self.shape)
         _, height, width, _ = self.shape
-        pixels = height * width
-        # Pass 1: the whole image's FᵀF per style layer, summed over tile cores in float64.
-        sums = [np.zeros(g.shape, np.float64) for g in weights["grams"]]
+        # Pass 1: the whole image's FᵀF per tiled style layer, summed over tile cores in
+        # float64; with a split, the whole map there too.
+        styles = self._style_index
+        sums = [np.zeros(weights["grams"][i].shape, np.float64) for i in styles]
+        split_map = None
+        if self.split:
+            split_map = np.zeros((1, *stage(self.split).map_size((height, width)),
+                                  stage(self.split).out_channels), np.float32)
         for t in self.style_tiles:
             check()
             crop = tiling._crop(image, t)
             run = self._pass("grams", crop, self._regions(weights))
-            args = (_pieces(weights["guides"], t.places),) if self.guided else ()
-            grams = run(tf.constant(crop), tf.constant(t.boxes), *args)
-            for i, g in enumerate(grams):
-                sums[i] += g.numpy()
+            args = ((_pieces([weights["guides"][i] for i in styles], t.places),)
+                    if self.guided else ())
+            out = run(tf.constant(crop), tf.constant(t.boxes), *args)
+            if self.split:
+                out, at = out
+                p = t.places[-1]
+                split_map[:, p[0]:p[1], p[2]:p[3], :] = at.numpy()
+            for k, g in enumerate(out):
+                sums[k] += g.numpy()
         style, slopes = 0.0, []
-        for i, name in enumerate(self.style_layers):
-            channels = sums[i].shape[-1]
-            w = weights["style_weights"][i] * weights["terms"][1]
-            if self.guided:
-                # Per region r: w_r·Σ(G_r − A_r)²/c², G_r = sums_r / (c·Σ g_r²).
-                norm = 1.0 / weights["guide_norms"][i][:, None, None]
-                diff = sums[i] * norm - weights["grams"][i]
-                regions = weights["region_weights"][:, None, None] / channels ** 2
-                style += w * float(np.sum(regions * diff ** 2))
-                slopes.append(tf.constant((w * 2.0 * regions * norm * diff).astype(np.float32)))
-                continue
-            rows, cols = stage(name).map_size((height, width))
-            size = rows * cols * channels
-            norm = 1.0 if self.keras else 1.0 / size
-            diff = sums[i] * norm - weights["grams"][i]
-            if self.keras:
-                scale = 1.0 / losses.keras_style_norm(pixels)
-            else:
-                scale = 1.0 / channels ** 2
-            style += w * (np.sum(diff ** 2) * scale + weights["offsets"][i])
-            # ∂loss/∂(FᵀF) for this layer, symmetric.
-            slopes.append(tf.constant((w * 2.0 * scale * norm * diff).astype(np.float32)))
+        for k, i in enumerate(styles):
+            w, norm, coef = self._coefficients(i, weights)
+            diff = sums[k] * norm - weights["grams"][i]
+            style += w * (float(np.sum(coef * diff ** 2)) + weights["offsets"][i])
+            # ∂loss/∂(FᵀF) for this layer (per region when guided), symmetric.
+            slopes.append(tf.constant((w * 2.0 * coef * norm * diff).astype(np.float32)))
         slopes = tuple(slopes)
-        # Pass 2: per tile, the gradient of content + Σ⟨FᵀF, S⟩ over its core.
-        grad = np.zeros(self.shape, np.float32)
         scales = []
-        for i, name in enumerate(self.content_layers):
+        for i in range(len(self.content_layers)):
             full = weights["content"][i]
             per = 1.0 if self.keras else 1.0 / full.size
             scales.append(weights["content_weights"][i] * weights["terms"][0] * per)
-        scales = tf.constant(scales, tf.float32)
         content = 0.0
-        n_content = len(self.content_layers)
+        split_grad = None
+        if self.split:
+            # The layers past the split, forward and back over the whole map.
+            deep_content, deep_style, split_grad = self.deep.loss_and_grad(
+                split_map, self._deep_term(weights, scales), check)
+            content += deep_content
+            style += deep_style
+            del split_map
+        # Pass 2: per tile, the gradient of content + Σ⟨FᵀF, S⟩ over its core (+ the split
+        # map's gradient there).
+        grad = np.zeros(self.shape, np.float32)
+        tile_scales = tf.constant([scales[i] for i in self._content_index], tf.float32)
+        n_content = len(self.tile_content)
+        n_styles = len(self.tile_styles)
         for t in self.tiles:
             check()
             pieces = tuple(
                 tf.constant(weights["content"][i][:, p[0]:p[1], p[2]:p[3], :])
-                for i, p in enumerate(t.places[:n_content]))
+                for i, p in zip(self._content_index, t.places[:n_content]))
             crop = tiling._crop(image, t)
             run = self._pass("gradient", crop, self._regions(weights))
-            guides = (_pieces(weights["guides"], t.places[n_content:]),) if self.guided else ()
-            value, g = run(tf.constant(crop), tf.constant(t.boxes), pieces, scales, *guides,
-                           slopes)
+            guides = ((_pieces([weights["guides"][i] for i in styles],
+                               t.places[n_content:n_content + n_styles]),)
+                      if self.guided else ())
+            at = ()
+            if self.split:
+                p = t.places[-1]
+                at = (tf.constant(split_grad[:, p[0]:p[1], p[2]:p[3], :]),)
+            value, g = run(tf.constant(crop), tf.constant(t.boxes), pieces, tile_scales,
+                           *guides, slopes, *at)
             content += float(value)
             y0, y1, x0, x1 = t.crop
             grad[:, y0:y1, x0:x1, :] += g.numpy()
