@@ -177,6 +177,7 @@ def test_lbfgs_gives_its_history_for_tiles_when_none_is_comfortable(monkeypatch)
     halos would dominate the run's time otherwise)."""
     size = (1536, 2048)
     monkeypatch.setattr(budget, "COMFORTABLE_CROP", 10**9)  # unreachable in 4 GB
+    monkeypatch.setattr(budget, "SPLITS", ())  # tiles of the whole network
     layout = choose(size, "lbfgs", max_memory=4)
     assert layout.history == budget.MIN_HISTORY and layout.need <= 4 * GB
     longest = budget._largest_crop(size, FULL, [FULL_CONTENT_LAYER], "float32", "lbfgs",

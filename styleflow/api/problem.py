@@ -121,7 +121,7 @@ def transfer_problem(networks: Networks, base, ref, *, content_weight: float = 0
         style_layers={name: 1.0 / len(network.style_layers) for name in network.style_layers},
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
         normalisation=KERAS_EXAMPLE, graph=network.graph, tile=layout.tile,
-        forward_tile=layout.forward_tile, **_temporal(content, temporal_weight))
+        forward_tile=layout.forward_tile, split=_split(layout), **_temporal(content, temporal_weight))
     start = content if start_rgb is None else spec.preprocess(start_rgb)
     return Problem(objective, start, network, size, content_rgb, [size], layout)
 
@@ -219,7 +219,7 @@ def stylize_problem(networks: Networks, content, styles: Sequence, *, width: int
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
         normalisation=NEURAL_STYLE, style_blends=blends, graph=network.graph,
         tile=layout.tile,
-        forward_tile=layout.forward_tile, **guided, **_temporal(content_x, temporal_weight))
+        forward_tile=layout.forward_tile, split=_split(layout), **guided, **_temporal(content_x, temporal_weight))
     if initial_noiseblend is None:
         initial_noiseblend = 1.0 if start_rgb is None else 0.0
     base = content_x if start_rgb is None else spec.preprocess(start_rgb)
@@ -309,6 +309,11 @@ def photo_problem(networks: Networks, content, style, *, content_mask=None, styl
         style_layers={name: 1.0 for name in network.style_layers},
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
         normalisation=NEURAL_STYLE, graph=network.graph, tile=layout.tile,
-        forward_tile=layout.forward_tile, **guided, **photo)
+        forward_tile=layout.forward_tile, split=_split(layout), **guided, **photo)
     start = content_x if init_rgb is None else spec.preprocess(images.resize(init_rgb, size))
     return Problem(objective, start, network, size, content_rgb, [style_size], layout)
+
+
+def _split(layout: Layout) -> tuple | None:
+    """The Objective's `split` for a layout whose loss is split (plan.budget), else None."""
+    return None if layout.split is None else (layout.split, layout.split_tile)

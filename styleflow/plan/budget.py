@@ -1,20 +1,22 @@
 """Fitting a run into a memory budget: the whole image in one pass when it fits, else the
 largest tiles that do (`tiled_loss`, exact), with L-BFGS's history shortened only when even
-modest tiles leave no room for it. Sizes are refused only when the smallest tile cannot fit."""
+modest tiles leave no room for it; with the network split at the shallowest pooling layer
+whose deeper layers fit whole beside comfortable tiles of the shallower ones, when one does.
+Sizes are refused only when the smallest tile cannot fit."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from ..defaults import LBFGS_HISTORY
 from ..errors import StyleflowError
 from ..model import machine
-from ..model.layout import stage
+from ..model.layout import STAGES, conv_maps, deepest, stage
 from ..objective import tiling
 from . import host
-from .memory import (BASE_BYTES, FORWARD_SHARE, estimate_bytes, largest_size, optimiser_bytes,
-                     pass_bytes, photo_bytes, winograd_kept_bytes)
+from .memory import (BASE_BYTES, FORWARD_SHARE, deep_pass_bytes, estimate_bytes, largest_size,
+                     optimiser_bytes, pass_bytes, photo_bytes, winograd_kept_bytes)
 
 # L-BFGS keeps its full history whenever the budget allows; below a comfortable crop it gives up
 # history down to this before tiles get smaller.
@@ -24,6 +26,15 @@ MIN_HISTORY = 3
 TILED_IMAGE_BYTES = 4 + 4 + 4 + 4 + 4
 # Below this many pixels per crop the halo dominates and runs get slow.
 COMFORTABLE_CROP = 768 * 768
+# Pooling layers the tiled loss may split the network at, shallowest first: the shallower the
+# split, the less of the work goes over tiles (measured: docs/large-images.md).
+SPLITS = ("block2_pool", "block3_pool", "block4_pool")
+# The smallest crop of the shallow layers a split takes: their halo is at most 56 px, so such
+# crops waste little; below it, today's tiles are kept.
+SPLIT_MIN_CROP = 512 * 512
+# A split only where the layers reach this block: with the lite layers (blocks 1-3) it
+# measured no faster than tiles of the whole network.
+SPLIT_MIN_BLOCK = 4
 
 
 @dataclass(frozen=True)
@@ -37,12 +48,20 @@ class Layout:
     # Cores of the forward-only pass (Gram sums): it keeps no activations for a backward
     # pass, so its tiles may hold twice the pixels (fewer halos) in the same memory.
     forward_tile: tuple[int, int] | None = None
+    # The pooling layer the loss's network is split at (tiled_loss), and the cores (rows,
+    # columns) of the layers up to it; `tile` and `forward_tile` then serve the targets.
+    split: str | None = None
+    split_tile: tuple[int, int] | None = None
 
     def describe(self, optimiser: str) -> str:
         """One line for the run's notes."""
         gb = f"about {self.need / 2**30:.1f} GB"
-        where = ("the whole image in one pass" if self.tile is None
-                 else f"tiles of {self.tile[1]}x{self.tile[0]} px (exact)")
+        if self.split is not None:
+            where = (f"tiles of {self.split_tile[1]}x{self.split_tile[0]} px up to "
+                     f"{self.split}, the deeper layers whole (exact)")
+        else:
+            where = ("the whole image in one pass" if self.tile is None
+                     else f"tiles of {self.tile[1]}x{self.tile[0]} px (exact)")
         history = f", L-BFGS history {self.history}" if optimiser == "lbfgs" else ""
         return f"memory: {where}{history}, {gb}"
 
@@ -67,6 +86,26 @@ def tiled_need(size: tuple[int, int], crop_pixels: int, layers: Sequence[str],
     # fit in what it holds (`forward_crop`).
     return int(BASE_BYTES + winograd_kept_bytes((side, side), layers, precision)
                + pass_bytes((side, side), layers, precision)
+               + content_bytes(size, content_layers)
+               + (optimiser_bytes(optimiser, history) + TILED_IMAGE_BYTES) * values
+               + (photo_bytes(size, photo_strip(size)) if photo else 0))
+
+
+def split_need(size: tuple[int, int], crop_pixels: int, layers: Sequence[str],
+               content_layers: Sequence[str], precision: str, optimiser: str, history: int,
+               split: str, photo: bool = False) -> int:
+    """Estimated peak bytes of a run whose loss is split at `split` (tiled_loss), the shallow
+    layers' largest crop `crop_pixels` pixels: the larger of the deep pass (with the map at
+    the split and its gradient) and a shallow tile's pass (with that gradient)."""
+    values = size[0] * size[1] * 3
+    side = max(1, int(crop_pixels ** 0.5))
+    at = stage(split)
+    rows, cols = at.map_size(size)
+    split_map = rows * cols * at.out_channels * 4
+    shallow_last = STAGES[STAGES.index(at) - 1].name
+    evaluation = max(deep_pass_bytes(size, layers, split, precision) + 2 * split_map,
+                     pass_bytes((side, side), [shallow_last], precision) + split_map)
+    return int(BASE_BYTES + winograd_kept_bytes(size, layers, precision) + evaluation
                + content_bytes(size, content_layers)
                + (optimiser_bytes(optimiser, history) + TILED_IMAGE_BYTES) * values
                + (photo_bytes(size, photo_strip(size)) if photo else 0))
@@ -129,8 +168,10 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
             crop = min(crop, limit)
             core = tiling.best_core(height, width, layers, crop)
             if core is not None:
-                return _layout(size, layers, content_layers, precision, optimiser, core,
-                               history, photo)
+                return _with_split(_layout(size, layers, content_layers, precision, optimiser,
+                                           core, history, photo),
+                                   size, layers, content_layers, precision, optimiser,
+                                   budget, photo)
     g = tiling.grid(layers)
     history = _histories(optimiser)[-1]
     smallest = _layout(size, layers, content_layers, precision, optimiser, (g, g), history,
@@ -144,6 +185,61 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
     largest = largest_size(size, fits, g)
     raise _refusal(what, size, smallest.need, budget, "even in the smallest tiles",
                    max_memory, largest=largest if fits(largest) else None)
+
+
+def _with_split(layout: Layout, size, layers, content_layers, precision, optimiser, budget,
+                photo) -> Layout:
+    """`layout` (tiles of the whole network, which then serve the targets) with the loss split
+    at the shallowest of SPLITS whose deep pass fits `budget` beside shallow crops of at least
+    SPLIT_MIN_CROP pixels (the longest L-BFGS history first), when one does."""
+    last = STAGES.index(stage(deepest(layers)))
+    if stage(deepest(layers)).block < SPLIT_MIN_BLOCK:
+        return layout
+    height, width = size
+    limit = machine.pass_pixels(precision)
+    for history, split in ((h, s) for h in _histories(optimiser) for s in SPLITS):
+        at = STAGES.index(stage(split))
+        if at >= last or not _deep_pass_runs(size, layers, split, limit):
+            continue
+        shallow = [n for n in layers if STAGES.index(stage(n)) < at] + [split]
+        def need(crop: int) -> int:
+            return split_need(size, crop, layers, content_layers, precision, optimiser,
+                              history, split, photo)
+
+        crop = _bisect(need, budget, size[0] * size[1] * 4 + 1)
+        if crop is None or crop < SPLIT_MIN_CROP:
+            continue
+        core = tiling.best_core(height, width, shallow, min(crop, limit))
+        if core is None:
+            continue
+        estimate = need(tiling.largest_crop(height, width, shallow, core))
+        return replace(layout, history=history, need=max(estimate, layout.need),
+                       split=split, split_tile=tuple(core))
+    return layout
+
+
+def _deep_pass_runs(size, layers, split: str, limit: int) -> bool:
+    """Whether oneDNN can convolve the deep layers' whole maps here: their products are no
+    larger than those of a pass of `limit` pixels (machine.pass_pixels, 64 channels at full
+    resolution)."""
+    at = STAGES.index(stage(split))
+    return all(h * w * cin <= limit * machine.FULL_RESOLUTION_CHANNELS
+               for name, h, w, cin, _ in conv_maps(size, deepest(layers))
+               if STAGES.index(stage(name)) > at)
+
+
+def _bisect(need, budget: int, most: int) -> int | None:
+    """The largest crop (pixels, within 1024) for which `need(crop)` fits `budget`."""
+    if need(1) > budget:
+        return None
+    lo, hi = 0, most
+    while hi - lo > 1024:
+        mid = (lo + hi) // 2
+        if need(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _check_forced_tile(height: int, width: int, layers: Sequence[str], tile: int,
@@ -204,18 +300,9 @@ def forward_crop(crop_pixels: int, layers: Sequence[str], precision: str) -> int
 def _largest_crop(size, layers, content_layers, precision, optimiser, history,
                   budget, photo=False) -> int | None:
     """The most pixels a crop may have within `budget`, or None when none fits."""
-    lo, hi = 0, size[0] * size[1] * 4 + 1
-    if tiled_need(size, 1, layers, content_layers, precision, optimiser, history,
-                  photo) > budget:
-        return None
-    while hi - lo > 1024:
-        mid = (lo + hi) // 2
-        if tiled_need(size, mid, layers, content_layers, precision, optimiser,
-                      history, photo) <= budget:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return _bisect(lambda crop: tiled_need(size, crop, layers, content_layers, precision,
+                                           optimiser, history, photo),
+                   budget, size[0] * size[1] * 4 + 1)
 
 
 def _refusal(what: str, size: tuple[int, int], need: int, budget: int, how: str,

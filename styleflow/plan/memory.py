@@ -9,7 +9,7 @@ from typing import Sequence
 from ..defaults import LBFGS_HISTORY
 from ..errors import StyleflowError
 from ..model import machine, winograd
-from ..model.layout import activation_elements, conv_maps, deepest
+from ..model.layout import STAGES, activation_elements, conv_maps, deepest, stage
 from . import host
 
 # Bytes per activation value (kept for the backward pass, plus the backward pass's own
@@ -88,6 +88,26 @@ def pass_bytes(size: tuple[int, int], layers: Sequence[str], precision: str = "f
         FORWARD_SHARE if forward else 1.0)
     return int(per_activation * activation_elements(size, layers)
                + winograd_transient_bytes(size, layers, precision))
+
+
+def deep_pass_bytes(size: tuple[int, int], layers: Sequence[str], split: str,
+                    precision: str = "float32") -> int:
+    """What the layers past the pooling layer `split` hold while they run forward and back
+    over the whole map there for an (h, w) image (objective.deep_pass): their activations,
+    counted as a pass's are, and Winograd's transient tiles for the largest of them."""
+    per_activation = BYTES_PER_ACTIVATION[machine.onednn_enabled()][precision]
+    first = STAGES.index(stage(split)) + 1
+    elements = 0
+    for s in STAGES[first:STAGES.index(stage(deepest(layers))) + 1]:
+        h, w = s.map_size(size)
+        elements += h * w * s.out_channels
+    largest = 0
+    if machine.transposed_convolutions(precision):
+        for name, h, w, cin, cout in conv_maps(size, deepest(layers)):
+            if (STAGES.index(stage(name)) >= first and winograd.suits_channels(cin, cout)
+                    and winograd.suits((1, h, w, cin))):
+                largest = max(largest, h * w * max(cin, cout))
+    return int(per_activation * elements + WINOGRAD_TRANSIENT_BYTES * largest)
 
 
 def base_bytes(size: tuple[int, int] | None, layers: Sequence[str],
