@@ -185,3 +185,31 @@ def test_lbfgs_gives_its_history_for_tiles_when_none_is_comfortable(monkeypatch)
     assert np.prod(layout.tile) > 0 and (longest is None or tiling.computed_pixels(
         *size, FULL, layout.tile) <= tiling.computed_pixels(
         *size, FULL, tiling.best_core(*size, FULL, longest)))
+
+
+def test_the_loss_is_split_where_the_deep_layers_fit_whole():
+    """Full layers at 2048x1536 in 4 GB: the deep layers run whole past a pooling layer, the
+    shallow ones over comfortable tiles; the shallowest split that fits is taken, a larger
+    budget moves it up; the lite layers (measured no faster split) and a forced tile keep
+    tiles of the whole network."""
+    size = (1536, 2048)
+    layout = choose(size, "adam", max_memory=4)
+    assert layout.split in budget.SPLITS and layout.need <= 4 * GB
+    assert layout.tile is not None  # the targets' tiles
+    from styleflow.model.layout import STAGES, stage
+
+    at = STAGES.index(stage(layout.split))
+    shallow = [n for n in FULL if STAGES.index(stage(n)) < at] + [layout.split]
+    assert tiling.largest_crop(*size, shallow, layout.split_tile) >= budget.SPLIT_MIN_CROP
+    assert "up to block" in layout.describe("adam")
+    roomy = choose(size, "adam", max_memory=9)
+    assert budget.SPLITS.index(roomy.split) < budget.SPLITS.index(layout.split)
+    # Each candidate's estimate grows with the work left whole: a shallower split needs more.
+    needs = [budget.split_need(size, 512 * 512, FULL, [FULL_CONTENT_LAYER], "float32", "adam",
+                               LBFGS_HISTORY, split) for split in budget.SPLITS]
+    assert needs == sorted(needs, reverse=True)
+    from styleflow.defaults import LITE_CONTENT_LAYER, LITE_STYLE_LAYERS
+    lite = budget.choose(size, [LITE_CONTENT_LAYER, *LITE_STYLE_LAYERS], [LITE_CONTENT_LAYER],
+                         "float32", "adam", max_memory=4, resident=0)
+    assert lite.tile is not None and lite.split is None
+    assert choose(size, "adam", max_memory=4, tile=512).split is None

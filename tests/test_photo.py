@@ -43,7 +43,7 @@ def _images(size=(120, 96), seed=0):
     return content, style
 
 
-def _objective(extractor, content_rgb, style_rgb, guided, photo, tile=None):
+def _objective(extractor, content_rgb, style_rgb, guided, photo, tile=None, split=None):
     content_layer, style_layers = LITE_CONTENT_LAYER, list(LITE_STYLE_LAYERS)
     h, w = content_rgb.shape[:2]
     options = {}
@@ -60,7 +60,7 @@ def _objective(extractor, content_rgb, style_rgb, guided, photo, tile=None):
     return Objective(extractor, KERAS_INPUT.preprocess(content_rgb),
                      [KERAS_INPUT.preprocess(style_rgb)], {content_layer: 1.0},
                      {n: 1.0 for n in style_layers}, 5.0, 100.0, 1e-3, NEURAL_STYLE,
-                     tile=tile, **options)
+                     tile=tile, split=split, **options)
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +69,17 @@ def extractor():
     return build_extractor(random_weights(3).layers, list(dict.fromkeys(layers)))
 
 
-@pytest.mark.parametrize("guided,photo", [(True, False), (False, True), (True, True)])
-def test_tiled_photo_equals_untiled(extractor, guided, photo):
+@pytest.mark.parametrize("guided,photo,split", [
+    (True, False, None), (False, True, None), (True, True, None),
+    # Split past block 2: block 3's guided style and content terms over the whole map.
+    (True, True, "block2_pool")])
+def test_tiled_photo_equals_untiled(extractor, guided, photo, split):
     content, style = _images()
     x = KERAS_INPUT.preprocess(content) + np.random.default_rng(1).normal(
         0, 10, (1, 96, 120, 3)).astype(np.float32)
     whole = _objective(extractor, content, style, guided, photo)
-    tiled = _objective(extractor, content, style, guided, photo, tile=32)
+    tiled = _objective(extractor, content, style, guided, photo,
+                       **({"split": (split, 32)} if split else {"tile": 32}))
     assert tiled.tiled and len(tiled._tiled.tiles) >= 9
     want, grad_want = whole.loss_and_grads(x)
     got, grad = tiled.loss_and_grads(x)

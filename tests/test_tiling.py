@@ -146,6 +146,93 @@ def test_tiled_loss_and_gradient_equal_untiled(layers, normalisation):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("split,normalisation", [("block2_pool", KERAS_EXAMPLE),
+                                                 ("block3_pool", NEURAL_STYLE),
+                                                 ("block4_pool", KERAS_EXAMPLE)])
+def test_split_tiled_loss_and_gradient_equal_untiled(split, normalisation):
+    """The network split at a pooling layer: the shallow layers over tiles, the deep ones over
+    the whole map there (tiled_loss with a split); loss parts and gradient as one pass's."""
+    args, x = _problem("full", normalisation, (136, 168), balance=True)
+    whole, tiled = Objective(*args), Objective(*args, split=(split, 48))
+    assert tiled.tiled and len(tiled._tiled.tiles) >= 9
+    assert FULL_CONTENT_LAYER not in tiled._tiled.tile_content  # the deep layers run whole
+    want, grad_want = whole.loss_and_grads(x)
+    got, grad = tiled.loss_and_grads(x)
+    for part in ("total", "content", "style", "tv"):
+        assert getattr(got, part) == pytest.approx(getattr(want, part), rel=1e-5), part
+    assert want.content > 0.2 * want.total and want.style > 0.2 * want.total
+    assert np.abs(grad - grad_want).max() <= 1e-4 * np.abs(grad_want).max()
+
+
+@pytest.mark.slow
+def test_split_with_a_content_layer_above_it():
+    """A content layer above the split goes over the tiles, the style layers past it whole."""
+    args, x = _problem("full", NEURAL_STYLE, (136, 168))
+    layers = ["block2_conv2", *FULL_STYLE_LAYERS]
+    args = (build_extractor(random_weights(1).layers, layers), args[1], args[2],
+            {"block2_conv2": 1.0}, *args[4:])
+    whole, tiled = Objective(*args), Objective(*args, split=("block3_pool", 48))
+    assert tiled._tiled.tile_content == ("block2_conv2",)
+    want, grad_want = whole.loss_and_grads(x)
+    got, grad = tiled.loss_and_grads(x)
+    assert want.content > 0
+    for part in ("total", "content", "style"):
+        assert getattr(got, part) == pytest.approx(getattr(want, part), rel=1e-5), part
+    assert np.abs(grad - grad_want).max() <= 1e-4 * np.abs(grad_want).max()
+
+
+def test_a_split_evaluation_looks_for_a_stop_inside_the_deep_pass():
+    """The deep layers' whole pass is looked at for a stop before each layer's step, forward
+    and back: set during it, the evaluation stops before the shallow gradient pass."""
+    from styleflow.objective.deep_pass import segments
+    from styleflow.objective.tiled_loss import EvaluationStopped
+
+    args, x = _problem("full", KERAS_EXAMPLE, (96, 128))
+    objective = Objective(*args, split=("block3_pool", 32))
+    loss = objective._tiled
+
+    class Counting:
+        def __init__(self, at=None):
+            self.calls, self.at = 0, at
+
+        def is_set(self):
+            self.calls += 1
+            return self.calls == self.at
+
+    quiet = Counting()
+    objective.loss_and_grads(x, stop=quiet)
+    steps = len(segments("block3_pool", [FULL_CONTENT_LAYER, "block4_conv1", "block5_conv1"]))
+    strips = len(range(0, 96, max(1, tiling.STRIP_PIXELS // 128)))
+    assert quiet.calls == len(loss.style_tiles) + 2 * steps + len(loss.tiles) + strips
+    objective = Objective(*args, split=("block3_pool", 32))
+    loss = objective._tiled
+    during = Counting(at=len(loss.style_tiles) + steps + 1)  # the first backward step
+    with pytest.raises(EvaluationStopped):
+        objective.loss_and_grads(x, stop=during)
+    assert not any(kind == "gradient" for kind, *_ in loss._passes)
+
+
+@pytest.mark.slow
+def test_adam_split_follows_the_untiled_steps():
+    from styleflow.optim.adam import AdamLoop, AdamSettings
+
+    # The lite layers split past block 2 (block 3 whole): with the full layers Adam's nearly
+    # sign-sized steps where the gradient is near 0 part one pass from any tiles alike.
+    args, x = _problem("lite", NEURAL_STYLE, size=(96, 120))
+    runs = []
+    for split in (None, ("block2_pool", 32)):
+        loop = AdamLoop(Objective(*args, split=split), x, AdamSettings(learning_rate=1.0))
+        runs.append([float(loop.step()[0]) for _ in range(4)] + [loop.best()])
+    for a, b in zip(runs[0][:4], runs[1][:4]):
+        assert b == pytest.approx(a, rel=1e-4)
+    assert runs[0][3] < runs[0][0]
+    # Rounding apart; a pixel whose gradient is near 0 may take a step a little different
+    # (Adam's steps are nearly the gradient's sign), but far less than one step of 1.0.
+    apart = np.abs(runs[0][4] - runs[1][4])
+    assert np.quantile(apart, 0.999) < 1e-2 and apart.max() < 0.1
+
+
+@pytest.mark.slow
 def test_a_halo_one_grid_step_short_is_not_exact(monkeypatch):
     # The halo is what makes tiles exact: one grid step less and the gradient differs.
     args, x = _problem("lite", KERAS_EXAMPLE)

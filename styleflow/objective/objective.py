@@ -139,7 +139,8 @@ class Objective:
             layer, core = split
             self._tiled = graph.compiled(("split", self.shape, layer, core),
                                          lambda: TiledLoss(graph, self.shape, core,
-                                                           split=layer))
+                                                           split=layer,
+                                                           precision=_precision(extractor)))
             self._tiled_targets = self._tiled.prepare(self.targets)
         elif tile is not None:
             self._tiled = graph.compiled(("tiled", self.shape, tile, forward_tile),

@@ -50,10 +50,12 @@ class TiledLoss:
     the tiles convolve as the untiled pass does (Winograd in the deeper layers where it
     suits); the plan has at most three crop lengths along each side. `split` (a pooling
     layer, e.g. "block2_pool"): only the layers up to it go over tiles, the rest runs over the
-    whole map there (see the module's docstring); ValueError when no loss layer lies past it."""
+    whole map there (see the module's docstring); ValueError when no loss layer lies past it.
+    `precision`: the extractor's arithmetic (where its tiles must start for Winograd)."""
 
     def __init__(self, graph, shape: tuple, core: int | tuple[int, int],
-                 forward_core: int | tuple[int, int] | None = None, split: str | None = None):
+                 forward_core: int | tuple[int, int] | None = None, split: str | None = None,
+                 precision: str = "float32"):
         self.graph = graph
         self.shape = tuple(shape)
         _, height, width, _ = self.shape
@@ -85,10 +87,13 @@ class TiledLoss:
         self._style_index = [self.style_layers.index(n) for n in self.tile_styles]
         # The first pass needs only the style layers' (smaller) halo, and may use larger
         # tiles (`forward_core`): it keeps no activations for a backward pass.
+        # Split, the crops start where the tiled Winograd layers' tiles line up with the
+        # whole image's (tiling.winograd_align).
+        align = tiling.winograd_align(split, precision) if split else 1
         self.style_tiles = tiling.plan(height, width, (*self.tile_styles, *at_split),
-                                       forward_core or core)
+                                       forward_core or core, align)
         self.tiles = tiling.plan(height, width,
-                                 (*self.tile_content, *self.tile_styles, *at_split), core)
+                                 (*self.tile_content, *self.tile_styles, *at_split), core, align)
         self.keras = graph.normalisation == KERAS_EXAMPLE
         self.guided, self.photo = graph.guided, graph.photo
         self.temporal = graph.temporal

@@ -6,6 +6,7 @@ whole image's there. Used for large style images' Gram targets, for content feat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -34,16 +35,34 @@ def geometry(layer: str) -> tuple[int, int]:
     return s.stride, s.radius
 
 
-def grid(layers: Sequence[str]) -> int:
-    """The pooling stride of the deepest layer: tile cores start on multiples of it."""
-    return max(geometry(name)[0] for name in layers)
+def grid(layers: Sequence[str], align: int = 1) -> int:
+    """The pooling stride of the deepest layer (a multiple of `align` too): tile cores start
+    on multiples of it."""
+    return math.lcm(max(geometry(name)[0] for name in layers), align)
 
 
-def halo(layers: Sequence[str]) -> int:
+def halo(layers: Sequence[str], align: int = 1) -> int:
     """Input pixels a tile needs beyond its core on each side: the deepest receptive-field
     reach, rounded up to the grid so crops start on it too."""
-    g = grid(layers)
+    g = grid(layers, align)
     return -(-max(geometry(name)[1] for name in layers) // g) * g
+
+
+def winograd_align(last: str, precision: str = "float32") -> int:
+    """The grid on which crops through the layers up to `last` must start for each Winograd
+    layer among them (model.winograd) to place its tiles where the whole image's pass does:
+    its output tile times its stride. Off that grid results differ by rounding only, but by
+    enough to flip a ReLU here and there (1e-3 of the gradient)."""
+    from ..model import winograd
+    from ..model.layout import stages_to
+
+    if not machine.transposed_convolutions(precision):
+        return 1
+    align = 1
+    for s in stages_to(last):
+        if s.conv and winograd.suits_channels(s.in_channels, s.out_channels):
+            align = math.lcm(align, winograd.TILE * s.stride)
+    return align
 
 
 @dataclass(frozen=True)
@@ -63,10 +82,11 @@ class Tile:
 
 
 def plan(height: int, width: int, layers: Sequence[str],
-         core: int | tuple[int, int]) -> list[Tile]:
+         core: int | tuple[int, int], align: int = 1) -> list[Tile]:
     """Tiles covering an image of height x width whose cores are about `core` pixels (a side,
-    or (rows, columns)), rounded down to the grid (at least one grid step)."""
-    g, h = grid(layers), halo(layers)
+    or (rows, columns)), rounded down to the grid (at least one grid step; the grid a multiple
+    of `align`)."""
+    g, h = grid(layers, align), halo(layers, align)
     core_h, core_w = (core, core) if isinstance(core, int) else core
     core_h, core_w = max(g, core_h // g * g), max(g, core_w // g * g)
     strides = [geometry(name)[0] for name in layers]
@@ -96,25 +116,25 @@ def _spans(length: int, core: int, halo_: int) -> list[int]:
 
 
 def _core_sides(height: int, width: int, layers: Sequence[str],
-                core: int | tuple[int, int]) -> tuple[int, int]:
-    g = grid(layers)
+                core: int | tuple[int, int], align: int = 1) -> tuple[int, int]:
+    g = grid(layers, align)
     core_h, core_w = (core, core) if isinstance(core, int) else core
     return max(g, core_h // g * g), max(g, core_w // g * g)
 
 
 def computed_pixels(height: int, width: int, layers: Sequence[str],
-                    core: int | tuple[int, int]) -> int:
+                    core: int | tuple[int, int], align: int = 1) -> int:
     """Pixels that go through the network for one pass over `plan(...)`'s tiles."""
-    core_h, core_w = _core_sides(height, width, layers, core)
-    h = halo(layers)
+    core_h, core_w = _core_sides(height, width, layers, core, align)
+    h = halo(layers, align)
     return sum(_spans(height, core_h, h)) * sum(_spans(width, core_w, h))
 
 
 def largest_crop(height: int, width: int, layers: Sequence[str],
-                 core: int | tuple[int, int]) -> int:
+                 core: int | tuple[int, int], align: int = 1) -> int:
     """Pixels of the largest crop of `plan(...)`."""
-    core_h, core_w = _core_sides(height, width, layers, core)
-    h = halo(layers)
+    core_h, core_w = _core_sides(height, width, layers, core, align)
+    h = halo(layers, align)
     return max(_spans(height, core_h, h)) * max(_spans(width, core_w, h))
 
 
@@ -123,11 +143,11 @@ MAX_COLUMNS_TRIED = 256
 
 
 def best_core(height: int, width: int, layers: Sequence[str],
-              max_crop_pixels: int) -> tuple[int, int] | None:
+              max_crop_pixels: int, align: int = 1) -> tuple[int, int] | None:
     """The core (rows, columns) whose crops stay within `max_crop_pixels` and that sends the
     fewest pixels through the network (full-width strips where they pay, else near-square
     tiles); None when not even a one-step core fits."""
-    g, h = grid(layers), halo(layers)
+    g, h = grid(layers, align), halo(layers, align)
     best, best_cost = None, None
     widths = set()
     for n in range(1, min(MAX_COLUMNS_TRIED, -(-width // g)) + 1):
@@ -140,9 +160,9 @@ def best_core(height: int, width: int, layers: Sequence[str],
         core_h = height if rows >= height else rows // g * g
         if core_h < g:
             continue
-        if largest_crop(height, width, layers, (core_h, core_w)) > max_crop_pixels:
+        if largest_crop(height, width, layers, (core_h, core_w), align) > max_crop_pixels:
             continue
-        cost = computed_pixels(height, width, layers, (core_h, core_w))
+        cost = computed_pixels(height, width, layers, (core_h, core_w), align)
         if best_cost is None or cost < best_cost:
             best, best_cost = (core_h, core_w), cost
     return best

@@ -202,6 +202,7 @@ def _with_split(layout: Layout, size, layers, content_layers, precision, optimis
         if at >= last or not _deep_pass_runs(size, layers, split, limit):
             continue
         shallow = [n for n in layers if STAGES.index(stage(n)) < at] + [split]
+        align = tiling.winograd_align(split, precision)
         def need(crop: int) -> int:
             return split_need(size, crop, layers, content_layers, precision, optimiser,
                               history, split, photo)
@@ -209,10 +210,10 @@ def _with_split(layout: Layout, size, layers, content_layers, precision, optimis
         crop = _bisect(need, budget, size[0] * size[1] * 4 + 1)
         if crop is None or crop < SPLIT_MIN_CROP:
             continue
-        core = tiling.best_core(height, width, shallow, min(crop, limit))
+        core = tiling.best_core(height, width, shallow, min(crop, limit), align)
         if core is None:
             continue
-        estimate = need(tiling.largest_crop(height, width, shallow, core))
+        estimate = need(tiling.largest_crop(height, width, shallow, core, align))
         return replace(layout, history=history, need=max(estimate, layout.need),
                        split=split, split_tile=tuple(core))
     return layout
