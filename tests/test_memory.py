@@ -138,10 +138,12 @@ from styleflow.model.runtime import quiet_tensorflow
 quiet_tensorflow()
 from styleflow import Stylizer
 from styleflow.defaults import LITE_CONTENT_LAYER, LITE_STYLE_LAYERS
-images, budget = sys.argv[1], float(sys.argv[2])
+images, budget, layers = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+kw = (dict(content_layer=LITE_CONTENT_LAYER, style_layers=list(LITE_STYLE_LAYERS))
+      if layers == "lite" else {})
 run = Stylizer("random", seed=0, precision="float32", jit="off").iter_transfer(
     images + "/base5.jpg", images + "/ref6.jpg", width=1024, height=768, iterations=1,
-    max_memory=budget, content_layer=LITE_CONTENT_LAYER, style_layers=list(LITE_STYLE_LAYERS))
+    max_memory=budget, **kw)
 seen = []
 def stop_after_three(n, loss):
     seen.append(n)
@@ -156,30 +158,34 @@ except KeyboardInterrupt:
 # VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's at the fork (pytest's).
 peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status")
             if line.startswith("VmHWM:"))
-print(json.dumps(dict(peak=peak, need=run.layout.need, tiled=run.layout.tile is not None)))
+print(json.dumps(dict(peak=peak, need=run.layout.need, tiled=run.layout.tile is not None,
+                      split=run.layout.split)))
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("budget", ["1.5", "8"])
-def test_estimate_and_measured_peak_agree(budget):
+@pytest.mark.parametrize("budget,layers", [("1.5", "lite"), ("8", "lite"), ("3", "full")])
+def test_estimate_and_measured_peak_agree(budget, layers):
     """The plan's estimate against the peak resident memory of a real run (a child process:
-    targets, tracing and three L-BFGS evaluations at 1024x768, tiled in a 1.5 GB budget and
-    in one pass in an 8 GB budget, so what else the machine runs does not change the layout):
-    drift either way beyond these bounds (a term the plan misses, or one it counts twice)
-    fails here before it fails a user at print size."""
+    targets, tracing and three L-BFGS evaluations at 1024x768, the lite layers tiled in a
+    1.5 GB budget and in one pass in an 8 GB budget, the full layers' loss split at a pooling
+    layer in 3 GB, so what else the machine runs does not change the layout): drift either
+    way beyond these bounds (a term the plan misses, or one it counts twice) fails here
+    before it fails a user at print size."""
     import json
     import subprocess
     import sys
 
     from conftest import ROOT, cli_env
 
-    proc = subprocess.run([sys.executable, "-c", PEAK_CHILD, str(ROOT / "images"), budget],
+    proc = subprocess.run([sys.executable, "-c", PEAK_CHILD, str(ROOT / "images"), budget,
+                           layers],
                           capture_output=True, text=True, timeout=900, cwd=ROOT,
                           env=cli_env())
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["tiled"] == (budget == "1.5")
+    assert result["tiled"] == (budget != "8")
+    assert (result["split"] is not None) == (layers == "full")
     ratio = result["peak"] / result["need"]
     # Measured 1.13 tiled and 0.85 in one pass on a 2-core EPYC (stop 26).
     assert 0.7 <= ratio <= 1.25, f"peak {result['peak'] / 2**30:.2f} GB against an " \

@@ -63,16 +63,6 @@ class DeepPass:
                 outputs[layer.name] = tf.cast(x, tf.float32)
         return x, outputs
 
-    def features(self, split_map: np.ndarray) -> dict[str, np.ndarray]:
-        """The float32 features at this pass's layers of a whole map at `split` (forward
-        only)."""
-        x = tf.constant(split_map, tf.float32)
-        out = {}
-        for call in self._calls:
-            x, feats = call(x)
-            out.update({n: f.numpy() for n, f in feats.items()})
-        return out
-
     def loss_and_grad(self, split_map: np.ndarray,
                       term: Callable[[str, tf.Tensor], tuple[tf.Tensor, tf.Tensor]],
                       check: Callable[[], None]) -> tuple[float, float, np.ndarray]:
