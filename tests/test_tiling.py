@@ -373,3 +373,31 @@ def test_a_graph_is_reused_only_with_its_own_extractor():
     with pytest.raises(ValueError, match="another extractor"):
         Objective(other, *args, graph=graph)
     assert Objective(ours, *args, graph=graph).graph is graph
+
+
+def test_split_crops_start_on_the_tiled_winograd_layers_grid(monkeypatch):
+    """Split tiles' crops start where the Winograd layers among the tiled ones place their
+    4x4 tiles as the whole image's pass does: output tile x stride (block3: 16 px, block4:
+    32 px); no alignment where the machine does not convolve by Winograd."""
+    monkeypatch.setattr(machine, "transposed_convolutions", lambda precision="float32": True)
+    monkeypatch.setattr(machine, "onednn_avx512", lambda: True)
+    assert tiling.winograd_align("block3_pool") == 16
+    assert tiling.winograd_align("block4_pool") == 32
+    assert tiling.winograd_align("block2_pool") == 1  # blocks 1-2 direct on AVX-512
+    layers = ["block1_conv1", "block2_conv1", "block3_conv1", "block3_pool"]
+    assert tiling.grid(layers) == 8 and tiling.halo(layers) == 24
+    assert tiling.grid(layers, 16) == 16 and tiling.halo(layers, 16) == 32
+    for t in tiling.plan(200, 296, layers, 48, align=16):
+        assert t.crop[0] % 16 == 0 and t.crop[2] % 16 == 0
+    monkeypatch.setattr(machine, "transposed_convolutions", lambda precision="float32": False)
+    assert tiling.winograd_align("block3_pool") == 1
+
+
+def test_a_split_needs_a_pooling_layer_above_a_loss_layer():
+    from styleflow.objective.tiled_loss import TiledLoss
+
+    args, _ = _problem("lite", KERAS_EXAMPLE, (64, 64))
+    graph = Objective(*args).graph
+    for split in ("block3_pool", "block4_pool", "block2_conv1"):
+        with pytest.raises(ValueError, match="split"):
+            TiledLoss(graph, (1, 64, 64, 3), 32, split=split)

@@ -86,9 +86,12 @@ class DeepPass:
                     loss = c + s if loss is None else loss + c + s
             steps.append((tape, x, out, loss))
             x = out
+        del x, out, loss, tape
         grad = None
-        for tape, x_in, out, loss in reversed(steps):
+        while steps:
             check()
+            # Popped, so that what this layer held is let go once its step is done.
+            tape, x_in, out, loss = steps.pop()
             targets, seeds = [], []
             if loss is not None:
                 targets.append(loss)
@@ -97,5 +100,5 @@ class DeepPass:
                 targets.append(out)
                 seeds.append(grad)
             grad = tape.gradient(targets, x_in, output_gradients=seeds)
-        steps.clear()
+            del tape, x_in, out, loss, targets, seeds
         return content, style, grad.numpy()

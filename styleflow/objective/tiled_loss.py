@@ -231,7 +231,8 @@ class TiledLoss:
         w = weights["style_weights"][i] * weights["terms"][1]
         if self.guided:
             # Per region r: w_r·Σ(G_r − A_r)²/c², G_r = sums_r / (c·Σ g_r²).
-            return (w, 1.0 / weights["guide_norms"][i][:, None, None],
+            # A region absent from this layer has no Gram (losses.region_gram's guard).
+            return (w, 1.0 / np.maximum(weights["guide_norms"][i], 1e-12)[:, None, None],
                     weights["region_weights"][:, None, None] / channels ** 2)
         if self.keras:
             return w, 1.0, 1.0 / losses.keras_style_norm(height * width)
@@ -241,10 +242,13 @@ class TiledLoss:
     def _deep_term(self, weights: dict, content_scales: list):
         """The deep pass's `term(name, features)`: a layer's (content, style) terms computed
         over the whole map as the one pass does, from the same closed form as the tiles'."""
+        deep = set(self.deep.layers)
         content = {name: (tf.constant(weights["content"][i]), content_scales[i])
-                   for i, name in enumerate(self.content_layers)}
+                   for i, name in enumerate(self.content_layers) if name in deep}
         style = {}
         for i, name in enumerate(self.style_layers):
+            if name not in deep:
+                continue
             w, norm, coef = self._coefficients(i, weights)
             guide = tf.constant(weights["guides"][i]) if self.guided else None
             style[name] = (float(w), tf.constant(np.float32(norm)),
