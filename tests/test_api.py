@@ -253,3 +253,39 @@ def test_adam_reports_the_parts_of_the_image_it_keeps_when_losses_carry_float64_
     assert loop.settled_is_best
     assert np.array_equal(loop.best(), loop._state[0].numpy())
     assert loop.settled.total == Bowl().loss_and_grads(loop.best())[0].total
+
+
+def test_adam_warms_up_to_its_rate():
+    """With `warmup` w, step t moves each pixel t/w as far as the same step without one (the
+    first steps of fresh moments are about ±rate per pixel, wherever the gradient points), and
+    as far from step w on; without one, the full rate from the first step."""
+    import numpy as np
+
+    from styleflow.optim.adam import AdamLoop, AdamSettings
+    from styleflow.objective.terms import Parts
+
+    slope = np.random.default_rng(3).normal(0, 1, (1, 2, 3, 3)).astype(np.float32)
+
+    class Plane:  # a constant gradient: every step of fresh moments moves about ±rate
+        tiled = True
+        shape = slope.shape
+
+        def loss_and_grads(self, image):
+            value = float(np.sum(slope * np.asarray(image, np.float64)))
+            return Parts(value, value, 0.0, 0.0), slope
+
+    def moves(warmup: int) -> list[np.ndarray]:
+        loop = AdamLoop(Plane(), np.zeros(slope.shape, np.float32),
+                        AdamSettings(learning_rate=2.0, warmup=warmup))
+        before, out = loop._state[0].numpy(), []
+        for _ in range(6):
+            loop.step()
+            after = loop._state[0].numpy()
+            out.append(after - before)
+            before = after
+        return out
+
+    full, warm = moves(0), moves(4)
+    assert np.allclose(np.abs(full[0]), 2.0, rtol=1e-4)  # the first step: ±rate everywhere
+    for t, (a, b) in enumerate(zip(full, warm), start=1):
+        assert np.allclose(b, a * min(1.0, t / 4), rtol=1e-5, atol=1e-7), t

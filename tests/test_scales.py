@@ -85,27 +85,30 @@ def test_too_many_scales_for_the_layers_is_one_line(tiny, tmp_path):
 @pytest.mark.slow
 def test_adam_takes_smaller_steps_at_the_finer_sizes(stylizer, tiny, monkeypatch):
     """Full rate at the coarsest size (from noise), `FINE_LEARNING_RATE` of it at every finer
-    size: the upsampled start is already settled."""
+    size, reached over `FINE_WARMUP_STEPS`: the upsampled start is already settled."""
     from styleflow.api import runs as api
 
     rates = []
     real = api.AdamLoop
 
     def recording(objective, start, settings, *a, **kw):
-        rates.append((objective.shape[1:3], settings.learning_rate))
+        rates.append((objective.shape[1:3], settings.learning_rate, settings.warmup))
         return real(objective, start, settings, *a, **kw)
 
     monkeypatch.setattr(api, "AdamLoop", recording)
     monkeypatch.setitem(scales.COARSE_EVALUATIONS, "adam", 4)
+    monkeypatch.setattr(scales, "FINE_WARMUP_STEPS", 3)
     run = stylizer.iter_stylize(tiny[0], [tiny[1]], iterations=2, width=128, scales=3,
                                 learning_rate=8.0)
     list(run)
     fine = 8.0 * scales.FINE_LEARNING_RATE
     # The first loop is the full size's, built with the run (then replaced at its start).
-    assert [rate for _, rate in rates[1:]] == [8.0, fine, fine]
-    assert [size for size, _ in rates[1:]] == [(21, 32), (43, 64), (85, 128)]
+    assert [rate for _, rate, _ in rates[1:]] == [8.0, fine, fine]
+    assert [warmup for _, _, warmup in rates[1:]] == [0, 3, 3]
+    assert [size for size, _, _ in rates[1:]] == [(21, 32), (43, 64), (85, 128)]
     single = []
     monkeypatch.setattr(api, "AdamLoop", lambda o, s, settings, *a, **kw: (
-        single.append(settings.learning_rate), real(o, s, settings, *a, **kw))[1])
+        single.append((settings.learning_rate, settings.warmup)),
+        real(o, s, settings, *a, **kw))[1])
     list(stylizer.iter_stylize(tiny[0], [tiny[1]], iterations=1, width=64, learning_rate=8.0))
-    assert single == [8.0]  # one size: the rate given, as before
+    assert single == [(8.0, 0)]  # one size: the rate given from the first step, as before

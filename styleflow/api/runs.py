@@ -379,10 +379,12 @@ class StylizeRun(Run):
         self.loop = AdamLoop(problem.objective, problem.start, settings)
 
     def _fine_settings(self) -> AdamSettings:
-        """Adam's settings at the sizes after the coarsest (`scales.FINE_LEARNING_RATE`)."""
+        """Adam's settings at the sizes after the coarsest (`scales.FINE_LEARNING_RATE`,
+        reached over `scales.FINE_WARMUP_STEPS`)."""
         return replace(
             self.settings,
-            learning_rate=self.settings.learning_rate * _scales.FINE_LEARNING_RATE)
+            learning_rate=self.settings.learning_rate * _scales.FINE_LEARNING_RATE,
+            warmup=_scales.FINE_WARMUP_STEPS)
 
     def _coarse_stage(self, problem, start, evaluations, on_evaluation):
         # The coarsest size starts from the run's start (noise, by default): full rate there.

@@ -134,7 +134,6 @@ class Objective:
                                      tf.float32),
             term_weights=tf.constant(term_weights, tf.float32), **extra)
         self._tiled = None
-        self.split = split
         if split is not None:
             layer, core = split
             self._tiled = graph.compiled(("split", self.shape, layer, core),

@@ -20,10 +20,13 @@ class AdamSettings:
     beta1: float = 0.9
     beta2: float = 0.999
     epsilon: float = 1e-8
+    # Steps over which the rate rises linearly to learning_rate (step t takes t / warmup of
+    # it); 0: the full rate from the first step, as the original.
+    warmup: int = 0
 
     def as_tensor(self) -> tf.Tensor:
-        return tf.constant([self.learning_rate, self.beta1, self.beta2, self.epsilon],
-                           tf.float32)
+        return tf.constant([self.learning_rate, self.beta1, self.beta2, self.epsilon,
+                            self.warmup], tf.float32)
 
 
 def _adam_update(graph: LossGraph, state: tuple, targets: tuple, settings: tf.Tensor):
@@ -45,6 +48,7 @@ def _adam_apply(state: tuple, values: tf.Tensor, grad: tf.Tensor, settings: tf.T
     """Adam's update of `state` given the loss parts and gradient of its image."""
     image, m, v, t, best_image, best_loss = state
     lr, beta1, beta2, epsilon = settings[0], settings[1], settings[2], settings[3]
+    warmup = settings[4]
     # The loss belongs to the image before this update: remember it if it is the best.
     improved = values[0] < best_loss
     best_loss = tf.where(improved, values[0], best_loss)
@@ -53,6 +57,9 @@ def _adam_apply(state: tuple, values: tf.Tensor, grad: tf.Tensor, settings: tf.T
     m = beta1 * m + (1.0 - beta1) * grad
     v = beta2 * v + (1.0 - beta2) * tf.square(grad)
     rate = lr * tf.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+    # Fresh moments make the first step about ±lr on every pixel (m/√v = ±1), wherever the
+    # gradient points: a warm-up keeps that noise off an image that is already settled.
+    rate = rate * tf.minimum(1.0, t / tf.maximum(warmup, 1.0))
     image = image - rate * m / (tf.sqrt(v) + epsilon)
     return image, m, v, t, best_image, best_loss
 

@@ -21,6 +21,11 @@ MIN_COARSE_EVALUATIONS = 20
 # size starts from a settled, upsampled image: full-rate first steps (about lr per pixel, fresh
 # moments) add noise that takes many steps to remove (docs/large-images.md has the figures).
 FINE_LEARNING_RATE = 0.3
+# ... reached over this many steps (optim.adam.AdamSettings.warmup; 0: from the first step).
+# Measured at 1024 px (bench/fine_steps.py), a warm-up only slowed the descent; in the 4096 px
+# print the first full-rate step at 2048 and 4096 px raised the loss of the upsampled start
+# 1.5x and 3x, which a warm-up may prevent there: docs/large-images.md has the figures.
+FINE_WARMUP_STEPS = 0
 
 
 def budgets(optimiser: str, count: int) -> list[int]:

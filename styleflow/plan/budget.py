@@ -161,12 +161,10 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
         # Below a comfortable crop the halos dominate the run's time: there the shortest
         # history buys the largest tiles.
         for history in _histories(optimiser)[::1 if floor else -1]:
-            crop = _largest_crop(size, layers, content_layers, precision, optimiser,
-                                 history, budget, photo)
-            if crop is None or crop < floor:
-                continue
-            crop = min(crop, limit)
-            core = tiling.best_core(height, width, layers, crop)
+            core = _fitting_core(
+                lambda crop: tiled_need(size, crop, layers, content_layers, precision,
+                                        optimiser, history, photo),
+                budget, size, layers, limit, floor)
             if core is not None:
                 return _with_split(_layout(size, layers, content_layers, precision, optimiser,
                                            core, history, photo),
@@ -207,10 +205,7 @@ def _with_split(layout: Layout, size, layers, content_layers, precision, optimis
             return split_need(size, crop, layers, content_layers, precision, optimiser,
                               history, split, photo)
 
-        crop = _bisect(need, budget, size[0] * size[1] * 4 + 1)
-        if crop is None or crop < SPLIT_MIN_CROP:
-            continue
-        core = tiling.best_core(height, width, shallow, min(crop, limit), align)
+        core = _fitting_core(need, budget, size, shallow, limit, SPLIT_MIN_CROP, align)
         if core is None:
             continue
         estimate = need(tiling.largest_crop(height, width, shallow, core, align))
@@ -227,6 +222,17 @@ def _deep_pass_runs(size, layers, split: str, limit: int) -> bool:
     return all(h * w * cin <= limit * machine.FULL_RESOLUTION_CHANNELS
                for name, h, w, cin, _ in conv_maps(size, deepest(layers))
                if STAGES.index(stage(name)) > at)
+
+
+def _fitting_core(need, budget: int, size, layers, limit: int, least: int = 0,
+                  align: int = 1) -> tuple[int, int] | None:
+    """The best core (tiling.best_core) for crops of up to the most pixels whose `need(crop)`
+    fits `budget`, capped at `limit` (one pass's most); None when that crop is under `least`
+    pixels or no core fits it."""
+    crop = _bisect(need, budget, size[0] * size[1] * 4 + 1)
+    if crop is None or crop < least:
+        return None
+    return tiling.best_core(*size, layers, min(crop, limit), align)
 
 
 def _bisect(need, budget: int, most: int) -> int | None:
