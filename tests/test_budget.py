@@ -180,8 +180,9 @@ def test_lbfgs_gives_its_history_for_tiles_when_none_is_comfortable(monkeypatch)
     monkeypatch.setattr(budget, "SPLITS", ())  # tiles of the whole network
     layout = choose(size, "lbfgs", max_memory=4)
     assert layout.history == budget.MIN_HISTORY and layout.need <= 4 * GB
-    longest = budget._largest_crop(size, FULL, [FULL_CONTENT_LAYER], "float32", "lbfgs",
-                                   LBFGS_HISTORY, 4 * GB)
+    longest = budget._bisect(  # the largest crop the full history leaves room for
+        lambda crop: budget.tiled_need(size, crop, FULL, [FULL_CONTENT_LAYER], "float32",
+                                       "lbfgs", LBFGS_HISTORY), 4 * GB, size[0] * size[1] * 4 + 1)
     assert np.prod(layout.tile) > 0 and (longest is None or tiling.computed_pixels(
         *size, FULL, layout.tile) <= tiling.computed_pixels(
         *size, FULL, tiling.best_core(*size, FULL, longest)))

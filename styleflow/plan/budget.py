@@ -304,14 +304,6 @@ def forward_crop(crop_pixels: int, layers: Sequence[str], precision: str) -> int
     return lo
 
 
-def _largest_crop(size, layers, content_layers, precision, optimiser, history,
-                  budget, photo=False) -> int | None:
-    """The most pixels a crop may have within `budget`, or None when none fits."""
-    return _bisect(lambda crop: tiled_need(size, crop, layers, content_layers, precision,
-                                           optimiser, history, photo),
-                   budget, size[0] * size[1] * 4 + 1)
-
-
 def _refusal(what: str, size: tuple[int, int], need: int, budget: int, how: str,
              max_memory: float | None, params: Sequence[str] = (),
              largest: tuple[int, int] | None = None) -> StyleflowError:
