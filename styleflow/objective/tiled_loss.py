@@ -9,7 +9,10 @@ and the content loss is itself a sum over positions. So:
 2. a second pass runs each tile forward and back against the surrogate
    Σ_l ⟨F_coreᵀF_core, S_l⟩ + content loss of the core, whose gradient with respect to the core
    features is exactly the whole loss's (2·F·S for a symmetric S), and adds the tile's input
-   gradient into the image's, halo included;
+   gradient into the image's, halo included. The surrogate's value is never needed: its
+   gradient at each loss layer is written in closed form (zero outside the core) and carried
+   back through the network in one backward pass, so a tile costs what a plain forward and
+   backward pass of its crop costs;
 3. total variation, a sum over neighbouring pixels, is taken over row strips.
 
 With cores on the pooling grid and halos as wide as the receptive field (`tiling`), loss and
@@ -157,30 +160,45 @@ class TiledLoss:
 
     def _tile_gradient(self, crop, boxes, content_targets, content_scales, style_slopes,
                        split_grad=None):
-        return self._gradient(crop, boxes, content_targets, content_scales,
-                              lambda i, core: _flat_gram(core) * style_slopes[i], split_grad)
+        # ∂⟨FᵀF, S⟩/∂F = 2·F·S (S symmetric), taken over the whole crop and masked to the core:
+        # cheaper than cutting the core out and padding its gradient back.
+        def style_grad(i, features, box):
+            flat = tf.reshape(features, (-1, tf.shape(features)[-1]))
+            product = tf.reshape(tf.matmul(flat, 2.0 * style_slopes[i]), tf.shape(features))
+            return product * _core_mask(features, box)
+        return self._gradient(crop, boxes, content_targets, content_scales, style_grad,
+                              split_grad)
 
-    def _gradient(self, crop, boxes, content_targets, content_scales, style_products,
-                  split_grad):
-        """(content loss of the core, the crop's gradient of content + Σ style_products(i,
-        core) [+ ⟨split core, split_grad⟩]): the gradient pass's body, plain or guided."""
+    def _gradient(self, crop, boxes, content_targets, content_scales, style_grad, split_grad):
+        """(content loss of the core, the crop's gradient of content + Σ ⟨core FᵀF, S⟩
+        [+ ⟨split core, split_grad⟩]): the gradient pass's body, plain or guided. The
+        surrogate's value is never needed, so its gradient with respect to each loss layer's
+        activations is written in closed form (`style_grad(i, features, box)`, zero outside
+        the core) and carried back through the network in one backward pass."""
         with tf.GradientTape() as tape:
             tape.watch(crop)
             feats = self._tile_model(crop, training=False)
-            content = tf.constant(0.0)
-            for i, name in enumerate(self.tile_content):
-                f = _core(tf.cast(feats[name], tf.float32), boxes[i])
-                content += content_scales[i] * losses.content_loss_sum(f, content_targets[i])
-            surrogate = content
-            offset = len(self.tile_content)
-            for i, name in enumerate(self.tile_styles):
-                f = _core(tf.cast(feats[name], tf.float32), boxes[offset + i])
-                surrogate += tf.reduce_sum(style_products(i, f))
-            if split_grad is not None:
-                at = _core(tf.cast(feats[self.split], tf.float32),
-                           boxes[offset + len(self.tile_styles)])
-                surrogate += tf.reduce_sum(at * split_grad)
-        return content, tape.gradient(surrogate, crop)
+        upstream: dict = {}
+
+        def add(name, grad):
+            upstream[name] = upstream[name] + grad if name in upstream else grad
+        content = tf.constant(0.0)
+        for i, name in enumerate(self.tile_content):
+            f = tf.cast(feats[name], tf.float32)
+            diff = _core(f, boxes[i]) - content_targets[i]
+            content += content_scales[i] * tf.reduce_sum(tf.square(diff))
+            add(name, _uncore(2.0 * content_scales[i] * diff, boxes[i], f))
+        offset = len(self.tile_content)
+        for i, name in enumerate(self.tile_styles):
+            add(name, style_grad(i, tf.cast(feats[name], tf.float32), boxes[offset + i]))
+        if split_grad is not None:
+            add(self.split, _uncore(split_grad, boxes[offset + len(self.tile_styles)],
+                                    feats[self.split]))
+        names = list(upstream)
+        grad = tape.gradient([feats[n] for n in names], crop,
+                             output_gradients=[tf.cast(upstream[n], feats[n].dtype)
+                                               for n in names])
+        return content, grad
 
     @staticmethod
     def _region_sums(core, guide):
@@ -192,9 +210,16 @@ class TiledLoss:
 
     def _tile_guided_gradient(self, crop, boxes, content_targets, content_scales, guides,
                               style_slopes, split_grad=None):
-        return self._gradient(
-            crop, boxes, content_targets, content_scales,
-            lambda i, core: self._region_sums(core, guides[i]) * style_slopes[i], split_grad)
+        # ∂Σ_r⟨(g_r F)ᵀ(g_r F), S_r⟩/∂F = Σ_r 2·g_r²·(F·S_r) over the core (each S_r symmetric).
+        def style_grad(i, features, box):
+            core = _core(features, box)
+            flat = tf.reshape(core, (-1, tf.shape(core)[-1]))
+            g = tf.reshape(guides[i], (-1, guides[i].shape[-1]))
+            product = tf.add_n([2.0 * tf.square(g[:, r:r + 1]) * tf.matmul(flat, style_slopes[i][r])
+                                for r in range(guides[i].shape[-1])])
+            return _uncore(tf.reshape(product, tf.shape(core)), box, features)
+        return self._gradient(crop, boxes, content_targets, content_scales, style_grad,
+                              split_grad)
 
     def _photo_strip(self, strip, first, colours, mean_offset, whiten):
         """The photorealism energy of the windows centred in image rows first..stop-1, and
@@ -424,6 +449,22 @@ def _flat_gram(core):
 
 def _core(features, box):
     return features[:, box[0]:box[1], box[2]:box[3], :]
+
+
+def _uncore(core, box, features):
+    """A core's values (1, h, w, c) placed in zeros the shape of `features`, at `box`."""
+    shape = tf.shape(features)
+    return tf.pad(core, [[0, 0], [box[0], shape[1] - box[1]], [box[2], shape[2] - box[3]],
+                         [0, 0]])
+
+
+def _core_mask(features, box):
+    """(1, h, w, 1): 1 inside `box` of `features`' map, 0 outside."""
+    shape = tf.shape(features)
+    rows, cols = tf.range(shape[1]), tf.range(shape[2])
+    inside_rows = tf.cast((rows >= box[0]) & (rows < box[1]), tf.float32)
+    inside_cols = tf.cast((cols >= box[2]) & (cols < box[3]), tf.float32)
+    return (inside_rows[:, None] * inside_cols[None, :])[None, :, :, None]
 
 
 def _numpy(targets) -> dict:
