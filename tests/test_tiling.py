@@ -152,6 +152,19 @@ def test_tiled_loss_and_gradient_equal_untiled(layers, normalisation):
 
 
 @pytest.mark.slow
+def test_tiled_layer_both_content_and_style():
+    """A layer that is both a content and a style layer: each tile carries the sum of both
+    terms' gradients back from it."""
+    args, x = _problem("lite", KERAS_EXAMPLE)
+    args = (*args[:3], {"block2_conv1": 1.0}, *args[4:])
+    parts = Objective(*args).loss_and_grads(x)[0]  # content and style weighed alike
+    args = (*args[:5], args[5] * parts.style / parts.content, *args[6:])
+    whole, tiled = Objective(*args), Objective(*args, tile=64)
+    assert {"block2_conv1"} <= set(tiled._tiled.tile_content) & set(tiled._tiled.tile_styles)
+    _assert_like_one_pass(whole, tiled, x)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("split,normalisation", [("block2_pool", KERAS_EXAMPLE),
                                                  ("block3_pool", NEURAL_STYLE),
                                                  ("block4_pool", KERAS_EXAMPLE)])

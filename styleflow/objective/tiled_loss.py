@@ -11,8 +11,8 @@ and the content loss is itself a sum over positions. So:
    features is exactly the whole loss's (2·F·S for a symmetric S), and adds the tile's input
    gradient into the image's, halo included. The surrogate's value is never needed: its
    gradient at each loss layer is written in closed form (zero outside the core) and carried
-   back through the network in one backward pass, so a tile costs what a plain forward and
-   backward pass of its crop costs;
+   back through the network in one backward pass, so a tile costs about what a plain forward
+   and backward pass of its crop costs;
 3. total variation, a sum over neighbouring pixels, is taken over row strips.
 
 With cores on the pooling grid and halos as wide as the receptive field (`tiling`), loss and
@@ -21,9 +21,10 @@ gradient equal the untiled ones up to rounding, while memory follows the tile si
 With a `split` (a pooling layer), only the layers up to it go over tiles: the first pass also
 writes each core's activations at the split into the whole map there, the layers past it run
 forward and back over that whole map at once (`deep_pass`, their terms computed as the one pass
-does), and the second pass adds ⟨split core, the map's gradient there⟩ to its surrogate. The
-tiles' halo is then the split's reach, not the deepest layer's, and the deep layers, most of
-the network's work, run forward once and carry no halo.
+does), and the second pass carries the map's gradient there, over the core, back through
+the shallow layers with the rest. The tiles' halo is then the split's reach, not the deepest
+layer's, and the deep layers, most of the network's work, run forward once and carry no
+halo.
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ class TiledLoss:
     def _tile_gradient(self, crop, boxes, content_targets, content_scales, style_slopes,
                        split_grad=None):
         # ∂⟨FᵀF, S⟩/∂F = 2·F·S (S symmetric), taken over the whole crop and masked to the core:
-        # cheaper than cutting the core out and padding its gradient back.
+        # with halos of 16-32 px, cheaper than cutting the core out and padding its gradient
+        # back (docs/large-images.md, stop 34).
         def style_grad(i, features, box):
             flat = tf.reshape(features, (-1, tf.shape(features)[-1]))
             product = tf.reshape(tf.matmul(flat, 2.0 * style_slopes[i]), tf.shape(features))
@@ -215,8 +217,9 @@ class TiledLoss:
             core = _core(features, box)
             flat = tf.reshape(core, (-1, tf.shape(core)[-1]))
             g = tf.reshape(guides[i], (-1, guides[i].shape[-1]))
-            product = tf.add_n([2.0 * tf.square(g[:, r:r + 1]) * tf.matmul(flat, style_slopes[i][r])
-                                for r in range(guides[i].shape[-1])])
+            product = tf.add_n([
+                2.0 * tf.square(g[:, r:r + 1]) * tf.matmul(flat, style_slopes[i][r])
+                for r in range(guides[i].shape[-1])])
             return _uncore(tf.reshape(product, tf.shape(core)), box, features)
         return self._gradient(crop, boxes, content_targets, content_scales, style_grad,
                               split_grad)
