@@ -3,10 +3,12 @@ sizes with `--max-memory` (exact tiles where the whole image does not fit), besi
 one-pass run where that fits the machine; each run in a fresh process, random weights (same
 speed as ImageNet's), base5 + ref6. Each `--runs` item is layers-method: full layers with Adam
 (neural_style.py's problem) and lite layers (blocks 1-3) with L-BFGS (the Keras example's) by
-default; tiled / one-pass is printed per size and run.
+default; tiled / one-pass is printed per size and run, twice: from those separate processes,
+and from a third process that builds both layouts' objectives and times their evaluations in
+turns (`--evals` rounds), so that both meet the same drift of a shared machine.
 
     python bench/tiled.py [--widths 1024 2048 4096] [--max-memory 4] [--runs full-adam lite-lbfgs]
-                          [--evals 4] [--untiled-up-to 2048]
+                          [--evals 4] [--untiled-up-to 2048] [--no-alternate]
 
 `--max-memory 0` gives the runs no budget of their own (the library's default: the memory
 available), tiled only where that requires. The first evaluation (tracing, targets) is not
@@ -79,6 +81,56 @@ def measure(width: int, budget: float | None, run: str, evals: int, images: str
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# Both layouts' objectives in one process, their evaluations (loss and gradient of the same
+# start image) timed in turns: each meets the same drift of a shared machine, which the two
+# fresh processes above, run one after the other, do not.
+ALTERNATE = r"""
+import json, sys
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {bench!r})
+from styleflow.model.runtime import quiet_tensorflow
+quiet_tensorflow()
+from timing import interleaved_medians
+from styleflow import Stylizer
+from styleflow.defaults import LITE_CONTENT_LAYER, LITE_STYLE_LAYERS
+images, lite = {images!r}, {lite!r}
+stylizer = Stylizer("random", seed=0, precision="float32", jit="off")
+def objective(budget):
+    kw = dict(max_memory=budget)
+    if {method!r} == "adam":
+        if lite:
+            kw.update(content_layers=[LITE_CONTENT_LAYER], style_layers=list(LITE_STYLE_LAYERS))
+        run = stylizer.iter_stylize(images + "/base5.jpg", images + "/ref6.jpg", width={w},
+                                    iterations=1, **kw)
+    else:
+        if lite:
+            kw.update(content_layer=LITE_CONTENT_LAYER, style_layers=list(LITE_STYLE_LAYERS))
+        run = stylizer.iter_transfer(images + "/base5.jpg", images + "/ref6.jpg", width={w},
+                                     height={h}, iterations=1, **kw)
+    return run.problem.objective, run.problem.start
+tiled, start = objective({budget!r})
+whole, _ = objective(None)
+assert tiled.tiled and not whole.tiled
+medians = interleaved_medians({{"tiled": lambda: tiled.loss_and_grads(start),
+                               "one pass": lambda: whole.loss_and_grads(start)}},
+                              repeats={evals}, warmup=1)
+print(json.dumps(medians))
+"""
+
+
+def alternate(width: int, budget: float, run: str, evals: int, images: str) -> dict | str:
+    """{"tiled": s, "one pass": s}: median seconds per evaluation of both layouts, timed in
+    turns in one process (or the child's last line of error)."""
+    layers, method = run.split("-")
+    code = ALTERNATE.format(root=str(HERE.parent), bench=str(HERE), images=images, w=width,
+                            h=width * 3 // 4, budget=budget, method=method, evals=evals,
+                            lite=layers == "lite")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return (proc.stderr.strip().splitlines() or ["killed"])[-1]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[1024, 2048, 4096])
@@ -90,6 +142,8 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=4)
     parser.add_argument("--untiled-up-to", type=int, default=2048,
                         help="also run the plain one-pass run up to this width")
+    parser.add_argument("--no-alternate", action="store_true",
+                        help="skip the third process that times both layouts in turns")
     parser.add_argument("--images", default=str(HERE.parent / "images"),
                         help="folder holding base5.jpg and ref6.jpg")
     args = parser.parse_args()
@@ -118,8 +172,14 @@ def main() -> None:
                       f"{result['per_eval']:8.2f} {result['first']:7.1f}  {result['layout']}",
                       flush=True)
             if len(per_eval) == 2:
-                ratios.append(f"{name} {size}: tiled / one pass "
-                              f"{per_eval['budget'] / per_eval['one pass']:.2f}")
+                line = (f"{name} {size}: tiled / one pass "
+                        f"{per_eval['budget'] / per_eval['one pass']:.2f} (separate processes)")
+                if budget and not args.no_alternate:
+                    both = alternate(width, budget, name, args.evals, args.images)
+                    line += (f", {both['tiled'] / both['one pass']:.2f} in turns in one process "
+                             f"({both['tiled']:.2f} / {both['one pass']:.2f} s)"
+                             if isinstance(both, dict) else f"; in turns: failed: {both}")
+                ratios.append(line)
     for line in ratios:
         print(line)
 
