@@ -19,38 +19,43 @@ available), tiled only where that requires. In the separate processes the first 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from cpu import cpu_description  # noqa: E402
+from timing import run_child  # noqa: E402
 
-CHILD = r"""
-import json, resource, statistics, sys, time
-sys.path.insert(0, {root!r})
+# What both kinds of child process start with: `make_run(budget, steps)` prepares the run's
+# problem (Adam's `steps` steps, or one L-BFGS iteration) in `budget` GB (None: no budget).
+SETUP = r"""
+import json, resource, statistics, time
 from styleflow.model.runtime import quiet_tensorflow
 quiet_tensorflow()
 from styleflow import Stylizer
 from styleflow.defaults import LITE_CONTENT_LAYER, LITE_STYLE_LAYERS
+from timing import interleaved_medians
 images, evals, lite = {images!r}, {evals}, {lite!r}
 stylizer = Stylizer("random", seed=0, precision="float32", jit="off")
-kw = dict(max_memory={budget!r})
-began = time.perf_counter()
-if {method!r} == "adam":
-    if lite:
-        kw.update(content_layers=[LITE_CONTENT_LAYER], style_layers=list(LITE_STYLE_LAYERS))
-    # One step more than timed: the last step also evaluates the image after it (Adam's
-    # settle), which would count two evaluations as one.
-    run = stylizer.iter_stylize(images + "/base5.jpg", images + "/ref6.jpg", width={w},
-                                iterations=evals + 1, **kw)
-else:
+def make_run(budget, steps):
+    kw = dict(max_memory=budget)
+    if {method!r} == "adam":
+        if lite:
+            kw.update(content_layers=[LITE_CONTENT_LAYER], style_layers=list(LITE_STYLE_LAYERS))
+        return stylizer.iter_stylize(images + "/base5.jpg", images + "/ref6.jpg", width={w},
+                                     iterations=steps, **kw)
     if lite:
         kw.update(content_layer=LITE_CONTENT_LAYER, style_layers=list(LITE_STYLE_LAYERS))
-    run = stylizer.iter_transfer(images + "/base5.jpg", images + "/ref6.jpg", width={w},
-                                 height={h}, iterations=1, **kw)
+    return stylizer.iter_transfer(images + "/base5.jpg", images + "/ref6.jpg", width={w},
+                                  height={h}, iterations=1, **kw)
+"""
+
+CHILD = SETUP + r"""
+began = time.perf_counter()
+# Adam: one step more than timed, as the last step also evaluates the image after it (Adam's
+# settle), which would count two evaluations as one.
+run = make_run({budget!r}, evals + 1)
 prepared = time.perf_counter() - began
 marks = [time.perf_counter()]
 def tick(n, loss):
@@ -70,67 +75,40 @@ print(json.dumps(dict(peak_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                       tiled=run.problem.objective.tiled)))
 """
 
-
-def measure(width: int, budget: float | None, run: str, evals: int, images: str
-            ) -> dict | str:
-    height = width * 3 // 4
-    layers, method = run.split("-")
-    code = CHILD.format(root=str(HERE.parent), images=images, w=width, h=height,
-                        budget=budget, method=method, evals=evals, lite=layers == "lite")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if proc.returncode != 0:
-        return (proc.stderr.strip().splitlines() or ["killed"])[-1]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 # Both layouts' objectives in one process, their evaluations (loss and gradient of the same
 # start image) timed in turns: each meets the same drift of a shared machine, which the two
 # fresh processes above, run one after the other, do not.
-ALTERNATE = r"""
-import json, sys
-sys.path.insert(0, {root!r})
-sys.path.insert(0, {bench!r})
-from styleflow.model.runtime import quiet_tensorflow
-quiet_tensorflow()
-from timing import interleaved_medians
-from styleflow import Stylizer
-from styleflow.defaults import LITE_CONTENT_LAYER, LITE_STYLE_LAYERS
-images, lite = {images!r}, {lite!r}
-stylizer = Stylizer("random", seed=0, precision="float32", jit="off")
-def objective(budget):
-    kw = dict(max_memory=budget)
-    if {method!r} == "adam":
-        if lite:
-            kw.update(content_layers=[LITE_CONTENT_LAYER], style_layers=list(LITE_STYLE_LAYERS))
-        run = stylizer.iter_stylize(images + "/base5.jpg", images + "/ref6.jpg", width={w},
-                                    iterations=1, **kw)
-    else:
-        if lite:
-            kw.update(content_layer=LITE_CONTENT_LAYER, style_layers=list(LITE_STYLE_LAYERS))
-        run = stylizer.iter_transfer(images + "/base5.jpg", images + "/ref6.jpg", width={w},
-                                     height={h}, iterations=1, **kw)
-    return run.problem.objective, run.problem.start
-tiled, start = objective({budget!r})
-whole, _ = objective(None)
-assert tiled.tiled and not whole.tiled, "the budget's layout is one pass: nothing to compare"
-medians = interleaved_medians({{"tiled": lambda: tiled.loss_and_grads(start),
-                               "one pass": lambda: whole.loss_and_grads(start)}},
-                              repeats={evals}, warmup=1)
+ALTERNATE = SETUP + r"""
+tiled, whole = make_run({budget!r}, 1).problem, make_run(None, 1).problem
+assert tiled.objective.tiled and not whole.objective.tiled, (
+    "the budget's layout is one pass: nothing to compare")
+medians = interleaved_medians(
+    {{"tiled": lambda: tiled.objective.loss_and_grads(tiled.start),
+     "one pass": lambda: whole.objective.loss_and_grads(tiled.start)}},
+    repeats=evals, warmup=1)
 print(json.dumps(medians))
 """
+
+
+def _child(code: str, width: int, budget: float | None, run: str, evals: int,
+           images: str) -> dict | str:
+    """Run `code` (CHILD or ALTERNATE) for one size and `--runs` item: its JSON, or the last
+    line of its error output."""
+    layers, method = run.split("-")
+    return run_child(code.format(images=images, w=width, h=width * 3 // 4, budget=budget,
+                                 method=method, evals=evals, lite=layers == "lite"))
+
+
+def measure(width: int, budget: float | None, run: str, evals: int, images: str
+            ) -> dict | str:
+    """One run in a fresh process: peak memory, seconds per evaluation and its layout."""
+    return _child(CHILD, width, budget, run, evals, images)
 
 
 def alternate(width: int, budget: float, run: str, evals: int, images: str) -> dict | str:
     """{"tiled": s, "one pass": s}: median seconds per evaluation of both layouts, timed in
     turns in one process (or the child's last line of error)."""
-    layers, method = run.split("-")
-    code = ALTERNATE.format(root=str(HERE.parent), bench=str(HERE), images=images, w=width,
-                            h=width * 3 // 4, budget=budget, method=method, evals=evals,
-                            lite=layers == "lite")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if proc.returncode != 0:
-        return (proc.stderr.strip().splitlines() or ["killed"])[-1]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return _child(ALTERNATE, width, budget, run, evals, images)
 
 
 def main() -> None:
