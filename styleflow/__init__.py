@@ -12,9 +12,11 @@ layers (docs/architecture.md): front ends `cli`, `batch` -> `api` -> `plan`, `op
 """
 
 from .errors import StyleflowError
-from .model.runtime import prefer_onednn
+from .model.runtime import one_op_at_a_time, prefer_onednn
 
-prefer_onednn()  # before anything imports TensorFlow: it reads the setting once
+# Before anything imports TensorFlow: it reads both settings once.
+prefer_onednn()
+one_op_at_a_time()
 
 __version__ = "0.3.0"
 __all__ = ["Stylizer", "Run", "Result", "Iteration", "LossRecord", "StyleflowError", "transfer",

@@ -69,6 +69,26 @@ def test_onednn_is_asked_for_unless_the_user_chose_or_tensorflow_is_loaded(monke
     assert machine.ONEDNN_VARIABLE not in machine.os.environ
 
 
+def test_one_op_at_a_time_is_asked_for_unless_the_user_chose_or_tensorflow_is_loaded(
+        monkeypatch):
+    import sys
+
+    from styleflow.model import runtime
+
+    name = runtime.INTER_OP_VARIABLE
+    monkeypatch.delenv(name, raising=False)
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    assert runtime.one_op_at_a_time() is True
+    assert machine.os.environ[name] == "1"
+    monkeypatch.setenv(name, "4")  # the user's choice stands
+    assert runtime.one_op_at_a_time() is False
+    assert machine.os.environ[name] == "4"
+    monkeypatch.delenv(name)
+    monkeypatch.setitem(sys.modules, "tensorflow", object())  # too late to matter: say so
+    assert runtime.one_op_at_a_time() is False
+    assert name not in machine.os.environ
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("setting, expected", [(None, "True"), ("0", "False")])
 def test_importing_styleflow_first_gives_tensorflow_onednn(setting, expected):

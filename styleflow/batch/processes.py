@@ -163,6 +163,6 @@ def prepare_tensorflow(threads: int | None) -> None:
 
     if threads:  # before TensorFlow's runtime starts: it reads these once
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+        tf.config.threading.set_inter_op_parallelism_threads(1)  # as runtime.one_op_at_a_time
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)

@@ -1,5 +1,6 @@
-"""How styleflow sets up TensorFlow in its process: oneDNN asked for before TensorFlow loads,
-TensorFlow imported without its start-up chatter, and deterministic kernels for a seed."""
+"""How styleflow sets up TensorFlow in its process: oneDNN and one operation at a time asked for
+before TensorFlow loads, TensorFlow imported without its start-up chatter, and deterministic
+kernels for a seed."""
 
 from __future__ import annotations
 
@@ -20,6 +21,25 @@ def prefer_onednn() -> bool:
     if ONEDNN_VARIABLE in os.environ or "tensorflow" in sys.modules:
         return False
     os.environ[ONEDNN_VARIABLE] = "1"
+    return True
+
+
+# TensorFlow's own default runs as many operations at once as there are cores.
+INTER_OP_VARIABLE = "TF_NUM_INTEROP_THREADS"
+
+
+def one_op_at_a_time() -> bool:
+    """Ask TensorFlow to run one operation at a time (each still split over every core) unless
+    the user chose (TF_NUM_INTEROP_THREADS set) or TensorFlow is already imported. Returns
+    whether this call set it.
+
+    VGG19's passes are a chain of large operations, each of which already spreads over all
+    cores: running two at once only splits the cores between them and evicts each other's
+    data from the caches (400x300, 2 cores: 0.565 s per evaluation against 0.630 s;
+    docs/performance.md)."""
+    if INTER_OP_VARIABLE in os.environ or "tensorflow" in sys.modules:
+        return False
+    os.environ[INTER_OP_VARIABLE] = "1"
     return True
 
 
