@@ -56,6 +56,32 @@ def test_total_variation_keras():
     assert got == pytest.approx(want, rel=1e-5)
 
 
+def test_total_variation_keras_gradient_matches_its_formula():
+    """The written-out gradient against central differences of an independent float64 NumPy
+    TV, on an image with flat patches (zero differences, where energy^0.25 has no slope) and
+    at every border row and column."""
+    x = arr(1, 5, 6, 3) * 10
+    x[0, 1:3, 1:4] = 7.0  # flat: zero differences inside
+
+    def tv(v):
+        a = (v[:-1, :-1] - v[1:, :-1]) ** 2
+        b = (v[:-1, :-1] - v[:-1, 1:]) ** 2
+        return np.sum((a + b) ** 1.25)
+
+    image = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(image)
+        loss = losses.total_variation_keras(image)
+    got = tape.gradient(loss, image).numpy()[0]
+    x64, want, eps = x.astype(np.float64)[0], np.zeros(x.shape[1:]), 1e-4
+    for index in np.ndindex(*want.shape):
+        up, down = x64.copy(), x64.copy()
+        up[index] += eps
+        down[index] -= eps
+        want[index] = (tv(up) - tv(down)) / (2 * eps)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+
+
 def test_content_loss_mean_is_2_l2_over_size():
     a, b = arr(1, 4, 6, 8), arr(1, 4, 6, 8)
     l2 = np.sum((a.astype(np.float64) - b) ** 2) / 2  # tf.nn.l2_loss
