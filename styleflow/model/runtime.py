@@ -35,8 +35,8 @@ def one_op_at_a_time() -> bool:
 
     VGG19's passes are a chain of large operations, each of which already spreads over all
     cores: running two at once only splits the cores between them and evicts each other's
-    data from the caches (400x300, 2 cores: 0.565 s per evaluation against 0.630 s;
-    docs/performance.md)."""
+    data from the caches (bench/inter_op.py, 400x300 on 2 cores: 0.546 s per evaluation
+    against 0.572 s)."""
     if INTER_OP_VARIABLE in os.environ or "tensorflow" in sys.modules:
         return False
     os.environ[INTER_OP_VARIABLE] = "1"
