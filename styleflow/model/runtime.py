@@ -18,10 +18,7 @@ def prefer_onednn() -> bool:
 
     TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; with the
     frozen convolutions (model.frozen_conv) it is the fastest choice on AVX2 CPUs too."""
-    if ONEDNN_VARIABLE in os.environ or "tensorflow" in sys.modules:
-        return False
-    os.environ[ONEDNN_VARIABLE] = "1"
-    return True
+    return _ask_before_tensorflow(ONEDNN_VARIABLE, "1")
 
 
 # TensorFlow's own default runs as many operations at once as there are cores.
@@ -37,9 +34,15 @@ def one_op_at_a_time() -> bool:
     cores: running two at once only splits the cores between them and evicts each other's
     data from the caches (bench/inter_op.py, 400x300 on 2 cores: 0.546 s per evaluation
     against 0.572 s)."""
-    if INTER_OP_VARIABLE in os.environ or "tensorflow" in sys.modules:
+    return _ask_before_tensorflow(INTER_OP_VARIABLE, "1")
+
+
+def _ask_before_tensorflow(variable: str, value: str) -> bool:
+    """Set TensorFlow's environment `variable` to `value` unless the user set it or TensorFlow
+    is already imported (it reads these once, when it loads); whether this call set it."""
+    if variable in os.environ or "tensorflow" in sys.modules:
         return False
-    os.environ[INTER_OP_VARIABLE] = "1"
+    os.environ[variable] = value
     return True
 
 
