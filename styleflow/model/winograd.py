@@ -84,7 +84,10 @@ def kernel_transforms(kernel: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 # Both transforms act on a tile's 6x6 values at once: Bᵀ d B is kron(Bᵀ, Bᵀ) times the tile
 # flattened row by row, Aᵀ m A likewise, so each is one small matrix product over all tiles and
-# channels (XLA compiles this form much faster than 36 separate sums, and it runs faster too).
+# channels. A product per column rounds a value the same wherever it lies in the map, which
+# tiles need to match the whole image's pass; the input transform written one axis at a time
+# ran faster but XLA's fused loops rounded it by position (docs/performance.md, stop 36), and
+# XLA compiles this form much faster than 36 separate sums.
 _IN_MATRIX = np.kron(B_T, B_T).astype(np.float32)  # (36, 36)
 _OUT_MATRIX = np.kron(A_T, A_T).astype(np.float32)  # (16, 36)
 
