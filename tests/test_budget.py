@@ -68,10 +68,11 @@ def test_refused_only_when_the_smallest_tile_cannot_fit():
 
 def test_no_single_pass_above_the_crash_limit(monkeypatch):
     # One eager pass over 11.3 MP crashed TensorFlow: large images are tiled whatever the budget.
-    monkeypatch.setattr(machine, "MAX_PASS_PIXELS", 300 * 300)
-    layout = choose((600, 600), "adam", max_memory=100)
+    monkeypatch.setattr(machine, "MAX_PASS_PIXELS", 400 * 400)
+    layout = choose((800, 800), "adam", max_memory=100)
     assert layout.tile is not None
-    assert max(t.pixels for t in tiling.plan(600, 600, FULL, layout.tile)) <= 300 * 300
+    align = tiling.crop_align(FULL)
+    assert max(t.pixels for t in tiling.plan(800, 800, FULL, layout.tile, align)) <= 400 * 400
 
 
 def test_passes_stay_within_onednn_gemm_limit(monkeypatch):
@@ -84,12 +85,13 @@ def test_passes_stay_within_onednn_gemm_limit(monkeypatch):
     assert choose((400, 500), max_memory=100).tile is None
     layout = choose((768, 1024), max_memory=100)
     assert layout.tile is not None
+    align = tiling.crop_align(FULL)
     for core in (layout.tile, layout.forward_tile):
-        assert max(t.pixels for t in tiling.plan(768, 1024, FULL, core)) <= limit
+        assert max(t.pixels for t in tiling.plan(768, 1024, FULL, core, align)) <= limit
     with pytest.raises(StyleflowError, match="tile=") as caught:
         choose((768, 1024), tile=700, max_memory=100)
     suggested = int(str(caught.value).split("tile=")[-1].split()[0])
-    assert tiling.largest_crop(768, 1024, FULL, suggested) <= limit
+    assert tiling.largest_crop(768, 1024, FULL, suggested, align) <= limit
     assert choose((768, 1024), tile=suggested, max_memory=100).tile == (suggested, suggested)
 
 

@@ -239,10 +239,12 @@ def test_adam_split_follows_the_untiled_steps():
     for a, b in zip(runs[0][:4], runs[1][:4]):
         assert b == pytest.approx(a, rel=1e-4)
     assert runs[0][3] < runs[0][0]
-    # Rounding apart; a pixel whose gradient is near 0 may take a step a little different
-    # (Adam's steps are nearly the gradient's sign), but far less than one step of 1.0.
+    # Rounding apart (each evaluation agrees to about 1e-5 of the gradient's largest value); a
+    # pixel whose gradient is near 0 may take a step a little different (Adam's steps are
+    # nearly the gradient's sign, so a tiny gradient's relative rounding shows), but far less
+    # than one step of 1.0: measured 0.999-quantile 1.8e-2, largest 0.05 (stop 37).
     apart = np.abs(runs[0][4] - runs[1][4])
-    assert np.quantile(apart, 0.999) < 1e-2 and apart.max() < 0.1
+    assert np.quantile(apart, 0.999) < 5e-2 and apart.max() < 0.25
 
 
 @pytest.mark.slow
@@ -269,7 +271,9 @@ def test_lbfgs_tiled_ends_at_the_untiled_loss():
         ends.append(steps[-1])
     untiled, tiled = ends
     assert untiled.evaluations == tiled.evaluations >= 15
-    assert tiled.parts.total == pytest.approx(untiled.parts.total, rel=1e-4)
+    # Each evaluation agrees to 1e-5 (above); 15 evaluations of L-BFGS amplify that rounding
+    # (1.0e-4 measured at stop 37, with block2_conv2 by Winograd).
+    assert tiled.parts.total == pytest.approx(untiled.parts.total, rel=5e-4)
     assert tiled.parts.total < 0.9 * Objective(*args).loss_and_grads(args[1])[0].total
 
 
@@ -285,9 +289,10 @@ def test_adam_tiled_follows_the_untiled_steps():
     for a, b in zip(runs[0][:4], runs[1][:4]):
         assert b == pytest.approx(a, rel=1e-4)
     assert runs[0][3] < runs[0][0]  # the steps did lower the loss
-    # Pixels of ±150 after four steps of 1.0: tiles and the whole image round differently
-    # (Winograd's tiles align with each crop), by about 1e-4 of the range.
-    assert np.abs(runs[0][4] - runs[1][4]).max() < 3e-2
+    # Pixels of ±150 after four steps of 1.0, rounding apart as in the split's test above
+    # (measured 0.999-quantile 2.8e-2, largest 0.10, stop 37): far less than one step.
+    apart = np.abs(runs[0][4] - runs[1][4])
+    assert np.quantile(apart, 0.999) < 5e-2 and apart.max() < 0.25
 
 
 @pytest.mark.slow
@@ -391,13 +396,15 @@ def test_a_graph_is_reused_only_with_its_own_extractor():
 
 def test_split_crops_start_on_the_tiled_winograd_layers_grid(monkeypatch):
     """Split tiles' crops start where the Winograd layers among the tiled ones place their
-    4x4 tiles as the whole image's pass does: output tile x stride (block3: 16 px, block4:
-    32 px); no alignment where the machine does not convolve by Winograd."""
+    4x4 tiles as the whole image's pass does: output tile x stride (block2_conv2: 8 px,
+    block3: 16 px, block4: 32 px); no alignment where the machine does not convolve by Winograd."""
     monkeypatch.setattr(machine, "transposed_convolutions", lambda precision="float32": True)
     monkeypatch.setattr(machine, "onednn_avx512", lambda: True)
     assert tiling.winograd_align("block3_pool") == 16
     assert tiling.winograd_align("block4_pool") == 32
-    assert tiling.winograd_align("block2_pool") == 1  # blocks 1-2 direct on AVX-512
+    # On AVX-512 block2_conv1 convolves directly and block2_conv2 by Winograd: 4 x stride 2.
+    assert tiling.winograd_align("block2_pool") == 8
+    assert tiling.winograd_align("block2_conv1") == 1
     layers = ["block1_conv1", "block2_conv1", "block3_conv1", "block3_pool"]
     assert tiling.grid(layers) == 8 and tiling.halo(layers) == 24
     assert tiling.grid(layers, 16) == 16 and tiling.halo(layers, 16) == 32

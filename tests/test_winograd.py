@@ -122,8 +122,8 @@ def test_only_known_sizes_large_enough_convolve_by_winograd():
 @pytest.mark.parametrize("avx512", [True, False])
 def test_memory_estimate_counts_the_layers_that_run_winograd(monkeypatch, avx512):
     """The memory estimate (plan.memory) and the network (model.frozen_conv) agree on which
-    layers convolve by Winograd at a size, on both CPU profiles: the kept transforms it counts
-    are those of the layers that ran it."""
+    layers convolve by Winograd at a size, on both CPU profiles: the kept transforms and
+    transient tiles it counts are those of the layers that ran it."""
     from styleflow.plan import memory
 
     monkeypatch.setattr(machine, "onednn_avx512", lambda: avx512)
@@ -140,10 +140,11 @@ def test_memory_estimate_counts_the_layers_that_run_winograd(monkeypatch, avx512
     extractor = build_extractor(random_weights(0).layers, layers, convolution="winograd")
     extractor(tf.zeros((1, 128, 128, 3)), training=False)
     assert ran  # some layers did
+    # The same layers at the same map sizes, so the kept transforms counted are theirs.
+    assert [((1, h, w, cin), (3, 3, cin, cout)) for _, h, w, cin, cout
+            in memory.winograd_layers((128, 128), layers)] == ran
     kept = sum((1 + 2 * winograd.ALPHA ** 2 / 9) * 9 * k[2] * k[3] * 4 for _, k in ran)
-    largest = max(h * w * max(k[2], k[3]) for (_, h, w, _), k in ran)
-    assert memory.winograd_bytes((128, 128), layers) == int(
-        kept + memory.WINOGRAD_TRANSIENT_BYTES * largest)
+    assert memory.winograd_kept_bytes((128, 128), layers) == int(kept)
     # Below AVX-512 oneDNN's direct kernels are slower, so Winograd reaches further down.
     assert any(k[2] == 64 for _, k in ran) == (not avx512)
 

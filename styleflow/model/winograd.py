@@ -14,8 +14,8 @@ meets (`_compiled`), so a process seeing many image sizes registers no new funct
 The products run in TensorFlow's batched matmul (oneDNN), so they obey the same threads and ISA
 as the rest of the network. Bias and ReLU are folded into the output pass, and the ReLU mask
 into the backward pass's input pass. At 64 channels the transforms cost more than they save, so
-block1 (and block2 where oneDNN has AVX-512) keeps the direct convolution (`suits_channels`;
-per-layer timings from bench/winograd.py in docs/performance.md).
+block1 (and block2_conv1 where oneDNN has AVX-512) keeps the direct convolution
+(`suits_channels`; per-layer timings from bench/winograd.py in docs/performance.md).
 """
 
 from __future__ import annotations
@@ -49,18 +49,21 @@ A_T = np.array([[1, 1, 1, 1, 1, 0],
                 [0, 1, 1, 4, 4, 0],
                 [0, 1, -1, 8, -8, 1]], np.float64)
 
-# Where the transforms pay: layers with at least this many input channels (and twice as many
-# output channels, or more) -- from block3 on where oneDNN has AVX-512, from block2 on below
-# it, where its direct kernels are slower -- on maps of at least this many pixels (smaller maps
-# are cheap either way, and each new map size costs XLA compilations).
+# Where the transforms pay: layers with at least this many input channels and at least
+# MIN_OUT_CHANNELS output channels -- from block2_conv2 on where oneDNN has AVX-512, from
+# block2_conv1 on below it, where its direct kernels are slower (block2_conv1, 64 -> 128, is
+# no faster by Winograd with AVX-512; block1_conv2, 64 -> 64, nowhere) -- on maps of at least
+# this many pixels (smaller maps are cheap either way, and each new map size costs XLA
+# compilations).
 MIN_IN_CHANNELS = {"avx512": 128, "other": 64}
+MIN_OUT_CHANNELS = 128
 MIN_PIXELS = 16 * 16
 
 
 def suits_channels(in_channels: int, out_channels: int) -> bool:
     """Whether a layer with these channel counts is convolved by Winograd on large maps."""
     least = MIN_IN_CHANNELS["avx512" if machine.onednn_avx512() else "other"]
-    return in_channels >= least and out_channels >= 2 * least
+    return in_channels >= least and out_channels >= MIN_OUT_CHANNELS
 
 
 def suits(shape) -> bool:

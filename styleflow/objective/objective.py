@@ -92,7 +92,7 @@ class Objective:
         else:
             content_features = tiling.tiled_features(extractor, content,
                                                      list(self.content_layers),
-                                                     forward_tile or tile)
+                                                     forward_tile or tile, _precision(extractor))
         self.content_targets = {name: tf.constant(content_features[name])
                                 for name in self.content_layers}
         self.gram_targets = {}
@@ -161,7 +161,8 @@ class Objective:
             features = self._features(content)
         else:
             features = tiling.tiled_features(self.extractor, content, list(self.content_layers),
-                                             self.forward_tile or self.tile)
+                                             self.forward_tile or self.tile,
+                                             _precision(self.extractor))
         frame.content_targets = {name: tf.constant(features[name])
                                  for name in self.content_layers}
         changes = dict(content=tuple(frame.content_targets[n] for n in self.content_layers))

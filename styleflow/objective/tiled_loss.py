@@ -91,9 +91,10 @@ class TiledLoss:
         self._style_index = [self.style_layers.index(n) for n in self.tile_styles]
         # The first pass needs only the style layers' (smaller) halo, and may use larger
         # tiles (`forward_core`): it keeps no activations for a backward pass.
-        # Split, the crops start where the tiled Winograd layers' tiles line up with the
-        # whole image's (tiling.winograd_align).
-        align = tiling.winograd_align(split, precision) if split else 1
+        # The crops start where the tiled Winograd layers' tiles line up with the whole
+        # image's (tiling.winograd_align), so tiles convolve exactly as the one pass does.
+        align = (tiling.winograd_align(split, precision) if split else
+                 tiling.crop_align([*self.tile_content, *self.tile_styles], precision))
         self.style_tiles = tiling.plan(height, width, (*self.tile_styles, *at_split),
                                        forward_core or core, align)
         self.tiles = tiling.plan(height, width,

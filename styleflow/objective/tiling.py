@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..model import machine
-from ..model.layout import stage
+from ..model.layout import deepest, stage
 
 # Pixels per row strip of the per-pixel terms the tiled loss takes over strips (total
 # variation, photorealism): a few strip-sized temporaries each.
@@ -63,6 +63,12 @@ def winograd_align(last: str, precision: str = "float32") -> int:
         if s.conv and winograd.suits_channels(s.in_channels, s.out_channels):
             align = math.lcm(align, winograd.TILE * s.stride)
     return align
+
+
+def crop_align(layers: Sequence[str], precision: str = "float32") -> int:
+    """The grid on which crops through all of `layers` (no split) start: Winograd's for every
+    such layer up to the deepest (winograd_align)."""
+    return winograd_align(deepest(layers), precision)
 
 
 @dataclass(frozen=True)
@@ -187,12 +193,13 @@ def tiled_gram_sums(extractor, image: np.ndarray, layers: Sequence[str],
     from . import losses
 
     _, height, width, _ = image.shape
+    align = crop_align(layers, precision)
     if tile is None:
         tile, limit = TILE_SIDE, machine.pass_pixels(precision)
-        if largest_crop(height, width, layers, tile) > limit:
-            tile = best_core(height, width, layers, limit) or grid(layers)
+        if largest_crop(height, width, layers, tile, align) > limit:
+            tile = best_core(height, width, layers, limit, align) or grid(layers, align)
     sums: dict[str, np.ndarray | float] = {name: 0.0 for name in layers}
-    for t in plan(height, width, layers, tile):
+    for t in plan(height, width, layers, tile, align):
         feats = extractor(tf.constant(_crop(image, t), tf.float32), training=False)
         for i, name in enumerate(layers):
             r0, r1, c0, c1 = (int(v) for v in t.boxes[i])
@@ -215,14 +222,16 @@ def tiled_gram_sums(extractor, image: np.ndarray, layers: Sequence[str],
 
 
 def tiled_features(extractor, image: np.ndarray, layers: Sequence[str],
-                   tile: int | tuple[int, int]) -> dict[str, np.ndarray]:
+                   tile: int | tuple[int, int], precision: str = "float32"
+                   ) -> dict[str, np.ndarray]:
     """The whole image's float32 features at `layers`, (1, h, w, c) each, assembled from the
-    cores of tiles of about `tile` pixels."""
+    cores of tiles of about `tile` pixels (crops on the grid `crop_align` gives for the
+    extractor's `precision`)."""
     import tensorflow as tf
 
     _, height, width, _ = image.shape
     out: dict[str, np.ndarray] = {}
-    for t in plan(height, width, layers, tile):
+    for t in plan(height, width, layers, tile, crop_align(layers, precision)):
         feats = extractor(tf.constant(_crop(image, t), tf.float32), training=False)
         for i, name in enumerate(layers):
             f = tf.cast(feats[name], tf.float32).numpy()

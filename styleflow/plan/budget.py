@@ -142,14 +142,15 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
     if tile is None and pixels <= limit and (budget is None or whole <= budget):
         return Layout(None, LBFGS_HISTORY, whole)
     height, width = size
+    align = tiling.crop_align(layers, precision)
     if budget is None:  # no way to measure memory here: modest tiles, full history
         core = (tile, tile) if tile else (
-            tiling.best_core(height, width, layers, min(COMFORTABLE_CROP, limit))
-            or (tiling.grid(layers),) * 2)
+            tiling.best_core(height, width, layers, min(COMFORTABLE_CROP, limit), align)
+            or (tiling.grid(layers, align),) * 2)
         return _layout(size, layers, content_layers, precision, optimiser, core,
                        LBFGS_HISTORY, photo)
     if tile is not None:
-        _check_forced_tile(height, width, layers, tile, limit)
+        _check_forced_tile(height, width, layers, tile, limit, align)
         for history in _histories(optimiser):
             layout = _layout(size, layers, content_layers, precision, optimiser,
                              (tile, tile), history, photo)
@@ -164,19 +165,19 @@ def choose(size: tuple[int, int], layers: Sequence[str], content_layers: Sequenc
             core = _fitting_core(
                 lambda crop: tiled_need(size, crop, layers, content_layers, precision,
                                         optimiser, history, photo),
-                budget, size, layers, limit, floor)
+                budget, size, layers, limit, floor, align)
             if core is not None:
                 return _with_split(_layout(size, layers, content_layers, precision, optimiser,
                                            core, history, photo),
                                    size, layers, content_layers, precision, optimiser,
                                    budget, photo)
-    g = tiling.grid(layers)
+    g = tiling.grid(layers, align)
     history = _histories(optimiser)[-1]
     smallest = _layout(size, layers, content_layers, precision, optimiser, (g, g), history,
                        photo)
 
     def fits(trial: tuple[int, int]) -> bool:
-        crop = tiling.largest_crop(*trial, layers, (g, g))
+        crop = tiling.largest_crop(*trial, layers, (g, g), align)
         return tiled_need(trial, crop, layers, content_layers, precision, optimiser,
                           history, photo) <= budget
 
@@ -250,16 +251,16 @@ def _bisect(need, budget: int, most: int) -> int | None:
 
 
 def _check_forced_tile(height: int, width: int, layers: Sequence[str], tile: int,
-                       limit: int) -> None:
+                       limit: int, align: int = 1) -> None:
     """Refuse a `tile` whose passes oneDNN's GEMM convolutions could not run (they would fall
     back to a reference loop hundreds of times slower); larger passes than
     machine.MAX_PASS_PIXELS are the user's call."""
     if (limit >= machine.MAX_PASS_PIXELS
-            or tiling.largest_crop(height, width, layers, tile) <= limit):
+            or tiling.largest_crop(height, width, layers, tile, align) <= limit):
         return
-    g = tiling.grid(layers)
+    g = tiling.grid(layers, align)
     fits = next((t for t in range(tile // g * g, 0, -g)
-                 if tiling.largest_crop(height, width, layers, t) <= limit), g)
+                 if tiling.largest_crop(height, width, layers, t, align) <= limit), g)
     raise StyleflowError(
         f"tile: {tile} px tiles make passes of more than {limit} pixels, which oneDNN's "
         f"convolutions cannot run on this CPU with {machine.intra_op_threads()} threads; use "
@@ -275,11 +276,12 @@ def _histories(optimiser: str) -> list[int]:
 def _layout(size, layers, content_layers, precision, optimiser, core, history,
             photo=False) -> Layout:
     height, width = size
-    crop = tiling.largest_crop(height, width, layers, core)
+    align = tiling.crop_align(layers, precision)
+    crop = tiling.largest_crop(height, width, layers, core, align)
     need = tiled_need(size, crop, layers, content_layers, precision, optimiser, history, photo)
     forward = tiling.best_core(height, width, layers,
                                min(machine.pass_pixels(precision),
-                                   forward_crop(crop, layers, precision)))
+                                   forward_crop(crop, layers, precision)), align)
     return Layout(tuple(core), history, need, forward)
 
 

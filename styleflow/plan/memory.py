@@ -9,7 +9,7 @@ from typing import Sequence
 from ..defaults import LBFGS_HISTORY
 from ..errors import StyleflowError
 from ..model import machine, winograd
-from ..model.layout import STAGES, activation_elements, conv_maps, deepest, stage
+from ..model.layout import STAGES, conv_maps, deepest, stage
 from . import host
 
 # Bytes per activation value (kept for the backward pass, plus the backward pass's own
@@ -38,83 +38,70 @@ FORWARD_SHARE = 0.5
 
 # Winograd's layers (model.winograd) add two things to a run's peak: the kernel transforms each
 # keeps (forward and backward, 4x the kernel each, and the kernel they were made from), and while
-# one runs, its tiles and products: bytes per value of the largest map such a layer reads or
-# writes, with a little margin.
+# one runs, its tiles and products (and its own output and gradient maps): bytes per value of
+# the larger of the maps it reads and writes, with a little margin. That transient exists only
+# while its layer runs, forward or back, beside the activations made before that layer (those
+# past it are not made yet, or already freed): it raises a pass's peak only where those and
+# the tiles together exceed what the whole pass holds, which for block2_conv2's large maps
+# they do by a little, not by the tiles' whole size (bench/memory.py; docs/large-images.md).
 WINOGRAD_TRANSIENT_BYTES = 36
 
 
-def winograd_bytes(size: tuple[int, int] | None, layers: Sequence[str],
-                   precision: str = "float32") -> int:
-    """Bytes Winograd's layers add to a run on an (h, w) image (or tiles of that size): kept
-    kernel transforms and the largest layer's transient tiles; 0 where Winograd is not used.
-    `size` None: as for an image large enough for every such layer, transients aside."""
-    kept, largest = _winograd_layers(size, layers, precision)
-    return int(kept + (WINOGRAD_TRANSIENT_BYTES * largest if size else 0))
-
-
-def winograd_kept_bytes(size: tuple[int, int], layers: Sequence[str],
-                        precision: str = "float32") -> int:
-    """The kernel transforms kept by the layers that convolve by Winograd at (h, w)."""
-    return int(_winograd_layers(size, layers, precision)[0])
-
-
-def winograd_transient_bytes(size: tuple[int, int], layers: Sequence[str],
-                             precision: str = "float32") -> int:
-    """The tiles and products Winograd's largest layer holds while a pass over an (h, w)
-    image (or crop) runs: what a pass adds beside the kept transforms."""
-    return int(WINOGRAD_TRANSIENT_BYTES * _winograd_layers(size, layers, precision)[1])
-
-
-def _winograd_layers(size, layers, precision) -> tuple[float, int]:
-    """(bytes of the kept transforms, values of the largest map) of the layers that convolve
-    by Winograd at `size`."""
+def winograd_layers(size: tuple[int, int], layers: Sequence[str],
+                    precision: str = "float32") -> list[tuple[str, int, int, int, int]]:
+    """(name, h, w, in, out) of each layer up to the deepest of `layers` that convolves by
+    Winograd for an (h, w) image or crop (none where Winograd is not used), as
+    model.frozen_conv decides it."""
     if not machine.transposed_convolutions(precision):
-        return 0.0, 0
+        return []
+    return [(name, h, w, cin, cout) for name, h, w, cin, cout in conv_maps(size, deepest(layers))
+            if winograd.suits_channels(cin, cout) and winograd.suits((1, h, w, cin))]
+
+
+def winograd_kept_bytes(size: tuple[int, int] | None, layers: Sequence[str],
+                        precision: str = "float32") -> int:
+    """The kernel transforms kept by the layers that convolve by Winograd at (h, w); `size`
+    None: as for an image large enough for every such layer."""
     alpha = winograd.ALPHA
-    kept, largest = 0.0, 0
-    for _, h, w, cin, cout in conv_maps(size or (2**16, 2**16), deepest(layers)):
-        if winograd.suits_channels(cin, cout) and winograd.suits((1, h, w, cin)):
-            kept += (1 + 2 * alpha * alpha / 9) * 9 * cin * cout * 4
-            largest = max(largest, h * w * max(cin, cout))
-    return kept, largest
+    return int(sum((1 + 2 * alpha * alpha / 9) * 9 * cin * cout * 4 for *_, cin, cout
+                   in winograd_layers(size or (2**16, 2**16), layers, precision)))
+
+
+def _held(size: tuple[int, int], layers: Sequence[str], precision: str,
+          per_activation: float, after: str | None = None) -> int:
+    """The most a pass over the layers up to the deepest of `layers` (those past the pooling
+    layer `after` only, if given) holds at once: all its activations at `per_activation`
+    bytes each, or, where more, those made before a Winograd layer with that layer's
+    transient (its tiles and products, and its own output and gradient maps)."""
+    first = STAGES.index(stage(after)) + 1 if after else 0
+    fast = {name: h * w * max(cin, cout)
+            for name, h, w, cin, cout in winograd_layers(size, layers, precision)}
+    elements, peak = 0, 0.0
+    for s in STAGES[first:STAGES.index(stage(deepest(layers))) + 1]:
+        if s.name in fast:
+            peak = max(peak, per_activation * elements + WINOGRAD_TRANSIENT_BYTES * fast[s.name])
+        h, w = s.map_size(size)
+        elements += h * w * s.out_channels
+    return int(max(peak, per_activation * elements))
 
 
 def pass_bytes(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
                forward: bool = False) -> int:
-    """What one pass through the network over an (h, w) image or crop holds while it runs:
-    its activations (a forward-only pass keeps FORWARD_SHARE of them) and Winograd's
-    transient tiles."""
+    """What one pass through the network over an (h, w) image or crop holds at its peak:
+    its activations (a forward-only pass keeps FORWARD_SHARE of them), or, where more, those
+    up to a Winograd layer with that layer's transient tiles."""
     per_activation = BYTES_PER_ACTIVATION[machine.onednn_enabled()][precision] * (
         FORWARD_SHARE if forward else 1.0)
-    return int(per_activation * activation_elements(size, layers)
-               + winograd_transient_bytes(size, layers, precision))
+    return _held(size, layers, precision, per_activation)
 
 
 def deep_pass_bytes(size: tuple[int, int], layers: Sequence[str], split: str,
                     precision: str = "float32") -> int:
     """What the layers past the pooling layer `split` hold while they run forward and back
-    over the whole map there for an (h, w) image (objective.deep_pass): their activations,
-    counted as a pass's are, and Winograd's transient tiles for the largest of them."""
+    over the whole map there for an (h, w) image (objective.deep_pass), counted as a pass's
+    is."""
     per_activation = BYTES_PER_ACTIVATION[machine.onednn_enabled()][precision]
-    first = STAGES.index(stage(split)) + 1
-    elements = 0
-    for s in STAGES[first:STAGES.index(stage(deepest(layers))) + 1]:
-        h, w = s.map_size(size)
-        elements += h * w * s.out_channels
-    largest = 0
-    if machine.transposed_convolutions(precision):
-        for name, h, w, cin, cout in conv_maps(size, deepest(layers)):
-            if (STAGES.index(stage(name)) >= first and winograd.suits_channels(cin, cout)
-                    and winograd.suits((1, h, w, cin))):
-                largest = max(largest, h * w * max(cin, cout))
-    return int(per_activation * elements + WINOGRAD_TRANSIENT_BYTES * largest)
-
-
-def base_bytes(size: tuple[int, int] | None, layers: Sequence[str],
-               precision: str = "float32") -> int:
-    """What a run on an (h, w) image (or tiles of that size) holds beside its activations and
-    optimiser: TensorFlow, the weights, and what Winograd's layers add."""
-    return BASE_BYTES + winograd_bytes(size, layers, precision)
+    return _held(size, layers, precision, per_activation, after=split)
 
 
 # The photorealism term (objective/matting.py). Its constants: 15 float32 per pixel held for
@@ -149,10 +136,8 @@ def estimate_bytes(size: tuple[int, int], layers: Sequence[str], precision: str 
     """Estimated peak memory of a run on an (h, w) image using `layers` (with the
     photorealism term when `photo`)."""
     pixels = size[0] * size[1] * 3
-    per_activation = BYTES_PER_ACTIVATION[machine.onednn_enabled()][precision] * (
-        FORWARD_SHARE if optimiser == "forward" else 1.0)
-    return int(base_bytes(size, layers, precision)
-               + per_activation * activation_elements(size, layers)
+    return int(BASE_BYTES + winograd_kept_bytes(size, layers, precision)
+               + pass_bytes(size, layers, precision, forward=optimiser == "forward")
                + IMAGE_BYTES[optimiser] * pixels + (photo_bytes(size) if photo else 0))
 
 
