@@ -113,8 +113,8 @@ def test_estimate_follows_tensorflow_s_kernels(monkeypatch):
 
 def test_winograd_layers_counted_where_they_run(monkeypatch):
     """Winograd's kept transforms count only for layers whose maps it convolves at that size,
-    and only where it is used at all; its transient tiles count beside the activations up to
-    their layer, where those and the tiles exceed the whole pass."""
+    and only where it is used at all; its transient tiles count beside the activations made
+    before their layer, where those and the tiles exceed the whole pass."""
     from styleflow.model import machine
     from styleflow.plan import memory
 

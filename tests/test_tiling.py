@@ -405,6 +405,9 @@ def test_split_crops_start_on_the_tiled_winograd_layers_grid(monkeypatch):
     # On AVX-512 block2_conv1 convolves directly and block2_conv2 by Winograd: 4 x stride 2.
     assert tiling.winograd_align("block2_pool") == 8
     assert tiling.winograd_align("block2_conv1") == 1
+    # Without a split the crops go through every loss layer: the grid up to the deepest.
+    assert tiling.crop_align(["block1_conv1", "block3_conv2", "block2_conv1"]) == 16
+    assert tiling.crop_align(["block5_conv2", "block1_conv1"]) == 64
     layers = ["block1_conv1", "block2_conv1", "block3_conv1", "block3_pool"]
     assert tiling.grid(layers) == 8 and tiling.halo(layers) == 24
     assert tiling.grid(layers, 16) == 16 and tiling.halo(layers, 16) == 32

@@ -89,7 +89,7 @@ def pass_bytes(size: tuple[int, int], layers: Sequence[str], precision: str = "f
                forward: bool = False) -> int:
     """What one pass through the network over an (h, w) image or crop holds at its peak:
     its activations (a forward-only pass keeps FORWARD_SHARE of them), or, where more, those
-    up to a Winograd layer with that layer's transient tiles."""
+    made before a Winograd layer with that layer's transient tiles."""
     per_activation = BYTES_PER_ACTIVATION[machine.onednn_enabled()][precision] * (
         FORWARD_SHARE if forward else 1.0)
     return _held(size, layers, precision, per_activation)
