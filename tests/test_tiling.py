@@ -130,15 +130,32 @@ def _problem(layers, normalisation, size=(200, 296), balance=False, content_laye
     return args, x
 
 
-def _assert_like_one_pass(whole, tiled, x):
+def _assert_like_one_pass(whole, tiled, x, exact=True):
     """Loss parts within 1e-5 and gradient within 1e-4 (of its largest value) of the one
-    pass's, on a problem where content and style both weigh (`_problem(balance=True)`)."""
+    pass's, on a problem where content and style both weigh (`_problem(balance=True)`).
+    `exact=False` (split tiles): the gradient as near as rounding lets it be (`_near`)."""
     want, grad_want = whole.loss_and_grads(x)
     got, grad = tiled.loss_and_grads(x)
     for part in ("total", "content", "style", "tv"):
         assert getattr(got, part) == pytest.approx(getattr(want, part), rel=1e-5), part
     assert want.content > 0.2 * want.total and want.style > 0.2 * want.total
-    assert np.abs(grad - grad_want).max() <= 1e-4 * np.abs(grad_want).max()
+    if exact:
+        assert np.abs(grad - grad_want).max() <= 1e-4 * np.abs(grad_want).max()
+    else:
+        _near(grad, grad_want)
+
+
+def _near(grad, want):
+    """A gradient that agrees with `want` up to rounding in a ReLU network. Split tiles hand
+    the deep layers a map that differs from the one pass's by rounding (Winograd's outputs
+    depend, at rounding level, on their whole 6x6 input tile, which reaches past the halo's
+    margin; large-images.md), and a ReLU or max-pooling choice within rounding of a tie then
+    falls the other way: so does the one pass's own gradient when the image changes by a
+    millionth, on this random network by 1.7e-3 to 7.7e-3 of its norm and up to 0.1 of its
+    largest value (stop 38). Split tiles measured up to 8e-4 of the norm (AVX2), a halo one
+    grid step short 0.25: the bound lies between."""
+    assert np.linalg.norm(grad - want) <= 2e-2 * np.linalg.norm(want)
+    assert np.abs(grad - want).max() <= 0.2 * np.abs(want).max()
 
 
 @pytest.mark.slow
@@ -174,7 +191,7 @@ def test_split_tiled_loss_and_gradient_equal_untiled(split, normalisation):
     whole, tiled = Objective(*args), Objective(*args, split=(split, 48))
     assert tiled.tiled and len(tiled._tiled.tiles) >= 9
     assert FULL_CONTENT_LAYER not in tiled._tiled.tile_content  # the deep layers run whole
-    _assert_like_one_pass(whole, tiled, x)
+    _assert_like_one_pass(whole, tiled, x, exact=False)
 
 
 @pytest.mark.slow
@@ -191,7 +208,7 @@ def test_split_with_a_content_layer_above_it():
     assert want.content > 0
     for part in ("total", "content", "style"):
         assert getattr(got, part) == pytest.approx(getattr(want, part), rel=1e-5), part
-    assert np.abs(grad - grad_want).max() <= 1e-4 * np.abs(grad_want).max()
+    _near(grad, grad_want)
 
 
 def test_a_split_evaluation_looks_for_a_stop_inside_the_deep_pass():
@@ -227,24 +244,15 @@ def test_a_split_evaluation_looks_for_a_stop_inside_the_deep_pass():
 
 @pytest.mark.slow
 def test_adam_split_follows_the_untiled_steps():
-    from styleflow.optim.adam import AdamLoop, AdamSettings
+    from styleflow.optim.adam import AdamLoop
 
-    # The lite layers split past block 2 (block 3 whole): with the full layers Adam's nearly
-    # sign-sized steps where the gradient is near 0 part one pass from any tiles alike.
+    # The lite layers split past block 2 (block 3 whole).
     args, x = _problem("lite", NEURAL_STYLE, size=(96, 120))
     runs = []
     for split in (None, ("block2_pool", 32)):
-        loop = AdamLoop(Objective(*args, split=split), x, AdamSettings(learning_rate=1.0))
+        loop = AdamLoop(Objective(*args, split=split), x, _smooth_adam(args, x))
         runs.append([float(loop.step()[0]) for _ in range(4)] + [loop.best()])
-    for a, b in zip(runs[0][:4], runs[1][:4]):
-        assert b == pytest.approx(a, rel=1e-4)
-    assert runs[0][3] < runs[0][0]
-    # Rounding apart (each evaluation agrees to about 1e-5 of the gradient's largest value); a
-    # pixel whose gradient is near 0 may take a step a little different (Adam's steps are
-    # nearly the gradient's sign, so a tiny gradient's relative rounding shows), but far less
-    # than one step of 1.0: measured 0.999-quantile 1.8e-2, largest 0.05 (stop 37).
-    apart = np.abs(runs[0][4] - runs[1][4])
-    assert np.quantile(apart, 0.999) < 5e-2 and apart.max() < 0.25
+    _assert_same_steps(runs, x)
 
 
 @pytest.mark.slow
@@ -257,6 +265,8 @@ def test_a_halo_one_grid_step_short_is_not_exact(monkeypatch):
                         - tiling.grid(layers, align))
     got = Objective(*args, tile=64).loss_and_grads(x)[1]
     assert np.abs(got - want).max() > 1e-3 * np.abs(want).max()
+    with pytest.raises(AssertionError):  # the split tests' looser bound sees it too
+        _near(got, want)
 
 
 @pytest.mark.slow
@@ -279,20 +289,39 @@ def test_lbfgs_tiled_ends_at_the_untiled_loss():
 
 @pytest.mark.slow
 def test_adam_tiled_follows_the_untiled_steps():
-    from styleflow.optim.adam import AdamLoop, AdamSettings
+    from styleflow.optim.adam import AdamLoop
 
     args, x = _problem("lite", NEURAL_STYLE, size=(96, 120))
     runs = []
     for tile in (None, 48):
-        loop = AdamLoop(Objective(*args, tile=tile), x, AdamSettings(learning_rate=1.0))
+        loop = AdamLoop(Objective(*args, tile=tile), x, _smooth_adam(args, x))
         runs.append([float(loop.step()[0]) for _ in range(4)] + [loop.best()])
+    _assert_same_steps(runs, x)
+
+
+def _smooth_adam(args, x):
+    """Adam whose steps follow the gradient's size, not only its sign: ε as large as the
+    gradient's largest value. With the default ε a pixel whose gradient lies within rounding
+    of 0 steps a whole step either way, so tiled and untiled runs, which agree to rounding,
+    parted by up to a step at a few pixels (0.37 after four steps of 1.0, stop 38); this way
+    a rounding-sized difference in the gradient stays as small in the steps."""
+    from styleflow.optim.adam import AdamSettings
+
+    scale = float(np.abs(Objective(*args).loss_and_grads(x)[1]).max())
+    return AdamSettings(learning_rate=10.0, epsilon=scale)
+
+
+def _assert_same_steps(runs, x):
+    """Four steps' losses within 1e-4 of each other, falling, and the best images apart by
+    rounding only, far less than the steps moved them (`x`, where they began)."""
     for a, b in zip(runs[0][:4], runs[1][:4]):
         assert b == pytest.approx(a, rel=1e-4)
-    assert runs[0][3] < runs[0][0]  # the steps did lower the loss
-    # Pixels of ±150 after four steps of 1.0, rounding apart as in the split's test above
-    # (measured 0.999-quantile 2.8e-2, largest 0.10, stop 37): far less than one step.
+    assert runs[0][3] < runs[0][0]
     apart = np.abs(runs[0][4] - runs[1][4])
-    assert np.quantile(apart, 0.999) < 5e-2 and apart.max() < 0.25
+    # Measured (stop 38): split 0.999-quantile 9e-4, largest 1.5e-3; tiles 1.5e-5, 2.3e-5;
+    # the steps moved pixels by up to 1.2.
+    assert np.quantile(apart, 0.999) < 5e-3 and apart.max() < 5e-2
+    assert np.abs(runs[0][4] - x).max() > 0.5
 
 
 @pytest.mark.slow

@@ -85,14 +85,13 @@ def kernel_transforms(kernel: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             tf.reshape(backward, (ALPHA * ALPHA, shape[3], shape[2])))
 
 
-# Both transforms act on a tile's 6x6 values at once: Bᵀ d B is kron(Bᵀ, Bᵀ) times the tile
-# flattened row by row, Aᵀ m A likewise, so each is one small matrix product over all tiles and
-# channels. A product per column rounds a value the same wherever it lies in the map, which
-# tiles need to match the whole image's pass; the input transform written one axis at a time
-# ran faster but XLA's fused loops rounded it by position (docs/performance.md, stop 36), and
-# XLA compiles this form much faster than 36 separate sums.
-_IN_MATRIX = np.kron(B_T, B_T).astype(np.float32)  # (36, 36)
-_OUT_MATRIX = np.kron(A_T, A_T).astype(np.float32)  # (16, 36)
+# Both transforms go one axis of the 6x6 tiles at a time, Bᵀ's and Aᵀ's entries as additions
+# and multiplications by powers of two. Tiles need a value rounded the same wherever it lies in
+# the map, for a crop to agree bit for bit with the whole image (tiled = untiled exactly, or a
+# ReLU flips somewhere and the gradient jumps). Neither a matrix product (kron(Bᵀ, Bᵀ) times
+# the flattened tiles: XLA's kernel sums the last columns in another order) nor a constant like
+# 5·d (fused into a multiply-add in the loop's vector body, not in its remainder) gives that
+# (docs/performance.md, stops 36 and 38).
 
 
 def _tiles(h, w):
@@ -113,16 +112,36 @@ def _input_tiles(x: tf.Tensor, mask_from: tf.Tensor | None = None) -> tf.Tensor:
     by_row = tf.stack([padded[r: r + TILE * (rows - 1) + 1: TILE] for r in range(ALPHA)])
     tiles = tf.stack([by_row[:, :, s: s + TILE * (cols - 1) + 1: TILE] for s in range(ALPHA)],
                      axis=1)
-    transformed = tf.matmul(_IN_MATRIX, tf.reshape(tiles, (ALPHA * ALPHA, -1)))
-    return tf.reshape(transformed, (ALPHA * ALPHA, rows * cols, c))
+    return tf.reshape(_unfold(_unfold(tiles, 0), 1), (ALPHA * ALPHA, rows * cols, c))
+
+
+def _unfold(x, axis):
+    """Bᵀ applied along `axis` (of length 6) of x; 5·d is written 4·d + d, so every product is
+    exact and a value rounds the same wherever it lies in the map."""
+    d = tf.unstack(x, axis=axis)
+    return tf.stack([4.0 * d[0] - 4.0 * d[2] - d[2] + d[4],
+                     d[3] + d[4] - 4.0 * (d[1] + d[2]),
+                     d[4] - d[3] + 4.0 * (d[1] - d[2]),
+                     d[4] - d[2] + 2.0 * (d[3] - d[1]),
+                     d[4] - d[2] - 2.0 * (d[3] - d[1]),
+                     4.0 * d[1] - 4.0 * d[3] - d[3] + d[5]], axis=axis)
+
+
+def _fold(x, axis):
+    """Aᵀ applied along `axis` (of length 6) of x, which becomes 4 long; Aᵀ's entries are 0,
+    ±1, ±2, ±4 and ±8, so every product is exact."""
+    m = tf.unstack(x, axis=axis)
+    a, b = m[1] + m[2], m[1] - m[2]
+    c, d = m[3] + m[4], m[3] - m[4]
+    return tf.stack([m[0] + a + c, b + 2.0 * d, a + 4.0 * c, b + 8.0 * d + m[5]], axis=axis)
 
 
 def _output_tiles(products: tf.Tensor, h, w, bias: tf.Tensor | None = None) -> tf.Tensor:
     """(36, tiles, c) -> (1, h, w, c): each tile's Aᵀ m A, laid out as the image; with `bias`,
     relu(. + bias). `h` and `w` are scalar tensors, constants to XLA (`_compiled`)."""
     rows, cols = _tiles(h, w)
-    y = tf.matmul(_OUT_MATRIX, tf.reshape(products, (ALPHA * ALPHA, -1)))
-    y = tf.transpose(tf.reshape(y, (TILE, TILE, rows, cols, -1)), (2, 0, 3, 1, 4))
+    m = tf.reshape(products, (ALPHA, ALPHA, rows, cols, -1))
+    y = tf.transpose(_fold(_fold(m, 0), 1), (2, 0, 3, 1, 4))
     y = tf.reshape(y, (TILE * rows, TILE * cols, -1))[None, :h, :w]
     if bias is not None:
         y = tf.nn.relu(y + bias)
