@@ -87,11 +87,11 @@ def kernel_transforms(kernel: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 # Both transforms go one axis of the 6x6 tiles at a time, Bᵀ's and Aᵀ's entries as additions
 # and multiplications by powers of two. Tiles need a value rounded the same wherever it lies in
-# the map, for a crop to agree bit for bit with the whole image (tiled = untiled exactly, or a
-# ReLU flips somewhere and the gradient jumps). Neither a matrix product (kron(Bᵀ, Bᵀ) times
-# the flattened tiles: XLA's kernel sums the last columns in another order) nor a constant like
-# 5·d (fused into a multiply-add in the loop's vector body, not in its remainder) gives that
-# (docs/performance.md, stops 36 and 38).
+# the map, so that a crop agrees bit for bit with the whole image wherever its edge does not
+# reach (elsewhere a ReLU within rounding of 0 may fall the other way and the gradient jump).
+# A matrix product (kron(Bᵀ, Bᵀ) times the flattened tiles) does not: XLA's kernel sums a
+# map's last columns in another order. Nor did stop 36's 5·d constants, presumably fused into
+# a multiply-add in part of XLA's loop only (docs/performance.md, stops 36 and 38).
 
 
 def _tiles(h, w):
