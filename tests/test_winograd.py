@@ -179,3 +179,14 @@ def test_objective_loss_and_gradient_match_direct_convolutions():
     # Rounding flips a few ReLUs and max-pooling choices, each moving the gradient locally;
     # overall it stays within 1% (2e-3 measured on such a random network).
     assert np.linalg.norm(grad - want_grad) <= 1e-2 * np.linalg.norm(want_grad)
+
+
+def test_the_transforms_written_out_are_bt_and_at():
+    """The transforms' additions (`_unfold`, `_fold`) are Bᵀ and Aᵀ, the matrices that define
+    F(4x4, 3x3), along either axis."""
+    x = np.random.default_rng(0).normal(size=(6, 6, 5)).astype(np.float64)
+    for axis in (0, 1):
+        want_in = np.moveaxis(np.tensordot(winograd.B_T, np.moveaxis(x, axis, 0), 1), 0, axis)
+        want_out = np.moveaxis(np.tensordot(winograd.A_T, np.moveaxis(x, axis, 0), 1), 0, axis)
+        assert np.allclose(winograd._unfold(tf.constant(x), axis).numpy(), want_in, atol=1e-12)
+        assert np.allclose(winograd._fold(tf.constant(x), axis).numpy(), want_out, atol=1e-12)

@@ -31,7 +31,8 @@ from .gradients import custom_gradient
 TILE = 4  # output pixels per tile side
 ALPHA = TILE + 2  # input pixels per tile side (3x3 kernel)
 
-# F(4x4, 3x3) with interpolation points 0, ±1, ±2 and ∞.
+# F(4x4, 3x3) with interpolation points 0, ±1, ±2 and ∞. The transforms apply Bᵀ and Aᵀ as
+# written-out additions (`_unfold`, `_fold`; a test holds them to these matrices).
 B_T = np.array([[4, 0, -5, 0, 1, 0],
                 [0, -4, -4, 1, 1, 0],
                 [0, 4, -4, -1, 1, 0],
