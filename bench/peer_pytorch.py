@@ -7,8 +7,8 @@ one used, targets computed once under inference mode, and channels-last memory f
 measures faster. Both losses are printed so a reader can see they compute the same thing.
 
 With `--split`, each size is also timed with the objective cut after the layers styleflow
-convolves directly on this CPU (block 1 and block2_conv1 where oneDNN has AVX-512, block 1
-below it; the style layers among them, the content loss on the last), all objectives timed in
+convolves directly on this CPU (block 1; the style layers among them, the content loss on
+the last), all objectives timed in
 the same rounds: there both libraries run the same oneDNN kernels, so Winograd cannot help,
 and what the whole ratio can reach follows from it. The split prints how much faster than PyTorch's
 rest (the whole minus that head, in the same layout) ours would have to run for the whole to

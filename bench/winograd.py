@@ -82,18 +82,16 @@ def main() -> None:
             direct_layer = make_layer(kernel, bias, name)
             direct = step(direct_layer)
             # Forced for every layer (the rule's thresholds set aside) to show where it pays.
-            saved = (dict(winograd.MIN_IN_CHANNELS), winograd.MIN_PIXELS,
-                     winograd.MIN_OUT_CHANNELS)
-            winograd.MIN_IN_CHANNELS.update(avx512=0, other=0)
-            winograd.MIN_PIXELS = winograd.MIN_OUT_CHANNELS = 0
+            saved = (winograd.MIN_IN_CHANNELS, winograd.MIN_PIXELS, winograd.MIN_OUT_CHANNELS)
+            winograd.MIN_IN_CHANNELS = winograd.MIN_PIXELS = winograd.MIN_OUT_CHANNELS = 0
             try:
                 fast_layer = make_layer(kernel, bias, name, winograd=True)
                 fast = step(fast_layer)
                 ms = {"winograd": 1e3 * median_seconds(lambda: fast(x, r).numpy(), args.repeats)}
                 got = fast_layer(x).numpy()
             finally:
-                winograd.MIN_IN_CHANNELS.update(saved[0])
-                winograd.MIN_PIXELS, winograd.MIN_OUT_CHANNELS = saved[1:]
+                (winograd.MIN_IN_CHANNELS, winograd.MIN_PIXELS,
+                 winograd.MIN_OUT_CHANNELS) = saved
             ms["direct"] = 1e3 * median_seconds(lambda: direct(x, r).numpy(), args.repeats)
             want = direct_layer(x).numpy()
             diff = np.abs(got - want).max() / np.abs(want).max()

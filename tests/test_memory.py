@@ -119,21 +119,20 @@ def test_winograd_layers_counted_where_they_run(monkeypatch):
     from styleflow.plan import memory
 
     monkeypatch.setattr(machine, "transposed_convolutions", lambda precision: True)
-    monkeypatch.setattr(machine, "onednn_avx512", lambda: True)
     monkeypatch.setattr(machine, "onednn_enabled", lambda: True)
     assert memory.winograd_kept_bytes((24, 24), FULL) == 0  # block2's 12x12 map: direct
     per_activation = memory.BYTES_PER_ACTIVATION[True]["float32"]
     assert memory.pass_bytes((24, 24), FULL) == int(per_activation
                                                     * activation_elements((24, 24), FULL))
-    # 128x128: block2_conv2 (64x64), block3 (32x32) and block4 (16x16) by Winograd, block5
-    # (8x8) and block2_conv1 direct.
-    kernels = 128 * 128 + 128 * 256 + 3 * 256 * 256 + 256 * 512 + 3 * 512 * 512
+    # 128x128: block2 (64x64), block3 (32x32) and block4 (16x16) by Winograd, block5 (8x8)
+    # direct.
+    kernels = 64 * 128 + 128 * 128 + 128 * 256 + 3 * 256 * 256 + 256 * 512 + 3 * 512 * 512
     assert memory.winograd_kept_bytes((128, 128), FULL) == int(
         (1 + 2 * 36 / 9) * 9 * kernels * 4)
     # Each layer's output values at 128x128, and the values of the map Winograd's tiles are
     # counted on where it convolves that layer (0: direct, or a pooling).
-    layers = ([(128 * 128 * 64, 0)] * 2 + [(64 * 64 * 64, 0), (64 * 64 * 128, 0)]
-              + [(64 * 64 * 128, 64 * 64 * 128), (32 * 32 * 128, 0)]
+    layers = ([(128 * 128 * 64, 0)] * 2 + [(64 * 64 * 64, 0)]
+              + [(64 * 64 * 128, 64 * 64 * 128)] * 2 + [(32 * 32 * 128, 0)]
               + [(32 * 32 * 256, 32 * 32 * 256)] * 4 + [(16 * 16 * 256, 0)]
               + [(16 * 16 * 512, 16 * 16 * 512)] * 4 + [(8 * 8 * 512, 0)] * 3)
 
@@ -150,7 +149,6 @@ def test_winograd_layers_counted_where_they_run(monkeypatch):
             > memory.winograd_kept_bytes((128, 128), FULL) + placed - whole)
     # Past the split at block2_pool, beside the deep layers' activations only.
     assert memory.deep_pass_bytes((128, 128), FULL, "block2_pool") == int(max(held(layers[6:])))
-    monkeypatch.setattr(machine, "onednn_avx512", lambda: False)  # block2_conv1 too below it
     assert [n for n, *_ in memory.winograd_layers((128, 128), FULL)][:2] == [
         "block2_conv1", "block2_conv2"]
     monkeypatch.setattr(machine, "transposed_convolutions", lambda precision: False)

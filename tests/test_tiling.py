@@ -425,15 +425,14 @@ def test_a_graph_is_reused_only_with_its_own_extractor():
 
 def test_split_crops_start_on_the_tiled_winograd_layers_grid(monkeypatch):
     """Split tiles' crops start where the Winograd layers among the tiled ones place their
-    4x4 tiles as the whole image's pass does: output tile x stride (block2_conv2: 8 px,
-    block3: 16 px, block4: 32 px); no alignment where the machine does not convolve by Winograd."""
+    4x4 tiles as the whole image's pass does: output tile x stride (block2: 8 px, block3: 16
+    px, block4: 32 px); no alignment where the machine does not convolve by Winograd."""
     monkeypatch.setattr(machine, "transposed_convolutions", lambda precision="float32": True)
-    monkeypatch.setattr(machine, "onednn_avx512", lambda: True)
     assert tiling.winograd_align("block3_pool") == 16
     assert tiling.winograd_align("block4_pool") == 32
-    # On AVX-512 block2_conv1 convolves directly and block2_conv2 by Winograd: 4 x stride 2.
-    assert tiling.winograd_align("block2_pool") == 8
-    assert tiling.winograd_align("block2_conv1") == 1
+    # Block 2 by Winograd (4 x stride 2), block 1 directly.
+    assert tiling.winograd_align("block2_pool") == tiling.winograd_align("block2_conv1") == 8
+    assert tiling.winograd_align("block1_pool") == 1
     # Without a split the crops go through every loss layer: the grid up to the deepest.
     assert tiling.crop_align(["block1_conv1", "block3_conv2", "block2_conv1"]) == 16
     assert tiling.crop_align(["block5_conv2", "block1_conv1"]) == 64

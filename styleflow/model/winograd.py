@@ -13,8 +13,8 @@ tf.function per transform, whatever the map's size, which XLA compiles once for 
 meets (`_compiled`), so a process seeing many image sizes registers no new function per size.
 The products run in TensorFlow's batched matmul (oneDNN), so they obey the same threads and ISA
 as the rest of the network. Bias and ReLU are folded into the output pass, and the ReLU mask
-into the backward pass's input pass. At 64 channels the transforms cost more than they save, so
-block1 (and block2_conv1 where oneDNN has AVX-512) keeps the direct convolution
+into the backward pass's input pass. Block 1 keeps the direct convolution: its 3 input channels
+and its 64 -> 64 layer on the largest map are where the transforms cost about what they save
 (`suits_channels`; per-layer timings from bench/winograd.py in docs/performance.md).
 """
 
@@ -25,7 +25,6 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from . import machine
 from .gradients import custom_gradient
 
 TILE = 4  # output pixels per tile side
@@ -50,21 +49,18 @@ A_T = np.array([[1, 1, 1, 1, 1, 0],
                 [0, 1, 1, 4, 4, 0],
                 [0, 1, -1, 8, -8, 1]], np.float64)
 
-# Where the transforms pay: layers with at least this many input channels and at least
-# MIN_OUT_CHANNELS output channels -- from block2_conv2 on where oneDNN has AVX-512, from
-# block2_conv1 on below it, where its direct kernels are slower (block2_conv1, 64 -> 128, is
-# no faster by Winograd with AVX-512; block1_conv2, 64 -> 64, nowhere) -- on maps of at least
-# this many pixels (smaller maps are cheap either way, and each new map size costs XLA
-# compilations).
-MIN_IN_CHANNELS = {"avx512": 128, "other": 64}
+# Where the transforms pay: layers with at least MIN_IN_CHANNELS input and MIN_OUT_CHANNELS
+# output channels -- from block2_conv1 on (block1_conv2, 64 -> 64 on the full-size map, is no
+# faster by Winograd in whole evaluations) -- on maps of at least this many pixels (smaller
+# maps are cheap either way, and each new map size costs XLA compilations).
+MIN_IN_CHANNELS = 64
 MIN_OUT_CHANNELS = 128
 MIN_PIXELS = 16 * 16
 
 
 def suits_channels(in_channels: int, out_channels: int) -> bool:
     """Whether a layer with these channel counts is convolved by Winograd on large maps."""
-    least = MIN_IN_CHANNELS["avx512" if machine.onednn_avx512() else "other"]
-    return in_channels >= least and out_channels >= MIN_OUT_CHANNELS
+    return in_channels >= MIN_IN_CHANNELS and out_channels >= MIN_OUT_CHANNELS
 
 
 def suits(shape) -> bool:
