@@ -38,8 +38,10 @@ def _value_and_gradient(layer, x, r):
     return y.numpy(), g.numpy()
 
 
+@pytest.mark.parametrize("transposed", [False, True])  # products by transpose_b (below AVX-512)
 @pytest.mark.parametrize("h, w", [(16, 16), (19, 26), (37, 50), (21, 17)])
-def test_same_values_and_input_gradient_as_the_direct_convolution(h, w):
+def test_same_values_and_input_gradient_as_the_direct_convolution(monkeypatch, h, w, transposed):
+    monkeypatch.setattr(winograd, "products_transposed", lambda: transposed)
     rng = np.random.default_rng(h * w)
     # A bias well above the pre-activations keeps every ReLU open, so the gradients compare
     # the convolutions themselves (a ReLU flipped by rounding would dominate the difference).
@@ -49,6 +51,7 @@ def test_same_values_and_input_gradient_as_the_direct_convolution(h, w):
     y_direct, g_direct = _value_and_gradient(direct, x, r)
     y_fast, g_fast = _value_and_gradient(fast, x, r)
     assert fast._winograd is not None and winograd.suits(x.shape)
+    assert fast._winograd._transposed == transposed
     assert y_fast.shape == y_direct.shape == (1, h, w, 256)
     assert np.abs(y_fast - y_direct).max() <= TOLERANCE * np.abs(y_direct).max()
     assert np.abs(g_fast - g_direct).max() <= TOLERANCE * np.abs(g_direct).max()
@@ -90,7 +93,9 @@ def test_extractor_matches_keras_conv2d():
     assert np.abs(grad - want_grad).max() <= 1e-3 * np.abs(want_grad).max()
 
 
-def test_cached_transforms_follow_the_weights():
+@pytest.mark.parametrize("transposed", [False, True])
+def test_cached_transforms_follow_the_weights(monkeypatch, transposed):
+    monkeypatch.setattr(winograd, "products_transposed", lambda: transposed)
     rng = np.random.default_rng(2)
     direct, fast = _pair(rng, 128, 256)
     x = tf.constant(rng.normal(size=(1, 16, 20, 128)).astype(np.float32))

@@ -25,6 +25,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from . import machine
 from .gradients import custom_gradient
 
 TILE = 4  # output pixels per tile side
@@ -70,18 +71,25 @@ def suits(shape) -> bool:
     return shape[1] * shape[2] >= MIN_PIXELS
 
 
-def kernel_transforms(kernel: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """(forward, backward) transformed kernels, (36, out, in) and (36, in, out), from a Keras
+def kernel_transforms(kernel: tf.Tensor,
+                      transposed: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+    """(forward, backward) transformed kernels, (36, in, out) and (36, out, in), from a Keras
     (3, 3, in, out) kernel: the backward one is that of the mirrored kernel with its channels
-    swapped, whose convolution is the input gradient. Both are kept transposed for the products'
-    `transpose_b`, which oneDNN runs on faster kernels where it has no AVX-512 (block4's products
-    1.4x faster with it capped at AVX2; as fast with AVX-512)."""
+    swapped, whose convolution is the input gradient. `transposed`: laid out (36, out, in) and
+    (36, in, out) instead, for products by `transpose_b` (`products_transposed`)."""
     g = tf.constant(G, tf.float32)
-    forward = tf.einsum("pi,ijab,qj->pqba", g, kernel, g)
-    backward = tf.einsum("pi,ijab,qj->pqab", g, tf.reverse(kernel, [0, 1]), g)
-    shape = kernel.shape
-    return (tf.reshape(forward, (ALPHA * ALPHA, shape[3], shape[2])),
-            tf.reshape(backward, (ALPHA * ALPHA, shape[2], shape[3])))
+    layouts = ("pqba", "pqab") if transposed else ("pqab", "pqba")
+    forward = tf.einsum(f"pi,ijab,qj->{layouts[0]}", g, kernel, g)
+    backward = tf.einsum(f"pi,ijab,qj->{layouts[1]}", g, tf.reverse(kernel, [0, 1]), g)
+    return (tf.reshape(forward, (ALPHA * ALPHA, *forward.shape[2:])),
+            tf.reshape(backward, (ALPHA * ALPHA, *backward.shape[2:])))
+
+
+def products_transposed() -> bool:
+    """Whether the products take their kernels transposed (`transpose_b`): where oneDNN has no
+    AVX-512, which then runs them on faster kernels (block4's 1.4x faster with it capped at
+    AVX2; with AVX-512 alike or a little slower)."""
+    return not machine.onednn_avx512()
 
 
 # Both transforms go one axis of the 6x6 tiles at a time, Bᵀ's and Aᵀ's entries as additions
@@ -189,19 +197,20 @@ def _compiled(kind: str, dtype: tf.DType):
 _CHECKS: dict[tuple, object] = {}
 
 
-def _checked(current, source, forward, backward) -> tuple[tf.Tensor, tf.Tensor]:
+def _checked(current, source, forward, backward, transposed) -> tuple[tf.Tensor, tf.Tensor]:
     """(forward, backward) if `current` equals `source` (the kernel they were made from), else
-    `current`'s transforms."""
-    key = tuple(current.shape)
+    `current`'s transforms (laid out as `transposed` says)."""
+    key = (tuple(current.shape), transposed)
     if key not in _CHECKS:
-        _CHECKS[key] = tf.function(functools.partial(_check))  # a partial: as `_compiled`
+        # A partial: as `_compiled`.
+        _CHECKS[key] = tf.function(functools.partial(_check, transposed=transposed))
     return _CHECKS[key](current, source, forward, backward)
 
 
-def _check(current, source, forward, backward):
+def _check(current, source, forward, backward, transposed):
     return tf.cond(tf.reduce_all(tf.equal(current, source)),
                    lambda: (tf.identity(forward), tf.identity(backward)),
-                   lambda: kernel_transforms(current))
+                   lambda: kernel_transforms(current, transposed))
 
 
 class WinogradConv:
@@ -216,6 +225,7 @@ class WinogradConv:
 
     def __init__(self):
         self._source = self._forward = self._backward = None
+        self._transposed = products_transposed()
 
     def transforms(self, kernel) -> tuple[tf.Tensor, tf.Tensor]:
         """(forward, backward) transformed kernels for the kernel variable's current value."""
@@ -223,9 +233,9 @@ class WinogradConv:
             value = tf.convert_to_tensor(kernel)
             if self._source is None or not bool(tf.reduce_all(tf.equal(value, self._source))):
                 self._source = tf.identity(value)
-                self._forward, self._backward = kernel_transforms(value)
+                self._forward, self._backward = kernel_transforms(value, self._transposed)
         return _checked(tf.convert_to_tensor(kernel), self._source, self._forward,
-                        self._backward)
+                        self._backward, self._transposed)
 
     def __call__(self, x: tf.Tensor, kernel, bias: tf.Tensor) -> tf.Tensor:
         """relu(conv3x3_same(x, kernel) + bias) for a (1, h, w, c) `x` of static shape
@@ -234,18 +244,18 @@ class WinogradConv:
         _, h, w, _ = x.shape
         size = tf.constant(h, tf.int32), tf.constant(w, tf.int32)
         forward, backward = self.transforms(kernel)
-        dtype = x.dtype
+        dtype, transposed = x.dtype, self._transposed
 
         @custom_gradient
         def layer(x):
-            products = tf.matmul(_compiled("input", dtype)(x), forward, transpose_b=True)
+            products = tf.matmul(_compiled("input", dtype)(x), forward, transpose_b=transposed)
             y = _compiled("bias", dtype)(products, *size, bias)
             y.set_shape((1, h, w, kernel.shape[-1]))  # the open signature left it unknown
 
             def gradient(dy):
                 # The ReLU's mask is applied in the input pass (y > 0 where it let through).
                 products = tf.matmul(_compiled("masked", dtype)(dy, y), backward,
-                                     transpose_b=True)
+                                     transpose_b=transposed)
                 dx = _compiled("output", dtype)(products, *size)
                 dx.set_shape(x.shape)
                 return dx
