@@ -8,11 +8,10 @@ measures faster. Both losses are printed so a reader can see they compute the sa
 
 With `--split`, each size is also timed with the objective cut after the layers styleflow
 convolves directly on this CPU (block 1; the style layers among them, the content loss on
-the last), all objectives timed in
-the same rounds: there both libraries run the same oneDNN kernels, so Winograd cannot help,
-and what the whole ratio can reach follows from it. The split prints how much faster than PyTorch's
-rest (the whole minus that head, in the same layout) ours would have to run for the whole to
-reach `--goal`.
+the last), all objectives timed in the same rounds: there both libraries run the same oneDNN
+kernels, so Winograd cannot help, and what the whole ratio can reach follows from it. The
+split prints how much faster than PyTorch's rest (the whole minus that head, in the same
+layout) ours would have to run for the whole to reach `--goal`.
 
 PyTorch is a benchmark dependency only (`pip install -r requirements-bench.txt`); without it the
 script says so and exits.
