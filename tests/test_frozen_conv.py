@@ -73,3 +73,33 @@ def test_used_for_float32_with_onednn_only(monkeypatch):
     assert not machine.transposed_convolutions("float32")
     with pytest.raises(ValueError):
         build_extractor(random_weights(0).layers, ["block1_conv1"], convolution="fast")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("channels", [3, 16])
+def test_both_forward_forms_and_the_few_channel_gradient_match_autodiff(monkeypatch, fused,
+                                                                         channels):
+    """The fused forward (Conv2D, BiasAdd, ReLU) and the input-gradient one give the same
+    features, and the gradient (by the matrix product and shifted sums for 3 channels, by
+    the input-gradient kernel for more) matches TensorFlow's own of the same formula."""
+    monkeypatch.setattr(machine, "onednn_convolves_by_gemm", lambda: not fused)
+    rng = np.random.default_rng(channels)
+    kernel = rng.normal(0, 0.2, (3, 3, channels, 8)).astype(np.float32)
+    bias = rng.normal(0, 0.5, 8).astype(np.float32)
+    layer = frozen_conv.make_layer(kernel, bias, f"conv{channels}")
+    assert layer._fused is fused
+    x = tf.constant(rng.normal(0, 1, (1, 13, 17, channels)).astype(np.float32))
+    weights = tf.constant(rng.normal(0, 1, (1, 13, 17, 8)).astype(np.float32))
+
+    def run(convolve):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = convolve(x)
+            loss = tf.reduce_sum(tf.square(y) * weights)
+        return y.numpy(), tape.gradient(loss, x).numpy()
+
+    y, grad = run(layer)
+    want_y, want_grad = run(lambda v: tf.nn.relu(tf.nn.conv2d(v, kernel, 1, "SAME") + bias))
+    assert (want_y == 0).any() and (want_y > 0).any()  # the ReLU's mask matters
+    assert np.abs(y - want_y).max() <= 1e-6 * np.abs(want_y).max()
+    assert np.abs(grad - want_grad).max() <= 1e-5 * np.abs(want_grad).max()

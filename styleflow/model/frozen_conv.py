@@ -9,7 +9,11 @@ convolution (with the kernel mirrored and its channels swapped), and TensorFlow 
 brgemm kernels everywhere. So the forward pass is written as the input gradient of the mirrored
 kernel, and its own gradient as the input gradient of the original one: the same arithmetic,
 brgemm both ways, no scratch limit. Where this pays is a fact of the machine
-(`machine.transposed_convolutions`; docs/performance.md has the measurements).
+(`machine.transposed_convolutions`; docs/performance.md has the measurements). Where oneDNN's
+forward kernels are not the GEMM path (AVX-512), the forward pass is TensorFlow's own
+convolution after all, because its graph optimiser fuses it with the bias and ReLU into one
+oneDNN operation; and the 3-channel input gradient of block1_conv1 is a matrix product and
+shifted sums, which fill a CPU's vector lanes better than a convolution with 3 outputs.
 
 The deeper layers' larger maps do fewer products still by Winograd's algorithm (`winograd.py`),
 which these layers hand them to when built with `winograd=True`.
@@ -29,7 +33,7 @@ def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool =
     import keras
     import tensorflow as tf
 
-    from . import winograd as fast
+    from . import machine, winograd as fast
 
     kernel = np.asarray(kernel, np.float32)
     bias = np.asarray(bias, np.float32)
@@ -47,11 +51,18 @@ def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool =
             # is not a Keras weight, so the layer's weights stay kernel and bias.
             self._winograd = (fast.WinogradConv()
                               if winograd and fast.suits_channels(*kernel.shape[2:]) else None)
+            # Where oneDNN's forward kernels are not im2col + GEMM, the forward pass is
+            # TensorFlow's Conv2D, BiasAdd and ReLU, which its graph optimiser fuses into one
+            # oneDNN operation: bit-identical, and 2.6 against 5.8 ms for block1_conv1 at
+            # 400x300 (docs/performance.md).
+            self._fused = not machine.onednn_convolves_by_gemm()
 
         def call(self, x):
             if self._winograd is not None and fast.suits(x.shape):
                 return self._winograd(x, self.kernel, tf.convert_to_tensor(self.bias))
             k = tf.convert_to_tensor(self.kernel)
+            if self._fused:
+                return _convolve_fused(x, k, tf.convert_to_tensor(self.bias))
             # The mirrored kernel with in/out swapped: its input gradient is our forward pass
             # (derived per call from the weights so set/load_weights cannot leave it stale).
             mirrored = tf.transpose(tf.reverse(k, [0, 1]), (0, 1, 3, 2))
@@ -61,6 +72,28 @@ def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool =
             return (*input_shape[:3], kernel.shape[3])
 
     return FrozenConv2D()
+
+
+def _convolve_fused(x, kernel, bias):
+    """relu(conv3x3_same(x, kernel) + bias) as ops TensorFlow fuses into one; the gradient
+    with respect to x by the input-gradient kernel, as `_convolve`'s."""
+    import tensorflow as tf
+
+    from .gradients import custom_gradient
+
+    @custom_gradient
+    def forward(x):
+        y = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "SAME"), bias))
+
+        def backward(dy):
+            dz = tf.raw_ops.ReluGrad(gradients=dy, features=y)
+            if kernel.shape[2] <= FEW_CHANNELS:
+                return _few_channel_gradient(dz, kernel)
+            return tf.nn.conv2d_transpose(dz, kernel, tf.shape(x), 1, "SAME")
+
+        return y, backward
+
+    return forward(x)
 
 
 def _convolve(x, kernel, mirrored):
@@ -75,8 +108,39 @@ def _convolve(x, kernel, mirrored):
         y.set_shape([*x.shape[:3], kernel.shape[3]])
 
         def backward(dy):
+            if kernel.shape[2] <= FEW_CHANNELS:
+                return _few_channel_gradient(dy, kernel)
             return tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), 1, "SAME")
 
         return y, backward
 
     return forward(x)
+
+
+# block1_conv1's input gradient has 3 channels, which oneDNN's kernels spread poorly over a
+# CPU's vector lanes: as one matrix product and nine shifted sums it took half the time
+# (13.4 -> 6.7 ms at 400x300 with AVX-512, 9.7 -> 7.7 capped at AVX2; docs/performance.md).
+FEW_CHANNELS = 4
+
+
+def _few_channel_gradient(dy, kernel):
+    """The input gradient of a 3x3 'same' convolution with few input channels: each pixel's
+    share of every kernel tap at once, (h·w, out) x (out, 9·in), then each tap's share
+    shifted into place and summed."""
+    import tensorflow as tf
+
+    _, h, w, out = tf.unstack(tf.shape(dy))
+    cin = kernel.shape[2]
+    taps = tf.reshape(tf.transpose(kernel, (3, 0, 1, 2)), (-1, 9 * cin))  # (out, 9·in)
+    shares = tf.reshape(tf.matmul(tf.reshape(dy, (h * w, out)), taps), (h, w, 3, 3, cin))
+    # Tap (i, j) of the output pixel at (y, x) reaches input pixel (y + i - 1, x + j - 1):
+    # each tap's share moved by one pixel at most, padded per tap (a padded copy of all nine
+    # would hold half as much again as `shares`).
+    total = None
+    for i in range(3):
+        for j in range(3):
+            di, dj = 1 - i, 1 - j
+            part = tf.pad(shares[max(di, 0):h + min(di, 0), max(dj, 0):w + min(dj, 0), i, j],
+                          [[max(-di, 0), max(di, 0)], [max(-dj, 0), max(dj, 0)], [0, 0]])
+            total = part if total is None else total + part
+    return total[None]

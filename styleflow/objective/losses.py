@@ -68,16 +68,19 @@ def total_variation_keras(image: tf.Tensor):
     down = corner - image[:, 1:, :-1, :]
     right = corner - image[:, :-1, 1:, :]
     energy = tf.square(down) + tf.square(right)
+    # energy^0.25 as two square roots: TensorFlow's pow is a scalar loop on CPUs, and took
+    # 4 of the 5 ms this term cost at 400x300 (bench/total_variation.py).
+    quarter = tf.sqrt(tf.sqrt(energy))
 
     def gradient(upstream):
         # d/d(difference) of energy^1.25 = 2.5 · energy^0.25 · difference
-        scale = (2.5 * upstream) * tf.pow(energy, 0.25)
+        scale = (2.5 * upstream) * quarter
         by_down, by_right = scale * down, scale * right
         return (tf.pad(by_down + by_right, [[0, 0], [0, 1], [0, 1], [0, 0]])
                 - tf.pad(by_down, [[0, 0], [1, 0], [0, 1], [0, 0]])
                 - tf.pad(by_right, [[0, 0], [0, 1], [1, 0], [0, 0]]))
 
-    return tf.reduce_sum(tf.pow(energy, 1.25)), gradient
+    return tf.reduce_sum(energy * quarter), gradient
 
 
 # --- anishathalye/neural-style normalisation (neural_style.py) ---
