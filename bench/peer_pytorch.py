@@ -13,17 +13,24 @@ kernels, so Winograd cannot help, and what the whole ratio can reach follows fro
 split prints how much faster than PyTorch's rest (the whole minus that head, in the same
 layout) ours would have to run for the whole to reach `--goal`.
 
+Each library runs in its own process (two long-lived workers, told in turns which objective
+to time), as a user would run it: in one process, PyTorch's OpenMP threads still spinning after
+its call slowed our next evaluation by about 10% (docs/performance.md, stop 40).
+`--same-process` times everything in this process instead, as the benchmark did before.
+
 PyTorch is a benchmark dependency only (`pip install -r requirements-bench.txt`); without it the
 script says so and exits.
 
     python bench/peer_pytorch.py [--sizes 400x300 800x600] [--repeats 5] [--layers full|lite]
-                                 [--split] [--goal 2]
+                                 [--split] [--goal 2] [--same-process]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
+import time
 
 from cpu import cpu_description
 
@@ -149,6 +156,116 @@ def objectives(extractor, net, content, style, content_layer, style_layers):
     return ours, peers
 
 
+def layer_choice(layers: str):
+    """(content layer, style layers) of `--layers`."""
+    return ((FULL_CONTENT_LAYER, FULL_STYLE_LAYERS) if layers == "full"
+            else (LITE_CONTENT_LAYER, LITE_STYLE_LAYERS))
+
+
+def side_objectives(side: str, layers: str, head: str | None, content, style, x) -> dict:
+    """{name: callable} of one side ("ours", "torch", or "both"): the whole objective and,
+    with a `head`, the objective cut after it (its style layers, the content loss on it).
+    Each callable evaluates loss and gradient once and returns them as PyTorch or TensorFlow
+    gave them (`as_result` converts)."""
+    content_layer, style_layers = layer_choice(layers)
+    weights = random_weights(0).layers
+    cuts = [("", content_layer, list(style_layers))]
+    if head is not None:
+        h, w = x.shape[1:3]
+        cuts.append(("head ", head, [n for n in style_layers
+                                     if n in {m for m, *_ in conv_maps((h, w), head)}]))
+    fns = {}
+    for prefix, last, styles in cuts:
+        wanted = [last, *styles]
+        if side in ("ours", "both"):
+            ours = Objective(build_extractor(weights, wanted), content, [style], {last: 1.0},
+                             {n: 1 / len(styles) for n in styles},
+                             CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT)
+            fns[f"{prefix}ours"] = lambda o=ours: o.loss_and_grads(x)
+        if side in ("torch", "both"):
+            net = TorchFeatures(weights, wanted)
+            for cl in (False, True):
+                peer = TorchObjective(net, content, style, last, styles, cl)
+                fns[f"{prefix}{'channels-last' if cl else 'NCHW'}"] = lambda p=peer: p(x)
+    return fns
+
+
+def as_result(value) -> tuple[float, np.ndarray]:
+    """(loss, NHWC gradient) of either side's callable's return value."""
+    loss, grad = value
+    if isinstance(grad, torch.Tensor):
+        return float(loss), grad.permute(0, 2, 3, 1).numpy()
+    return float(loss.total), np.asarray(grad)
+
+
+def _worker(conn, side, layers, head, content, style, x) -> None:
+    """One side's process: builds its objectives, then times or evaluates them on request."""
+    fns = side_objectives(side, layers, head, content, style, x)
+    conn.send(list(fns))
+    while True:
+        command, name = conn.recv()
+        if command == "stop":
+            return
+        if command == "time":
+            began = time.perf_counter()
+            fns[name]()
+            conn.send(time.perf_counter() - began)
+        else:
+            conn.send(as_result(fns[name]()))
+
+
+class Workers:
+    """Both sides' worker processes for one size; `time(name)` and `result(name)` ask the one
+    that holds `name`."""
+
+    def __init__(self, layers, head, content, style, x):
+        context = multiprocessing.get_context("spawn")
+        self.owner, self.processes = {}, []
+        for side in ("ours", "torch"):
+            here, there = context.Pipe()
+            process = context.Process(target=_worker, daemon=True,
+                                      args=(there, side, layers, head, content, style, x))
+            process.start()
+            self.processes.append((process, here))
+            self.owner.update({name: here for name in here.recv()})
+
+    def names(self) -> list[str]:
+        return list(self.owner)
+
+    def ask(self, command: str, name: str):
+        self.owner[name].send((command, name))
+        return self.owner[name].recv()
+
+    def close(self) -> None:
+        for process, conn in self.processes:
+            try:
+                conn.send(("stop", None))
+            except OSError:
+                pass
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
+
+
+# Seconds each timed call waits first, so that the threads of the call before it (the other
+# process's, as often as not) have stopped spinning and gone to sleep.
+SETTLE = 0.1
+
+
+def timed_in_turns(names, run, repeats: int, warmup: int = 1) -> dict:
+    """{name: median seconds} of `run(name)` (seconds of one call), one call of each name per
+    round, `repeats` rounds after `warmup` untimed ones (see timing.interleaved_medians)."""
+    for _ in range(warmup):
+        for name in names:
+            run(name)
+    times = {name: [] for name in names}
+    for _ in range(repeats):
+        for name in names:
+            time.sleep(SETTLE)
+            times[name].append(run(name))
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["400x300", "800x600"], help="WxH")
@@ -158,52 +275,47 @@ def main() -> None:
                         help="also time the directly convolved head alone, and the bound it sets")
     parser.add_argument("--goal", type=float, default=2.0,
                         help="the PyTorch / styleflow ratio the split's bound is worked out for")
+    parser.add_argument("--same-process", action="store_true",
+                        help="time both libraries in this process instead of one worker each")
     args = parser.parse_args()
 
     import tensorflow as tf
 
     from styleflow.model.machine import onednn_enabled
 
-    content_layer, style_layers = ((FULL_CONTENT_LAYER, FULL_STYLE_LAYERS)
-                                   if args.layers == "full"
-                                   else (LITE_CONTENT_LAYER, LITE_STYLE_LAYERS))
+    content_layer, style_layers = layer_choice(args.layers)
     layers = [content_layer, *style_layers]
-    weights = random_weights(0).layers
-    extractor = build_extractor(weights, layers)
-    net = TorchFeatures(weights, layers)
     print(f"CPU: {cpu_description()}")
     print(f"TensorFlow {tf.__version__}: oneDNN {'on' if onednn_enabled() else 'off'}, XLA off; "
           f"PyTorch {torch.__version__}: {torch.get_num_threads()} threads, "
           f"mkldnn {'on' if torch.backends.mkldnn.is_available() else 'off'}")
+    where = ("both in this process" if args.same_process
+             else "each library in its own worker process")
     print(f"layers {args.layers}, float32, random weights, median of {args.repeats} rounds "
-          "(every objective timed once per round, in turns)")
+          f"(every objective timed once per round, in turns; {where})")
     print(f"{'size':>9} {'ours s/eval':>12} {'PyTorch s/eval':>15} {'layout':>14} "
           f"{'PyTorch/ours':>13} {'loss diff':>10} {'grad diff':>10}")
     for text in args.sizes:
         h, w = parse_size(text)
         content, style = pair((h, w))
         x = content + np.random.default_rng(0).normal(0, 5, content.shape).astype(np.float32)
-        ours, peers = objectives(extractor, net, content, style, content_layer, style_layers)
-        fns = {"ours": lambda: ours.loss_and_grads(x)}
-        fns.update({name: (lambda p=peer: p(x)) for name, peer in peers.items()})
         head = direct_head((h, w), layers) if args.split else None
-        if head is not None:
-            # The head: the objective cut after it (its style layers, the content loss on it).
-            head_styles = [n for n in style_layers
-                           if n in {m for m, *_ in conv_maps((h, w), head)}]
-            head_ours, head_peers = objectives(
-                build_extractor(weights, [head, *head_styles]),
-                TorchFeatures(weights, [head, *head_styles]), content, style, head,
-                head_styles)
-            fns["head ours"] = lambda: head_ours.loss_and_grads(x)
-            fns.update({f"head {name}": (lambda p=peer: p(x))
-                        for name, peer in head_peers.items()})
-        timed = interleaved_medians(fns, args.repeats)
-        layout = min(peers, key=timed.get)
-        parts, grad_ours = ours.loss_and_grads(x)
-        loss_peer, grad_peer = peers[layout](x)
-        grad_peer = grad_peer.permute(0, 2, 3, 1).numpy()
-        diff = abs(parts.total - loss_peer) / abs(loss_peer)
+        if args.same_process:
+            fns = side_objectives("both", args.layers, head, content, style, x)
+            timed = interleaved_medians(fns, args.repeats)
+            results = {name: as_result(fns[name]()) for name in ("ours", "NCHW", "channels-last")}
+        else:
+            workers = Workers(args.layers, head, content, style, x)
+            try:
+                timed = timed_in_turns(workers.names(), lambda n: workers.ask("time", n),
+                                       args.repeats)
+                results = {name: workers.ask("result", name)
+                           for name in ("ours", "NCHW", "channels-last")}
+            finally:
+                workers.close()
+        layout = min(("NCHW", "channels-last"), key=timed.get)
+        (loss_ours, grad_ours), (loss_peer, grad_peer) = results["ours"], results[layout]
+        diff = abs(loss_ours - loss_peer) / abs(loss_peer)
         # max |difference| / max |g|: the measure the tiling tests use
         grad_diff = np.abs(grad_ours - grad_peer).max() / np.abs(grad_peer).max()
         print(f"{text:>9} {timed['ours']:12.3f} {timed[layout]:15.3f} {layout:>14} "
