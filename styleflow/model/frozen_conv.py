@@ -118,8 +118,8 @@ def _convolve(x, kernel, mirrored):
 
 
 # block1_conv1's input gradient has 3 channels, which oneDNN's kernels spread poorly over a
-# CPU's vector lanes: as one matrix product and nine shifted sums it took half the time
-# (13.4 -> 6.7 ms at 400x300 with AVX-512, 9.7 -> 7.7 capped at AVX2; docs/performance.md).
+# CPU's vector lanes: as one matrix product and nine shifted sums it takes less time
+# (12.5 -> 8.0 ms at 400x300 with AVX-512, 10.0 -> 8.6 capped at AVX2; docs/performance.md).
 FEW_CHANNELS = 4
 
 
