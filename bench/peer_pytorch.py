@@ -146,16 +146,6 @@ def direct_head(size, layers) -> str | None:
     return head
 
 
-def objectives(extractor, net, content, style, content_layer, style_layers):
-    """(ours, {layout: PyTorch's}) for the same objective."""
-    ours = Objective(extractor, content, [style], {content_layer: 1.0},
-                     {n: 1 / len(style_layers) for n in style_layers},
-                     CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT)
-    peers = {("channels-last" if cl else "NCHW"): TorchObjective(
-        net, content, style, content_layer, style_layers, cl) for cl in (False, True)}
-    return ours, peers
-
-
 def layer_choice(layers: str):
     """(content layer, style layers) of `--layers`."""
     return ((FULL_CONTENT_LAYER, FULL_STYLE_LAYERS) if layers == "full"
