@@ -205,8 +205,8 @@ def _worker(conn, side, layers, head, content, style, x) -> None:
 
 
 class Workers:
-    """Both sides' worker processes for one size; `time(name)` and `result(name)` ask the one
-    that holds `name`."""
+    """Both sides' worker processes for one size; `ask("time", name)` (seconds of one call)
+    and `ask("result", name)` (`as_result` of one call) go to the one that holds `name`."""
 
     def __init__(self, layers, head, content, style, x):
         context = multiprocessing.get_context("spawn")
