@@ -13,10 +13,12 @@ layers (docs/architecture.md): front ends `cli`, `batch` -> `api` -> `plan`, `op
 
 from .errors import StyleflowError
 from .model.runtime import one_op_at_a_time, prefer_onednn
+from .model.xla_cache import share_compilations
 
-# Before anything imports TensorFlow: it reads both settings once.
+# Before anything imports TensorFlow: it reads these settings once.
 prefer_onednn()
 one_op_at_a_time()
+share_compilations()
 
 __version__ = "0.3.0"
 __all__ = ["Stylizer", "Run", "Result", "Iteration", "LossRecord", "StyleflowError", "transfer",

@@ -3,7 +3,8 @@
 
 The environment the tests rely on is set here, not inherited: an empty Keras cache (so a
 user's cached ImageNet file cannot change results), an unreachable ImageNet mirror (so
-'imagenet' fails fast and alike everywhere), and no GPU for child processes.
+'imagenet' fails fast and alike everywhere), no GPU for child processes, and a persistent
+XLA cache of the suite's own.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ EMPTY_KERAS_HOME = tempfile.mkdtemp(prefix="keras-home-", dir=SESSION_TMP)
 UNREACHABLE_MIRROR = "http://127.0.0.1:9/vgg19_notop.h5"
 os.environ["KERAS_HOME"] = EMPTY_KERAS_HOME
 os.environ["STYLEFLOW_IMAGENET_URL"] = UNREACHABLE_MIRROR
+# XLA's compiled transforms are shared by the suite's processes, never with the user's cache.
+os.environ["STYLEFLOW_XLA_CACHE"] = os.path.join(SESSION_TMP, "xla")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # On a GPU host the memory checks would be left to TensorFlow (and a 90000x60000 test image
 # would be allocated): the suite runs on the CPU everywhere.

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import tensorflow as tf
 
 from ..defaults import SIZES_KEPT
+from ..model import xla_cache
 from ..model.network import sub_extractor
 
 from . import losses, matting
@@ -62,6 +63,7 @@ class LossGraph:
         if key in self._kept:
             self._kept.move_to_end(key)
             return self._kept[key]
+        xla_cache.publish()  # what the last size compiled, for other processes
         self._kept[key] = made = make()
         shapes = list(dict.fromkeys(k[1] for k in reversed(self._kept)))
         if len(shapes) > SIZES_KEPT:

@@ -1,0 +1,128 @@
+"""The persistent XLA compilation cache (styleflow/model/xla_cache.py): a process loads what an
+earlier one compiled, publishes only complete entries, cleans up after itself and after killed
+processes, stays within its size limit, and never stands in the way of a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+from conftest import ROOT, cli_env, default_signals, make_image, run_cli
+from styleflow.model import xla_cache
+
+ENTRY = "xla_compile_cache__{}__1__XLA_CPU_JIT.pb"
+
+
+def _python(code: str, **env) -> dict:
+    """Run `code` in a fresh interpreter (TensorFlow not yet imported, as in a user's process)
+    with the given variables; the JSON it prints last."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env=cli_env(**env), stdin=subprocess.DEVNULL,
+                          preexec_fn=default_signals)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _shared(root):
+    folders = [f for f in root.iterdir() if f.is_dir()]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def test_the_cache_folder_follows_the_variable_and_can_be_turned_off(tmp_path):
+    assert xla_cache.default_root({"XDG_CACHE_HOME": str(tmp_path)}) == \
+        tmp_path / "styleflow" / "xla"
+    assert xla_cache.default_root({xla_cache.VARIABLE: str(tmp_path / "c")}) == tmp_path / "c"
+    for off in ("off", "0", "False", ""):
+        assert xla_cache.default_root({xla_cache.VARIABLE: off}) is None
+    # Code compiled under other XLA settings lands in another folder.
+    assert xla_cache.tag({}) != xla_cache.tag({"XLA_FLAGS": "--xla_cpu_enable_fast_math=true"})
+
+
+def test_a_process_links_the_shared_entries_and_publishes_only_complete_ones(tmp_path):
+    root = tmp_path / "cache"
+    flags = "--tf_xla_min_cluster_size=2"  # the user's own, kept
+    shared = root / xla_cache.tag({**cli_env(), "TF_XLA_FLAGS": flags})
+    shared.mkdir(parents=True)
+    (shared / ENTRY.format(1)).write_bytes(b"old")
+    host = socket.gethostname()
+    dead = shared / f"{xla_cache.WORK_PREFIX}{host}-999999999-x"  # no such process
+    live = shared / f"{xla_cache.WORK_PREFIX}{host}-{os.getpid()}-x"  # this test's
+    dead.mkdir()
+    live.mkdir()
+    out = _python(f"""
+import json, os, time
+import styleflow
+from styleflow.model import xla_cache
+private = xla_cache._session.private
+linked = (private / {ENTRY.format(1)!r}).read_bytes().decode()
+new = private / {ENTRY.format(2)!r}
+new.write_bytes(b"new")
+young = xla_cache.publish()  # just written: perhaps not whole yet
+os.utime(new, (time.time() - 5, time.time() - 5))
+published = xla_cache.publish()
+again = xla_cache.publish()
+print(json.dumps(dict(flags=os.environ["TF_XLA_FLAGS"], private=str(private), linked=linked,
+                      young=young, published=published, again=again)))
+""", STYLEFLOW_XLA_CACHE=str(root), TF_XLA_FLAGS=flags)
+    assert out["flags"] == f"{flags} {xla_cache.FLAG}={out['private']}"
+    assert out["linked"] == "old"
+    assert (out["young"], out["published"], out["again"]) == (0, 1, 0)
+    assert (shared / ENTRY.format(2)).read_bytes() == b"new"
+    # The process removed its own folder at exit, and the dead process's at start.
+    assert not os.path.exists(out["private"]) and not dead.exists() and live.exists()
+
+
+def test_the_users_own_setting_and_an_unusable_folder_leave_tensorflow_alone(tmp_path):
+    code = """
+import json, os
+import styleflow
+from styleflow.model import xla_cache
+print(json.dumps([os.environ.get("TF_XLA_FLAGS"), xla_cache._session is None]))
+"""
+    own = f"{xla_cache.FLAG}={tmp_path}"
+    assert _python(code, STYLEFLOW_XLA_CACHE=str(tmp_path / "c"), TF_XLA_FLAGS=own) == [own, True]
+    assert _python(code, STYLEFLOW_XLA_CACHE="off") == [None, True]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert _python(code, STYLEFLOW_XLA_CACHE=str(blocker / "c")) == [None, True]
+
+
+def test_pruning_drops_the_oldest_entries_first(tmp_path):
+    for i, size in enumerate((400, 300, 200, 100)):
+        entry = tmp_path / ENTRY.format(i)
+        entry.write_bytes(b"x" * size)
+        os.utime(entry, (1000 + i, 1000 + i))
+    (tmp_path / "other.txt").write_bytes(b"x" * 5000)  # not an entry: left alone
+    removed = xla_cache.prune(tmp_path, limit=350)
+    assert [p.name for p in removed] == [ENTRY.format(0), ENTRY.format(1)]
+    assert sorted(p.name for p in xla_cache._entries(tmp_path)) == [ENTRY.format(2),
+                                                                   ENTRY.format(3)]
+
+
+def test_a_second_run_loads_what_the_first_compiled(tmp_path):
+    base = make_image(tmp_path / "base.png", (96, 72), seed=1)
+    ref = make_image(tmp_path / "ref.png", (96, 72), seed=2)
+    root = tmp_path / "cache"
+    listings, images, loaded = [], [], []
+    for run in ("first", "second"):
+        # TensorFlow says which compilations it loaded from the cache at this verbosity.
+        proc = run_cli("neural_style_transfer.py", base, ref, tmp_path / run, "--iter", "1",
+                       "--weights", "lite", "--seed", "3", STYLEFLOW_XLA_CACHE=str(root),
+                       TF_CPP_MIN_LOG_LEVEL="0", TF_CPP_VMODULE="device_executable_persistor=1")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        loaded.append(proc.stderr.count("Loading cached entry"))
+        shared = _shared(root)
+        listings.append(sorted(p.name for p in shared.iterdir()))
+        images.append((tmp_path / f"{run}_at_iteration_00.png").read_bytes())
+    # Winograd's transforms were compiled and shared; the second run loaded every one of them,
+    # compiled nothing new (it would have published it), left no folder behind, and wrote the
+    # same image.
+    assert len(listings[0]) > 0
+    assert loaded == [0, len(listings[0])]
+    assert listings[1] == listings[0]
+    assert not any(name.startswith(".") for name in listings[1])
+    assert images[1] == images[0]
