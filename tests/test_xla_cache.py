@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT, cli_env, default_signals, make_image, run_cli
 from styleflow.model import xla_cache
@@ -36,6 +37,8 @@ def test_the_cache_folder_follows_the_variable_and_can_be_turned_off(tmp_path):
     assert xla_cache.default_root({"XDG_CACHE_HOME": str(tmp_path)}) == \
         tmp_path / "styleflow" / "xla"
     assert xla_cache.default_root({xla_cache.VARIABLE: str(tmp_path / "c")}) == tmp_path / "c"
+    # Absolute, whatever folder the process is in later.
+    assert xla_cache.default_root({xla_cache.VARIABLE: "rel"}) == Path.cwd() / "rel"
     for off in ("off", "0", "False", ""):
         assert xla_cache.default_root({xla_cache.VARIABLE: off}) is None
     # Code compiled under other XLA settings lands in another folder.
@@ -126,3 +129,16 @@ def test_a_second_run_loads_what_the_first_compiled(tmp_path):
     assert listings[1] == listings[0]
     assert not any(name.startswith(".") for name in listings[1])
     assert images[1] == images[0]
+
+
+def test_a_forked_child_leaves_its_parents_folder_alone(tmp_path, monkeypatch):
+    shared, private = tmp_path / "shared", tmp_path / ".work-parent"
+    shared.mkdir()
+    private.mkdir()
+    (private / ENTRY.format(1)).write_bytes(b"parent's")
+    session = xla_cache._Session(shared, private, set())
+    session.pid = os.getpid() + 1  # as a fork sees its parent's session
+    monkeypatch.setattr(xla_cache, "_session", session)
+    assert xla_cache.publish(age=0) == 0
+    xla_cache._close()
+    assert (private / ENTRY.format(1)).exists() and not any(shared.iterdir())

@@ -49,6 +49,7 @@ class _Session:
         self.shared = shared
         self.private = private
         self.shared_names = names  # entries linked from or published to the shared folder
+        self.pid = os.getpid()  # a forked child inherits the session, not the folder
 
 
 _session: _Session | None = None
@@ -58,9 +59,17 @@ def default_root(environ=os.environ) -> Path | None:
     """The folder the shared caches live under, from STYLEFLOW_XLA_CACHE (None when off)."""
     value = environ.get(VARIABLE)
     if value is not None:
-        return None if value.strip().lower() in OFF else Path(value).expanduser()
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "styleflow" / "xla"
+        if value.strip().lower() in OFF:
+            return None
+        # Absolute: TensorFlow is handed a folder inside it, and the process may change folder.
+        return Path(os.path.abspath(os.path.expanduser(value)))
+    base = environ.get("XDG_CACHE_HOME")
+    if not base:
+        home = os.path.expanduser("~")
+        if home.startswith("~"):  # no home folder known: no cache rather than one in "./~"
+            return None
+        base = os.path.join(home, ".cache")
+    return Path(os.path.abspath(base)) / "styleflow" / "xla"
 
 
 def tag(environ=os.environ) -> str:
@@ -119,7 +128,7 @@ def publish(age: float = PUBLISH_AGE) -> int:
     LIMIT_BYTES; the number published. Called when a process meets a new image size and when
     it exits. A no-op without the cache."""
     session = _session
-    if session is None:
+    if session is None or session.pid != os.getpid():
         return 0
     published = 0
     try:
@@ -175,7 +184,7 @@ def _close() -> None:
     """At exit: publish what is complete, then remove the private folder."""
     global _session
     session = _session
-    if session is None:
+    if session is None or session.pid != os.getpid():
         return
     publish()
     shutil.rmtree(session.private, ignore_errors=True)
