@@ -82,6 +82,28 @@ def exhaustion(exc: BaseException) -> StyleflowError | None:
     return None
 
 
+# Failures that only a lower layer can word (model.xla_cache: TensorFlow unable to write its
+# compiled code) register their wording here, where every front end asks (`explained`).
+_EXPLAINERS: list = []
+
+
+def explain_with(explainer) -> None:
+    """Register `explainer(exc) -> StyleflowError | None` for `explained` to ask."""
+    if explainer not in _EXPLAINERS:
+        _EXPLAINERS.append(explainer)
+
+
+def explained(exc: BaseException) -> StyleflowError | None:
+    """The one-line StyleflowError for an unexpected exception a user can act on: running out
+    of memory (`exhaustion`) or what a registered explainer says. None for any other."""
+    found = exhaustion(exc)
+    for explainer in _EXPLAINERS:
+        if found is not None:
+            break
+        found = explainer(exc)
+    return found
+
+
 # The operating system's refusals in words a user can act on, where strerror alone is terse.
 OS_REASONS = {
     errno.ELOOP: "too many levels of symbolic links: a symbolic link loop",

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, cli_env, default_signals, make_image, run_cli
+import pytest
+
+from conftest import (ROOT, assert_clean_error, cli_env, default_signals, make_image,
+                      run_cli)
 from styleflow.model import xla_cache
 
 ENTRY = "xla_compile_cache__{}__1__XLA_CPU_JIT.pb"
@@ -142,3 +146,66 @@ def test_a_forked_child_leaves_its_parents_folder_alone(tmp_path, monkeypatch):
     assert xla_cache.publish(age=0) == 0
     xla_cache._close()
     assert (private / ENTRY.format(1)).exists() and not any(shared.iterdir())
+
+
+def test_a_write_failing_mid_run_ends_in_one_line(tmp_path):
+    base = make_image(tmp_path / "base.png", (96, 72), seed=1)
+    ref = make_image(tmp_path / "ref.png", (96, 72), seed=2)
+    # The private folder replaced by a file once the process has started: TensorFlow cannot
+    # write what it compiles (as with a disk filled up since the start).
+    code = f"""
+import shutil, sys
+import styleflow
+from styleflow.model import xla_cache
+private = xla_cache._session.private
+shutil.rmtree(private)
+private.write_text("not a folder")
+from styleflow.cli import transfer
+sys.exit(transfer.main([{str(base)!r}, {str(ref)!r}, {str(tmp_path / "out")!r}, "--iter", "1",
+                        "--weights", "lite"]))
+"""
+    env = cli_env(STYLEFLOW_XLA_CACHE=str(tmp_path / "c"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                          preexec_fn=default_signals)
+    assert_clean_error(proc, "XLA cache folder", "is not a directory", "STYLEFLOW_XLA_CACHE=off")
+
+
+@pytest.fixture
+def small_file_system(tmp_path):
+    """A 64 MB tmpfs (root only): less free space than the cache writes into."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_short_of_space_a_process_only_reads_the_shared_entries(tmp_path, small_file_system):
+    base = make_image(tmp_path / "base.png", (96, 72), seed=1)
+    ref = make_image(tmp_path / "ref.png", (96, 72), seed=2)
+
+    def run(name, root, base=base):
+        proc = run_cli("neural_style_transfer.py", base, ref, tmp_path / name, "--iter", "1",
+                       "--weights", "lite", "--seed", "3", STYLEFLOW_XLA_CACHE=str(root),
+                       TF_CPP_MIN_LOG_LEVEL="0", TF_CPP_VMODULE="device_executable_persistor=1")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stderr.count("Loading cached entry")
+
+    assert run("first", tmp_path / "big") == 0
+    filled = _shared(tmp_path / "big")
+    shutil.copytree(filled, small_file_system / filled.name)
+    before = sorted(p.name for p in (small_file_system / filled.name).iterdir())
+    # Too little space to write: TensorFlow reads the shared folder itself, read-only. It
+    # loads what is there, and what it compiles for another size it keeps to itself.
+    assert run("second", small_file_system) == len(before) > 0
+    assert (tmp_path / "second_at_iteration_00.png").read_bytes() == \
+        (tmp_path / "first_at_iteration_00.png").read_bytes()
+    other = make_image(tmp_path / "other.png", (96, 96), seed=1)  # another aspect: size
+    assert run("third", small_file_system, other) == 0
+    assert sorted(p.name for p in (small_file_system / filled.name).iterdir()) == before

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import StyleflowError, exhaustion, os_reason
+from ..errors import StyleflowError, explained, os_reason
 from ..io import files, images
 from .jobs import Pair
 
@@ -78,7 +78,7 @@ class PairWorker:
             where = f"'{exc.filename}': " if exc.filename is not None else ""
             return record(pair, "failed", began, error=one_line(f"{where}{os_reason(exc)}"))
         except Exception as exc:  # an unexpected error fails this pair, not the batch
-            exhausted = exhaustion(exc)
+            exhausted = explained(exc)
             if exhausted is not None:
                 return record(pair, "failed", began, error=exhausted.worded(names))
             return record(pair, "failed", began,

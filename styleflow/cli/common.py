@@ -11,7 +11,7 @@ import sys
 from typing import Callable, Sequence
 
 from ..defaults import JIT_MODES, LBFGS_HISTORY, PRECISIONS
-from ..errors import Note, StyleflowError, exhaustion, os_reason, reword
+from ..errors import Note, StyleflowError, explained, os_reason, reword
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -180,9 +180,9 @@ def run_cli(prog: str, body: Callable[[], int], names: dict[str, str] | None = N
         return error(StyleflowError(f"'{where}': {os_reason(exc)}" if exc.filename is not None
                                     else f"{where}: {os_reason(exc)}"))
     except Exception as exc:
-        # Out of memory (the host's MemoryError, an accelerator's ResourceExhaustedError):
-        # one line instead of a traceback.
-        exhausted = exhaustion(exc)
+        # Out of memory (the host's MemoryError, an accelerator's ResourceExhaustedError),
+        # or the XLA cache unwritable mid-run: one line instead of a traceback.
+        exhausted = explained(exc)
         if exhausted is None:
             raise
         return error(exhausted)

@@ -11,7 +11,11 @@ filled with hard links to the shared entries, and publishes the entries it wrote
 folder only once they are complete (written at least PUBLISH_AGE seconds ago, fsynced, linked in
 under their final name). Entries are compiled for one CPU and one TensorFlow: the shared folder
 is one per TensorFlow version, CPU flags and XLA settings. It is bounded (LIMIT_BYTES, oldest
-entries dropped first); any OS error here only costs the cache, never the run.
+entries dropped first). TensorFlow fails a compilation whose entry it cannot write, so where
+the shared folder is short of space (MIN_FREE_BYTES) or no private folder can be made there (a
+read-only file system), TensorFlow only reads the shared entries; should a write still fail
+(the disk filled up since), the run ends in one line (`failure`). Any other OS error here only
+costs the cache, never the run.
 
 `STYLEFLOW_XLA_CACHE`: unset for the default folder (`$XDG_CACHE_HOME/styleflow/xla`, else
 `~/.cache/styleflow/xla`), a folder to use instead, or `off` (also 0, no, false, empty).
@@ -23,6 +27,7 @@ import atexit
 import hashlib
 import os
 import platform
+import re
 import shutil
 import socket
 import sys
@@ -30,13 +35,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..errors import StyleflowError, explain_with
 from .machine import cpu_flags
 
 VARIABLE = "STYLEFLOW_XLA_CACHE"
 FLAGS_VARIABLE = "TF_XLA_FLAGS"
 FLAG = "--tf_xla_persistent_cache_directory"
+READ_ONLY_FLAG = "--tf_xla_persistent_cache_read_only"
+ADDED_VARIABLE = "STYLEFLOW_XLA_FLAGS_ADDED"  # what this process added to TF_XLA_FLAGS
 OFF = ("off", "0", "no", "false", "")
 LIMIT_BYTES = 256 * 2**20  # about 120 image sizes' transforms (about 2 MB a size)
+MIN_FREE_BYTES = 2**30  # below this, TensorFlow only reads the shared entries
 PUBLISH_AGE = 1.0  # seconds since TensorFlow last wrote an entry before it counts as complete
 WORK_PREFIX = ".work-"
 STALE_SECONDS = 24 * 3600  # another host's (or an unknown) work folder left this long is removed
@@ -92,35 +101,67 @@ def tag(environ=os.environ) -> str:
 def share_compilations(environ=os.environ) -> Path | None:
     """Point TensorFlow's persistent XLA cache at a private folder filled from the shared one
     (see the module's docstring), unless TensorFlow is already imported (it reads its flags
-    once), the user set the flag in TF_XLA_FLAGS or turned the cache off, or the folder cannot
-    be made. Returns the private folder, or None."""
+    once), the user set the flag in TF_XLA_FLAGS or turned the cache off. Where the shared
+    folder has less than MIN_FREE_BYTES free, or no private folder can be made in it (a
+    read-only file system), TensorFlow reads the shared entries and writes none: it fails a
+    run whose entry it cannot write. Returns the folder TensorFlow was given, or None."""
     global _session
     if _session is not None:
         return _session.private
     if "tensorflow" in sys.modules:
         return None
-    # A child process inherits its parent's private folder: it gets its own.
-    flags = " ".join(flag for flag in environ.get(FLAGS_VARIABLE, "").split()
-                     if not _inherited(flag))
+    # A child process inherits what its parent added: it makes its own.
+    inherited = environ.pop(ADDED_VARIABLE, "").split()
+    flags = [flag for flag in environ.get(FLAGS_VARIABLE, "").split() if flag not in inherited]
     if flags:
-        environ[FLAGS_VARIABLE] = flags
+        environ[FLAGS_VARIABLE] = " ".join(flags)
     else:
         environ.pop(FLAGS_VARIABLE, None)
     root = default_root(environ)
-    if root is None or FLAG.lstrip("-") in flags:
+    if root is None or any(flag.startswith(FLAG) for flag in flags):
+        return None
+    shared = root / tag(environ)
+    if any(c.isspace() for c in str(shared)):  # TF_XLA_FLAGS is split at white space
         return None
     try:
-        shared = root / tag(environ)
         shared.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
+    if not shared.is_dir():
+        return None
+    try:
+        if shutil.disk_usage(shared).free < MIN_FREE_BYTES:
+            raise OSError("too little space to write")
         _remove_stale_work(shared)
         private = Path(tempfile.mkdtemp(prefix=_work_prefix(), dir=shared))
-        names = {entry.name for entry in _entries(shared) if _link(entry, private / entry.name)}
     except OSError:
-        return None
-    environ[FLAGS_VARIABLE] = f"{flags} {FLAG}={private}".strip()
-    _session = _Session(shared, private, names)
-    atexit.register(_close)
+        added = [f"{FLAG}={shared}", f"{READ_ONLY_FLAG}=true"]
+        private = shared
+    else:
+        names = {entry.name for entry in _entries(shared) if _link(entry, private / entry.name)}
+        added = [f"{FLAG}={private}"]
+        _session = _Session(shared, private, names)
+        atexit.register(_close)
+        explain_with(failure)
+    environ[FLAGS_VARIABLE] = " ".join([*flags, *added])
+    environ[ADDED_VARIABLE] = " ".join(added)
     return private
+
+
+def failure(exc: BaseException) -> StyleflowError | None:
+    """The one-line StyleflowError for TensorFlow failing to write an entry into this process's
+    cache folder (the disk filled up after the process started, the folder was replaced by a
+    file), else None."""
+    session = _session
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Keras' bold type
+    if session is None or str(session.private) not in text:
+        return None
+    # What TensorFlow said after the folder (and the entry's name), before its op's name.
+    said = text.rsplit(str(session.private), 1)[1].split("[Op:")[0].splitlines()[0]
+    said = " ".join(re.sub(r"^/\S*", "", said).strip(" ;:,").split()) or "cannot write"
+    return StyleflowError(f"cannot keep compiled code in the XLA cache folder "
+                          f"'{session.private}' ({said}); free some space there or set "
+                          f"{VARIABLE}=off", params=(VARIABLE,))
 
 
 def publish(age: float = PUBLISH_AGE) -> int:
@@ -172,12 +213,6 @@ def prune(shared: Path, limit: int = LIMIT_BYTES) -> list[Path]:
         total -= size
         removed.append(entry)
     return removed
-
-
-def _inherited(flag: str) -> bool:
-    """Whether `flag` is a styleflow process's pointer to its private folder."""
-    name, _, value = flag.partition("=")
-    return name == FLAG and Path(value).name.startswith(WORK_PREFIX)
 
 
 def _close() -> None:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import StyleflowError, exhaustion
+from ..errors import StyleflowError, explained
 from .job import Task, one_line
 
 # Seconds between two preview images: encoding one per Adam step would cost more than the step.
@@ -107,7 +107,7 @@ class Runner:
         except StyleflowError as exc:
             end = ("end", "failed", _worded(task, folder, exc), False)
         except Exception as exc:  # noqa: BLE001 - a failing job never stops the server
-            exhausted = exhaustion(exc)
+            exhausted = explained(exc)
             error = _worded(task, folder, exhausted) if exhausted is not None else \
                 one_line(f"internal error: {type(exc).__name__}: {exc}")[:500]
             end = ("end", "failed", error, False)
