@@ -62,6 +62,7 @@ class _Session:
 
 
 _session: _Session | None = None
+_given: Path | None = None  # the folder TensorFlow was given: the private one, or the shared
 
 
 def default_root(environ=os.environ) -> Path | None:
@@ -105,7 +106,7 @@ def share_compilations(environ=os.environ) -> Path | None:
     folder has less than MIN_FREE_BYTES free, or no private folder can be made in it (a
     read-only file system), TensorFlow reads the shared entries and writes none: it fails a
     run whose entry it cannot write. Returns the folder TensorFlow was given, or None."""
-    global _session
+    global _session, _given
     if _session is not None:
         return _session.private
     if "tensorflow" in sys.modules:
@@ -142,26 +143,27 @@ def share_compilations(environ=os.environ) -> Path | None:
         added = [f"{FLAG}={private}"]
         _session = _Session(shared, private, names)
         atexit.register(_close)
-        explain_with(failure)
+    _given = private
+    explain_with(failure)
     environ[FLAGS_VARIABLE] = " ".join([*flags, *added])
     environ[ADDED_VARIABLE] = " ".join(added)
     return private
 
 
 def failure(exc: BaseException) -> StyleflowError | None:
-    """The one-line StyleflowError for TensorFlow failing to write an entry into this process's
-    cache folder (the disk filled up after the process started, the folder was replaced by a
-    file), else None."""
-    session = _session
+    """The one-line StyleflowError for TensorFlow failing on the cache folder it was given:
+    an entry it cannot write (the disk filled up after the process started, the folder was
+    replaced by a file) or one gone as it read it. None for any other exception."""
+    folder = _given
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Keras' bold type
-    if session is None or str(session.private) not in text:
+    if folder is None or str(folder) not in text:
         return None
     # What TensorFlow said after the folder (and the entry's name), before its op's name.
-    said = text.rsplit(str(session.private), 1)[1].split("[Op:")[0].splitlines()[0]
-    said = " ".join(re.sub(r"^/\S*", "", said).strip(" ;:,").split()) or "cannot write"
-    return StyleflowError(f"cannot keep compiled code in the XLA cache folder "
-                          f"'{session.private}' ({said}); free some space there or set "
-                          f"{VARIABLE}=off", params=(VARIABLE,))
+    said = text.rsplit(str(folder), 1)[1].split("[Op:")[0].splitlines()[0]
+    said = " ".join(re.sub(r"^/\S*", "", said).strip(" ;:,").split()) or "cannot use it"
+    return StyleflowError(f"cannot keep compiled code in the XLA cache folder '{folder}' "
+                          f"({said}); free some space there or set {VARIABLE}=off",
+                          params=(VARIABLE,))
 
 
 def publish(age: float = PUBLISH_AGE) -> int:
