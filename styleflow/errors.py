@@ -100,7 +100,10 @@ def explained(exc: BaseException) -> StyleflowError | None:
     for explainer in _EXPLAINERS:
         if found is not None:
             break
-        found = explainer(exc)
+        try:
+            found = explainer(exc)
+        except Exception:  # noqa: BLE001 - a failing explainer must not hide the error
+            found = None
     return found
 
 

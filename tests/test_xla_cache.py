@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,8 @@ from conftest import (ROOT, assert_clean_error, cli_env, default_signals, make_i
 from styleflow.model import xla_cache
 
 ENTRY = "xla_compile_cache__{}__1__XLA_CPU_JIT.pb"
+# A whole entry as TensorFlow writes one: fields 1 (key), 2 (program), 3 (executable).
+WHOLE = b"\x0a\x03key\x12\x04hlo!\x1a\x05code!"
 
 
 def _python(code: str, **env) -> dict:
@@ -49,38 +51,63 @@ def test_the_cache_folder_follows_the_variable_and_can_be_turned_off(tmp_path):
     assert xla_cache.tag({}) != xla_cache.tag({"XLA_FLAGS": "--xla_cpu_enable_fast_math=true"})
 
 
-def test_a_process_links_the_shared_entries_and_publishes_only_complete_ones(tmp_path):
+def test_a_process_links_the_shared_entries_and_publishes_only_whole_ones(tmp_path):
     root = tmp_path / "cache"
     flags = "--tf_xla_min_cluster_size=2"  # the user's own, kept
     shared = root / xla_cache.tag({**cli_env(), "TF_XLA_FLAGS": flags})
     shared.mkdir(parents=True)
-    (shared / ENTRY.format(1)).write_bytes(b"old")
-    host = socket.gethostname()
-    dead = shared / f"{xla_cache.WORK_PREFIX}{host}-999999999-x"  # no such process
-    live = shared / f"{xla_cache.WORK_PREFIX}{host}-{os.getpid()}-x"  # this test's
-    dead.mkdir()
-    live.mkdir()
+    (shared / ENTRY.format(1)).write_bytes(WHOLE)
+    here = f"{xla_cache.WORK_PREFIX}{xla_cache._machine()}"
+    dead = shared / f"{here}-999999999-x"  # no such process on this machine
+    live = shared / f"{here}-{os.getpid()}-x"  # this test's
+    # Another machine's: judged by when it was last used, not by a process number.
+    idle, busy = shared / f"{xla_cache.WORK_PREFIX}elsewhere-1-x", \
+        shared / f"{xla_cache.WORK_PREFIX}elsewhere-2-x"
+    for folder in (dead, live, idle, busy):
+        folder.mkdir()
+    long_ago = time.time() - xla_cache.STALE_SECONDS - 60
+    os.utime(idle, (long_ago, long_ago))
     out = _python(f"""
 import json, os, time
 import styleflow
 from styleflow.model import xla_cache
 private = xla_cache._session.private
-linked = (private / {ENTRY.format(1)!r}).read_bytes().decode()
-new = private / {ENTRY.format(2)!r}
-new.write_bytes(b"new")
-young = xla_cache.publish()  # just written: perhaps not whole yet
-os.utime(new, (time.time() - 5, time.time() - 5))
-published = xla_cache.publish()
+linked = (private / {ENTRY.format(1)!r}).read_bytes() == {WHOLE!r}
+whole, cut = private / {ENTRY.format(2)!r}, private / {ENTRY.format(3)!r}
+whole.write_bytes({WHOLE!r})
+cut.write_bytes({WHOLE[:-2]!r})  # being written, or left so by a failed write
+first = xla_cache.publish()
+kept = cut.exists()
+old = time.time() - xla_cache.STALE_ENTRY_SECONDS - 5
+os.utime(cut, (old, old))
 again = xla_cache.publish()
 print(json.dumps(dict(flags=os.environ["TF_XLA_FLAGS"], private=str(private), linked=linked,
-                      young=young, published=published, again=again)))
+                      first=first, kept=kept, again=again, removed=not cut.exists())))
 """, STYLEFLOW_XLA_CACHE=str(root), TF_XLA_FLAGS=flags)
     assert out["flags"] == f"{flags} {xla_cache.FLAG}={out['private']}"
-    assert out["linked"] == "old"
-    assert (out["young"], out["published"], out["again"]) == (0, 1, 0)
-    assert (shared / ENTRY.format(2)).read_bytes() == b"new"
-    # The process removed its own folder at exit, and the dead process's at start.
-    assert not os.path.exists(out["private"]) and not dead.exists() and live.exists()
+    assert out["linked"]
+    # The whole entry published once; the cut one never, and dropped once clearly left over.
+    assert (out["first"], out["kept"], out["again"], out["removed"]) == (1, True, 0, True)
+    assert (shared / ENTRY.format(2)).read_bytes() == WHOLE
+    assert not (shared / ENTRY.format(3)).exists()
+    # The process removed its own folder at exit; at start, the dead process's and the idle
+    # one of another machine.
+    assert not os.path.exists(out["private"])
+    assert (dead.exists(), live.exists(), idle.exists(), busy.exists()) == \
+        (False, True, False, True)
+
+
+def test_only_whole_entries_count_as_whole():
+    assert xla_cache._whole(WHOLE)
+    assert not any(xla_cache._whole(WHOLE[:n]) for n in range(len(WHOLE)))
+    assert not xla_cache._whole(WHOLE[:-3] + b"\x1a\x00")  # an empty executable
+
+
+def test_a_message_ending_at_the_folder_is_still_worded(tmp_path, monkeypatch):
+    monkeypatch.setattr(xla_cache, "_given", tmp_path)
+    error = xla_cache.failure(RuntimeError(f"cannot open {tmp_path}"))
+    assert str(tmp_path) in str(error) and "STYLEFLOW_XLA_CACHE=off" in str(error)
+    assert xla_cache.failure(RuntimeError("something else")) is None
 
 
 def test_the_users_own_setting_and_an_unusable_folder_leave_tensorflow_alone(tmp_path):
@@ -139,11 +166,11 @@ def test_a_forked_child_leaves_its_parents_folder_alone(tmp_path, monkeypatch):
     shared, private = tmp_path / "shared", tmp_path / ".work-parent"
     shared.mkdir()
     private.mkdir()
-    (private / ENTRY.format(1)).write_bytes(b"parent's")
+    (private / ENTRY.format(1)).write_bytes(WHOLE)
     session = xla_cache._Session(shared, private, set())
     session.pid = os.getpid() + 1  # as a fork sees its parent's session
     monkeypatch.setattr(xla_cache, "_session", session)
-    assert xla_cache.publish(age=0) == 0
+    assert xla_cache.publish() == 0
     xla_cache._close()
     assert (private / ENTRY.format(1)).exists() and not any(shared.iterdir())
 

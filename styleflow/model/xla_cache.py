@@ -4,18 +4,24 @@ another) loads them instead of compiling again.
 
 TensorFlow keeps such a cache itself (`TF_XLA_FLAGS=--tf_xla_persistent_cache_directory`), keyed
 by the function's signature and a hash of its HLO, so a different program is a miss, never a
-wrong hit. Used as is, though, a half-written entry (two processes compiling the same size at
-once, a process killed or a disk filling while TensorFlow writes) is read back as a broken
-entry and fails every later run. So each process gives TensorFlow a private folder of its own,
-filled with hard links to the shared entries, and publishes the entries it wrote into the shared
-folder only once they are complete (written at least PUBLISH_AGE seconds ago, fsynced, linked in
-under their final name). Entries are compiled for one CPU and one TensorFlow: the shared folder
-is one per TensorFlow version, CPU flags and XLA settings. It is bounded (LIMIT_BYTES, oldest
-entries dropped first). TensorFlow fails a compilation whose entry it cannot write, so where
-the shared folder is short of space (MIN_FREE_BYTES) or no private folder can be made there (a
-read-only file system), TensorFlow only reads the shared entries; should a write still fail
-(the disk filled up since), the run ends in one line (`failure`). Any other OS error here only
-costs the cache, never the run.
+wrong hit. Used as is, though, an entry that is broken when read (half-written: two processes
+compiling the same size at once, a kill or a full disk mid-write) fails every later run. So
+each process gives TensorFlow a private folder of its own, filled with hard links to the shared
+entries, and publishes an entry it wrote into the shared folder only once it is whole (its
+protocol-buffer fields all there, `_whole`), fsynced, and linked in under its final name.
+Entries are compiled for one CPU and one TensorFlow: the shared folder is one per TensorFlow
+version, CPU flags and XLA settings, kept within LIMIT_BYTES (oldest entries dropped first;
+running processes keep their links to dropped ones until they end).
+
+TensorFlow also fails a compilation whose entry it cannot write. So where the shared folder is
+short of space (MIN_FREE_BYTES), TensorFlow is told to only read its private folder; on a
+read-only file system, the shared folder itself. Should a write still fail (the disk filled up
+since), the run ends in one line (`failure`). Any other OS error here only costs the cache.
+
+A child process inherits the TF_XLA_FLAGS this sets up; one that imports styleflow makes its
+own private folder. One that starts TensorFlow without it shares its parent's: its entries are
+checked like the parent's before they are published, and TensorFlow remakes the folder should
+the parent have removed it at exit.
 
 `STYLEFLOW_XLA_CACHE`: unset for the default folder (`$XDG_CACHE_HOME/styleflow/xla`, else
 `~/.cache/styleflow/xla`), a folder to use instead, or `off` (also 0, no, false, empty).
@@ -46,9 +52,9 @@ ADDED_VARIABLE = "STYLEFLOW_XLA_FLAGS_ADDED"  # what this process added to TF_XL
 OFF = ("off", "0", "no", "false", "")
 LIMIT_BYTES = 256 * 2**20  # about 120 image sizes' transforms (about 2 MB a size)
 MIN_FREE_BYTES = 2**30  # below this, TensorFlow only reads the shared entries
-PUBLISH_AGE = 1.0  # seconds since TensorFlow last wrote an entry before it counts as complete
 WORK_PREFIX = ".work-"
-STALE_SECONDS = 24 * 3600  # another host's (or an unknown) work folder left this long is removed
+STALE_SECONDS = 24 * 3600  # another machine's work folder unused this long is removed
+STALE_ENTRY_SECONDS = 60  # an entry still not whole this long after its last write is a leftover
 
 
 class _Session:
@@ -131,16 +137,20 @@ def share_compilations(environ=os.environ) -> Path | None:
     if not shared.is_dir():
         return None
     try:
-        if shutil.disk_usage(shared).free < MIN_FREE_BYTES:
-            raise OSError("too little space to write")
         _remove_stale_work(shared)
         private = Path(tempfile.mkdtemp(prefix=_work_prefix(), dir=shared))
-    except OSError:
+    except OSError:  # a read-only file system, where no one can remove an entry either
         added = [f"{FLAG}={shared}", f"{READ_ONLY_FLAG}=true"]
         private = shared
     else:
         names = {entry.name for entry in _entries(shared) if _link(entry, private / entry.name)}
         added = [f"{FLAG}={private}"]
+        try:
+            short = shutil.disk_usage(shared).free < MIN_FREE_BYTES
+        except OSError:
+            short = True
+        if short:
+            added.append(f"{READ_ONLY_FLAG}=true")
         _session = _Session(shared, private, names)
         atexit.register(_close)
     _given = private
@@ -159,15 +169,15 @@ def failure(exc: BaseException) -> StyleflowError | None:
     if folder is None or str(folder) not in text:
         return None
     # What TensorFlow said after the folder (and the entry's name), before its op's name.
-    said = text.rsplit(str(folder), 1)[1].split("[Op:")[0].splitlines()[0]
+    said = (text.rsplit(str(folder), 1)[1].split("[Op:")[0].splitlines() or [""])[0]
     said = " ".join(re.sub(r"^/\S*", "", said).strip(" ;:,").split()) or "cannot use it"
     return StyleflowError(f"cannot keep compiled code in the XLA cache folder '{folder}' "
                           f"({said}); free some space there or set {VARIABLE}=off",
                           params=(VARIABLE,))
 
 
-def publish(age: float = PUBLISH_AGE) -> int:
-    """Publish this process's complete new entries into the shared folder and keep it within
+def publish() -> int:
+    """Publish this process's whole new entries into the shared folder and keep it within
     LIMIT_BYTES; the number published. Called when a process meets a new image size and when
     it exits. A no-op without the cache."""
     session = _session
@@ -175,12 +185,18 @@ def publish(age: float = PUBLISH_AGE) -> int:
         return 0
     published = 0
     try:
-        now = time.time()
+        os.utime(session.private)  # in use: not stale for other machines' processes
         for entry in _entries(session.private):
-            if entry.name in session.shared_names or now - entry.stat().st_mtime < age:
-                continue  # shared already, or perhaps still being written
+            if entry.name in session.shared_names:
+                continue
             with open(entry, "rb") as handle:
-                os.fsync(handle.fileno())
+                whole = _whole(handle.read())
+                if whole:
+                    os.fsync(handle.fileno())
+            if not whole:  # being written, or left half-written by a failed write
+                if time.time() - entry.stat().st_mtime > STALE_ENTRY_SECONDS:
+                    entry.unlink()
+                continue
             session.shared_names.add(entry.name)
             if _link(entry, session.shared / entry.name):  # else another process's copy
                 published += 1
@@ -190,6 +206,38 @@ def publish(age: float = PUBLISH_AGE) -> int:
     except OSError:
         pass
     return published
+
+
+def _whole(data: bytes) -> bool:
+    """Whether `data` is a whole serialized cache entry: its top-level protocol-buffer fields
+    (key 1, program 2, executable 3, each length-delimited, written in that order) read to the
+    last byte, with a non-empty executable. A file cut short anywhere fails: inside a field its
+    length overruns, between fields the executable is missing."""
+    seen, i = {}, 0
+    try:
+        while i < len(data):
+            tag, i = _varint(data, i)
+            if tag & 7 != 2:
+                return False
+            length, i = _varint(data, i)
+            if i + length > len(data):
+                return False
+            seen[tag >> 3] = length
+            i += length
+    except IndexError:
+        return False
+    return {1, 2, 3} <= set(seen) and seen[3] > 0
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, i
 
 
 def prune(shared: Path, limit: int = LIMIT_BYTES) -> list[Path]:
@@ -256,26 +304,39 @@ def _sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+def _machine() -> str:
+    """This machine and process namespace, as a name part without hyphens: host name, boot
+    and PID namespace, so that containers sharing a host name and a cache volume differ."""
+    parts = [socket.gethostname()]
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(Path(path).read_text().strip() if "boot" in path
+                         else str(os.stat(path).st_ino))
+        except OSError:
+            parts.append("")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 def _work_prefix() -> str:
-    return f"{WORK_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+    return f"{WORK_PREFIX}{_machine()}-{os.getpid()}-"
 
 
 def _remove_stale_work(shared: Path) -> None:
     """Remove the private folders of processes that ended without cleaning up (killed): this
-    host's whose process is gone, and any not touched for STALE_SECONDS."""
-    host = f"{WORK_PREFIX}{socket.gethostname()}-"
+    machine's whose process is gone, and other machines' unused for STALE_SECONDS."""
+    here = f"{WORK_PREFIX}{_machine()}-"
     now = time.time()
     for folder in shared.iterdir():
         if not folder.name.startswith(WORK_PREFIX) or not folder.is_dir():
             continue
-        stale = False
-        if folder.name.startswith(host):
-            pid = folder.name[len(host):].split("-", 1)[0]
+        if folder.name.startswith(here):
+            pid = folder.name[len(here):].split("-", 1)[0]
             stale = pid.isdigit() and not _alive(int(pid))
-        try:
-            stale = stale or now - folder.stat().st_mtime > STALE_SECONDS
-        except OSError:
-            continue
+        else:
+            try:
+                stale = now - folder.stat().st_mtime > STALE_SECONDS
+            except OSError:
+                continue
         if stale:
             shutil.rmtree(folder, ignore_errors=True)
 
