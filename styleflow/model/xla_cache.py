@@ -108,10 +108,11 @@ def tag(environ=os.environ) -> str:
 def share_compilations(environ=os.environ) -> Path | None:
     """Point TensorFlow's persistent XLA cache at a private folder filled from the shared one
     (see the module's docstring), unless TensorFlow is already imported (it reads its flags
-    once), the user set the flag in TF_XLA_FLAGS or turned the cache off. Where the shared
-    folder has less than MIN_FREE_BYTES free, or no private folder can be made in it (a
-    read-only file system), TensorFlow reads the shared entries and writes none: it fails a
-    run whose entry it cannot write. Returns the folder TensorFlow was given, or None."""
+    once), the user set the flag in TF_XLA_FLAGS or turned the cache off. TensorFlow fails a
+    run whose entry it cannot write, so it is told to only read: its private folder where the
+    shared one has less than MIN_FREE_BYTES free, the shared folder itself where no private
+    folder can be made (a read-only file system). Returns the folder TensorFlow was given, or
+    None."""
     global _session, _given
     if _session is not None:
         return _session.private
