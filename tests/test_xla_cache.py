@@ -213,7 +213,7 @@ def small_file_system(tmp_path):
         subprocess.run(["umount", str(folder)], check=True)
 
 
-def test_short_of_space_a_process_only_reads_the_shared_entries(tmp_path, small_file_system):
+def test_short_of_space_or_read_only_a_process_only_reads(tmp_path, small_file_system):
     base = make_image(tmp_path / "base.png", (96, 72), seed=1)
     ref = make_image(tmp_path / "ref.png", (96, 72), seed=2)
 
@@ -236,3 +236,8 @@ def test_short_of_space_a_process_only_reads_the_shared_entries(tmp_path, small_
     other = make_image(tmp_path / "other.png", (96, 96), seed=1)  # another aspect: size
     assert run("third", small_file_system, other) == 0
     assert sorted(p.name for p in (small_file_system / filled.name).iterdir()) == before
+    # On a read-only file system (no private folder possible) it reads the shared one.
+    subprocess.run(["mount", "-o", "remount,ro", str(small_file_system)], check=True)
+    assert run("fourth", small_file_system) == len(before)
+    assert (tmp_path / "fourth_at_iteration_00.png").read_bytes() == \
+        (tmp_path / "first_at_iteration_00.png").read_bytes()
