@@ -8,7 +8,7 @@ al.) on TensorFlow / Keras 3.
 For more than one image make a `styleflow.Stylizer` and reuse it. Importing the package is
 cheap: TensorFlow is imported when the first of these names is used. The package is built in
 layers (docs/architecture.md): front ends `cli`, `batch` -> `api` -> `plan`, `optim` ->
-`objective`, `report` -> `model`, `io` -> `defaults`, `errors`.
+`objective`, `report` -> `model`, `io` -> `defaults`, `errors`, `system`.
 """
 
 from .errors import StyleflowError

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import OS_REASONS, StyleflowError, os_error, os_reason  # noqa: F401 - re-exported
+from ..system import alive, sync_folder
 
 
 def resolved(path: str | os.PathLike) -> Path:
@@ -83,7 +84,7 @@ def write_atomically(path: str | os.PathLike, write, what: str | None = None) ->
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-        _sync_folder(path.parent)
+        sync_folder(path.parent)
     except BaseException as exc:
         try:
             os.unlink(tmp)
@@ -115,7 +116,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
             continue
         if not (entry.name.endswith(".tmp") or entry.name.startswith(".styleflow-check.")):
             continue
-        if _alive(int(match["pid"])):
+        if alive(int(match["pid"])):
             continue
         try:
             os.unlink(entry.path)
@@ -123,30 +124,6 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         except OSError:
             pass
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _sync_folder(folder: Path) -> None:
-    """Push a rename in `folder` to the disk (best effort: not every system can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _umask() -> int:

@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from ..errors import StyleflowError, explain_with
+from ..system import alive, sync_folder
 from .machine import cpu_flags
 
 VARIABLE = "STYLEFLOW_XLA_CACHE"
@@ -202,7 +203,7 @@ def publish() -> int:
             if _link(entry, session.shared / entry.name):  # else another process's copy
                 published += 1
         if published:
-            _sync_folder(session.shared)
+            sync_folder(session.shared)
             prune(session.shared)
     except OSError:
         pass
@@ -292,19 +293,6 @@ def _link(source: Path, target: Path) -> bool:
         return False
 
 
-def _sync_folder(folder: Path) -> None:
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
 def _machine() -> str:
     """This machine and process namespace, as a name part without hyphens: host name, boot
     and PID namespace, so that containers sharing a host name and a cache volume differ."""
@@ -332,7 +320,7 @@ def _remove_stale_work(shared: Path) -> None:
             continue
         if folder.name.startswith(here):
             pid = folder.name[len(here):].split("-", 1)[0]
-            stale = pid.isdigit() and not _alive(int(pid))
+            stale = pid.isdigit() and not alive(int(pid))
         else:
             try:
                 stale = now - folder.stat().st_mtime > STALE_SECONDS
@@ -340,15 +328,3 @@ def _remove_stale_work(shared: Path) -> None:
                 continue
         if stale:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # someone else's process (permission denied): alive
-        return True
-    return True
