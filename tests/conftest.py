@@ -113,6 +113,21 @@ def child(args, env: dict | None = None, **popen):
             proc.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def tmpfs(folder: Path, options: str):
+    """A tmpfs mounted on the new `folder` with mount `options` (root only; the test is
+    skipped, with the reason, where it cannot be mounted), unmounted afterwards."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here ({mounted.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
 def call_cli(script: str, *args) -> subprocess.CompletedProcess:
     """Run a CLI's main(argv) in this process, capturing what it prints: the same code path
     as the script without a child's TensorFlow import. Exceptions (a traceback for a user)

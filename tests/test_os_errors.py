@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import ROOT, assert_clean_error, call_cli, cli_env, default_signals, make_image
+from conftest import (ROOT, assert_clean_error, call_cli, cli_env, default_signals, make_image,
+                      tmpfs)
 
 TRANSFER = "neural_style_transfer.py"
 STYLE = "neural_style.py"
@@ -146,16 +147,8 @@ def test_a_file_used_as_a_folder(role, tiny, tmp_path):
 
 @pytest.fixture
 def read_only(tmp_path):
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({mounted.stderr.strip()})")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 @pytest.mark.parametrize("role", ["prefix", "--log", "--plot", "--gif", "--status"])

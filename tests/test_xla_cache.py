@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (ROOT, assert_clean_error, cli_env, default_signals, make_image,
-                      run_cli)
+                      run_cli, tmpfs)
 from styleflow.model import xla_cache
 
 ENTRY = "xla_compile_cache__{}__1__XLA_CPU_JIT.pb"
@@ -201,16 +201,8 @@ sys.exit(transfer.main([{str(base)!r}, {str(ref)!r}, {str(tmp_path / "out")!r}, 
 @pytest.fixture
 def small_file_system(tmp_path):
     """A 64 MB tmpfs (root only): less free space than the cache writes into."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
-    try:
+    with tmpfs(tmp_path / "small", "size=64m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_short_of_space_or_read_only_a_process_only_reads(tmp_path, small_file_system):
