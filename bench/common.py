@@ -23,6 +23,30 @@ from styleflow.model.layout import conv_maps  # noqa: E402
 from styleflow.model.network import KERAS_INPUT  # noqa: E402
 
 
+# The Keras example's loss weights, as the comparisons with PyTorch use them.
+CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT = 0.025, 1.0, 1.0
+
+
+def layer_choice(layers: str):
+    """(content layer, style layers) of a benchmark's `--layers` (full or lite)."""
+    from styleflow.defaults import (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
+                                    LITE_STYLE_LAYERS)
+
+    return ((FULL_CONTENT_LAYER, FULL_STYLE_LAYERS) if layers == "full"
+            else (LITE_CONTENT_LAYER, LITE_STYLE_LAYERS))
+
+
+def ours_objective(layer_weights, last: str, styles, content, style):
+    """styleflow's objective as compared with PyTorch's: the content loss on `last`, the style
+    layers `styles` weighted alike, the Keras example's weights."""
+    from styleflow.model.network import build_extractor
+    from styleflow.objective.objective import Objective
+
+    return Objective(build_extractor(layer_weights, [last, *styles]), content, [style],
+                     {last: 1.0}, {n: 1 / len(styles) for n in styles},
+                     CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT)
+
+
 def pair(size: tuple[int, int], base="base5.jpg", ref="ref6.jpg"):
     """The benchmark's content and style pictures at (h, w), preprocessed for Keras VGG19."""
     folder = SHARED_IMAGES if (SHARED_IMAGES / base).exists() else ROOT / "images"

@@ -38,14 +38,10 @@ def child(side: str, size: str, layers: str) -> None:
     sys.path.insert(0, str(HERE))
     import numpy as np
 
-    from common import pair
+    from common import layer_choice, ours_objective, pair
     from timing import parse_size
 
-    from styleflow.defaults import (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
-                                    LITE_STYLE_LAYERS)
-    from styleflow.model.network import build_extractor
     from styleflow.model.weights import random_weights
-    from styleflow.objective.objective import Objective
 
     if side == "torch":  # not imported by styleflow's processes: PyTorch's threads would stay
         from peer_pytorch import side_objectives
@@ -55,12 +51,9 @@ def child(side: str, size: str, layers: str) -> None:
     marks = [time.perf_counter()]
     if side == "torch":
         call = side_objectives("torch", layers, None, content, style, x)["channels-last"]
-    else:  # as peer_pytorch.side_objectives builds it
-        last, styles = ((FULL_CONTENT_LAYER, FULL_STYLE_LAYERS) if layers == "full"
-                        else (LITE_CONTENT_LAYER, LITE_STYLE_LAYERS))
-        ours = Objective(build_extractor(random_weights(0).layers, [last, *styles]), content,
-                         [style], {last: 1.0}, {n: 1 / len(styles) for n in styles},
-                         0.025, 1.0, 1.0)
+    else:
+        last, styles = layer_choice(layers)
+        ours = ours_objective(random_weights(0).layers, last, list(styles), content, style)
         call = lambda: ours.loss_and_grads(x)  # noqa: E731
     marks.append(time.perf_counter())
     for _ in range(2):

@@ -41,19 +41,15 @@ except ImportError:  # a benchmark dependency, not a runtime one
 
 import numpy as np
 
-from common import pair
+from common import (CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT, layer_choice, ours_objective,
+                    pair)
 from timing import interleaved_medians, parse_size
 
-from styleflow.defaults import (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
-                                LITE_STYLE_LAYERS)
 from styleflow.model import winograd
 from styleflow.model.machine import transposed_convolutions
 from styleflow.model.layout import conv_maps, deepest, stages_to
-from styleflow.model.network import build_extractor
-from styleflow.objective.objective import Objective
 from styleflow.model.weights import random_weights
 
-CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT = 0.025, 1.0, 1.0  # the Keras example's defaults
 
 
 class TorchFeatures(torch.nn.Module):
@@ -146,12 +142,6 @@ def direct_head(size, layers) -> str | None:
     return head
 
 
-def layer_choice(layers: str):
-    """(content layer, style layers) of `--layers`."""
-    return ((FULL_CONTENT_LAYER, FULL_STYLE_LAYERS) if layers == "full"
-            else (LITE_CONTENT_LAYER, LITE_STYLE_LAYERS))
-
-
 def side_objectives(side: str, layers: str, head: str | None, content, style, x) -> dict:
     """{name: callable} of one side ("ours", "torch", or "both"): the whole objective and,
     with a `head`, the objective cut after it (its style layers, the content loss on it).
@@ -168,9 +158,7 @@ def side_objectives(side: str, layers: str, head: str | None, content, style, x)
     for prefix, last, styles in cuts:
         wanted = [last, *styles]
         if side in ("ours", "both"):
-            ours = Objective(build_extractor(weights, wanted), content, [style], {last: 1.0},
-                             {n: 1 / len(styles) for n in styles},
-                             CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT)
+            ours = ours_objective(weights, last, styles, content, style)
             fns[f"{prefix}ours"] = lambda o=ours: o.loss_and_grads(x)
         if side in ("torch", "both"):
             net = TorchFeatures(weights, wanted)
