@@ -18,6 +18,10 @@ to time), as a user would run it: in one process, PyTorch's OpenMP threads still
 its call slowed our next evaluation by about 10% (docs/performance.md, stop 40).
 `--same-process` times everything in this process instead, as the benchmark did before.
 
+The ratio printed is PyTorch's median over ours; beside it, the quartiles of the rounds' own
+ratios (each round times both sides within a second or two), which show how far that ratio
+moves with the machine's drift during the run.
+
 PyTorch is a benchmark dependency only (`pip install -r requirements-bench.txt`); without it the
 script says so and exits.
 
@@ -28,6 +32,7 @@ script says so and exits.
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import sys
 import time
@@ -43,7 +48,7 @@ import numpy as np
 
 from common import (CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT, layer_choice, ours_objective,
                     pair)
-from timing import interleaved_medians, parse_size
+from timing import interleaved_times, parse_size, ratio_spread
 
 from styleflow.model import winograd
 from styleflow.model.machine import transposed_convolutions
@@ -230,20 +235,6 @@ class Workers:
 SETTLE = 0.1
 
 
-def timed_in_turns(names, run, repeats: int, warmup: int = 1) -> dict:
-    """{name: median seconds} of `run(name)` (seconds of one call), one call of each name per
-    round, `repeats` rounds after `warmup` untimed ones (see timing.interleaved_medians)."""
-    for _ in range(warmup):
-        for name in names:
-            run(name)
-    times = {name: [] for name in names}
-    for _ in range(repeats):
-        for name in names:
-            time.sleep(SETTLE)
-            times[name].append(run(name))
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["400x300", "800x600"], help="WxH")
@@ -272,7 +263,7 @@ def main() -> None:
     print(f"layers {args.layers}, float32, random weights, median of {args.repeats} rounds "
           f"(every objective timed once per round, in turns; {where})")
     print(f"{'size':>9} {'ours s/eval':>12} {'PyTorch s/eval':>15} {'layout':>14} "
-          f"{'PyTorch/ours':>13} {'loss diff':>10} {'grad diff':>10}")
+          f"{'PyTorch/ours':>13} {'rounds 25-75%':>14} {'loss diff':>10} {'grad diff':>10}")
     for text in args.sizes:
         h, w = parse_size(text)
         content, style = pair((h, w))
@@ -280,24 +271,29 @@ def main() -> None:
         head = direct_head((h, w), layers) if args.split else None
         if args.same_process:
             fns = side_objectives("both", args.layers, head, content, style, x)
-            timed = interleaved_medians(fns, args.repeats)
+            rounds = interleaved_times(fns, args.repeats)
             results = {name: as_result(fns[name]()) for name in ("ours", "NCHW", "channels-last")}
         else:
             workers = Workers(args.layers, head, content, style, x)
             try:
-                timed = timed_in_turns(workers.names(), lambda n: workers.ask("time", n),
-                                       args.repeats)
+                rounds = interleaved_times(
+                    {name: functools.partial(workers.ask, "time", name)
+                     for name in workers.names()},
+                    args.repeats, settle=SETTLE, timed_by_callee=True)
                 results = {name: workers.ask("result", name)
                            for name in ("ours", "NCHW", "channels-last")}
             finally:
                 workers.close()
+        timed = {name: float(np.median(t)) for name, t in rounds.items()}
         layout = min(("NCHW", "channels-last"), key=timed.get)
+        low, high = ratio_spread(rounds[layout], rounds["ours"])
         (loss_ours, grad_ours), (loss_peer, grad_peer) = results["ours"], results[layout]
         diff = abs(loss_ours - loss_peer) / abs(loss_peer)
         # max |difference| / max |g|: the measure the tiling tests use
         grad_diff = np.abs(grad_ours - grad_peer).max() / np.abs(grad_peer).max()
         print(f"{text:>9} {timed['ours']:12.3f} {timed[layout]:15.3f} {layout:>14} "
-              f"{timed[layout] / timed['ours']:12.2f}x {100 * diff:9.3f}% {grad_diff:10.1e}",
+              f"{timed[layout] / timed['ours']:12.2f}x {f'{low:.2f}-{high:.2f}x':>14} "
+              f"{100 * diff:9.3f}% {grad_diff:10.1e}",
               flush=True)
         if args.split:
             report_split(head, timed, layout, args.goal)

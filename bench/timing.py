@@ -36,20 +36,40 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
 
 
 def interleaved_medians(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    """{name: median wall time} of each `fns[name]()`, timed in turns (one call of each per
-    round, `repeats` rounds, after `warmup` untimed rounds): on a shared machine whose speed
-    drifts, each side meets the same drift, so their ratio holds where back-to-back medians
-    would not."""
+    """{name: median wall time} of each `fns[name]()`, timed in turns (`interleaved_times`):
+    on a shared machine whose speed drifts, each side meets the same drift, so their ratio
+    holds where back-to-back medians would not."""
+    return {name: statistics.median(t)
+            for name, t in interleaved_times(fns, repeats, warmup).items()}
+
+
+def interleaved_times(fns: dict, repeats: int, warmup: int = 1, settle: float = 0.0,
+                      timed_by_callee: bool = False) -> dict:
+    """{name: [seconds of each round]} of each `fns[name]()`, one call of each per round,
+    `repeats` rounds after `warmup` untimed ones. Each call waits `settle` seconds first (for
+    the threads of the call before it to stop spinning). With `timed_by_callee`, each call
+    returns its own seconds (a worker process timing itself) instead of being timed here."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            time.sleep(settle)
             began = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - began)
-    return {name: statistics.median(t) for name, t in times.items()}
+            seconds = fn()
+            times[name].append(seconds if timed_by_callee else time.perf_counter() - began)
+    return times
+
+
+def ratio_spread(slow: list, fast: list) -> tuple[float, float]:
+    """The lower and upper quartiles of the round-by-round ratios slow[i] / fast[i] (both
+    timed in the same rounds): how far the ratio of the medians could move on this machine."""
+    ratios = sorted(s / f for s, f in zip(slow, fast))
+    if len(ratios) < 2:
+        return ratios[0], ratios[0]
+    quartiles = statistics.quantiles(ratios, n=4, method="inclusive")
+    return quartiles[0], quartiles[2]
 
 
 def parse_size(text: str) -> tuple[int, int]:
