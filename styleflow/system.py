@@ -3,7 +3,10 @@ behind a process may not clean up (io.files' temporaries, model.xla_cache's work
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+import socket
 
 
 def alive(pid: int) -> bool:
@@ -30,3 +33,19 @@ def sync_folder(folder: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@functools.cache
+def machine_id() -> str:
+    """This machine and PID namespace as 16 hex digits, for names that tell one process's
+    leftovers from another's: host name, boot id and PID namespace, so that containers sharing
+    a host name and a volume, or a machine rebooted, do not read each other's process ids as
+    their own."""
+    parts = [socket.gethostname()]
+    for path, read in (("/proc/sys/kernel/random/boot_id", lambda p: open(p).read().strip()),
+                       ("/proc/self/ns/pid", lambda p: str(os.stat(p).st_ino))):
+        try:
+            parts.append(read(path))
+        except OSError:
+            parts.append("")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

@@ -266,12 +266,26 @@ def test_a_log_that_fails_mid_run_is_one_error_line(tiny, tmp_path, monkeypatch)
     assert len(read_log(tmp_path / "run.csv")) == 1
 
 
+def test_a_machine_names_its_leftovers_alike_in_every_process_and_not_by_host_name_alone():
+    # Temporaries and XLA work folders are swept by process number only where this id
+    # matches: the same in another process here, and not the bare host name, which
+    # containers sharing a volume may share.
+    import socket
+    from styleflow.system import machine_id
+    other = subprocess.run([sys.executable, "-c",
+                            "from styleflow.system import machine_id; print(machine_id())"],
+                           capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+    assert other == machine_id()
+    assert len(other) == 16 and socket.gethostname() not in other
+
+
 def test_leftovers_of_a_killed_writer_are_removed_but_a_live_writers_are_kept(tmp_path):
     from styleflow.io import files
     # A process that has ended: its pid is free (checked right after it exits).
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    host = files._HOST
+    from styleflow.system import machine_id
+    host = machine_id()
     stale = [tmp_path / f".out.png.{host}.{dead}-abc.tmp",
              tmp_path / f".styleflow-check.{host}.{dead}-xyz"]
     live = tmp_path / f".out.png.{host}.{os.getpid()}-def.tmp"  # this process: alive

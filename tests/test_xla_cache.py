@@ -17,6 +17,7 @@ import pytest
 from conftest import (ROOT, assert_clean_error, cli_env, default_signals, make_image,
                       run_cli, tmpfs)
 from styleflow.model import xla_cache
+from styleflow.system import machine_id
 
 ENTRY = "xla_compile_cache__{}__1__XLA_CPU_JIT.pb"
 # A whole entry as TensorFlow writes one: fields 1 (key), 2 (program), 3 (executable).
@@ -57,7 +58,7 @@ def test_a_process_links_the_shared_entries_and_publishes_only_whole_ones(tmp_pa
     shared = root / xla_cache.tag({**cli_env(), "TF_XLA_FLAGS": flags})
     shared.mkdir(parents=True)
     (shared / ENTRY.format(1)).write_bytes(WHOLE)
-    here = f"{xla_cache.WORK_PREFIX}{xla_cache._machine()}"
+    here = f"{xla_cache.WORK_PREFIX}{machine_id()}"
     dead = shared / f"{here}-999999999-x"  # no such process on this machine
     live = shared / f"{here}-{os.getpid()}-x"  # this test's
     # Another machine's: judged by when it was last used, not by a process number.
@@ -71,6 +72,7 @@ def test_a_process_links_the_shared_entries_and_publishes_only_whole_ones(tmp_pa
 import json, os, time
 import styleflow
 from styleflow.model import xla_cache
+from styleflow.system import machine_id
 private = xla_cache._session.private
 linked = (private / {ENTRY.format(1)!r}).read_bytes() == {WHOLE!r}
 whole, cut = private / {ENTRY.format(2)!r}, private / {ENTRY.format(3)!r}
@@ -115,6 +117,7 @@ def test_the_users_own_setting_and_an_unusable_folder_leave_tensorflow_alone(tmp
 import json, os
 import styleflow
 from styleflow.model import xla_cache
+from styleflow.system import machine_id
 print(json.dumps([os.environ.get("TF_XLA_FLAGS"), xla_cache._session is None]))
 """
     own = f"{xla_cache.FLAG}={tmp_path}"
@@ -184,6 +187,7 @@ def test_a_write_failing_mid_run_ends_in_one_line(tmp_path):
 import shutil, sys
 import styleflow
 from styleflow.model import xla_cache
+from styleflow.system import machine_id
 private = xla_cache._session.private
 shutil.rmtree(private)
 private.write_text("not a folder")

@@ -7,13 +7,12 @@ from __future__ import annotations
 import errno
 import os
 import re
-import socket
 import stat
 import tempfile
 from pathlib import Path
 
 from ..errors import OS_REASONS, StyleflowError, os_error, os_reason  # noqa: F401 - re-exported
-from ..system import alive, sync_folder
+from ..system import alive, machine_id, sync_folder
 
 
 def resolved(path: str | os.PathLike) -> Path:
@@ -72,7 +71,7 @@ def write_atomically(path: str | os.PathLike, write, what: str | None = None) ->
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # The name is shortened in the temporary's: a name near the limit must still fit.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:80]}.{_OWNER}-", suffix=".tmp",
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:80]}.{_owner()}-", suffix=".tmp",
                                    dir=path.parent)
     except OSError as exc:
         raise failed(exc) from None
@@ -95,10 +94,11 @@ def write_atomically(path: str | os.PathLike, write, what: str | None = None) ->
         raise
 
 
-# Temporary names carry host and process id, so a later run can tell the leftovers of a process
-# killed with SIGKILL (which no handler sees) from files another live process is writing.
-_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
-_OWNER = f"{_HOST}.{os.getpid()}"
+# Temporary names carry the machine (system.machine_id) and process id, so a later run can tell
+# the leftovers of a process killed with SIGKILL (which no handler sees) from files another live
+# process is writing.
+def _owner() -> str:
+    return f"{machine_id()}.{os.getpid()}"  # at call time: a forked child is its own owner
 _TEMPORARY = re.compile(r"^\..*\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)-[^/]*$")
 
 
@@ -112,7 +112,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         return removed
     for entry in entries:
         match = _TEMPORARY.match(entry.name)
-        if not match or match["host"] != _HOST or not entry.is_file(follow_symlinks=False):
+        if not match or match["host"] != machine_id() or not entry.is_file(follow_symlinks=False):
             continue
         if not (entry.name.endswith(".tmp") or entry.name.startswith(".styleflow-check.")):
             continue
@@ -156,7 +156,7 @@ def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
         raise StyleflowError(f"{what} '{path}': '{folder}' is not a folder")
     remove_stale_temporaries(folder)
     try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".styleflow-check.{_OWNER}-"):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".styleflow-check.{_owner()}-"):
             pass
     except OSError as exc:
         raise StyleflowError(f"{what} '{path}': folder '{folder}' is not writable "

@@ -35,14 +35,13 @@ import os
 import platform
 import re
 import shutil
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from ..errors import StyleflowError, explain_with
-from ..system import alive, sync_folder
+from ..system import alive, machine_id, sync_folder
 from .machine import cpu_flags
 
 VARIABLE = "STYLEFLOW_XLA_CACHE"
@@ -293,27 +292,14 @@ def _link(source: Path, target: Path) -> bool:
         return False
 
 
-def _machine() -> str:
-    """This machine and process namespace, as a name part without hyphens: host name, boot
-    and PID namespace, so that containers sharing a host name and a cache volume differ."""
-    parts = [socket.gethostname()]
-    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
-        try:
-            parts.append(Path(path).read_text().strip() if "boot" in path
-                         else str(os.stat(path).st_ino))
-        except OSError:
-            parts.append("")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
 def _work_prefix() -> str:
-    return f"{WORK_PREFIX}{_machine()}-{os.getpid()}-"
+    return f"{WORK_PREFIX}{machine_id()}-{os.getpid()}-"
 
 
 def _remove_stale_work(shared: Path) -> None:
     """Remove the private folders of processes that ended without cleaning up (killed): this
     machine's whose process is gone, and other machines' unused for STALE_SECONDS."""
-    here = f"{WORK_PREFIX}{_machine()}-"
+    here = f"{WORK_PREFIX}{machine_id()}-"
     now = time.time()
     for folder in shared.iterdir():
         if not folder.name.startswith(WORK_PREFIX) or not folder.is_dir():
