@@ -18,21 +18,17 @@ import argparse
 
 import numpy as np
 
-from common import pair
+from common import CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT, layer_choice, pair
 from cpu import cpu_description
 from timing import interleaved_medians, median_seconds, parse_size
 
 import tensorflow as tf
 
-from styleflow.defaults import (FULL_CONTENT_LAYER, FULL_STYLE_LAYERS, LITE_CONTENT_LAYER,
-                                LITE_STYLE_LAYERS)
 from styleflow.model.network import build_extractor
 from styleflow.model.weights import random_weights
 from styleflow.objective import losses
 from styleflow.objective.objective import Objective
 from styleflow.plan import budget
-
-CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT = 0.025, 1.0, 1.0
 
 
 def weighted_tv(image: np.ndarray, weight: float):
@@ -66,8 +62,7 @@ def main() -> None:
                              "peak resident memory is then the process's")
     args = parser.parse_args()
     h, w = parse_size(args.size)
-    content_layer, style_layers = ((FULL_CONTENT_LAYER, FULL_STYLE_LAYERS) if args.layers == "full"
-                                   else (LITE_CONTENT_LAYER, LITE_STYLE_LAYERS))
+    content_layer, style_layers = layer_choice(args.layers)
     layers = [content_layer, *style_layers]
     extractor = build_extractor(random_weights(0).layers, layers)
     content, style = pair((h, w))
