@@ -42,10 +42,13 @@ def machine_id() -> str:
     a host name and a volume, or a machine rebooted, do not read each other's process ids as
     their own."""
     parts = [socket.gethostname()]
-    for path, read in (("/proc/sys/kernel/random/boot_id", lambda p: open(p).read().strip()),
-                       ("/proc/self/ns/pid", lambda p: str(os.stat(p).st_ino))):
-        try:
-            parts.append(read(path))
-        except OSError:
-            parts.append("")
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as boot:
+            parts.append(boot.read().strip())
+    except OSError:
+        parts.append("")
+    try:
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        parts.append("")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

@@ -97,9 +97,11 @@ def write_atomically(path: str | os.PathLike, write, what: str | None = None) ->
 # Temporary names carry the machine (system.machine_id) and process id, so a later run can tell
 # the leftovers of a process killed with SIGKILL (which no handler sees) from files another live
 # process is writing.
+_TEMPORARY = re.compile(r"^\..*\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)-[^/]*$")
+
+
 def _owner() -> str:
     return f"{machine_id()}.{os.getpid()}"  # at call time: a forked child is its own owner
-_TEMPORARY = re.compile(r"^\..*\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)-[^/]*$")
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
