@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from styleflow import Stylizer, StyleflowError
 from styleflow.model import weights as weights_mod
 from styleflow.io.images import load_image
 from styleflow.report.runlog import read_log
+from styleflow.system import machine_id
 
 TRANSFER = "neural_style_transfer.py"
 STYLE = "neural_style.py"
@@ -270,8 +272,6 @@ def test_a_machine_names_its_leftovers_alike_in_every_process_and_not_by_host_na
     # Temporaries and XLA work folders are swept by process number only where this id
     # matches: the same in another process here, and not the bare host name, which
     # containers sharing a volume may share.
-    import socket
-    from styleflow.system import machine_id
     other = subprocess.run([sys.executable, "-c",
                             "from styleflow.system import machine_id; print(machine_id())"],
                            capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
@@ -284,7 +284,6 @@ def test_leftovers_of_a_killed_writer_are_removed_but_a_live_writers_are_kept(tm
     # A process that has ended: its pid is free (checked right after it exits).
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    from styleflow.system import machine_id
     host = machine_id()
     stale = [tmp_path / f".out.png.{host}.{dead}-abc.tmp",
              tmp_path / f".styleflow-check.{host}.{dead}-xyz"]

@@ -72,7 +72,6 @@ def test_a_process_links_the_shared_entries_and_publishes_only_whole_ones(tmp_pa
 import json, os, time
 import styleflow
 from styleflow.model import xla_cache
-from styleflow.system import machine_id
 private = xla_cache._session.private
 linked = (private / {ENTRY.format(1)!r}).read_bytes() == {WHOLE!r}
 whole, cut = private / {ENTRY.format(2)!r}, private / {ENTRY.format(3)!r}
@@ -117,7 +116,6 @@ def test_the_users_own_setting_and_an_unusable_folder_leave_tensorflow_alone(tmp
 import json, os
 import styleflow
 from styleflow.model import xla_cache
-from styleflow.system import machine_id
 print(json.dumps([os.environ.get("TF_XLA_FLAGS"), xla_cache._session is None]))
 """
     own = f"{xla_cache.FLAG}={tmp_path}"
@@ -187,7 +185,6 @@ def test_a_write_failing_mid_run_ends_in_one_line(tmp_path):
 import shutil, sys
 import styleflow
 from styleflow.model import xla_cache
-from styleflow.system import machine_id
 private = xla_cache._session.private
 shutil.rmtree(private)
 private.write_text("not a folder")
