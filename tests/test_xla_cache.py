@@ -98,6 +98,35 @@ print(json.dumps(dict(flags=os.environ["TF_XLA_FLAGS"], private=str(private), li
         (False, True, False, True)
 
 
+def test_once_tensorflow_has_its_flags_children_get_the_users_own(tmp_path):
+    # TensorFlow reads TF_XLA_FLAGS once; after styleflow's import of it the variable is put
+    # back, so a child that starts TensorFlow without styleflow never uses this process's
+    # private folder, and TensorFlow here still compiles into it.
+    own = "--tf_xla_min_cluster_size=2"
+    out = _python("""
+import json, os, subprocess, sys
+import styleflow
+from styleflow.model import xla_cache
+private = xla_cache._session.private
+import styleflow.api  # imports TensorFlow
+import tensorflow as tf
+
+
+def double(x):
+    return 2.0 * x + 1.0
+
+
+tf.function(double, jit_compile=True)(tf.ones(3))
+child = subprocess.run([sys.executable, "-c", "import json, os; print(json.dumps("
+                        "[os.environ.get(v) for v in ('TF_XLA_FLAGS', 'STYLEFLOW_XLA_FLAGS_ADDED')]))"],
+                       capture_output=True, text=True, check=True).stdout
+print(json.dumps(dict(child=json.loads(child), here=os.environ.get("TF_XLA_FLAGS"),
+                      compiled=len(list(private.glob("*.pb"))))))
+""", STYLEFLOW_XLA_CACHE=str(tmp_path / "c"), TF_XLA_FLAGS=own)
+    assert out["child"] == [own, None] and out["here"] == own
+    assert out["compiled"] >= 1
+
+
 def test_only_whole_entries_count_as_whole():
     assert xla_cache._whole(WHOLE)
     assert not any(xla_cache._whole(WHOLE[:n]) for n in range(len(WHOLE)))

@@ -8,6 +8,7 @@ import os
 import sys
 
 from ..errors import StyleflowError
+from . import xla_cache
 from .machine import ONEDNN_VARIABLE
 
 
@@ -51,7 +52,8 @@ def quiet_tensorflow() -> None:
 
     TensorFlow logs through absl before TF_CPP_MIN_LOG_LEVEL is honoured, so stderr (fd 2) is
     pointed at /dev/null for the import alone; a failed import is still reported, in one line.
-    """
+    Once imported, TensorFlow is made to read its XLA flags, and TF_XLA_FLAGS is put back as
+    the user set it (`xla_cache.settle`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
     saved = os.dup(2)
@@ -62,6 +64,7 @@ def quiet_tensorflow() -> None:
         import keras  # noqa: F401
 
         tf.config.list_physical_devices()  # device probing logs too (e.g. cuInit without a GPU)
+        xla_cache.settle()  # TensorFlow has its XLA flags; children need not inherit ours
     except ImportError as exc:
         os.dup2(saved, 2)
         if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C during the import

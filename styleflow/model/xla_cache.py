@@ -18,10 +18,13 @@ short of space (MIN_FREE_BYTES), TensorFlow is told to only read its private fol
 read-only file system, the shared folder itself. Should a write still fail (the disk filled up
 since), the run ends in one line (`failure`). Any other OS error here only costs the cache.
 
-A child process inherits the TF_XLA_FLAGS this sets up; one that imports styleflow makes its
-own private folder. One that starts TensorFlow without it shares its parent's: its entries are
-checked like the parent's before they are published, and TensorFlow remakes the folder should
-the parent have removed it at exit.
+TensorFlow takes the folder from TF_XLA_FLAGS, which it reads once, when it first needs XLA.
+Once styleflow has imported TensorFlow (`runtime.quiet_tensorflow`), `settle` has it read them
+then and puts TF_XLA_FLAGS back as the user set it, so that child processes started from then
+on never see this process's folder. A child started before inherits the flags: one that imports
+styleflow makes its own private folder (ADDED_VARIABLE names what to drop); one that starts
+TensorFlow without styleflow shares its parent's, whose entries are checked like the parent's
+before they are published, and TensorFlow remakes the folder should the parent remove it.
 
 `STYLEFLOW_XLA_CACHE`: unset for the default folder (`$XDG_CACHE_HOME/styleflow/xla`, else
 `~/.cache/styleflow/xla`), a folder to use instead, or `off` (also 0, no, false, empty).
@@ -69,6 +72,9 @@ class _Session:
 
 _session: _Session | None = None
 _given: Path | None = None  # the folder TensorFlow was given: the private one, or the shared
+# TF_XLA_FLAGS as it stands once the user's own value is put back (None: unset), and this
+# process's value, while what share_compilations added is still in the environment.
+_restore: tuple[str | None, str] | None = None
 
 
 def default_root(environ=os.environ) -> Path | None:
@@ -113,7 +119,7 @@ def share_compilations(environ=os.environ) -> Path | None:
     shared one has less than MIN_FREE_BYTES free, the shared folder itself where no private
     folder can be made (a read-only file system). Returns the folder TensorFlow was given, or
     None."""
-    global _session, _given
+    global _session, _given, _restore
     if _session is not None:
         return _session.private
     if "tensorflow" in sys.modules:
@@ -158,7 +164,36 @@ def share_compilations(environ=os.environ) -> Path | None:
     explain_with(failure)
     environ[FLAGS_VARIABLE] = " ".join([*flags, *added])
     environ[ADDED_VARIABLE] = " ".join(added)
+    _restore = (" ".join(flags) or None, environ[FLAGS_VARIABLE])
     return private
+
+
+def settle(environ=os.environ) -> bool:
+    """Once TensorFlow is imported: have it read its XLA flags now (it reads them once, at
+    first need) and put TF_XLA_FLAGS back as the user set it, so that child processes started
+    from here on, which read the environment afresh, never see this process's private folder.
+    Left as it is if the user changed TF_XLA_FLAGS meanwhile or TensorFlow offers no way to
+    make it read its flags. Returns whether the environment was put back."""
+    global _restore
+    if _restore is None or "tensorflow" not in sys.modules:
+        return False
+    user, ours = _restore
+    try:
+        # Any getter of TensorFlow's XLA flags parses all of them (none in its public API).
+        from tensorflow.python.client import pywrap_tf_session
+
+        pywrap_tf_session.TF_GetXlaConstantFoldingDisabled()
+    except Exception:  # noqa: BLE001 - another TensorFlow: children inherit, as documented
+        return False
+    _restore = None
+    if environ.get(FLAGS_VARIABLE) != ours:
+        return False
+    if user is None:
+        environ.pop(FLAGS_VARIABLE, None)
+    else:
+        environ[FLAGS_VARIABLE] = user
+    environ.pop(ADDED_VARIABLE, None)
+    return True
 
 
 def failure(exc: BaseException) -> StyleflowError | None:
