@@ -9,6 +9,11 @@ import os
 import socket
 
 
+# What another machine (or container, or this machine before a reboot) left behind, untouched
+# this long, is taken for a leftover: its processes cannot be asked whether they live.
+OTHER_MACHINE_IDLE_SECONDS = 24 * 3600
+
+
 def alive(pid: int) -> bool:
     """Whether process `pid` exists on this machine (another user's counts)."""
     try:

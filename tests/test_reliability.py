@@ -4,7 +4,6 @@ import contextlib
 import hashlib
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from styleflow import Stylizer, StyleflowError
 from styleflow.model import weights as weights_mod
 from styleflow.io.images import load_image
 from styleflow.report.runlog import read_log
-from styleflow.system import machine_id
+from styleflow.system import OTHER_MACHINE_IDLE_SECONDS, machine_id
 
 TRANSFER = "neural_style_transfer.py"
 STYLE = "neural_style.py"
@@ -268,15 +267,23 @@ def test_a_log_that_fails_mid_run_is_one_error_line(tiny, tmp_path, monkeypatch)
     assert len(read_log(tmp_path / "run.csv")) == 1
 
 
-def test_a_machine_names_its_leftovers_alike_in_every_process_and_not_by_host_name_alone():
+def test_a_machine_names_its_leftovers_alike_in_every_process_and_apart_from_another_namespace():
     # Temporaries and XLA work folders are swept by process number only where this id
-    # matches: the same in another process here, and not the bare host name, which
-    # containers sharing a volume may share.
-    other = subprocess.run([sys.executable, "-c",
-                            "from styleflow.system import machine_id; print(machine_id())"],
-                           capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+    # matches: the same in another process here; another for a process in another PID
+    # namespace (a container beside this one, host name and volume shared), whose process
+    # numbers are not ours.
+    code = "from styleflow.system import machine_id; print(machine_id())"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, cwd=ROOT).stdout.strip()
     assert other == machine_id()
-    assert len(other) == 16 and socket.gethostname() not in other
+    try:
+        apart = subprocess.run(["unshare", "--pid", "--fork", sys.executable, "-c", code],
+                               capture_output=True, text=True, cwd=ROOT, timeout=60)
+    except FileNotFoundError:
+        pytest.skip("no unshare command to start a process in another PID namespace")
+    if apart.returncode != 0:
+        pytest.skip(f"cannot make a PID namespace here: {apart.stderr.strip()[-200:]}")
+    assert len(apart.stdout.strip()) == 16 and apart.stdout.strip() != machine_id()
 
 
 def test_leftovers_of_a_killed_writer_are_removed_but_a_live_writers_are_kept(tmp_path):
@@ -285,15 +292,28 @@ def test_leftovers_of_a_killed_writer_are_removed_but_a_live_writers_are_kept(tm
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     host = machine_id()
+    # Another machine's (another container's, this one's before a reboot): its processes
+    # cannot be asked, so it counts as left over once untouched for a day.
+    elsewhere = "0123456789abcdef"
     stale = [tmp_path / f".out.png.{host}.{dead}-abc.tmp",
-             tmp_path / f".styleflow-check.{host}.{dead}-xyz"]
+             tmp_path / f".styleflow-check.{host}.{dead}-xyz",
+             tmp_path / f".out.png.{elsewhere}.{dead}-old.tmp"]
     live = tmp_path / f".out.png.{host}.{os.getpid()}-def.tmp"  # this process: alive
-    other_host = tmp_path / f".out.png.elsewhere.{dead}-ghi.tmp"  # maybe alive on that host
-    user_file = tmp_path / ".hidden.tmp"
-    for path in [*stale, live, other_host, user_file]:
+    recent = tmp_path / f".out.png.{elsewhere}.{dead}-ghi.tmp"  # maybe alive over there
+    # A user's file of the same shape but no machine id, however old, is not ours.
+    user_files = [tmp_path / ".hidden.tmp", tmp_path / f".notes.v2.{dead}-draft.tmp"]
+    for path in [*stale, live, recent, *user_files]:
         path.write_bytes(b"x")
+    long_ago = time.time() - OTHER_MACHINE_IDLE_SECONDS - 60
+    for path in [stale[2], user_files[1]]:
+        os.utime(path, (long_ago, long_ago))
     files.prepare_output_dir(tmp_path / "out.png")
     assert not any(p.exists() for p in stale)
-    assert live.exists() and other_host.exists() and user_file.exists()
+    assert live.exists() and recent.exists() and all(p.exists() for p in user_files)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        p.name for p in [live, other_host, user_file])  # the probe left nothing either
+        p.name for p in [live, recent, *user_files])  # the probe left nothing either
+    # And a writer names its temporaries so: this machine's id and its process number.
+    seen = []
+    files.write_atomically(tmp_path / "new.png",
+                           lambda handle: seen.extend(p.name for p in tmp_path.glob(".new.png.*")))
+    assert len(seen) == 1 and seen[0].startswith(f".new.png.{host}.{os.getpid()}-")

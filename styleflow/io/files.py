@@ -9,10 +9,11 @@ import os
 import re
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from ..errors import OS_REASONS, StyleflowError, os_error, os_reason  # noqa: F401 - re-exported
-from ..system import alive, machine_id, sync_folder
+from ..system import OTHER_MACHINE_IDLE_SECONDS, alive, machine_id, sync_folder
 
 
 def resolved(path: str | os.PathLike) -> Path:
@@ -100,13 +101,25 @@ def write_atomically(path: str | os.PathLike, write, what: str | None = None) ->
 _TEMPORARY = re.compile(r"^\..*\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)-[^/]*$")
 
 
+_MACHINE = re.compile(r"[0-9a-f]{16}")  # a system.machine_id()
+
+
+def _idle(path: str) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime > OTHER_MACHINE_IDLE_SECONDS
+    except OSError:
+        return False
+
+
 def _owner() -> str:
     return f"{machine_id()}.{os.getpid()}"  # at call time: a forked child is its own owner
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete this host's temporaries (from write_atomically or the writability probe) in
-    `folder` whose process no longer exists; return what was removed."""
+    """Delete the leftover temporaries (from write_atomically or the writability probe) in
+    `folder`: this machine's whose process no longer exists, and another machine's (another
+    container, or this one before a reboot) untouched for OTHER_MACHINE_IDLE_SECONDS; return
+    what was removed."""
     removed = []
     try:
         entries = list(os.scandir(folder))
@@ -114,12 +127,15 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         return removed
     for entry in entries:
         match = _TEMPORARY.match(entry.name)
-        if not match or match["host"] != machine_id() or not entry.is_file(follow_symlinks=False):
+        if not match or not entry.is_file(follow_symlinks=False):
             continue
         if not (entry.name.endswith(".tmp") or entry.name.startswith(".styleflow-check.")):
             continue
-        if alive(int(match["pid"])):
-            continue
+        if match["host"] == machine_id():
+            if alive(int(match["pid"])):
+                continue
+        elif not _MACHINE.fullmatch(match["host"]) or not _idle(entry.path):
+            continue  # a user's file of that shape, or another machine's recent temporary
         try:
             os.unlink(entry.path)
             removed.append(Path(entry.path))
