@@ -62,12 +62,13 @@ def interleaved_times(fns: dict, repeats: int, warmup: int = 1, settle: float = 
     return times
 
 
-def ratio_spread(slow: list, fast: list) -> tuple[float, float]:
-    """The lower and upper quartiles of the round-by-round ratios slow[i] / fast[i] (both
-    timed in the same rounds): how far the ratio of the medians could move on this machine."""
-    ratios = sorted(s / f for s, f in zip(slow, fast))
+def ratio_spread(numerators: list, denominators: list) -> tuple[float, float]:
+    """The lower and upper quartiles of the round-by-round ratios numerators[i] /
+    denominators[i] (both timed in the same rounds): how far the ratio of the medians could
+    move on this machine. NaN for no rounds."""
+    ratios = sorted(n / d for n, d in zip(numerators, denominators))
     if len(ratios) < 2:
-        return ratios[0], ratios[0]
+        return (ratios[0], ratios[0]) if ratios else (float("nan"), float("nan"))
     quartiles = statistics.quantiles(ratios, n=4, method="inclusive")
     return quartiles[0], quartiles[2]
 

@@ -153,6 +153,12 @@ print(json.dumps([os.environ.get("TF_XLA_FLAGS"), xla_cache._session is None]))
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     assert _python(code, STYLEFLOW_XLA_CACHE=str(blocker / "c")) == [None, True]
+    # A value not starting with "-" names a file of flags, which TensorFlow reads whole: a
+    # flag added after its name would make it a file that does not exist.
+    flags_file = tmp_path / "xla-flags"
+    flags_file.write_text("--tf_xla_min_cluster_size=2\n")
+    assert _python(code, STYLEFLOW_XLA_CACHE=str(tmp_path / "c"),
+                   TF_XLA_FLAGS=str(flags_file)) == [str(flags_file), True]
 
 
 def test_pruning_drops_the_oldest_entries_first(tmp_path):

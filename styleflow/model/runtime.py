@@ -64,7 +64,6 @@ def quiet_tensorflow() -> None:
         import keras  # noqa: F401
 
         tf.config.list_physical_devices()  # device probing logs too (e.g. cuInit without a GPU)
-        xla_cache.settle()  # TensorFlow has its XLA flags; children need not inherit ours
     except ImportError as exc:
         os.dup2(saved, 2)
         if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C during the import
@@ -75,6 +74,7 @@ def quiet_tensorflow() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
+    xla_cache.settle()  # TensorFlow has its XLA flags; children need not inherit ours
 
 
 def enable_determinism() -> None:

@@ -21,10 +21,12 @@ since), the run ends in one line (`failure`). Any other OS error here only costs
 TensorFlow takes the folder from TF_XLA_FLAGS, which it reads once, when it first needs XLA.
 Once styleflow has imported TensorFlow (`runtime.quiet_tensorflow`), `settle` has it read them
 then and puts TF_XLA_FLAGS back as the user set it, so that child processes started from then
-on never see this process's folder. A child started before inherits the flags: one that imports
-styleflow makes its own private folder (ADDED_VARIABLE names what to drop); one that starts
-TensorFlow without styleflow shares its parent's, whose entries are checked like the parent's
-before they are published, and TensorFlow remakes the folder should the parent remove it.
+on do not see this process's folder (a forked one shares TensorFlow's flags as read, and so the
+folder; `_Session.pid` keeps it from publishing or removing it). A child started before
+inherits the flags: one that imports styleflow makes its own private folder (ADDED_VARIABLE
+names what to drop); one that starts TensorFlow without styleflow shares its parent's, whose
+entries are checked like the parent's before they are published, and TensorFlow remakes the
+folder should the parent remove it. A TF_XLA_FLAGS naming a file of flags is left alone.
 
 `STYLEFLOW_XLA_CACHE`: unset for the default folder (`$XDG_CACHE_HOME/styleflow/xla`, else
 `~/.cache/styleflow/xla`), a folder to use instead, or `off` (also 0, no, false, empty).
@@ -44,7 +46,7 @@ import time
 from pathlib import Path
 
 from ..errors import StyleflowError, explain_with
-from ..system import alive, machine_id, sync_folder
+from ..system import OTHER_MACHINE_IDLE_SECONDS, alive, machine_id, sync_folder
 from .machine import cpu_flags
 
 VARIABLE = "STYLEFLOW_XLA_CACHE"
@@ -56,7 +58,7 @@ OFF = ("off", "0", "no", "false", "")
 LIMIT_BYTES = 256 * 2**20  # about 120 image sizes' transforms (about 2 MB a size)
 MIN_FREE_BYTES = 2**30  # below this, TensorFlow only reads the shared entries
 WORK_PREFIX = ".work-"
-STALE_SECONDS = 24 * 3600  # another machine's work folder unused this long is removed
+STALE_SECONDS = OTHER_MACHINE_IDLE_SECONDS  # another machine's work folder unused this long
 STALE_ENTRY_SECONDS = 60  # an entry still not whole this long after its last write is a leftover
 
 
@@ -132,7 +134,9 @@ def share_compilations(environ=os.environ) -> Path | None:
     else:
         environ.pop(FLAGS_VARIABLE, None)
     root = default_root(environ)
-    if root is None or any(flag.startswith(FLAG) for flag in flags):
+    # A value not starting with "-" names a file of flags for TensorFlow: left to the user.
+    if root is None or any(flag.startswith(FLAG) for flag in flags) or (
+            flags and not flags[0].startswith("-")):
         return None
     shared = root / tag(environ)
     if any(c.isspace() for c in str(shared)):  # TF_XLA_FLAGS is split at white space
