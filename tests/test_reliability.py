@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import (EMPTY_KERAS_HOME, LITE_H5, ROOT, assert_clean_error, call_cli, child,
-                      make_image)
+                      default_signals, make_image)
 from styleflow import Stylizer, StyleflowError
 from styleflow.model import weights as weights_mod
 from styleflow.io.images import load_image
@@ -277,8 +277,10 @@ def test_a_machine_names_its_leftovers_alike_in_every_process_and_apart_from_ano
                            check=True, cwd=ROOT).stdout.strip()
     assert other == machine_id()
     try:
-        apart = subprocess.run(["unshare", "--pid", "--fork", sys.executable, "-c", code],
-                               capture_output=True, text=True, cwd=ROOT, timeout=60)
+        # --kill-child: should unshare be killed (the timeout), its child goes with it.
+        apart = subprocess.run(["unshare", "--pid", "--kill-child", sys.executable, "-c", code],
+                               capture_output=True, text=True, cwd=ROOT, timeout=60,
+                               stdin=subprocess.DEVNULL, preexec_fn=default_signals)
     except FileNotFoundError:
         pytest.skip("no unshare command to start a process in another PID namespace")
     if apart.returncode != 0:
