@@ -7,6 +7,7 @@ import functools
 import hashlib
 import os
 import socket
+import time
 
 
 # What another machine (or container, or this machine before a reboot) left behind, untouched
@@ -23,6 +24,19 @@ def alive(pid: int) -> bool:
     except OSError:  # exists, owned by someone else
         return True
     return True
+
+
+def left_behind(machine: str, pid: str, path: str | os.PathLike) -> bool:
+    """Whether `path`, named as its own by process `pid` of `machine` (a `machine_id`), is left
+    over: this machine's once that process is gone; another machine's (another container, or
+    this one before a reboot), whose processes cannot be asked, once untouched for
+    OTHER_MACHINE_IDLE_SECONDS."""
+    if machine == machine_id():
+        return pid.isdigit() and not alive(int(pid))
+    try:
+        return time.time() - os.stat(path).st_mtime > OTHER_MACHINE_IDLE_SECONDS
+    except OSError:
+        return False
 
 
 def sync_folder(folder: str | os.PathLike) -> None:

@@ -17,7 +17,7 @@ import pytest
 from conftest import (ROOT, assert_clean_error, cli_env, default_signals, make_image,
                       run_cli, tmpfs)
 from styleflow.model import xla_cache
-from styleflow.system import machine_id
+from styleflow.system import OTHER_MACHINE_IDLE_SECONDS, machine_id
 
 ENTRY = "xla_compile_cache__{}__1__XLA_CPU_JIT.pb"
 # A whole entry as TensorFlow writes one: fields 1 (key), 2 (program), 3 (executable).
@@ -66,7 +66,7 @@ def test_a_process_links_the_shared_entries_and_publishes_only_whole_ones(tmp_pa
         shared / f"{xla_cache.WORK_PREFIX}elsewhere-2-x"
     for folder in (dead, live, idle, busy):
         folder.mkdir()
-    long_ago = time.time() - xla_cache.STALE_SECONDS - 60
+    long_ago = time.time() - OTHER_MACHINE_IDLE_SECONDS - 60
     os.utime(idle, (long_ago, long_ago))
     out = _python(f"""
 import json, os, time

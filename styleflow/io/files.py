@@ -9,11 +9,10 @@ import os
 import re
 import stat
 import tempfile
-import time
 from pathlib import Path
 
 from ..errors import OS_REASONS, StyleflowError, os_error, os_reason  # noqa: F401 - re-exported
-from ..system import OTHER_MACHINE_IDLE_SECONDS, alive, machine_id, sync_folder
+from ..system import left_behind, machine_id, sync_folder
 
 
 def resolved(path: str | os.PathLike) -> Path:
@@ -99,16 +98,7 @@ def write_atomically(path: str | os.PathLike, write, what: str | None = None) ->
 # the leftovers of a process killed with SIGKILL (which no handler sees) from files another live
 # process is writing.
 _TEMPORARY = re.compile(r"^\..*\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)-[^/]*$")
-
-
 _MACHINE = re.compile(r"[0-9a-f]{16}")  # a system.machine_id()
-
-
-def _idle(path: str) -> bool:
-    try:
-        return time.time() - os.stat(path).st_mtime > OTHER_MACHINE_IDLE_SECONDS
-    except OSError:
-        return False
 
 
 def _owner() -> str:
@@ -117,9 +107,9 @@ def _owner() -> str:
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete the leftover temporaries (from write_atomically or the writability probe) in
-    `folder`: this machine's whose process no longer exists, and another machine's (another
-    container, or this one before a reboot) untouched for OTHER_MACHINE_IDLE_SECONDS; return
-    what was removed."""
+    `folder`, as `system.left_behind` judges them: this machine's whose process no longer
+    exists, another machine's (another container, or this one before a reboot) untouched for a
+    day; return what was removed."""
     removed = []
     try:
         entries = list(os.scandir(folder))
@@ -131,11 +121,10 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
             continue
         if not (entry.name.endswith(".tmp") or entry.name.startswith(".styleflow-check.")):
             continue
-        if match["host"] == machine_id():
-            if alive(int(match["pid"])):
-                continue
-        elif not _MACHINE.fullmatch(match["host"]) or not _idle(entry.path):
-            continue  # a user's file of that shape, or another machine's recent temporary
+        # Without a machine id, a user's file of that shape.
+        if not _MACHINE.fullmatch(match["host"]) or \
+                not left_behind(match["host"], match["pid"], entry.path):
+            continue
         try:
             os.unlink(entry.path)
             removed.append(Path(entry.path))

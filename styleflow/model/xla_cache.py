@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 from ..errors import StyleflowError, explain_with
-from ..system import OTHER_MACHINE_IDLE_SECONDS, alive, machine_id, sync_folder
+from ..system import left_behind, machine_id, sync_folder
 from .machine import cpu_flags
 
 VARIABLE = "STYLEFLOW_XLA_CACHE"
@@ -58,7 +58,6 @@ OFF = ("off", "0", "no", "false", "")
 LIMIT_BYTES = 256 * 2**20  # about 120 image sizes' transforms (about 2 MB a size)
 MIN_FREE_BYTES = 2**30  # below this, TensorFlow only reads the shared entries
 WORK_PREFIX = ".work-"
-STALE_SECONDS = OTHER_MACHINE_IDLE_SECONDS  # another machine's work folder unused this long
 STALE_ENTRY_SECONDS = 60  # an entry still not whole this long after its last write is a leftover
 
 
@@ -336,20 +335,11 @@ def _work_prefix() -> str:
 
 
 def _remove_stale_work(shared: Path) -> None:
-    """Remove the private folders of processes that ended without cleaning up (killed): this
-    machine's whose process is gone, and other machines' unused for STALE_SECONDS."""
-    here = f"{WORK_PREFIX}{machine_id()}-"
-    now = time.time()
+    """Remove the private folders of processes that ended without cleaning up (killed):
+    `system.left_behind` judges them by the machine and process in their names."""
     for folder in shared.iterdir():
         if not folder.name.startswith(WORK_PREFIX) or not folder.is_dir():
             continue
-        if folder.name.startswith(here):
-            pid = folder.name[len(here):].split("-", 1)[0]
-            stale = pid.isdigit() and not alive(int(pid))
-        else:
-            try:
-                stale = now - folder.stat().st_mtime > STALE_SECONDS
-            except OSError:
-                continue
-        if stale:
+        machine, _, rest = folder.name[len(WORK_PREFIX):].partition("-")
+        if left_behind(machine, rest.partition("-")[0], folder):
             shutil.rmtree(folder, ignore_errors=True)
