@@ -66,7 +66,7 @@ def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool =
             # The mirrored kernel with in/out swapped: its input gradient is our forward pass
             # (derived per call from the weights so set/load_weights cannot leave it stale).
             mirrored = tf.transpose(tf.reverse(k, [0, 1]), (0, 1, 3, 2))
-            return tf.nn.relu(_convolve(x, k, mirrored) + self.bias)
+            return _convolve(x, k, mirrored, tf.convert_to_tensor(self.bias))
 
         def compute_output_shape(self, input_shape):
             return (*input_shape[:3], kernel.shape[3])
@@ -94,7 +94,9 @@ def _convolve_fused(x, kernel, bias):
     return forward(x)
 
 
-def _convolve(x, kernel, mirrored):
+def _convolve(x, kernel, mirrored, bias):
+    """relu(conv3x3_same(x, kernel) + bias) by input-gradient ops both ways (`mirrored` is the
+    kernel mirrored with in/out swapped); bias and ReLU in one pass (`_compiled`)."""
     import tensorflow as tf
 
     from .gradients import custom_gradient
@@ -102,11 +104,13 @@ def _convolve(x, kernel, mirrored):
     @custom_gradient
     def forward(x):
         shape = tf.concat([tf.shape(x)[:3], tf.shape(kernel)[3:]], 0)
-        y = tf.nn.conv2d_transpose(x, mirrored, shape, 1, "SAME")
+        y = _compiled("bias_relu", x.dtype)(tf.nn.conv2d_transpose(x, mirrored, shape, 1, "SAME"),
+                                            bias)
         y.set_shape([*x.shape[:3], kernel.shape[3]])
 
         def backward(dy):
-            return _input_gradient(dy, kernel, tf.shape(x))
+            return _input_gradient(tf.raw_ops.ReluGrad(gradients=dy, features=y), kernel,
+                                   tf.shape(x))
 
         return y, backward
 
@@ -139,9 +143,18 @@ def _few_channel_gradient(dy, kernel):
     cin = kernel.shape[2]
     taps = tf.reshape(tf.transpose(kernel, (3, 0, 1, 2)), (-1, 9 * cin))  # (out, 9·in)
     shares = tf.reshape(tf.matmul(tf.reshape(dy, (h * w, out)), taps), (h, w, 3, 3, cin))
+    dx = _compiled("shifted_sum", dy.dtype)(shares)
+    dx.set_shape((1, *dy.shape[1:3], cin))
+    return dx
+
+
+def _shifted_sum(shares):
+    """(h, w, 3, 3, in) shares of each pixel's taps -> the (1, h, w, in) input gradient."""
+    import tensorflow as tf
+
+    h, w = tf.shape(shares)[0], tf.shape(shares)[1]
     # Tap (i, j) of the output pixel at (y, x) reaches input pixel (y + i - 1, x + j - 1):
-    # each tap's share moved by one pixel at most, padded per tap (a padded copy of all nine
-    # would hold half as much again as `shares`).
+    # each tap's share moved by one pixel at most.
     total = None
     for i in range(3):
         for j in range(3):
@@ -150,3 +163,37 @@ def _few_channel_gradient(dy, kernel):
                           [[max(-di, 0), max(di, 0)], [max(-dj, 0), max(dj, 0)], [0, 0]])
             total = part if total is None else total + part
     return total[None]
+
+
+def _bias_relu(z, bias):
+    import tensorflow as tf
+
+    return tf.nn.relu(z + bias)
+
+
+# The element-wise passes around the direct convolutions, each one tf.function whose map size is
+# left open and which XLA compiles for each size it meets (registered with TensorFlow once, as
+# winograd's transforms): XLA makes each one pass over memory where TensorFlow's ops make
+# several. Bias and ReLU: 3.1-3.6 against 1.9 ms for block1_conv2 at 400x300 under the AVX2 cap
+# (with AVX-512 TensorFlow fuses them into the convolution, `_convolve_fused`); block1_conv1's
+# shifted sums: 7.2 against 5.0 ms at 400x300, 30 against 15 ms at 800x600 (docs/performance.md,
+# stop 43).
+_LOOPS: dict[tuple, object] = {}
+
+
+def _compiled(kind: str, dtype):
+    import functools
+
+    import tensorflow as tf
+
+    key = (kind, dtype)
+    if key not in _LOOPS:
+        maps = tf.TensorSpec((1, None, None, None), dtype)
+        function, signature = {
+            "bias_relu": (_bias_relu, [maps, tf.TensorSpec((None,), dtype)]),
+            "shifted_sum": (_shifted_sum, [tf.TensorSpec((None, None, 3, 3, None), dtype)]),
+        }[kind]
+        # A partial: TensorFlow counts traces per Python function.
+        _LOOPS[key] = tf.function(functools.partial(function), input_signature=signature,
+                                  jit_compile=True)
+    return _LOOPS[key]

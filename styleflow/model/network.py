@@ -79,6 +79,7 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
     import keras
 
     from . import frozen_conv
+    from .pooling import MaxPool
 
     if convolution not in CONVOLUTIONS:  # a benchmark's lever, not a user's option
         raise ValueError(f"convolution: one of {CONVOLUTIONS}, not {convolution!r}")
@@ -86,7 +87,13 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
         convolution = "winograd" if machine.transposed_convolutions(dtype) else "keras"
     transposed = convolution in ("transposed", "winograd")
     last = deepest(outputs)
-    pool_cls = keras.layers.MaxPooling2D if pooling == "max" else keras.layers.AveragePooling2D
+    if pooling == "max" and transposed and not machine.onednn_avx512():
+        def pool_layer(name):  # oneDNN's max pooling without AVX-512 is the slower (pooling.py)
+            return MaxPool(name=name, dtype=dtype)
+    else:
+        def pool_layer(name):
+            cls = keras.layers.MaxPooling2D if pooling == "max" else keras.layers.AveragePooling2D
+            return cls(2, strides=2, name=name, dtype=dtype)
     # bfloat16: weights stay float32, convolutions compute in bfloat16 (Keras' mixed policy).
     dtype = "mixed_bfloat16" if dtype == "bfloat16" else dtype
     inputs = keras.Input(shape=(None, None, 3), dtype="float32")
@@ -95,7 +102,7 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
     built = []
     for stage in stages_to(last):
         if not stage.conv:
-            x = pool_cls(2, strides=2, name=stage.name, dtype=dtype)(x)
+            x = pool_layer(stage.name)(x)
             continue
         name = stage.name
         if transposed:
