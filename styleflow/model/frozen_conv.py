@@ -12,8 +12,9 @@ brgemm both ways, no scratch limit. Where this pays is a fact of the machine
 (`machine.transposed_convolutions`; docs/performance.md has the measurements). Where oneDNN's
 forward kernels are not the GEMM path (AVX-512), the forward pass is TensorFlow's own
 convolution after all, because its graph optimiser fuses it with the bias and ReLU into one
-oneDNN operation; and the 3-channel input gradient of block1_conv1 is a matrix product and
-shifted sums, which fill a CPU's vector lanes better than a convolution with 3 outputs.
+oneDNN operation; elsewhere bias and ReLU are one XLA pass after it. The 3-channel input
+gradient of block1_conv1 is a matrix product and shifted sums (one XLA pass), which fill a
+CPU's vector lanes better than a convolution with 3 outputs.
 
 The deeper layers' larger maps do fewer products still by Winograd's algorithm (`winograd.py`),
 which these layers hand them to when built with `winograd=True`.
@@ -119,7 +120,8 @@ def _convolve(x, kernel, mirrored, bias):
 
 # block1_conv1's input gradient has 3 channels, which oneDNN's kernels spread poorly over a
 # CPU's vector lanes: as one matrix product and nine shifted sums it takes less time
-# (12.5 -> 8.0 ms at 400x300 with AVX-512, 10.0 -> 8.6 capped at AVX2; docs/performance.md).
+# (12.5 -> 8.0 ms at 400x300 with AVX-512, 10.0 -> 8.6 capped at AVX2, and about 2.5 ms less
+# since the sums are one XLA pass; docs/performance.md).
 FEW_CHANNELS = 4
 
 
