@@ -178,7 +178,7 @@ def _bias_relu(z, bias):
 # winograd's transforms): XLA makes each one pass over memory where TensorFlow's ops make
 # several. Bias and ReLU: 3.1-3.6 against 1.9 ms for block1_conv2 at 400x300 under the AVX2 cap
 # (with AVX-512 TensorFlow fuses them into the convolution, `_convolve_fused`); block1_conv1's
-# shifted sums: 7.2 against 5.0 ms at 400x300, 30 against 15 ms at 800x600 (docs/performance.md,
+# shifted sums: 7.2 against 5.0 ms at 400x300, 30 against 16 ms at 800x600 (docs/performance.md,
 # stop 43).
 _LOOPS: dict[tuple, object] = {}
 

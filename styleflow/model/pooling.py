@@ -1,9 +1,9 @@
 """VGG19's 2x2 max pooling as two small XLA loops, for CPUs where oneDNN's pooling has no AVX-512.
 
-Capped at AVX2, oneDNN's max pooling and its gradient took 17.4 ms at 400x300 (the four
-poolings forward and back) against 11.5 ms for these loops; with AVX-512 oneDNN's are as fast
-or faster (docs/performance.md, stop 43), so `network.build_extractor` uses this layer only
-where `machine.onednn_avx512` is false. The results are bit-identical to Keras' layer: a
+Capped at AVX2, oneDNN's max pooling and its gradient took 17.3 ms at 400x300 (the four
+poolings forward and back) against 11.7 ms for these loops; with AVX-512 oneDNN's are the
+faster (9.1 against 10.2 ms; docs/performance.md, stop 43), so `network.build_extractor` uses
+this layer only where `machine.onednn_avx512` is false. The results are bit-identical to Keras' layer: a
 maximum is exact, and the gradient goes, as TensorFlow's and oneDNN's do, to the first largest
 value of each window in row-major order.
 """
