@@ -173,29 +173,17 @@ def _bias_relu(z, bias):
     return tf.nn.relu(z + bias)
 
 
-# The element-wise passes around the direct convolutions, each one tf.function whose map size is
-# left open and which XLA compiles for each size it meets (registered with TensorFlow once, as
-# winograd's transforms): XLA makes each one pass over memory where TensorFlow's ops make
-# several. Bias and ReLU: 3.1-3.6 against 1.9 ms for block1_conv2 at 400x300 under the AVX2 cap
-# (with AVX-512 TensorFlow fuses them into the convolution, `_convolve_fused`); block1_conv1's
-# shifted sums: 7.2 against 5.0 ms at 400x300, 30 against 16 ms at 800x600 (docs/performance.md,
-# stop 43).
-_LOOPS: dict[tuple, object] = {}
-
-
+# The element-wise passes around the direct convolutions, XLA-compiled (`xla_functions`): XLA
+# makes each one pass over memory where TensorFlow's ops make several. Bias and ReLU: 3.1-3.6
+# against 1.9 ms for block1_conv2 at 400x300 under the AVX2 cap (with AVX-512 TensorFlow fuses
+# them into the convolution, `_convolve_fused`); block1_conv1's shifted sums: 7.2 against 5.0 ms
+# at 400x300, 30 against 16 ms at 800x600 (docs/performance.md, stop 43).
 def _compiled(kind: str, dtype):
-    import functools
-
     import tensorflow as tf
 
-    key = (kind, dtype)
-    if key not in _LOOPS:
-        maps = tf.TensorSpec((1, None, None, None), dtype)
-        function, signature = {
-            "bias_relu": (_bias_relu, [maps, tf.TensorSpec((None,), dtype)]),
-            "shifted_sum": (_shifted_sum, [tf.TensorSpec((None, None, 3, 3, None), dtype)]),
-        }[kind]
-        # A partial: TensorFlow counts traces per Python function.
-        _LOOPS[key] = tf.function(functools.partial(function), input_signature=signature,
-                                  jit_compile=True)
-    return _LOOPS[key]
+    from .xla_functions import xla_function
+
+    if kind == "bias_relu":
+        return xla_function(_bias_relu, tf.TensorSpec((1, None, None, None), dtype),
+                            tf.TensorSpec((None,), dtype))
+    return xla_function(_shifted_sum, tf.TensorSpec((None, None, 3, 3, None), dtype))

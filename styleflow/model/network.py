@@ -87,13 +87,9 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
         convolution = "winograd" if machine.transposed_convolutions(dtype) else "keras"
     transposed = convolution in ("transposed", "winograd")
     last = deepest(outputs)
-    if pooling == "max" and transposed and not machine.onednn_avx512():
-        def pool_layer(name):  # oneDNN's max pooling without AVX-512 is the slower (pooling.py)
-            return MaxPool(name=name, dtype=dtype)
-    else:
-        def pool_layer(name):
-            cls = keras.layers.MaxPooling2D if pooling == "max" else keras.layers.AveragePooling2D
-            return cls(2, strides=2, name=name, dtype=dtype)
+    pool_cls = keras.layers.MaxPooling2D if pooling == "max" else keras.layers.AveragePooling2D
+    # oneDNN's max pooling without AVX-512 is the slower (pooling.py)
+    xla_pooling = pooling == "max" and transposed and not machine.onednn_avx512()
     # bfloat16: weights stay float32, convolutions compute in bfloat16 (Keras' mixed policy).
     dtype = "mixed_bfloat16" if dtype == "bfloat16" else dtype
     inputs = keras.Input(shape=(None, None, 3), dtype="float32")
@@ -102,7 +98,8 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
     built = []
     for stage in stages_to(last):
         if not stage.conv:
-            x = pool_layer(stage.name)(x)
+            x = (MaxPool(name=stage.name, dtype=dtype) if xla_pooling
+                 else pool_cls(2, strides=2, name=stage.name, dtype=dtype))(x)
             continue
         name = stage.name
         if transposed:

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from . import machine
 from .gradients import custom_gradient
+from .xla_functions import xla_function
 
 TILE = 4  # output pixels per tile side
 ALPHA = TILE + 2  # input pixels per tile side (3x3 kernel)
@@ -160,33 +161,20 @@ def _output_tiles(products: tf.Tensor, h, w, bias: tf.Tensor | None = None) -> t
     return y
 
 
-# One function per transform, its map size left open, compiled by XLA for each size it meets
-# (XLA needs static sizes, and takes the map's and the h, w arguments' values as such): traced
-# once, so TensorFlow registers it once. A function per map size, as before, was registered
-# anew (with its XLA compilation) by every loss graph that called it, and TensorFlow never
-# unregisters a function nested in a graph it drops: a process seeing many image sizes
-# gathered hundreds. Plain TensorFlow ops would round differently from XLA's fused loops.
-_TRANSFORMS: dict[tuple, object] = {}
-
-
 def _compiled(kind: str, dtype: tf.DType):
-    """The XLA-compiled transform `kind` ("input", "masked", "output", "bias") for `dtype`."""
-    key = (kind, dtype)
-    if key not in _TRANSFORMS:
-        maps = tf.TensorSpec((1, None, None, None), dtype)
-        products = tf.TensorSpec((ALPHA * ALPHA, None, None), dtype)
-        size = tf.TensorSpec((), tf.int32)
-        function, signature = {
-            "input": (_input_tiles, [maps]),
-            "masked": (_input_tiles, [maps, maps]),
-            "output": (_output_tiles, [products, size, size]),
-            "bias": (_output_tiles, [products, size, size, tf.TensorSpec((None,), dtype)]),
-        }[kind]
-        # A partial each: TensorFlow counts traces per Python function, and warns when one
-        # is traced often.
-        _TRANSFORMS[key] = tf.function(functools.partial(function), input_signature=signature,
-                                       jit_compile=True)
-    return _TRANSFORMS[key]
+    """The XLA-compiled transform `kind` ("input", "masked", "output", "bias") for `dtype`,
+    one function whatever the map's size (`xla_functions`). Plain TensorFlow ops would round
+    differently from XLA's fused loops."""
+    maps = tf.TensorSpec((1, None, None, None), dtype)
+    products = tf.TensorSpec((ALPHA * ALPHA, None, None), dtype)
+    size = tf.TensorSpec((), tf.int32)
+    function, signature = {
+        "input": (_input_tiles, [maps]),
+        "masked": (_input_tiles, [maps, maps]),
+        "output": (_output_tiles, [products, size, size]),
+        "bias": (_output_tiles, [products, size, size, tf.TensorSpec((None,), dtype)]),
+    }[kind]
+    return xla_function(function, *signature)
 
 
 # The check's tf.cond has two branch functions, which TensorFlow registers with every graph
@@ -202,7 +190,7 @@ def _checked(current, source, forward, backward, transposed) -> tuple[tf.Tensor,
     `current`'s transforms (laid out as `transposed` says)."""
     key = (tuple(current.shape), transposed)
     if key not in _CHECKS:
-        # A partial: as `_compiled`.
+        # A partial: TensorFlow counts traces per Python function.
         _CHECKS[key] = tf.function(functools.partial(_check, transposed=transposed))
     return _CHECKS[key](current, source, forward, backward)
 
