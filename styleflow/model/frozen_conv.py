@@ -25,12 +25,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool = False):
+def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool = False,
+               transforms: str = "auto"):
     """A Keras layer computing relu(conv3x3_same(x, kernel) + bias) by input-gradient ops;
     `kernel` is Keras' (3, 3, in, out) layout. Kernel and bias are the layer's two
     (non-trainable) weights, as in Keras' Conv2D, so get/set/save/load_weights work alike.
     With `winograd`, maps and channel counts where `winograd.suits` are convolved by Winograd's
-    algorithm instead (both ways)."""
+    algorithm instead (both ways), its tile transforms as `transforms` says
+    (`winograd.WinogradConv`)."""
     import keras
     import tensorflow as tf
 
@@ -50,7 +52,7 @@ def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool =
                                         initializer=keras.initializers.Constant(bias))
             # Deeper layers convolve large maps by Winograd (see winograd.py); what it keeps
             # is not a Keras weight, so the layer's weights stay kernel and bias.
-            self._winograd = (fast.WinogradConv()
+            self._winograd = (fast.WinogradConv(transforms)
                               if winograd and fast.suits_channels(*kernel.shape[2:]) else None)
             # Where oneDNN's forward kernels are not im2col + GEMM, the forward pass is
             # TensorFlow's Conv2D, BiasAdd and ReLU, which its graph optimiser fuses into one

@@ -60,7 +60,7 @@ def check_layers(names: Sequence[str], what: str) -> None:
                 f"{what}: unknown layer '{name}'; choose from {', '.join(CONV_LAYERS)}")
 
 
-CONVOLUTIONS = ("auto", "keras", "transposed", "winograd")
+CONVOLUTIONS = ("auto", "keras", "transposed", "winograd", "winograd-xla")
 
 
 def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
@@ -73,7 +73,8 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
     Stylizer checks both before it builds). The model accepts any image size (each new size retraces once).
     `convolution`: "keras" for Keras' Conv2D, "transposed" for `frozen_conv`'s layers (oneDNN's
     input-gradient kernels), "winograd" for those with Winograd's algorithm in the deeper layers
-    (`winograd.suits`), "auto" for the last where `machine.transposed_convolutions` says, else
+    (`winograd.suits`; "winograd-xla" with its tile transforms by XLA even where Numba's
+    would run), "auto" for "winograd" where `machine.transposed_convolutions` says, else
     Keras' (a benchmark's lever: the Stylizer always builds "auto").
     """
     import keras
@@ -85,7 +86,7 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
         raise ValueError(f"convolution: one of {CONVOLUTIONS}, not {convolution!r}")
     if convolution == "auto":
         convolution = "winograd" if machine.transposed_convolutions(dtype) else "keras"
-    transposed = convolution in ("transposed", "winograd")
+    transposed = convolution in ("transposed", "winograd", "winograd-xla")
     last = deepest(outputs)
     pool_cls = keras.layers.MaxPooling2D if pooling == "max" else keras.layers.AveragePooling2D
     # oneDNN's max pooling without AVX-512 is the slower (pooling.py)
@@ -104,7 +105,9 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
         name = stage.name
         if transposed:
             x = frozen_conv.make_layer(*layer_weights[name], name,
-                                       winograd=convolution == "winograd")(x)
+                                       winograd=convolution.startswith("winograd"),
+                                       transforms="xla" if convolution == "winograd-xla"
+                                       else "auto")(x)
         else:
             layer = keras.layers.Conv2D(stage.out_channels, 3, padding="same",
                                         activation="relu", name=name, dtype=dtype)

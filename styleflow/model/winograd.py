@@ -20,7 +20,10 @@ and its 64 -> 64 layer on the largest map are where the transforms cost about wh
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -177,6 +180,82 @@ def _compiled(kind: str, dtype: tf.DType):
     return xla_function(function, *signature)
 
 
+TRANSFORMS = ("auto", "numba", "xla")
+# Numba's results live in a pool outside TensorFlow's allocator, which a run holds beside
+# TensorFlow's own peak (plan.memory.transform_pool_bytes): layers whose tiles would take more
+# than this keep XLA's transforms, so print-size maps cost no more memory than before (images up
+# to about 800x600 run Numba's in every layer), and so does the tiled loss (`xla_transforms`),
+# which runs where memory is short.
+NUMBA_MAX_TILE_BYTES = 160 * 2**20
+_SCOPE = threading.local()
+
+
+@contextlib.contextmanager
+def xla_transforms():
+    """Within it, Winograd layers traced (or run eagerly) take XLA's transforms, whose results
+    TensorFlow's allocator holds: for passes planned to a tight memory budget. Numba's pool
+    keeps nothing free meanwhile."""
+    release_transform_memory()
+    previous, _SCOPE.xla = getattr(_SCOPE, "xla", False), True
+    try:
+        yield
+    finally:
+        _SCOPE.xla = previous
+
+
+def with_xla_transforms(function, *args):
+    """`function(*args)` within `xla_transforms` (for tf.function to trace)."""
+    with xla_transforms():
+        return function(*args)
+
+
+def release_transform_memory() -> None:
+    """Drop the free result arrays Numba's transforms keep for the next evaluation."""
+    kernels = sys.modules.get(__name__.rpartition(".")[0] + ".winograd_kernels")
+    if kernels is not None:
+        kernels.BUFFERS.clear()
+
+
+@functools.cache
+def numba_available() -> bool:
+    """Whether Numba is installed here (a requirement; without it every transform is XLA's)."""
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
+def numba_suits(h: int, w: int, in_channels: int, out_channels: int) -> bool:
+    """Whether a float32 Winograd layer on an (h, w) map takes Numba's transforms (`transform`)
+    by default: its tiles, forward or back, within NUMBA_MAX_TILE_BYTES, and Numba here."""
+    tiles = -(-h // TILE) * -(-w // TILE)
+    return (ALPHA * ALPHA * tiles * max(in_channels, out_channels) * 4 <= NUMBA_MAX_TILE_BYTES
+            and numba_available())
+
+
+def _tracing_for_xla() -> bool:
+    """Whether the graph being traced is compiled by XLA (`tf.function(jit_compile=True)`,
+    which traces inside an XLA context)."""
+    from tensorflow.python.framework import ops
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph())
+
+
+def transform(kind: str, dtype: tf.DType, transforms: str = "auto"):
+    """The tile transform `kind` ("input", "masked", "output", "bias") for `dtype`: Numba's
+    single pass for float32 (`winograd_kernels`, bit-identical to XLA's and faster), XLA's
+    where `transforms` is "xla", the dtype is another, or the graph being traced is itself
+    compiled by XLA (which cannot call into Python)."""
+    if transforms not in TRANSFORMS:
+        raise ValueError(f"transforms: one of {TRANSFORMS}, not {transforms!r}")
+    if (transforms != "xla" and dtype == tf.float32 and numba_available()
+            and not _tracing_for_xla()):
+        from . import winograd_kernels
+
+        return winograd_kernels.transform(kind)
+    return _compiled(kind, dtype)
+
+
 # The check's tf.cond has two branch functions, which TensorFlow registers with every graph
 # that holds them and never unregisters with it: inlined into each traced loss, a process
 # seeing many image sizes would register two more per layer and size. Called as one
@@ -211,9 +290,10 @@ class WinogradConv:
     until the layer first convolves a map by Winograd (most layers of small images never do).
     """
 
-    def __init__(self):
+    def __init__(self, transforms: str = "auto"):
         self._source = self._forward = self._backward = None
         self._transposed = products_transposed()
+        self._transforms = transforms  # `transform`: "auto", or "xla" as a benchmark's lever
 
     def transforms(self, kernel) -> tuple[tf.Tensor, tf.Tensor]:
         """(forward, backward) transformed kernels for the kernel variable's current value."""
@@ -233,18 +313,23 @@ class WinogradConv:
         size = tf.constant(h, tf.int32), tf.constant(w, tf.int32)
         forward, backward = self.transforms(kernel)
         dtype, transposed = x.dtype, self._transposed
+        transforms = self._transforms
+        if transforms == "auto" and (getattr(_SCOPE, "xla", False)
+                                     or not numba_suits(h, w, x.shape[-1], kernel.shape[-1])):
+            transforms = "xla"
+        tiles, masked, output, biased = (transform(kind, dtype, transforms)
+                                         for kind in ("input", "masked", "output", "bias"))
 
         @custom_gradient
         def layer(x):
-            products = tf.matmul(_compiled("input", dtype)(x), forward, transpose_b=transposed)
-            y = _compiled("bias", dtype)(products, *size, bias)
+            products = tf.matmul(tiles(x), forward, transpose_b=transposed)
+            y = biased(products, *size, bias)
             y.set_shape((1, h, w, kernel.shape[-1]))  # the open signature left it unknown
 
             def gradient(dy):
                 # The ReLU's mask is applied in the input pass (y > 0 where it let through).
-                products = tf.matmul(_compiled("masked", dtype)(dy, y), backward,
-                                     transpose_b=transposed)
-                dx = _compiled("output", dtype)(products, *size)
+                products = tf.matmul(masked(dy, y), backward, transpose_b=transposed)
+                dx = output(products, *size)
                 dx.set_shape(x.shape)
                 return dx
 

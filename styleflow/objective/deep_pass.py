@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from ..model import winograd
 from ..model.layout import STAGES, deepest, stage
 
 
@@ -50,8 +51,10 @@ class DeepPass:
         self._wanted = [tuple(n for n in group if n in self.layers) for group in self._groups]
         # One compiled call per group, each traced once for its (static) map size, so the
         # deeper layers convolve by Winograd where it suits, as the one pass does.
-        self._calls = [tf.function(functools.partial(self._run, [extractor.get_layer(n)
-                                                                 for n in group], wanted))
+        # XLA's transforms, as in the tiles: a split loss runs where memory is short.
+        self._calls = [tf.function(functools.partial(winograd.with_xla_transforms, self._run,
+                                                     [extractor.get_layer(n) for n in group],
+                                                     wanted))
                        for group, wanted in zip(self._groups, self._wanted)]
 
     @staticmethod

@@ -34,6 +34,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from ..model import winograd
 from ..model.layout import stage, stages_to
 from ..model.network import sub_extractor
 from . import losses, matting, tiling
@@ -106,6 +107,7 @@ class TiledLoss:
         # only (interior, edges, corners), and a static one lets the deeper layers convolve
         # by Winograd (model.winograd.suits), as the untiled pass and the targets do.
         self._passes: dict[tuple, object] = {}
+        winograd.release_transform_memory()
         crop = tf.TensorSpec((1, None, None, 3), tf.float32)
         self._tv = tf.function(self._tv_strip, input_signature=[crop, tf.TensorSpec((), tf.int32)])
         self._photo = tf.function(self._photo_strip, input_signature=[
@@ -140,8 +142,10 @@ class TiledLoss:
                       ("grams", True): self._tile_region_grams,
                       ("gradient", False): self._tile_gradient,
                       ("gradient", True): self._tile_guided_gradient}[kind, bool(regions)]
-            # A partial per shape: TensorFlow counts retraces per Python function.
-            self._passes[key] = tf.function(functools.partial(method), input_signature=signature)
+            # A partial per shape: TensorFlow counts retraces per Python function. XLA's
+            # transforms in the tiles: tiles run where memory is short (winograd.xla_transforms).
+            self._passes[key] = tf.function(functools.partial(winograd.with_xla_transforms, method),
+                                            input_signature=signature)
         return self._passes[key]
 
     def _tile_grams(self, crop, boxes):

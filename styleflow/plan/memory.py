@@ -67,6 +67,34 @@ def winograd_kept_bytes(size: tuple[int, int] | None, layers: Sequence[str],
                    in winograd_layers(size or (2**16, 2**16), layers, precision)))
 
 
+# Where Numba makes float32 Winograd's tile transforms (model.winograd_kernels): its runtime and
+# compiled kernels (112 MB resident measured), and the pool its results come from. The pool is
+# outside TensorFlow's allocator, so a run holds both at their own peaks: at the pool's, every
+# Winograd layer's output (kept for the backward pass) and the largest layer's tiles forward and
+# masked, in size classes up to an eighth larger (stop 45, full layers: +0.21 GB at 400x300,
+# +0.55 GB at 800x600 against XLA's transforms; docs/performance.md). Layers whose tiles are
+# larger keep XLA's transforms (`winograd.numba_suits`).
+NUMBA_BYTES = 128 * 2**20
+
+
+def transform_pool_bytes(size: tuple[int, int], layers: Sequence[str],
+                         precision: str = "float32", after: str | None = None) -> int:
+    """What Numba's tile transforms add to a pass over an (h, w) image or crop (those past the
+    pooling layer `after` only, if given): nothing where no layer convolves by Winograd in
+    float32."""
+    first = STAGES.index(stage(after)) + 1 if after else 0
+    names = {s.name for s in STAGES[first:]}
+    fast = [(name, h, w, cin, cout) for name, h, w, cin, cout
+            in winograd_layers(size, layers, precision)
+            if name in names and winograd.numba_suits(h, w, cin, cout)]
+    if precision != "float32" or not fast:
+        return 0
+    alpha, tile = winograd.ALPHA, winograd.TILE
+    outputs = sum(h * w * cout for _, h, w, _, cout in fast)
+    tiles = max(-(-h // tile) * -(-w // tile) * max(cin, cout) for _, h, w, cin, cout in fast)
+    return int(NUMBA_BYTES + 4 * 9 / 8 * (outputs + 2 * alpha * alpha * tiles))
+
+
 def _held(size: tuple[int, int], layers: Sequence[str], precision: str,
           per_activation: float, after: str | None = None) -> int:
     """The most a pass over the layers up to the deepest of `layers` (those past the pooling
@@ -138,6 +166,7 @@ def estimate_bytes(size: tuple[int, int], layers: Sequence[str], precision: str 
     pixels = size[0] * size[1] * 3
     return int(BASE_BYTES + winograd_kept_bytes(size, layers, precision)
                + pass_bytes(size, layers, precision, forward=optimiser == "forward")
+               + transform_pool_bytes(size, layers, precision)
                + IMAGE_BYTES[optimiser] * pixels + (photo_bytes(size) if photo else 0))
 
 

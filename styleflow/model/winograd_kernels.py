@@ -1,0 +1,225 @@
+"""Winograd's tile transforms (model.winograd) as single passes compiled by Numba, for float32.
+
+XLA compiles each transform into two or three loops over memory, the tiles of one axis written
+out and read back; these kernels go tile by tile, each tile's rows and columns in registers and
+a small scratch, parallel over rows of tiles. At 400x300 the transforms took 1.4-2x less time
+than XLA's and a whole evaluation about a tenth less (docs/performance.md, stop 45). Every
+value is the same expression, in the same order, as `winograd._unfold` and `winograd._fold`
+(whose products are exact), so the results are bit-identical to XLA's, and a value still rounds
+the same wherever it lies in the map.
+
+TensorFlow calls them through `tf.numpy_function`, which reads its inputs without copying and
+keeps an aligned result's memory; results come from a pool (`host_buffers`) because a fresh
+large array costs a page fault per 4 KB on every call. The kernels run on as many threads as
+TensorFlow gives one operation, one kernel at a time in a process (the lock), which keeps
+Numba's workqueue threads safe without OpenMP (not fork-safe).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from . import machine
+from .host_buffers import HostBuffers
+
+import numba
+from numba import njit, prange
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    # Numba's own thread pool, whatever else is installed: the lock below serialises launches,
+    # which is all it asks, and unlike GNU OpenMP's it survives a fork.
+    numba.config.THREADING_LAYER = "workqueue"
+
+TILE, ALPHA = 4, 6
+_F2, _F4, _F8, _ZERO = np.float32(2), np.float32(4), np.float32(8), np.float32(0)
+
+# Free result arrays are kept up to what the recent evaluations had in use at once
+# (host_buffers; at 400x300 about 0.16 GB), and at least this.
+KEEP_BYTES = 64 * 2**20
+BUFFERS = HostBuffers(KEEP_BYTES)
+_LOCK = threading.Lock()
+_KERNEL = dict(parallel=True, boundscheck=False, cache=True, nogil=True)
+
+
+@njit(inline="always")
+def _unfold_rows(src, mask, masked, r0, c0, down, channels):
+    """Bᵀ down the six rows of the 6x6 block of `src` at (r0, c0), for each of its columns, as
+    `winograd._unfold` writes it (`src` zeroed where `mask` <= 0 when `masked`)."""
+    for k in range(ALPHA):
+        for c in range(channels):
+            if masked:
+                d0 = src[r0, c0 + k, c] if mask[r0, c0 + k, c] > _ZERO else _ZERO
+                d1 = src[r0 + 1, c0 + k, c] if mask[r0 + 1, c0 + k, c] > _ZERO else _ZERO
+                d2 = src[r0 + 2, c0 + k, c] if mask[r0 + 2, c0 + k, c] > _ZERO else _ZERO
+                d3 = src[r0 + 3, c0 + k, c] if mask[r0 + 3, c0 + k, c] > _ZERO else _ZERO
+                d4 = src[r0 + 4, c0 + k, c] if mask[r0 + 4, c0 + k, c] > _ZERO else _ZERO
+                d5 = src[r0 + 5, c0 + k, c] if mask[r0 + 5, c0 + k, c] > _ZERO else _ZERO
+            else:
+                d0, d1, d2 = src[r0, c0 + k, c], src[r0 + 1, c0 + k, c], src[r0 + 2, c0 + k, c]
+                d3, d4 = src[r0 + 3, c0 + k, c], src[r0 + 4, c0 + k, c]
+                d5 = src[r0 + 5, c0 + k, c]
+            down[0, k, c] = _F4 * d0 - _F4 * d2 - d2 + d4
+            down[1, k, c] = d3 + d4 - _F4 * (d1 + d2)
+            down[2, k, c] = d4 - d3 + _F4 * (d1 - d2)
+            down[3, k, c] = d4 - d2 + _F2 * (d3 - d1)
+            down[4, k, c] = d4 - d2 - _F2 * (d3 - d1)
+            down[5, k, c] = _F4 * d1 - _F4 * d3 - d3 + d5
+
+
+@njit(inline="always")
+def _input_tiles(x, mask, masked, out, rows, cols):
+    h, w, channels = x.shape
+    for i in prange(rows):
+        down = np.empty((ALPHA, ALPHA, channels), np.float32)
+        block = np.empty((ALPHA, ALPHA, channels), np.float32)
+        r0 = TILE * i - 1  # the zero 'same' padding: tile (i, j) starts one pixel up and left
+        for j in range(cols):
+            c0 = TILE * j - 1
+            if r0 >= 0 and r0 + ALPHA <= h and c0 >= 0 and c0 + ALPHA <= w:
+                _unfold_rows(x, mask, masked, r0, c0, down, channels)
+            else:  # a tile over the map's edge: its block copied out, zeros beyond the map
+                block[:] = _ZERO
+                for a in range(ALPHA):
+                    for b in range(ALPHA):
+                        if 0 <= r0 + a < h and 0 <= c0 + b < w:
+                            for c in range(channels):
+                                v = x[r0 + a, c0 + b, c]
+                                if masked and not mask[r0 + a, c0 + b, c] > _ZERO:
+                                    v = _ZERO
+                                block[a, b, c] = v
+                _unfold_rows(block, block, False, 0, 0, down, channels)
+            t = i * cols + j
+            for p in range(ALPHA):  # then Bᵀ across, into the 36 positions p * 6 + q
+                for c in range(channels):
+                    d0, d1, d2 = down[p, 0, c], down[p, 1, c], down[p, 2, c]
+                    d3, d4, d5 = down[p, 3, c], down[p, 4, c], down[p, 5, c]
+                    out[p * 6 + 0, t, c] = _F4 * d0 - _F4 * d2 - d2 + d4
+                    out[p * 6 + 1, t, c] = d3 + d4 - _F4 * (d1 + d2)
+                    out[p * 6 + 2, t, c] = d4 - d3 + _F4 * (d1 - d2)
+                    out[p * 6 + 3, t, c] = d4 - d2 + _F2 * (d3 - d1)
+                    out[p * 6 + 4, t, c] = d4 - d2 - _F2 * (d3 - d1)
+                    out[p * 6 + 5, t, c] = _F4 * d1 - _F4 * d3 - d3 + d5
+
+
+@njit(**_KERNEL)
+def _input_kernel(x, out, rows, cols):
+    _input_tiles(x, x, False, out, rows, cols)
+
+
+@njit(**_KERNEL)
+def _masked_kernel(x, mask, out, rows, cols):
+    _input_tiles(x, mask, True, out, rows, cols)
+
+
+@njit(inline="always")
+def _output_map(m, bias, biased, y, rows, cols):
+    h, w, channels = y.shape
+    for i in prange(rows):
+        half = np.empty((TILE, ALPHA, channels), np.float32)
+        tile = np.empty((TILE, TILE, channels), np.float32)
+        for j in range(cols):
+            t = i * cols + j
+            for q in range(ALPHA):  # Aᵀ down each column q of the 6x6 products
+                for c in range(channels):
+                    m0, m1, m2 = m[q, t, c], m[6 + q, t, c], m[12 + q, t, c]
+                    m3, m4, m5 = m[18 + q, t, c], m[24 + q, t, c], m[30 + q, t, c]
+                    a, b, s, d = m1 + m2, m1 - m2, m3 + m4, m3 - m4
+                    half[0, q, c] = m0 + a + s
+                    half[1, q, c] = b + _F2 * d
+                    half[2, q, c] = a + _F4 * s
+                    half[3, q, c] = b + _F8 * d + m5
+            for p in range(TILE):  # then across
+                for c in range(channels):
+                    m0, m1, m2 = half[p, 0, c], half[p, 1, c], half[p, 2, c]
+                    m3, m4, m5 = half[p, 3, c], half[p, 4, c], half[p, 5, c]
+                    a, b, s, d = m1 + m2, m1 - m2, m3 + m4, m3 - m4
+                    tile[p, 0, c] = m0 + a + s
+                    tile[p, 1, c] = b + _F2 * d
+                    tile[p, 2, c] = a + _F4 * s
+                    tile[p, 3, c] = b + _F8 * d + m5
+            for p in range(min(TILE, h - TILE * i)):  # the map's last tiles are cut to it
+                for q in range(min(TILE, w - TILE * j)):
+                    if biased:
+                        for c in range(channels):
+                            v = tile[p, q, c] + bias[c]
+                            y[TILE * i + p, TILE * j + q, c] = _ZERO if v <= _ZERO else v
+                    else:
+                        for c in range(channels):
+                            y[TILE * i + p, TILE * j + q, c] = tile[p, q, c]
+
+
+@njit(**_KERNEL)
+def _output_kernel(m, y, rows, cols):
+    _output_map(m, m[0, 0], False, y, rows, cols)
+
+
+@njit(**_KERNEL)
+def _bias_kernel(m, bias, y, rows, cols):
+    _output_map(m, bias, True, y, rows, cols)
+
+
+def _tiles(h: int, w: int) -> tuple[int, int]:
+    return -(-h // TILE), -(-w // TILE)
+
+
+def _threads() -> None:
+    # Numba's thread count is the calling thread's own; TensorFlow's executor threads vary.
+    numba.set_num_threads(min(machine.intra_op_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+def input_tiles(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """(1, h, w, c) float32 -> (36, tiles, c): each 6x6 tile (zero 'same' padding) as Bᵀ d B,
+    x zeroed first where `mask` <= 0; as `winograd._input_tiles` computes it."""
+    x = np.ascontiguousarray(x[0], np.float32)
+    h, w, channels = x.shape
+    rows, cols = _tiles(h, w)
+    with _LOCK:
+        out = BUFFERS.take((ALPHA * ALPHA, rows * cols, channels))
+        _threads()
+        if mask is None:
+            _input_kernel(x, out, rows, cols)
+        else:
+            _masked_kernel(x, np.ascontiguousarray(mask[0], np.float32), out, rows, cols)
+    return out
+
+
+def output_map(products: np.ndarray, h, w, bias: np.ndarray | None = None) -> np.ndarray:
+    """(36, tiles, c) float32 -> (1, h, w, c): each tile's Aᵀ m A laid out as the image, with
+    `bias` relu(. + bias); as `winograd._output_tiles` computes it."""
+    products = np.ascontiguousarray(products, np.float32)
+    h, w = int(h), int(w)
+    rows, cols = _tiles(h, w)
+    with _LOCK:
+        y = BUFFERS.take((1, h, w, products.shape[-1]))
+        _threads()
+        if bias is None:
+            _output_kernel(products, y[0], rows, cols)
+        else:
+            _bias_kernel(products, np.ascontiguousarray(bias, np.float32), y[0], rows, cols)
+    return y
+
+
+def transform(kind: str):
+    """The transform `kind` ("input", "masked", "output", "bias") as a TensorFlow function
+    taking what `winograd._compiled(kind, tf.float32)` takes."""
+
+    def tiles(x, mask=None):
+        args = [x] if mask is None else [x, mask]
+        result = tf.numpy_function(input_tiles, args, tf.float32, stateful=False)
+        _, h, w, channels = x.shape
+        if h is not None and w is not None:
+            rows, cols = _tiles(h, w)
+            result.set_shape((ALPHA * ALPHA, rows * cols, channels))
+        return result
+
+    def image(products, h, w, bias=None):
+        args = [products, h, w] + ([] if bias is None else [bias])
+        result = tf.numpy_function(output_map, args, tf.float32, stateful=False)
+        result.set_shape((1, None, None, products.shape[-1]))
+        return result
+
+    return {"input": tiles, "masked": tiles, "output": image, "bias": image}[kind]
