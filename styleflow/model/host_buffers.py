@@ -8,10 +8,11 @@ TensorFlow's allocator keeps its memory, and so does this pool: an array is hand
 once nothing but the pool refers to it.
 
 A request takes the smallest free array large enough and at most twice as large (sizes rounded
-up to classes at most an eighth apart), as an allocator would. Free arrays are kept up to the most the pool had in use
-at once over its recent requests (at least `keep_bytes`), least recently used dropped first:
-an evaluation finds what the one before it left, and a process that meets many image sizes
-holds about what its largest recent evaluation needs, not one set per size.
+up to classes at most an eighth apart), as an allocator would. Free arrays are kept up to the
+most the pool had in use at once over its recent requests (at least `keep_bytes`), least
+recently used dropped first: an evaluation finds what the one before it left, and a process
+that meets many image sizes holds about what its largest recent evaluation needs, not one set
+per size.
 """
 
 from __future__ import annotations
