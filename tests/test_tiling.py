@@ -385,6 +385,29 @@ def test_tiles_convolve_by_winograd_as_the_untiled_pass(monkeypatch):
     assert len(tiled._tiled._passes) == passes  # one trace per crop shape and pass, kept
 
 
+def test_tiles_take_xlas_transforms_and_the_untiled_pass_numbas(monkeypatch):
+    """The tiled loss runs where memory is short: its passes keep Winograd's results in
+    TensorFlow's allocator (XLA's transforms), not in Numba's pool beside it."""
+    from styleflow.model import winograd
+
+    chosen = []
+    real = winograd.transform
+
+    def recording(kind, dtype, transforms="auto"):
+        chosen.append(transforms)
+        return real(kind, dtype, transforms)
+
+    monkeypatch.setattr(winograd, "transform", recording)
+    args, x = _problem("lite", NEURAL_STYLE, size=(96, 120))
+    tiled = Objective(*args, tile=32)
+    chosen.clear()  # the targets' eager passes
+    tiled.loss_and_grads(x)
+    assert chosen and set(chosen) == {"xla"}
+    chosen.clear()
+    Objective(*args).loss_and_grads(x)
+    assert chosen and set(chosen) == {"auto"}
+
+
 def test_forward_tiles_hold_no_more_than_the_gradient_tiles():
     """The budget's forward-only crops (larger: they keep half the activations) are sized so
     that their pass, Winograd's transient tiles included, holds no more than the gradient
