@@ -2,8 +2,8 @@
 objective (full layers, float32, random weights) with TensorFlow's oneDNN kernels on and off
 (each in a fresh process: TensorFlow reads the setting once), convolutions through Keras'
 Conv2D, through `frozen_conv` (oneDNN's input-gradient kernels) or through those with
-Winograd's algorithm in the deeper layers (`winograd`), and XLA off or on, all measured in one
-run. The `auto` column marks what styleflow picks by default.
+Winograd's algorithm in the deeper layers (`winograd`; `winograd-xla` with its tile transforms
+by XLA instead of Numba), and XLA off or on, all measured in one run. The `auto` column marks what styleflow picks by default.
 
 To see an AVX2-only CPU's kernels on an AVX-512 machine, cap oneDNN (PyTorch too, for
 bench/peer_pytorch.py): `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python
@@ -36,9 +36,10 @@ weights = random_weights(0).layers
 content, style = pair(({h}, {w}))
 x = content + np.random.default_rng(0).normal(0, 5, content.shape).astype(np.float32)
 rows = []
-for convolution in ("keras", "transposed", "winograd"):
+for convolution in ("keras", "transposed", "winograd-xla", "winograd"):
     extractor = build_extractor(weights, [C, *S], convolution=convolution)
-    for xla in (False, True):
+    # Compiled by XLA as a whole, Winograd's transforms are XLA's either way.
+    for xla in (False,) if convolution == "winograd-xla" else (False, True):
         objective = Objective(extractor, content, [style], {{C: 1.0}},
                               {{n: 1 / len(S) for n in S}}, 0.025, 1.0, 1.0, jit_compile=xla)
         seconds = median_seconds(lambda: objective.loss_and_grads(x), {repeats})

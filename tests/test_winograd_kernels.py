@@ -152,3 +152,15 @@ def test_numba_runs_on_tensorflows_thread_count(monkeypatch):
     monkeypatch.setattr(winograd_kernels.machine, "intra_op_threads", lambda: 1)
     winograd_kernels.input_tiles(np.ones((1, 9, 9, 4), np.float32))
     assert seen == [1]
+
+
+def test_without_numbas_kernels_the_transforms_are_xlas(monkeypatch):
+    monkeypatch.setattr(winograd, "numba_available", lambda: False)
+    assert winograd.transform("input", tf.float32) is winograd._compiled("input", tf.float32)
+    assert not winograd.numba_suits(20, 20, 64, 128)
+    from styleflow.plan import memory
+
+    assert memory.transform_pool_bytes((300, 400), ["block5_conv2", "block1_conv1"]) == 0
+    monkeypatch.undo()
+    monkeypatch.setattr(memory.machine, "transposed_convolutions", lambda precision: True)
+    assert memory.transform_pool_bytes((300, 400), ["block5_conv2", "block1_conv1"]) > 0

@@ -218,10 +218,14 @@ def release_transform_memory() -> None:
 
 @functools.cache
 def numba_available() -> bool:
-    """Whether Numba is installed here (a requirement; without it every transform is XLA's)."""
-    import importlib.util
-
-    return importlib.util.find_spec("numba") is not None
+    """Whether Numba's transforms load here (`winograd_kernels`): Numba installed, and a folder
+    for its compiled kernels' cache (it refuses to compile cached functions without one).
+    Without them every transform is XLA's."""
+    try:
+        from . import winograd_kernels  # noqa: F401
+    except (ImportError, RuntimeError, OSError):
+        return False
+    return True
 
 
 def numba_suits(h: int, w: int, in_channels: int, out_channels: int) -> bool:

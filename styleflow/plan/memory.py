@@ -84,10 +84,12 @@ def transform_pool_bytes(size: tuple[int, int], layers: Sequence[str],
     float32."""
     first = STAGES.index(stage(after)) + 1 if after else 0
     names = {s.name for s in STAGES[first:]}
+    if precision != "float32":
+        return 0
     fast = [(name, h, w, cin, cout) for name, h, w, cin, cout
             in winograd_layers(size, layers, precision)
             if name in names and winograd.numba_suits(h, w, cin, cout)]
-    if precision != "float32" or not fast:
+    if not fast:
         return 0
     alpha, tile = winograd.ALPHA, winograd.TILE
     outputs = sum(h * w * cout for _, h, w, _, cout in fast)
