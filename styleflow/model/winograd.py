@@ -221,8 +221,10 @@ def numba_available() -> bool:
     """Whether Numba's transforms load here (`winograd_kernels`): Numba installed, and a folder
     for its compiled kernels' cache (it refuses to compile cached functions without one).
     Without them every transform is XLA's."""
+    import importlib
+
     try:
-        from . import winograd_kernels  # noqa: F401
+        importlib.import_module(__name__.rpartition(".")[0] + ".winograd_kernels")
     except (ImportError, RuntimeError, OSError):
         return False
     return True
