@@ -7,10 +7,13 @@ transformed (Bᵀ d B), the kernel is transformed once (G g Gᵀ), the 36 transf
 output tile (Aᵀ m A). oneDNN has no Winograd kernels on AVX2 CPUs (nor on AVX-512 for the
 backward pass), and the layers from block3 on spend almost all their time in those products.
 
-The tile transforms are passes over memory, each compiled by XLA into a few fused loops (as
+The tile transforms are passes over memory. For float32 they are single passes compiled by
+Numba (`winograd_kernels`, `transform`); the definition here, also what runs for other dtypes,
+in the tiled loss and inside XLA-compiled losses, is compiled by XLA into a few fused loops (as
 separate TensorFlow ops they cost more than the products save, and round differently): one
 tf.function per transform, whatever the map's size, which XLA compiles once for each size it
 meets (`_compiled`), so a process seeing many image sizes registers no new function per size.
+Both give the same bits.
 The products run in TensorFlow's batched matmul (oneDNN), so they obey the same threads and ISA
 as the rest of the network. Bias and ReLU are folded into the output pass, and the ReLU mask
 into the backward pass's input pass. Block 1 keeps the direct convolution: its 3 input channels
