@@ -58,24 +58,27 @@ def test_a_stylizer_that_sees_many_sizes_holds_what_a_few_take(monkeypatch):
     assert held10 <= held5
 
 
-def _tensorflow_holds() -> tuple[int, int]:
-    """(functions in the eager context's library, names in the gradient registry), once the
-    dropped functions are collected: neither has a public count."""
+def _tensorflow_holds() -> tuple[int, int, int]:
+    """(functions in the eager context's library, names in the gradient registry, Python
+    functions registered for py_func ops), once the dropped functions are collected: none has
+    a public count."""
     import gc
 
     from tensorflow.python.eager import context
     from tensorflow.python.framework import ops
+    from tensorflow.python.ops import script_ops
 
     gc.collect()
     return (len(context.context().list_function_names()),
-            len(ops._gradient_registry.list()))  # pylint: disable=protected-access
+            len(ops._gradient_registry.list()),  # pylint: disable=protected-access
+            script_ops._py_funcs.size())  # pylint: disable=protected-access
 
 
 def test_winograd_layers_leave_nothing_registered_per_size():
     """A function traced through a Winograd layer and dropped leaves TensorFlow's function
-    library and gradient registry as they were: the transforms (compiled by XLA for each map
-    size) and the kernel check are registered once, and the custom gradient does not keep the
-    dropped graph (model.gradients)."""
+    library, gradient registry and py_func registry as they were: the transforms (compiled by
+    XLA for each map size, or Numba's, called by py_func) and the kernel check are registered
+    once, and the custom gradient does not keep the dropped graph (model.gradients)."""
     import tensorflow as tf
 
     from styleflow.model.frozen_conv import make_layer

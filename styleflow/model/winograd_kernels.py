@@ -8,8 +8,8 @@ value is the same expression, in the same order, as `winograd._unfold` and `wino
 (whose products are exact), so the results are bit-identical to XLA's, and a value still rounds
 the same wherever it lies in the map.
 
-TensorFlow calls them through `tf.numpy_function`, which reads its inputs without copying and
-keeps an aligned result's memory; results come from a pool (`host_buffers`) because a fresh
+TensorFlow calls them through a py_func op (what `tf.numpy_function` builds), which reads its
+inputs without copying and keeps an aligned result's memory; results come from a pool (`host_buffers`) because a fresh
 large array costs a page fault per 4 KB on every call. The kernels run on as many threads as
 TensorFlow gives one operation, one kernel at a time in a process (the lock), on Numba's
 default thread pool (OpenMP where installed: its kernels ran 20% faster than on Numba's own
@@ -25,6 +25,7 @@ import numba
 import numpy as np
 import tensorflow as tf
 from numba import njit, prange
+from tensorflow.python.ops import gen_script_ops, script_ops
 
 from . import machine
 from .host_buffers import HostBuffers
@@ -198,13 +199,24 @@ def output_map(products: np.ndarray, h, w, bias: np.ndarray | None = None) -> np
     return y
 
 
+# tf.numpy_function registers its Python function anew each time a graph is traced, and keeps
+# every registration for the process's life (with the outermost graph): a process tracing many
+# image sizes would gather them. The py_func op is given one registration per function instead.
+_TOKENS = {function: script_ops._py_funcs.insert(function)  # pylint: disable=protected-access
+           for function in (input_tiles, output_map)}
+
+
+def _call(function, args) -> tf.Tensor:
+    return gen_script_ops.py_func_stateless(input=args, token=_TOKENS[function],
+                                            Tout=[tf.float32])[0]
+
+
 def transform(kind: str):
     """The transform `kind` ("input", "masked", "output", "bias") as a TensorFlow function
     taking what `winograd._compiled(kind, tf.float32)` takes."""
 
     def tiles(x, mask=None):
-        args = [x] if mask is None else [x, mask]
-        result = tf.numpy_function(input_tiles, args, tf.float32, stateful=False)
+        result = _call(input_tiles, [x] if mask is None else [x, mask])
         _, h, w, channels = x.shape
         if h is not None and w is not None:
             rows, cols = _tiles(h, w)
@@ -212,8 +224,7 @@ def transform(kind: str):
         return result
 
     def image(products, h, w, bias=None):
-        args = [products, h, w] + ([] if bias is None else [bias])
-        result = tf.numpy_function(output_map, args, tf.float32, stateful=False)
+        result = _call(output_map, [products, h, w] + ([] if bias is None else [bias]))
         result.set_shape((1, None, None, products.shape[-1]))
         return result
 
