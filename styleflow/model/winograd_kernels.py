@@ -30,7 +30,7 @@ from tensorflow.python.ops import gen_script_ops, script_ops
 from . import machine
 from .host_buffers import HostBuffers
 
-TILE, ALPHA = 4, 6
+TILE, ALPHA = 4, 6  # F(4x4, 3x3), as model.winograd (which imports this module)
 _F2, _F4, _F8, _ZERO = np.float32(2), np.float32(4), np.float32(8), np.float32(0)
 
 # Free result arrays are kept up to what the recent evaluations had in use at once
