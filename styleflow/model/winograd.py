@@ -221,16 +221,23 @@ def release_transform_memory() -> None:
 
 @functools.cache
 def numba_available() -> bool:
-    """Whether Numba's transforms load here (`winograd_kernels`): Numba installed, and a folder
-    for its compiled kernels' cache (it refuses to compile cached functions without one).
-    Without them every transform is XLA's."""
+    """Whether Numba is installed here (a requirement; without it every transform is XLA's).
+    Asked without importing it: planning a run that will not use it costs no memory."""
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
+@functools.cache
+def _numba_kernels():
+    """`winograd_kernels`, or None where they cannot load: Numba refuses to compile cached
+    functions where it finds no folder for its cache."""
     import importlib
 
     try:
-        importlib.import_module(__name__.rpartition(".")[0] + ".winograd_kernels")
+        return importlib.import_module(__name__.rpartition(".")[0] + ".winograd_kernels")
     except (ImportError, RuntimeError, OSError):
-        return False
-    return True
+        return None
 
 
 def numba_suits(h: int, w: int, in_channels: int, out_channels: int) -> bool:
@@ -257,12 +264,9 @@ def transform(kind: str, dtype: tf.DType, transforms: str = "auto"):
     compiled by XLA (which cannot call into Python)."""
     if transforms not in TRANSFORMS:
         raise ValueError(f"transforms: one of {TRANSFORMS}, not {transforms!r}")
-    if (transforms != "xla" and dtype == tf.float32 and numba_available()
-            and not _tracing_for_xla()):
-        from . import winograd_kernels
-
-        return winograd_kernels.transform(kind)
-    return _compiled(kind, dtype)
+    kernels = (_numba_kernels() if transforms != "xla" and dtype == tf.float32
+               and numba_available() and not _tracing_for_xla() else None)
+    return _compiled(kind, dtype) if kernels is None else kernels.transform(kind)
 
 
 # The check's tf.cond has two branch functions, which TensorFlow registers with every graph
