@@ -164,3 +164,16 @@ def test_without_numbas_kernels_the_transforms_are_xlas(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(memory.machine, "transposed_convolutions", lambda precision: True)
     assert memory.transform_pool_bytes((300, 400), ["block5_conv2", "block1_conv1"]) > 0
+
+
+def test_mismatched_shapes_are_refused_before_the_kernels_index():
+    with pytest.raises(ValueError, match="do not tile"):
+        winograd_kernels.output_map(np.zeros((36, 5, 8), np.float32), 20, 20)
+    with pytest.raises(ValueError, match="bias"):
+        winograd_kernels.output_map(np.zeros((36, 25, 8), np.float32), 20, 20,
+                                    np.zeros(7, np.float32))
+    with pytest.raises(ValueError, match="mask"):
+        winograd_kernels.input_tiles(np.zeros((1, 9, 9, 4), np.float32),
+                                     np.zeros((1, 9, 8, 4), np.float32))
+    assert winograd_kernels.output_map(np.ones((36, 25, 8), np.float32), 20, 20).shape == (
+        1, 20, 20, 8)

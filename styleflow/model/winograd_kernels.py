@@ -173,6 +173,8 @@ def input_tiles(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     x = np.ascontiguousarray(x[0], np.float32)
     h, w, channels = x.shape
     rows, cols = _tiles(h, w)
+    if mask is not None and mask.shape != (1, h, w, channels):
+        raise ValueError(f"mask {mask.shape} is not shaped as the map {(1, h, w, channels)}")
     with _LOCK:
         out = BUFFERS.take((ALPHA * ALPHA, rows * cols, channels))
         _threads()
@@ -189,6 +191,11 @@ def output_map(products: np.ndarray, h, w, bias: np.ndarray | None = None) -> np
     products = np.ascontiguousarray(products, np.float32)
     h, w = int(h), int(w)
     rows, cols = _tiles(h, w)
+    # The kernels index without bounds checks: the shapes must agree.
+    if products.shape[:2] != (ALPHA * ALPHA, rows * cols) or (
+            bias is not None and bias.shape != products.shape[-1:]):
+        raise ValueError(f"products {products.shape} do not tile a {h}x{w} map"
+                         + ("" if bias is None else f" with bias {bias.shape}"))
     with _LOCK:
         y = BUFFERS.take((1, h, w, products.shape[-1]))
         _threads()
