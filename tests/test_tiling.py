@@ -386,8 +386,9 @@ def test_tiles_convolve_by_winograd_as_the_untiled_pass(monkeypatch):
 
 
 def test_tiles_take_xlas_transforms_and_the_untiled_pass_numbas(monkeypatch):
-    """The tiled loss runs where memory is short: its passes keep Winograd's results in
-    TensorFlow's allocator (XLA's transforms), not in Numba's pool beside it."""
+    """The tiled loss runs where memory is short: its passes and its targets keep Winograd's
+    results in TensorFlow's allocator (XLA's transforms), not in Numba's pool beside it, and
+    what the pool kept from an untiled pass is let go."""
     from styleflow.model import winograd
 
     chosen = []
@@ -399,13 +400,16 @@ def test_tiles_take_xlas_transforms_and_the_untiled_pass_numbas(monkeypatch):
 
     monkeypatch.setattr(winograd, "transform", recording)
     args, x = _problem("lite", NEURAL_STYLE, size=(96, 120))
-    tiled = Objective(*args, tile=32)
-    chosen.clear()  # the targets' eager passes
+    Objective(*args).loss_and_grads(x)  # untiled: Numba's, whose pool keeps its results
+    assert chosen and set(chosen) == {"auto"}
+    from styleflow.model import winograd_kernels
+
+    assert winograd_kernels.BUFFERS.held_bytes()[1] > 0
+    chosen.clear()
+    tiled = Objective(*args, tile=32)  # the targets too
     tiled.loss_and_grads(x)
     assert chosen and set(chosen) == {"xla"}
-    chosen.clear()
-    Objective(*args).loss_and_grads(x)
-    assert chosen and set(chosen) == {"auto"}
+    assert winograd_kernels.BUFFERS.held_bytes()[1] == 0  # nothing kept beside the tiles
 
 
 def test_forward_tiles_hold_no_more_than_the_gradient_tiles():

@@ -6,11 +6,14 @@ a small scratch, parallel over rows of tiles. At 400x300 the transforms took 1.4
 than XLA's and a whole evaluation about a tenth less (docs/performance.md, stop 45). Every
 value is the same expression, in the same order, as `winograd._unfold` and `winograd._fold`
 (whose products are exact), so the results are bit-identical to XLA's, and a value still rounds
-the same wherever it lies in the map.
+the same wherever it lies in the map. (One exception, not met in VGG's maps so far: TensorFlow's
+threads flush denormal numbers to zero, Numba's worker threads do not, so a value that passes
+through a denormal may differ from XLA's; the split of rows between threads is fixed, so runs
+still repeat their bits.)
 
 TensorFlow calls them through a py_func op (what `tf.numpy_function` builds), which reads its
-inputs without copying and keeps an aligned result's memory; results come from a pool (`host_buffers`) because a fresh
-large array costs a page fault per 4 KB on every call. The kernels run on as many threads as
+inputs without copying and keeps an aligned result's memory; results come from a pool
+(`host_buffers`) because a fresh large array costs a page fault per 4 KB on every call. The kernels run on as many threads as
 TensorFlow gives one operation, one kernel at a time in a process (the lock), on Numba's
 default thread pool (OpenMP where installed: its kernels ran 20% faster than on Numba's own
 pool, which it falls back to). styleflow starts its worker processes by spawning, not forking,

@@ -4,13 +4,14 @@ tiles (`tiled_loss.TiledLoss`) for images too large for one."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from typing import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from ..model import machine
+from ..model import machine, winograd
 from . import losses, masks, tiling
 from .graph import LossGraph
 from .terms import KERAS_EXAMPLE, Parts, Targets
@@ -100,14 +101,18 @@ class Objective:
         extra = {}
         if guided:
             # Each region has its own target: nothing is blended, no constant is left over.
-            self.gram_targets = self._region_targets(styles, region_styles)
+            with (winograd.xla_transforms() if tile is not None else contextlib.nullcontext()):
+                self.gram_targets = self._region_targets(styles, region_styles)
             self.gram_offsets = {name: 0.0 for name in self.style_layers}
             carried = masks.carry_down(np.asarray(guides, np.float32), list(self.style_layers))
             extra.update(
                 guides=tuple(tf.constant(carried[name][None]) for name in self.style_layers),
                 region_weights=tf.constant(np.asarray(region_weights, np.float32)))
         else:
-            grams = [self._style_grams(style) for style in styles]
+            # A tiled run's targets take XLA's transforms too (winograd.xla_transforms): it
+            # runs where memory is short.
+            with (winograd.xla_transforms() if tile is not None else contextlib.nullcontext()):
+                grams = [self._style_grams(style) for style in styles]
             for name in self.style_layers:
                 blended = sum(b * g[name] for b, g in zip(blends, grams))
                 self.gram_targets[name] = tf.constant(blended.astype(np.float32))

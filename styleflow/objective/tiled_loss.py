@@ -144,8 +144,8 @@ class TiledLoss:
                       ("gradient", True): self._tile_guided_gradient}[kind, bool(regions)]
             # A partial per shape: TensorFlow counts retraces per Python function. XLA's
             # transforms in the tiles: tiles run where memory is short (winograd.xla_transforms).
-            self._passes[key] = tf.function(functools.partial(winograd.with_xla_transforms, method),
-                                            input_signature=signature)
+            self._passes[key] = tf.function(
+                functools.partial(winograd.with_xla_transforms, method), input_signature=signature)
         return self._passes[key]
 
     def _tile_grams(self, crop, boxes):
@@ -317,6 +317,9 @@ class TiledLoss:
         `weights` (`prepare`d targets: the whole image's content features, blended Grams).
         `stop` (anything with `is_set()`, e.g. a threading.Event) is looked at before every
         tile, strip and deep layer's step; once set, EvaluationStopped is raised there."""
+        # Its passes take XLA's transforms: whatever Numba's pool kept from an untiled pass
+        # (the targets', another run's) goes before the tiles' peak.
+        winograd.release_transform_memory()
         def check() -> None:
             if stop is not None and stop.is_set():
                 raise EvaluationStopped()

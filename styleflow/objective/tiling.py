@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..model import machine
+from ..model import machine, winograd
 from ..model.layout import deepest, stage
 
 # Pixels per row strip of the per-pixel terms the tiled loss takes over strips (total
@@ -200,7 +200,9 @@ def tiled_gram_sums(extractor, image: np.ndarray, layers: Sequence[str],
             tile = best_core(height, width, layers, limit, align) or grid(layers, align)
     sums: dict[str, np.ndarray | float] = {name: 0.0 for name in layers}
     for t in plan(height, width, layers, tile, align):
-        feats = extractor(tf.constant(_crop(image, t), tf.float32), training=False)
+        # Tiles run where memory is short: XLA's transforms (winograd.xla_transforms).
+        with winograd.xla_transforms():
+            feats = extractor(tf.constant(_crop(image, t), tf.float32), training=False)
         for i, name in enumerate(layers):
             r0, r1, c0, c1 = (int(v) for v in t.boxes[i])
             f = tf.cast(feats[name], tf.float32)[0, r0:r1, c0:c1, :]
@@ -232,7 +234,8 @@ def tiled_features(extractor, image: np.ndarray, layers: Sequence[str],
     _, height, width, _ = image.shape
     out: dict[str, np.ndarray] = {}
     for t in plan(height, width, layers, tile, crop_align(layers, precision)):
-        feats = extractor(tf.constant(_crop(image, t), tf.float32), training=False)
+        with winograd.xla_transforms():  # as in tiled_gram_sums
+            feats = extractor(tf.constant(_crop(image, t), tf.float32), training=False)
         for i, name in enumerate(layers):
             f = tf.cast(feats[name], tf.float32).numpy()
             if name not in out:

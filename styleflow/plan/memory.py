@@ -78,17 +78,14 @@ NUMBA_BYTES = 128 * 2**20
 
 
 def transform_pool_bytes(size: tuple[int, int], layers: Sequence[str],
-                         precision: str = "float32", after: str | None = None) -> int:
-    """What Numba's tile transforms add to a pass over an (h, w) image or crop (those past the
-    pooling layer `after` only, if given): nothing where no layer convolves by Winograd in
-    float32."""
-    first = STAGES.index(stage(after)) + 1 if after else 0
-    names = {s.name for s in STAGES[first:]}
+                         precision: str = "float32") -> int:
+    """What Numba's tile transforms add to an untiled pass over an (h, w) image: nothing where
+    no layer convolves by Winograd with them (the tiled loss takes XLA's)."""
     if precision != "float32":
         return 0
     fast = [(name, h, w, cin, cout) for name, h, w, cin, cout
             in winograd_layers(size, layers, precision)
-            if name in names and winograd.numba_suits(h, w, cin, cout)]
+            if winograd.numba_suits(h, w, cin, cout)]
     if not fast:
         return 0
     alpha, tile = winograd.ALPHA, winograd.TILE
