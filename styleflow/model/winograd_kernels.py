@@ -13,11 +13,11 @@ still repeat their bits.)
 
 TensorFlow calls them through a py_func op (what `tf.numpy_function` builds), which reads its
 inputs without copying and keeps an aligned result's memory; results come from a pool
-(`host_buffers`) because a fresh large array costs a page fault per 4 KB on every call. The kernels run on as many threads as
-TensorFlow gives one operation, one kernel at a time in a process (the lock), on Numba's
-default thread pool (OpenMP where installed: its kernels ran 20% faster than on Numba's own
-pool, which it falls back to). styleflow starts its worker processes by spawning, not forking,
-as GNU OpenMP asks.
+(`host_buffers`) because a fresh large array costs a page fault per 4 KB on every call. The
+kernels run on as many threads as TensorFlow gives one operation, one kernel at a time in a
+process (the lock), on Numba's default thread pool (OpenMP where installed: its kernels ran 20%
+faster than on Numba's own pool, which it falls back to). styleflow starts its worker
+processes by spawning, not forking, as GNU OpenMP asks.
 """
 
 from __future__ import annotations
@@ -45,6 +45,24 @@ _KERNEL = dict(parallel=True, boundscheck=False, cache=True, nogil=True)
 
 
 @njit(inline="always")
+def _unfold(d0, d1, d2, d3, d4, d5):
+    """Bᵀ applied to six values, as `winograd._unfold` writes it."""
+    return (_F4 * d0 - _F4 * d2 - d2 + d4,
+            d3 + d4 - _F4 * (d1 + d2),
+            d4 - d3 + _F4 * (d1 - d2),
+            d4 - d2 + _F2 * (d3 - d1),
+            d4 - d2 - _F2 * (d3 - d1),
+            _F4 * d1 - _F4 * d3 - d3 + d5)
+
+
+@njit(inline="always")
+def _fold(m0, m1, m2, m3, m4, m5):
+    """Aᵀ applied to six values, as `winograd._fold` writes it."""
+    a, b, s, d = m1 + m2, m1 - m2, m3 + m4, m3 - m4
+    return m0 + a + s, b + _F2 * d, a + _F4 * s, b + _F8 * d + m5
+
+
+@njit(inline="always")
 def _unfold_rows(src, mask, masked, r0, c0, down, channels):
     """Bᵀ down the six rows of the 6x6 block of `src` at (r0, c0), for each of its columns, as
     `winograd._unfold` writes it (`src` zeroed where `mask` <= 0 when `masked`)."""
@@ -61,12 +79,9 @@ def _unfold_rows(src, mask, masked, r0, c0, down, channels):
                 d0, d1, d2 = src[r0, c0 + k, c], src[r0 + 1, c0 + k, c], src[r0 + 2, c0 + k, c]
                 d3, d4 = src[r0 + 3, c0 + k, c], src[r0 + 4, c0 + k, c]
                 d5 = src[r0 + 5, c0 + k, c]
-            down[0, k, c] = _F4 * d0 - _F4 * d2 - d2 + d4
-            down[1, k, c] = d3 + d4 - _F4 * (d1 + d2)
-            down[2, k, c] = d4 - d3 + _F4 * (d1 - d2)
-            down[3, k, c] = d4 - d2 + _F2 * (d3 - d1)
-            down[4, k, c] = d4 - d2 - _F2 * (d3 - d1)
-            down[5, k, c] = _F4 * d1 - _F4 * d3 - d3 + d5
+            u0, u1, u2, u3, u4, u5 = _unfold(d0, d1, d2, d3, d4, d5)
+            down[0, k, c], down[1, k, c], down[2, k, c] = u0, u1, u2
+            down[3, k, c], down[4, k, c], down[5, k, c] = u3, u4, u5
 
 
 @njit(inline="always")
@@ -94,14 +109,11 @@ def _input_tiles(x, mask, masked, out, rows, cols):
             t = i * cols + j
             for p in range(ALPHA):  # then Bᵀ across, into the 36 positions p * 6 + q
                 for c in range(channels):
-                    d0, d1, d2 = down[p, 0, c], down[p, 1, c], down[p, 2, c]
-                    d3, d4, d5 = down[p, 3, c], down[p, 4, c], down[p, 5, c]
-                    out[p * 6 + 0, t, c] = _F4 * d0 - _F4 * d2 - d2 + d4
-                    out[p * 6 + 1, t, c] = d3 + d4 - _F4 * (d1 + d2)
-                    out[p * 6 + 2, t, c] = d4 - d3 + _F4 * (d1 - d2)
-                    out[p * 6 + 3, t, c] = d4 - d2 + _F2 * (d3 - d1)
-                    out[p * 6 + 4, t, c] = d4 - d2 - _F2 * (d3 - d1)
-                    out[p * 6 + 5, t, c] = _F4 * d1 - _F4 * d3 - d3 + d5
+                    u0, u1, u2, u3, u4, u5 = _unfold(
+                        down[p, 0, c], down[p, 1, c], down[p, 2, c],
+                        down[p, 3, c], down[p, 4, c], down[p, 5, c])
+                    out[p * 6, t, c], out[p * 6 + 1, t, c], out[p * 6 + 2, t, c] = u0, u1, u2
+                    out[p * 6 + 3, t, c], out[p * 6 + 4, t, c], out[p * 6 + 5, t, c] = u3, u4, u5
 
 
 @njit(**_KERNEL)
@@ -124,22 +136,14 @@ def _output_map(m, bias, biased, y, rows, cols):
             t = i * cols + j
             for q in range(ALPHA):  # Aᵀ down each column q of the 6x6 products
                 for c in range(channels):
-                    m0, m1, m2 = m[q, t, c], m[6 + q, t, c], m[12 + q, t, c]
-                    m3, m4, m5 = m[18 + q, t, c], m[24 + q, t, c], m[30 + q, t, c]
-                    a, b, s, d = m1 + m2, m1 - m2, m3 + m4, m3 - m4
-                    half[0, q, c] = m0 + a + s
-                    half[1, q, c] = b + _F2 * d
-                    half[2, q, c] = a + _F4 * s
-                    half[3, q, c] = b + _F8 * d + m5
+                    v0, v1, v2, v3 = _fold(m[q, t, c], m[6 + q, t, c], m[12 + q, t, c],
+                                           m[18 + q, t, c], m[24 + q, t, c], m[30 + q, t, c])
+                    half[0, q, c], half[1, q, c], half[2, q, c], half[3, q, c] = v0, v1, v2, v3
             for p in range(TILE):  # then across
                 for c in range(channels):
-                    m0, m1, m2 = half[p, 0, c], half[p, 1, c], half[p, 2, c]
-                    m3, m4, m5 = half[p, 3, c], half[p, 4, c], half[p, 5, c]
-                    a, b, s, d = m1 + m2, m1 - m2, m3 + m4, m3 - m4
-                    tile[p, 0, c] = m0 + a + s
-                    tile[p, 1, c] = b + _F2 * d
-                    tile[p, 2, c] = a + _F4 * s
-                    tile[p, 3, c] = b + _F8 * d + m5
+                    v0, v1, v2, v3 = _fold(half[p, 0, c], half[p, 1, c], half[p, 2, c],
+                                           half[p, 3, c], half[p, 4, c], half[p, 5, c])
+                    tile[p, 0, c], tile[p, 1, c], tile[p, 2, c], tile[p, 3, c] = v0, v1, v2, v3
             for p in range(min(TILE, h - TILE * i)):  # the map's last tiles are cut to it
                 for q in range(min(TILE, w - TILE * j)):
                     if biased:
