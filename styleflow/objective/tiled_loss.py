@@ -107,7 +107,6 @@ class TiledLoss:
         # only (interior, edges, corners), and a static one lets the deeper layers convolve
         # by Winograd (model.winograd.suits), as the untiled pass and the targets do.
         self._passes: dict[tuple, object] = {}
-        winograd.release_transform_memory()
         crop = tf.TensorSpec((1, None, None, 3), tf.float32)
         self._tv = tf.function(self._tv_strip, input_signature=[crop, tf.TensorSpec((), tf.int32)])
         self._photo = tf.function(self._photo_strip, input_signature=[
@@ -317,8 +316,7 @@ class TiledLoss:
         `weights` (`prepare`d targets: the whole image's content features, blended Grams).
         `stop` (anything with `is_set()`, e.g. a threading.Event) is looked at before every
         tile, strip and deep layer's step; once set, EvaluationStopped is raised there."""
-        # Its passes take XLA's transforms: whatever Numba's pool kept from an untiled pass
-        # (the targets', another run's) goes before the tiles' peak.
+        # The tiles take XLA's transforms: what Numba's pool kept from an untiled pass goes.
         winograd.release_transform_memory()
         def check() -> None:
             if stop is not None and stop.is_set():
