@@ -140,8 +140,7 @@ def direct_head(size, layers) -> str | None:
     head = None
     winograd_here = transposed_convolutions("float32")
     for name, h, w, cin, cout in conv_maps(size, deepest(layers)):
-        if (winograd_here and winograd.suits_channels(cin, cout)
-                and winograd.suits((1, h, w, cin))):
+        if winograd_here and winograd.convolves(h, w, cin, cout, numba=True):
             break
         head = name
     return head

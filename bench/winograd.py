@@ -2,7 +2,7 @@
 Σ activations · r, gradient with respect to the input) through oneDNN's direct kernels
 (`frozen_conv`) and through Winograd's F(4x4, 3x3) (`winograd`), at the map size an image of
 the given size reaches there, measured in one run. The `rule` column marks the layers
-styleflow convolves by Winograd (`winograd.suits_channels` and `winograd.suits`); `max diff`
+styleflow convolves by Winograd in an untiled pass (`winograd.convolves`); `max diff`
 is the largest difference of the layer's outputs over the largest output. Winograd runs twice:
 with its tile transforms by Numba (styleflow's default, `winograd_kernels`) and by XLA (`XLA
 ms`; `Numba gain` is XLA's time over Numba's, the same bits either way). Last, per size, what
@@ -100,11 +100,13 @@ def main() -> None:
             ms["direct"] = 1e3 * median_seconds(lambda: direct(x, r).numpy(), args.repeats)
             want = direct_layer(x).numpy()
             diff = np.abs(got - want).max() / np.abs(want).max()
-            picked = winograd.suits_channels(cin, cout) and winograd.suits((1, lh, lw, cin))
+            picked = winograd.convolves(lh, lw, cin, cout, numba=True)
             total["direct"] += ms["direct"]
             total["winograd"] += ms["winograd"]
             total["rule"] += ms["winograd" if picked else "direct"]
-            total["rule_xla"] += ms["xla" if picked else "direct"]
+            # With XLA's transforms block1_conv2 stays direct (`winograd.narrow`).
+            picked_xla = winograd.convolves(lh, lw, cin, cout, numba=False)
+            total["rule_xla"] += ms["xla" if picked_xla else "direct"]
             print(f"{text:>9} {name:>13} {f'{lw}x{lh}':>9} {f'{cin}>{cout}':>9} "
                   f"{ms['direct']:10.1f} {ms['winograd']:12.1f} "
                   f"{ms['direct'] / ms['winograd']:8.2f}x {ms['xla']:8.1f} "

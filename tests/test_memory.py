@@ -21,8 +21,11 @@ def test_activation_count_by_hand():
 
 
 def test_estimate_grows_with_size_depth_and_precision():
-    small, large = estimate_bytes((300, 400), FULL), estimate_bytes((600, 800), FULL)
+    # Both sizes convolve the same layers by Winograd with Numba's transforms (block1_conv2's
+    # tiles pass Numba's limit at 800x600, so that size counts less for them).
+    small, large = estimate_bytes((150, 200), FULL), estimate_bytes((300, 400), FULL)
     assert large > 3 * (small - estimate_bytes((1, 1), FULL))
+    large = estimate_bytes((600, 800), FULL)
     assert estimate_bytes((600, 800), LITE_STYLE_LAYERS) < large
     assert estimate_bytes((600, 800), FULL, "bfloat16") < large
 
@@ -124,10 +127,11 @@ def test_winograd_layers_counted_where_they_run(monkeypatch):
     per_activation = memory.BYTES_PER_ACTIVATION[True]["float32"]
     assert memory.pass_bytes((24, 24), FULL) == int(per_activation
                                                     * activation_elements((24, 24), FULL))
-    # 128x128: block2 (64x64), block3 (32x32) and block4 (16x16) by Winograd, block5 (8x8)
-    # direct.
+    # 128x128 crops of a 2048x1536 image: block2 (64x64), block3 (32x32) and block4 (16x16)
+    # by Winograd, block5 (8x8) and block 1 direct.
+    crop, whole = (128, 128), (1536, 2048)
     kernels = 64 * 128 + 128 * 128 + 128 * 256 + 3 * 256 * 256 + 256 * 512 + 3 * 512 * 512
-    assert memory.winograd_kept_bytes((128, 128), FULL) == int(
+    assert memory.winograd_kept_bytes(crop, FULL, whole=whole) == int(
         (1 + 2 * 36 / 9) * 9 * kernels * 4)
     # Each layer's output values at 128x128, and the values of the map Winograd's tiles are
     # counted on where it convolves that layer (0: direct, or a pooling).
@@ -141,16 +145,23 @@ def test_winograd_layers_counted_where_they_run(monkeypatch):
                   + memory.WINOGRAD_TRANSIENT_BYTES * t for i, (_, t) in enumerate(stages) if t]
         return max(placed), per_activation * sum(v for v, _ in stages)
 
-    placed, whole = held(layers)
-    assert whole == per_activation * activation_elements((128, 128), FULL)
-    assert placed > whole  # here the tiles raise the pass's peak
-    assert memory.pass_bytes((128, 128), FULL) == int(placed)
-    assert (estimate_bytes((128, 128), FULL) - estimate_bytes((24, 24), FULL)
-            > memory.winograd_kept_bytes((128, 128), FULL) + placed - whole)
+    placed, all_made = held(layers)
+    assert all_made == per_activation * activation_elements((128, 128), FULL)
+    assert placed > all_made  # here the tiles raise the pass's peak
+    assert memory.pass_bytes(crop, FULL, whole=whole) == int(placed)
+    # A whole 128x128 image convolves block1_conv2 (64 -> 64) by Winograd too.
+    narrow = [layers[0], (128 * 128 * 64, 128 * 128 * 64), *layers[2:]]
+    assert memory.winograd_kept_bytes(crop, FULL) == int(
+        (1 + 2 * 36 / 9) * 9 * (kernels + 64 * 64) * 4)
+    assert memory.pass_bytes(crop, FULL) == int(max(held(narrow)))
+    assert (estimate_bytes(crop, FULL) - estimate_bytes((24, 24), FULL)
+            > memory.winograd_kept_bytes(crop, FULL) + max(held(narrow)) - all_made)
     # Past the split at block2_pool, beside the deep layers' activations only.
-    assert memory.deep_pass_bytes((128, 128), FULL, "block2_pool") == int(max(held(layers[6:])))
-    assert [n for n, *_ in memory.winograd_layers((128, 128), FULL)][:2] == [
+    assert memory.deep_pass_bytes(crop, FULL, "block2_pool") == int(max(held(layers[6:])))
+    assert [n for n, *_ in memory.winograd_layers(crop, FULL, whole=whole)][:2] == [
         "block2_conv1", "block2_conv2"]
+    assert [n for n, *_ in memory.winograd_layers(crop, FULL)][:2] == [
+        "block1_conv2", "block2_conv1"]
     monkeypatch.setattr(machine, "transposed_convolutions", lambda precision: False)
     assert memory.winograd_kept_bytes((2048, 2048), FULL) == 0
     assert memory.winograd_layers((2048, 2048), FULL) == []

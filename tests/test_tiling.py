@@ -457,9 +457,10 @@ def test_split_crops_start_on_the_tiled_winograd_layers_grid(monkeypatch):
     monkeypatch.setattr(machine, "transposed_convolutions", lambda precision="float32": True)
     assert tiling.winograd_align("block3_pool") == 16
     assert tiling.winograd_align("block4_pool") == 32
-    # Block 2 by Winograd (4 x stride 2), block 1 directly.
+    # Block 2 by Winograd (4 x stride 2); block1_conv2 on images where it pays (4 x stride 1).
     assert tiling.winograd_align("block2_pool") == tiling.winograd_align("block2_conv1") == 8
-    assert tiling.winograd_align("block1_pool") == 1
+    assert tiling.winograd_align("block1_pool") == tiling.winograd_align("block1_conv2") == 4
+    assert tiling.winograd_align("block1_conv1") == 1
     # Without a split the crops go through every loss layer: the grid up to the deepest.
     assert tiling.crop_align(["block1_conv1", "block3_conv2", "block2_conv1"]) == 16
     assert tiling.crop_align(["block5_conv2", "block1_conv1"]) == 64

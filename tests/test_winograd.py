@@ -148,8 +148,19 @@ def test_memory_estimate_counts_the_layers_that_run_winograd(monkeypatch):
             in memory.winograd_layers((128, 128), layers)] == ran
     kept = sum((1 + 2 * winograd.ALPHA ** 2 / 9) * 9 * k[2] * k[3] * 4 for _, k in ran)
     assert memory.winograd_kept_bytes((128, 128), layers) == int(kept)
-    # From block2_conv1 (64 -> 128) on; block 1 (3 -> 64, 64 -> 64) convolves directly.
-    assert ran[0][1] == (3, 3, 64, 128) and all(k[3] >= 128 for _, k in ran)
+    # block1_conv2 (64 -> 64) among them, untiled with Numba's transforms; block1_conv1
+    # (3 -> 64) convolves directly.
+    assert ran[0][1] == (3, 3, 64, 64) and all(k[2] >= 64 for _, k in ran)
+    # 128x128 tiles (XLA's transforms) of an image where block1_conv2 convolves directly,
+    # then of one where it does by Winograd: as the tiled estimate counts them.
+    for whole, narrow in (((1536, 2048), False), ((300, 400), True)):
+        assert winograd.narrow_at(whole, layers) == narrow
+        ran.clear()
+        with winograd.xla_transforms(narrow):
+            extractor(tf.zeros((1, 128, 128, 3)), training=False)
+        assert [((1, h, w, cin), (3, 3, cin, cout)) for _, h, w, cin, cout
+                in memory.winograd_layers((128, 128), layers, whole=whole)] == ran
+        assert (ran[0][1] == (3, 3, 64, 64)) == narrow
 
 
 def test_small_maps_and_early_layers_convolve_directly():
@@ -159,6 +170,47 @@ def test_small_maps_and_early_layers_convolve_directly():
     np.testing.assert_array_equal(fast(x).numpy(), direct(x).numpy())
     kernel = rng.normal(size=(3, 3, 3, 64)).astype(np.float32)
     assert make_layer(kernel, np.zeros(64, np.float32), "b1", winograd=True)._winograd is None
+
+
+@pytest.mark.skipif(not winograd.numba_available(), reason="Numba is not installed")
+def test_block1_conv2_convolves_by_winograd_only_where_numbas_transforms_pay(monkeypatch):
+    """The narrow layer (64 -> 64) takes Winograd on an untiled float32 pass over a map of at
+    least NARROW_MIN_PIXELS within Numba's tile limit, also traced inside an XLA-compiled
+    function (so an XLA loss convolves as its targets did), and in tiles of an image where it
+    does; elsewhere it gives the direct convolution's very bits."""
+    rng = np.random.default_rng(7)
+    direct, fast = _pair(rng, 64, 64, bias_shift=50.0)
+    ran = []
+    real = winograd.WinogradConv.__call__
+    monkeypatch.setattr(winograd.WinogradConv, "__call__",
+                        lambda self, *a: ran.append(a[0].shape) or real(self, *a))
+    large = tf.constant(rng.normal(size=(1, 96, 128, 64)).astype(np.float32))
+    r = tf.constant(rng.normal(size=(1, 96, 128, 64)).astype(np.float32))
+    assert 96 * 128 >= winograd.NARROW_MIN_PIXELS
+    y_direct, g_direct = _value_and_gradient(direct, large, r)
+    y_fast, g_fast = _value_and_gradient(fast, large, r)
+    assert ran == [(1, 96, 128, 64)]
+    assert not np.array_equal(y_fast, y_direct)  # another convolution ...
+    assert np.abs(y_fast - y_direct).max() <= TOLERANCE * np.abs(y_direct).max()  # ... as exact
+    assert np.abs(g_fast - g_direct).max() <= TOLERANCE * np.abs(g_direct).max()
+    ran.clear()
+    tf.function(fast, jit_compile=True)(large)
+    assert ran == [(1, 96, 128, 64)]
+    ran.clear()
+    small = tf.constant(rng.normal(size=(1, 64, 96, 64)).astype(np.float32))
+    assert 64 * 96 < winograd.NARROW_MIN_PIXELS
+    np.testing.assert_array_equal(fast(small).numpy(), direct(small).numpy())
+    with winograd.xla_transforms():  # tiles of an image where it does not pay
+        np.testing.assert_array_equal(fast(large).numpy(), direct(large).numpy())
+    with winograd.xla_transforms(narrow=True):  # tiles of one where it does, any tile size
+        fast(small)
+        assert ran == [(1, 64, 96, 64)]
+        ran.clear()
+    monkeypatch.setattr(winograd, "NUMBA_MAX_TILE_BYTES", 1024)  # tiles past Numba's limit
+    np.testing.assert_array_equal(fast(large).numpy(), direct(large).numpy())
+    assert ran == []
+    assert not winograd.narrow_pays(96, 128, 64, 64)
+    assert winograd.convolves(96, 128, 64, 128, narrow_too=False)
 
 
 @pytest.mark.slow

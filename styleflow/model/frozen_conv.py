@@ -30,8 +30,8 @@ def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool =
     """A Keras layer computing relu(conv3x3_same(x, kernel) + bias) by input-gradient ops;
     `kernel` is Keras' (3, 3, in, out) layout. Kernel and bias are the layer's two
     (non-trainable) weights, as in Keras' Conv2D, so get/set/save/load_weights work alike.
-    With `winograd`, maps and channel counts where `winograd.suits` are convolved by Winograd's
-    algorithm instead (both ways), its tile transforms as `transforms` says
+    With `winograd`, maps and channel counts where `winograd.convolves` are convolved by
+    Winograd's algorithm instead (both ways), its tile transforms as `transforms` says
     (`winograd.WinogradConv`)."""
     import keras
     import tensorflow as tf
@@ -52,8 +52,9 @@ def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool =
                                         initializer=keras.initializers.Constant(bias))
             # Deeper layers convolve large maps by Winograd (see winograd.py); what it keeps
             # is not a Keras weight, so the layer's weights stay kernel and bias.
-            self._winograd = (fast.WinogradConv(transforms)
-                              if winograd and fast.suits_channels(*kernel.shape[2:]) else None)
+            self._winograd = (fast.WinogradConv(transforms) if winograd and (
+                fast.suits_channels(*kernel.shape[2:]) or fast.narrow(*kernel.shape[2:]))
+                else None)
             # Where oneDNN's forward kernels are not im2col + GEMM, the forward pass is
             # TensorFlow's Conv2D, BiasAdd and ReLU, which its graph optimiser fuses into one
             # oneDNN operation: bit-identical, and 2.6 against 5.8 ms for block1_conv1 at
@@ -61,7 +62,7 @@ def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool =
             self._fused = not machine.onednn_convolves_by_gemm()
 
         def call(self, x):
-            if self._winograd is not None and fast.suits(x.shape):
+            if self._winograd is not None and self._winograd.takes(x, kernel.shape[3]):
                 return self._winograd(x, self.kernel, tf.convert_to_tensor(self.bias))
             k = tf.convert_to_tensor(self.kernel)
             if self._fused:

@@ -16,9 +16,10 @@ meets (`_compiled`), so a process seeing many image sizes registers no new funct
 Both give the same bits.
 The products run in TensorFlow's batched matmul (oneDNN), so they obey the same threads and ISA
 as the rest of the network. Bias and ReLU are folded into the output pass, and the ReLU mask
-into the backward pass's input pass. Block 1 keeps the direct convolution: its 3 input channels
-and its 64 -> 64 layer on the largest map are where the transforms cost about what they save
-(`suits_channels`; per-layer timings from bench/winograd.py in docs/performance.md).
+into the backward pass's input pass. block1_conv1 keeps the direct convolution (3 input
+channels), and so does block1_conv2 (64 -> 64 on the largest map) wherever its transforms would
+be XLA's, which cost about what they save (`suits_channels`, `narrow`, `convolves`; per-layer
+timings from bench/winograd.py in docs/performance.md).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import tensorflow as tf
 
 from . import machine
 from .gradients import custom_gradient
+from .layout import STAGES, conv_maps, stage
 from .xla_functions import xla_function
 
 TILE = 4  # output pixels per tile side
@@ -58,17 +60,47 @@ A_T = np.array([[1, 1, 1, 1, 1, 0],
                 [0, 1, -1, 8, -8, 1]], np.float64)
 
 # Where the transforms pay: layers with at least MIN_IN_CHANNELS input and MIN_OUT_CHANNELS
-# output channels -- from block2_conv1 on (block1_conv2, 64 -> 64 on the full-size map, is no
-# faster by Winograd in whole evaluations) -- on maps of at least this many pixels (smaller
+# output channels -- from block2_conv1 on -- on maps of at least this many pixels (smaller
 # maps are cheap either way, and each new map size costs XLA compilations).
 MIN_IN_CHANNELS = 64
 MIN_OUT_CHANNELS = 128
 MIN_PIXELS = 16 * 16
+# block1_conv2 (64 -> 64 on the full-size map) pays only with Numba's single-pass transforms
+# (with XLA's they cost about what its products save) and from maps of NARROW_MIN_PIXELS:
+# per layer 53 against 60 ms at 400x300, 5.1 against 6.4 ms at 128x96, but 3.1 against 2.3 ms
+# at 64x48 (stop 46, docs/performance.md).
+NARROW_OUT_CHANNELS = 64
+NARROW_MIN_PIXELS = 128 * 96
 
 
 def suits_channels(in_channels: int, out_channels: int) -> bool:
-    """Whether a layer with these channel counts is convolved by Winograd on large maps."""
+    """Whether a layer with these channel counts is convolved by Winograd on large maps,
+    whatever its tile transforms (`narrow` names the layers that need Numba's)."""
     return in_channels >= MIN_IN_CHANNELS and out_channels >= MIN_OUT_CHANNELS
+
+
+def narrow(in_channels: int, out_channels: int) -> bool:
+    """Whether a layer with these channel counts is convolved by Winograd only where
+    `narrow_pays` on the whole image's map (block1_conv2)."""
+    return (not suits_channels(in_channels, out_channels)
+            and in_channels >= MIN_IN_CHANNELS and out_channels >= NARROW_OUT_CHANNELS)
+
+
+def narrow_pays(h: int, w: int, in_channels: int, out_channels: int) -> bool:
+    """Whether a narrow layer whose map is (h, w) over the whole image convolves by Winograd:
+    from NARROW_MIN_PIXELS, where an untiled float32 pass takes Numba's transforms for it
+    (`numba_suits`). Tiles of such an image convolve it by Winograd too, with XLA's
+    transforms (`xla_transforms`), so tiled and untiled passes compute alike."""
+    return h * w >= NARROW_MIN_PIXELS and numba_suits(h, w, in_channels, out_channels)
+
+
+def narrow_at(size: tuple[int, int], layers) -> bool:
+    """Whether float32 passes over an (h, w) image, whole or in tiles, through the layers up to
+    the deepest of `layers` (convolutions or poolings) convolve their `narrow` layer by
+    Winograd (`narrow_pays` on its map over the whole image)."""
+    last = max((stage(name) for name in layers), key=STAGES.index).name
+    return any(narrow(cin, cout) and narrow_pays(h, w, cin, cout)
+               for _, h, w, cin, cout in conv_maps(size, last))
 
 
 def suits(shape) -> bool:
@@ -76,6 +108,15 @@ def suits(shape) -> bool:
     if len(shape) != 4 or any(d is None for d in shape[:3]) or shape[0] != 1:
         return False
     return shape[1] * shape[2] >= MIN_PIXELS
+
+
+def convolves(h: int, w: int, in_channels: int, out_channels: int, narrow_too: bool) -> bool:
+    """Whether a layer with these channel counts convolves an (h, w) map (the whole image's
+    or a tile's) by Winograd; `narrow_too`: whether a `narrow` layer does in this pass."""
+    if not suits((1, h, w, in_channels)):
+        return False
+    return suits_channels(in_channels, out_channels) or (
+        narrow_too and narrow(in_channels, out_channels))
 
 
 def kernel_transforms(kernel: tf.Tensor,
@@ -194,21 +235,23 @@ _SCOPE = threading.local()
 
 
 @contextlib.contextmanager
-def xla_transforms():
+def xla_transforms(narrow: bool = False):
     """Within it, Winograd layers traced (or run eagerly) take XLA's transforms, whose results
-    TensorFlow's allocator holds: for passes planned to a tight memory budget. Numba's pool
-    keeps nothing free meanwhile."""
+    TensorFlow's allocator holds: for passes planned to a tight memory budget (tiles). Numba's
+    pool keeps nothing free meanwhile. `narrow`: whether `narrow` layers convolve by Winograd
+    too, as `narrow_pays` says for the whole image the tiles are cut from."""
     release_transform_memory()
-    previous, _SCOPE.xla = getattr(_SCOPE, "xla", False), True
+    previous = getattr(_SCOPE, "xla", False), getattr(_SCOPE, "narrow", False)
+    _SCOPE.xla, _SCOPE.narrow = True, narrow
     try:
         yield
     finally:
-        _SCOPE.xla = previous
+        _SCOPE.xla, _SCOPE.narrow = previous
 
 
-def with_xla_transforms(function, *args):
-    """`function(*args)` within `xla_transforms` (for tf.function to trace)."""
-    with xla_transforms():
+def with_xla_transforms(function, *args, narrow: bool = False):
+    """`function(*args)` within `xla_transforms(narrow)` (for tf.function to trace)."""
+    with xla_transforms(narrow):
         return function(*args)
 
 
@@ -317,6 +360,20 @@ class WinogradConv:
                 self._forward, self._backward = kernel_transforms(value, self._transposed)
         return _checked(tf.convert_to_tensor(kernel), self._source, self._forward,
                         self._backward, self._transposed)
+
+    def takes(self, x: tf.Tensor, out_channels: int) -> bool:
+        """Whether this layer convolves `x` by Winograd (`convolves`), else directly. A
+        `narrow` layer does in float32 passes (not built for XLA's transforms) where it pays on
+        the whole image's map: on `x` in an untiled pass, including one traced inside an
+        XLA-compiled loss (by XLA's transforms then, so its targets and passes convolve
+        alike); within `xla_transforms`, as its `narrow` says for the tiles' image."""
+        if not suits(x.shape):
+            return False
+        _, h, w, in_channels = x.shape
+        narrow_too = self._transforms != "xla" and x.dtype == tf.float32 and (
+            getattr(_SCOPE, "narrow", False) if getattr(_SCOPE, "xla", False)
+            else narrow_pays(h, w, in_channels, out_channels))
+        return convolves(h, w, in_channels, out_channels, narrow_too)
 
     def __call__(self, x: tf.Tensor, kernel, bias: tf.Tensor) -> tf.Tensor:
         """relu(conv3x3_same(x, kernel) + bias) for a (1, h, w, c) `x` of static shape

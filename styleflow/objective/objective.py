@@ -101,18 +101,14 @@ class Objective:
         extra = {}
         if guided:
             # Each region has its own target: nothing is blended, no constant is left over.
-            with (winograd.xla_transforms() if tile is not None else contextlib.nullcontext()):
-                self.gram_targets = self._region_targets(styles, region_styles)
+            self.gram_targets = self._region_targets(styles, region_styles)
             self.gram_offsets = {name: 0.0 for name in self.style_layers}
             carried = masks.carry_down(np.asarray(guides, np.float32), list(self.style_layers))
             extra.update(
                 guides=tuple(tf.constant(carried[name][None]) for name in self.style_layers),
                 region_weights=tf.constant(np.asarray(region_weights, np.float32)))
         else:
-            # A tiled run's targets take XLA's transforms too (winograd.xla_transforms): it
-            # runs where memory is short.
-            with (winograd.xla_transforms() if tile is not None else contextlib.nullcontext()):
-                grams = [self._style_grams(style) for style in styles]
+            grams = [self._style_grams(style) for style in styles]
             for name in self.style_layers:
                 blended = sum(b * g[name] for b, g in zip(blends, grams))
                 self.gram_targets[name] = tf.constant(blended.astype(np.float32))
@@ -217,7 +213,11 @@ class Objective:
             keras = self.normalisation == KERAS_EXAMPLE
             return {name: total if keras else total / count
                     for name, (total, count) in sums.items()}
-        feats = self._features(style, self.graph.style_extractor)
+        # A tiled run's targets take XLA's transforms too (winograd.xla_transforms): it runs
+        # where memory is short.
+        with (winograd.xla_transforms(winograd.narrow_at(style.shape[1:3], self.style_layers))
+              if self.tile is not None else contextlib.nullcontext()):
+            feats = self._features(style, self.graph.style_extractor)
         return {name: self.graph.gram(feats[name]).numpy().astype(np.float64)
                 for name in self.style_layers}
 

@@ -21,10 +21,9 @@ gradient equal the untiled ones up to rounding, while memory follows the tile si
 With a `split` (a pooling layer), only the layers up to it go over tiles: the first pass also
 writes each core's activations at the split into the whole map there, the layers past it run
 forward and back over that whole map at once (`deep_pass`, their terms computed as the one pass
-does), and the second pass carries the map's gradient there, over the core, back through
-the shallow layers with the rest. The tiles' halo is then the split's reach, not the deepest
-layer's, and the deep layers, most of the network's work, run forward once and carry no
-halo.
+does), and the second pass carries the map's gradient there, over the core, back through the
+shallow layers with the rest. The tiles' halo is then the split's reach, not the deepest
+layer's, and the deep layers, most of the network's work, run forward once and carry no halo.
 """
 
 from __future__ import annotations
@@ -53,9 +52,10 @@ class TiledLoss:
     `core` pixels (a side, or (rows, columns)); the forward-only first pass over tiles of
     `forward_core` when given. Each pass is traced once per crop shape, with static sizes, so
     the tiles convolve as the untiled pass does (Winograd in the deeper layers where it
-    suits); the plan has at most three crop lengths along each side. `split` (a pooling
-    layer, e.g. "block2_pool"): only the layers up to it go over tiles, the rest runs over the
-    whole map there (see the module's docstring); ValueError when no loss layer lies past it.
+    suits, in block1_conv2 where the one pass's does); the plan has at most three crop lengths
+    along each side. `split` (a pooling layer, e.g. "block2_pool"): only the layers up to it
+    go over tiles, the rest runs over the whole map there (see the module's docstring);
+    ValueError when no loss layer lies past it.
     `precision`: the extractor's arithmetic (where its tiles must start for Winograd)."""
 
     def __init__(self, graph, shape: tuple, core: int | tuple[int, int],
@@ -98,14 +98,13 @@ class TiledLoss:
                  tiling.crop_align([*self.tile_content, *self.tile_styles], precision))
         self.style_tiles = tiling.plan(height, width, (*self.tile_styles, *at_split),
                                        forward_core or core, align)
-        self.tiles = tiling.plan(height, width,
-                                 (*self.tile_content, *self.tile_styles, *at_split), core, align)
+        tiled = (*self.tile_content, *self.tile_styles, *at_split)
+        self.tiles = tiling.plan(height, width, tiled, core, align)
+        self._narrow = winograd.narrow_at((height, width), tiled)  # as the one pass decides
         self.keras = graph.normalisation == KERAS_EXAMPLE
         self.guided, self.photo = graph.guided, graph.photo
         self.temporal = graph.temporal
-        # The network's passes, one trace per crop shape (`_pass`); the plan has a few shapes
-        # only (interior, edges, corners), and a static one lets the deeper layers convolve
-        # by Winograd (model.winograd.suits), as the untiled pass and the targets do.
+        # The network's passes, one trace per crop shape (`_pass`: a few, static shapes).
         self._passes: dict[tuple, object] = {}
         crop = tf.TensorSpec((1, None, None, 3), tf.float32)
         self._tv = tf.function(self._tv_strip, input_signature=[crop, tf.TensorSpec((), tf.int32)])
@@ -144,7 +143,8 @@ class TiledLoss:
             # A partial per shape: TensorFlow counts retraces per Python function. XLA's
             # transforms in the tiles: tiles run where memory is short (winograd.xla_transforms).
             self._passes[key] = tf.function(
-                functools.partial(winograd.with_xla_transforms, method), input_signature=signature)
+                functools.partial(winograd.with_xla_transforms, method, narrow=self._narrow),
+                input_signature=signature)
         return self._passes[key]
 
     def _tile_grams(self, crop, boxes):

@@ -60,7 +60,8 @@ def winograd_align(last: str, precision: str = "float32") -> int:
         return 1
     align = 1
     for s in stages_to(last):
-        if s.conv and winograd.suits_channels(s.in_channels, s.out_channels):
+        if s.conv and (winograd.suits_channels(s.in_channels, s.out_channels)
+                       or winograd.narrow(s.in_channels, s.out_channels)):
             align = math.lcm(align, winograd.TILE * s.stride)
     return align
 
@@ -199,9 +200,11 @@ def tiled_gram_sums(extractor, image: np.ndarray, layers: Sequence[str],
         if largest_crop(height, width, layers, tile, align) > limit:
             tile = best_core(height, width, layers, limit, align) or grid(layers, align)
     sums: dict[str, np.ndarray | float] = {name: 0.0 for name in layers}
+    narrow = winograd.narrow_at((height, width), layers)
     for t in plan(height, width, layers, tile, align):
-        # Tiles run where memory is short: XLA's transforms (winograd.xla_transforms).
-        with winograd.xla_transforms():
+        # Tiles run where memory is short: XLA's transforms (winograd.xla_transforms), and
+        # block1_conv2 by Winograd where the one pass would.
+        with winograd.xla_transforms(narrow):
             feats = extractor(tf.constant(_crop(image, t), tf.float32), training=False)
         for i, name in enumerate(layers):
             r0, r1, c0, c1 = (int(v) for v in t.boxes[i])
@@ -233,8 +236,9 @@ def tiled_features(extractor, image: np.ndarray, layers: Sequence[str],
 
     _, height, width, _ = image.shape
     out: dict[str, np.ndarray] = {}
+    narrow = winograd.narrow_at((height, width), layers)
     for t in plan(height, width, layers, tile, crop_align(layers, precision)):
-        with winograd.xla_transforms():  # as in tiled_gram_sums
+        with winograd.xla_transforms(narrow):  # as in tiled_gram_sums
             feats = extractor(tf.constant(_crop(image, t), tf.float32), training=False)
         for i, name in enumerate(layers):
             f = tf.cast(feats[name], tf.float32).numpy()

@@ -84,8 +84,8 @@ def tiled_need(size: tuple[int, int], crop_pixels: int, layers: Sequence[str],
     side = max(1, int(crop_pixels ** 0.5))
     # The gradient pass is the larger of the two: the forward-only pass's crops are chosen to
     # fit in what it holds (`forward_crop`).
-    return int(BASE_BYTES + winograd_kept_bytes((side, side), layers, precision)
-               + pass_bytes((side, side), layers, precision)
+    return int(BASE_BYTES + winograd_kept_bytes((side, side), layers, precision, whole=size)
+               + pass_bytes((side, side), layers, precision, whole=size)
                + content_bytes(size, content_layers)
                + (optimiser_bytes(optimiser, history) + TILED_IMAGE_BYTES) * values
                + (photo_bytes(size, photo_strip(size)) if photo else 0))
@@ -104,7 +104,8 @@ def split_need(size: tuple[int, int], crop_pixels: int, layers: Sequence[str],
     split_map = rows * cols * at.out_channels * 4
     shallow_last = STAGES[STAGES.index(at) - 1].name
     evaluation = max(deep_pass_bytes(size, layers, split, precision) + 2 * split_map,
-                     pass_bytes((side, side), [shallow_last], precision) + split_map)
+                     pass_bytes((side, side), [shallow_last], precision, whole=size)
+                     + split_map)
     return int(BASE_BYTES + winograd_kept_bytes(size, layers, precision) + evaluation
                + content_bytes(size, content_layers)
                + (optimiser_bytes(optimiser, history) + TILED_IMAGE_BYTES) * values
@@ -281,25 +282,27 @@ def _layout(size, layers, content_layers, precision, optimiser, core, history,
     need = tiled_need(size, crop, layers, content_layers, precision, optimiser, history, photo)
     forward = tiling.best_core(height, width, layers,
                                min(machine.pass_pixels(precision),
-                                   forward_crop(crop, layers, precision)), align)
+                                   forward_crop(crop, layers, precision, size)), align)
     return Layout(tuple(core), history, need, forward)
 
 
-def forward_crop(crop_pixels: int, layers: Sequence[str], precision: str) -> int:
+def forward_crop(crop_pixels: int, layers: Sequence[str], precision: str,
+                 whole: tuple[int, int] | None = None) -> int:
     """The most pixels a forward-only pass's crop may have while holding no more than the
     gradient pass over `crop_pixels` does (up to 1 / FORWARD_SHARE times as many: Winograd's
-    transient tiles do not shrink with the activations kept)."""
+    transient tiles do not shrink with the activations kept); crops of an image of size
+    `whole`."""
     def square(pixels: int) -> tuple[int, int]:
         side = max(1, int(pixels ** 0.5))
         return side, side
 
-    room = pass_bytes(square(crop_pixels), layers, precision)
+    room = pass_bytes(square(crop_pixels), layers, precision, whole=whole)
     lo, hi = crop_pixels, int(crop_pixels / FORWARD_SHARE)
-    if pass_bytes(square(hi), layers, precision, forward=True) <= room:
+    if pass_bytes(square(hi), layers, precision, forward=True, whole=whole) <= room:
         return hi
     while hi - lo > 1024:
         mid = (lo + hi) // 2
-        if pass_bytes(square(mid), layers, precision, forward=True) <= room:
+        if pass_bytes(square(mid), layers, precision, forward=True, whole=whole) <= room:
             lo = mid
         else:
             hi = mid

@@ -47,24 +47,28 @@ FORWARD_SHARE = 0.5
 WINOGRAD_TRANSIENT_BYTES = 36
 
 
-def winograd_layers(size: tuple[int, int], layers: Sequence[str],
-                    precision: str = "float32") -> list[tuple[str, int, int, int, int]]:
+def winograd_layers(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
+                    whole: tuple[int, int] | None = None
+                    ) -> list[tuple[str, int, int, int, int]]:
     """(name, h, w, in, out) of each layer up to the deepest of `layers` that convolves by
-    Winograd for an (h, w) image or crop (none where Winograd is not used), as
-    model.frozen_conv decides it."""
+    Winograd for an (h, w) image, or a crop of it of that size when the image's own size is
+    `whole` (none where Winograd is not used), as model.frozen_conv decides it: block1_conv2
+    where it pays on the whole image's map (`winograd.narrow_at`)."""
     if not machine.transposed_convolutions(precision):
         return []
+    narrow = precision == "float32" and winograd.narrow_at(whole or size, layers)
     return [(name, h, w, cin, cout) for name, h, w, cin, cout in conv_maps(size, deepest(layers))
-            if winograd.suits_channels(cin, cout) and winograd.suits((1, h, w, cin))]
+            if winograd.convolves(h, w, cin, cout, narrow)]
 
 
 def winograd_kept_bytes(size: tuple[int, int] | None, layers: Sequence[str],
-                        precision: str = "float32") -> int:
-    """The kernel transforms kept by the layers that convolve by Winograd at (h, w); `size`
-    None: as for an image large enough for every such layer."""
+                        precision: str = "float32", whole: tuple[int, int] | None = None) -> int:
+    """The kernel transforms kept by the layers that convolve by Winograd at (h, w) (a crop
+    of an image of size `whole`: `winograd_layers`); `size` None: as for an image large
+    enough for every such layer."""
     alpha = winograd.ALPHA
     return int(sum((1 + 2 * alpha * alpha / 9) * 9 * cin * cout * 4 for *_, cin, cout
-                   in winograd_layers(size or (2**16, 2**16), layers, precision)))
+                   in winograd_layers(size or (2**16, 2**16), layers, precision, whole)))
 
 
 # Where Numba makes float32 Winograd's tile transforms (model.winograd_kernels): its runtime and
@@ -95,14 +99,15 @@ def transform_pool_bytes(size: tuple[int, int], layers: Sequence[str],
 
 
 def _held(size: tuple[int, int], layers: Sequence[str], precision: str,
-          per_activation: float, after: str | None = None) -> int:
+          per_activation: float, after: str | None = None,
+          whole: tuple[int, int] | None = None) -> int:
     """The most a pass over the layers up to the deepest of `layers` (those past the pooling
     layer `after` only, if given) holds at once: all its activations at `per_activation`
     bytes each, or, where more, those made before a Winograd layer with that layer's
     transient (its tiles and products, and its own output and gradient maps)."""
     first = STAGES.index(stage(after)) + 1 if after else 0
     fast = {name: h * w * max(cin, cout)
-            for name, h, w, cin, cout in winograd_layers(size, layers, precision)}
+            for name, h, w, cin, cout in winograd_layers(size, layers, precision, whole)}
     elements, peak = 0, 0.0
     for s in STAGES[first:STAGES.index(stage(deepest(layers))) + 1]:
         if s.name in fast:
@@ -113,13 +118,14 @@ def _held(size: tuple[int, int], layers: Sequence[str], precision: str,
 
 
 def pass_bytes(size: tuple[int, int], layers: Sequence[str], precision: str = "float32",
-               forward: bool = False) -> int:
-    """What one pass through the network over an (h, w) image or crop holds at its peak:
-    its activations (a forward-only pass keeps FORWARD_SHARE of them), or, where more, those
-    made before a Winograd layer with that layer's transient tiles."""
+               forward: bool = False, whole: tuple[int, int] | None = None) -> int:
+    """What one pass through the network over an (h, w) image, or a crop of an image of size
+    `whole`, holds at its peak: its activations (a forward-only pass keeps FORWARD_SHARE of
+    them), or, where more, those made before a Winograd layer with that layer's transient
+    tiles."""
     per_activation = BYTES_PER_ACTIVATION[machine.onednn_enabled()][precision] * (
         FORWARD_SHARE if forward else 1.0)
-    return _held(size, layers, precision, per_activation)
+    return _held(size, layers, precision, per_activation, whole=whole)
 
 
 def deep_pass_bytes(size: tuple[int, int], layers: Sequence[str], split: str,
