@@ -140,7 +140,8 @@ def direct_head(size, layers) -> str | None:
     head = None
     winograd_here = transposed_convolutions("float32")
     for name, h, w, cin, cout in conv_maps(size, deepest(layers)):
-        if winograd_here and winograd.convolves(h, w, cin, cout, numba=True):
+        if winograd_here and winograd.convolves(h, w, cin, cout,
+                                                winograd.narrow_pays(h, w, cin, cout)):
             break
         head = name
     return head

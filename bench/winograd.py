@@ -100,12 +100,13 @@ def main() -> None:
             ms["direct"] = 1e3 * median_seconds(lambda: direct(x, r).numpy(), args.repeats)
             want = direct_layer(x).numpy()
             diff = np.abs(got - want).max() / np.abs(want).max()
-            picked = winograd.convolves(lh, lw, cin, cout, numba=True)
+            picked = winograd.convolves(lh, lw, cin, cout,
+                                        winograd.narrow_pays(lh, lw, cin, cout))
             total["direct"] += ms["direct"]
             total["winograd"] += ms["winograd"]
             total["rule"] += ms["winograd" if picked else "direct"]
             # With XLA's transforms block1_conv2 stays direct (`winograd.narrow`).
-            picked_xla = winograd.convolves(lh, lw, cin, cout, numba=False)
+            picked_xla = winograd.convolves(lh, lw, cin, cout, narrow_too=False)
             total["rule_xla"] += ms["xla" if picked_xla else "direct"]
             print(f"{text:>9} {name:>13} {f'{lw}x{lh}':>9} {f'{cin}>{cout}':>9} "
                   f"{ms['direct']:10.1f} {ms['winograd']:12.1f} "
