@@ -172,12 +172,12 @@ def test_small_maps_and_early_layers_convolve_directly():
     assert make_layer(kernel, np.zeros(64, np.float32), "b1", winograd=True)._winograd is None
 
 
-@pytest.mark.skipif(not winograd.numba_available(), reason="Numba is not installed")
 def test_block1_conv2_convolves_by_winograd_only_where_numbas_transforms_pay(monkeypatch):
     """The narrow layer (64 -> 64) takes Winograd on an untiled float32 pass over a map of at
     least NARROW_MIN_PIXELS within Numba's tile limit, also traced inside an XLA-compiled
     function (so an XLA loss convolves as its targets did), and in tiles of an image where it
-    does; elsewhere it gives the direct convolution's very bits."""
+    does; elsewhere (small maps, tiles of other images, past the tile limit, bfloat16, the
+    "xla" lever) it gives the direct convolution's very bits."""
     rng = np.random.default_rng(7)
     direct, fast = _pair(rng, 64, 64, bias_shift=50.0)
     ran = []
@@ -194,15 +194,21 @@ def test_block1_conv2_convolves_by_winograd_only_where_numbas_transforms_pay(mon
     assert np.abs(y_fast - y_direct).max() <= TOLERANCE * np.abs(y_direct).max()  # ... as exact
     assert np.abs(g_fast - g_direct).max() <= TOLERANCE * np.abs(g_direct).max()
     ran.clear()
-    tf.function(fast, jit_compile=True)(large)
+    y_jit = tf.function(fast, jit_compile=True)(large).numpy()
     assert ran == [(1, 96, 128, 64)]
+    assert np.abs(y_jit - y_fast).max() <= TOLERANCE * np.abs(y_direct).max()
     ran.clear()
+    lever = make_layer(fast.kernel.numpy(), fast.bias.numpy(), "xla", winograd=True,
+                       transforms="xla")
+    np.testing.assert_array_equal(lever(large).numpy(), y_direct)
+    assert not fast._winograd.takes(tf.cast(large, tf.bfloat16), 64)
+    assert ran == []
     small = tf.constant(rng.normal(size=(1, 64, 96, 64)).astype(np.float32))
     assert 64 * 96 < winograd.NARROW_MIN_PIXELS
     np.testing.assert_array_equal(fast(small).numpy(), direct(small).numpy())
     with winograd.xla_transforms():  # tiles of an image where it does not pay
         np.testing.assert_array_equal(fast(large).numpy(), direct(large).numpy())
-    with winograd.xla_transforms(narrow=True):  # tiles of one where it does, any tile size
+    with winograd.xla_transforms(narrow_too=True):  # tiles of one where it does, any size
         fast(small)
         assert ran == [(1, 64, 96, 64)]
         ran.clear()
@@ -210,7 +216,8 @@ def test_block1_conv2_convolves_by_winograd_only_where_numbas_transforms_pay(mon
     np.testing.assert_array_equal(fast(large).numpy(), direct(large).numpy())
     assert ran == []
     assert not winograd.narrow_pays(96, 128, 64, 64)
-    assert winograd.convolves(96, 128, 64, 128, narrow_too=False)
+    assert not winograd.convolves(96, 128, 64, 64, narrow_too=False)
+    assert winograd.convolves(96, 128, 64, 64, narrow_too=True)
 
 
 @pytest.mark.slow

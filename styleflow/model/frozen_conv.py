@@ -16,8 +16,8 @@ oneDNN operation; elsewhere bias and ReLU are one XLA pass after it. The 3-chann
 gradient of block1_conv1 is a matrix product and shifted sums (one XLA pass), which fill a
 CPU's vector lanes better than a convolution with 3 outputs.
 
-The deeper layers' larger maps do fewer products still by Winograd's algorithm (`winograd.py`),
-which these layers hand them to when built with `winograd=True`.
+From block1_conv2 on, large maps take fewer products still by Winograd's algorithm
+(`winograd.py`), which these layers hand them to when built with `winograd=True`.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool =
                                           initializer=keras.initializers.Constant(kernel))
             self.bias = self.add_weight(shape=bias.shape, name="bias", trainable=False,
                                         initializer=keras.initializers.Constant(bias))
-            # Deeper layers convolve large maps by Winograd (see winograd.py); what it keeps
-            # is not a Keras weight, so the layer's weights stay kernel and bias.
+            # Layers from block1_conv2 on convolve large maps by Winograd (see winograd.py);
+            # what it keeps is not a Keras weight, so the layer's weights stay kernel and bias.
             self._winograd = (fast.WinogradConv(transforms) if winograd and (
                 fast.suits_channels(*kernel.shape[2:]) or fast.narrow(*kernel.shape[2:]))
                 else None)

@@ -70,13 +70,13 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
 
     Only the layers up to the deepest output are built; each gets its (kernel, bias) from
     `layer_weights`. `pooling` is "max" or "avg", `dtype` "float32" or "bfloat16" (the
-    Stylizer checks both before it builds). The model accepts any image size (each new size retraces once).
-    `convolution`: "keras" for Keras' Conv2D, "transposed" for `frozen_conv`'s layers (oneDNN's
-    input-gradient kernels), "winograd" for those with Winograd's algorithm in the deeper layers
-    (`winograd.suits`; "winograd-xla" with its tile transforms by XLA even where Numba's
-    would run), "auto" for "winograd" where `machine.transposed_convolutions` says, else
-    Keras' (a benchmark's lever: the Stylizer always builds "auto").
-    """
+    Stylizer checks both before it builds). The model accepts any image size (each new size
+    retraces once). `convolution`: "keras" for Keras' Conv2D, "transposed" for `frozen_conv`'s
+    layers (oneDNN's input-gradient kernels), "winograd" for those with Winograd's algorithm
+    from block1_conv2 on where it pays (`winograd.convolves`; "winograd-xla" with its tile
+    transforms by XLA even where Numba's would run, and block1_conv2 direct), "auto" for
+    "winograd" where `machine.transposed_convolutions` says, else Keras' (a benchmark's lever:
+    the Stylizer always builds "auto")."""
     import keras
 
     from . import frozen_conv

@@ -1,4 +1,5 @@
-"""Winograd's F(4x4, 3x3) convolution (Lavin & Gray 2015) for VGG19's deeper layers on CPUs.
+"""Winograd's F(4x4, 3x3) convolution (Lavin & Gray 2015) for VGG19's layers from block1_conv2
+on, on CPUs.
 
 A 3x3 convolution over 4x4 output tiles costs 36 multiply-adds per tile and channel pair in
 the transformed domain instead of 144: the image is cut into overlapping 6x6 tiles and each is
@@ -17,9 +18,12 @@ Both give the same bits.
 The products run in TensorFlow's batched matmul (oneDNN), so they obey the same threads and ISA
 as the rest of the network. Bias and ReLU are folded into the output pass, and the ReLU mask
 into the backward pass's input pass. block1_conv1 keeps the direct convolution (3 input
-channels), and so does block1_conv2 (64 -> 64 on the largest map) wherever its transforms would
-be XLA's, which cost about what they save (`suits_channels`, `narrow`, `convolves`; per-layer
-timings from bench/winograd.py in docs/performance.md).
+channels). block1_conv2 (64 -> 64 on the largest map) pays only where an untiled pass would
+take Numba's transforms for it: it is direct on images below 128x96 or past Numba's tile limit,
+in bfloat16 and with the "xla" lever, and by Winograd elsewhere, XLA's transforms included in
+that image's tiles and in an XLA-compiled loss, so passes and targets convolve alike
+(`suits_channels`, `narrow`, `narrow_pays`, `convolves`; per-layer timings from
+bench/winograd.py in docs/performance.md).
 """
 
 from __future__ import annotations
@@ -89,8 +93,9 @@ def narrow(in_channels: int, out_channels: int) -> bool:
 def narrow_pays(h: int, w: int, in_channels: int, out_channels: int) -> bool:
     """Whether a narrow layer whose map is (h, w) over the whole image convolves by Winograd:
     from NARROW_MIN_PIXELS, where an untiled float32 pass takes Numba's transforms for it
-    (`numba_suits`). Tiles of such an image convolve it by Winograd too, with XLA's
-    transforms (`xla_transforms`), so tiled and untiled passes compute alike."""
+    (`numba_suits`; where Numba is installed but cannot load its kernels, XLA's). Tiles of
+    such an image convolve it by Winograd too, with XLA's transforms (`xla_transforms`), so
+    tiled and untiled passes compute alike."""
     return h * w >= NARROW_MIN_PIXELS and numba_suits(h, w, in_channels, out_channels)
 
 
@@ -227,31 +232,32 @@ def _compiled(kind: str, dtype: tf.DType):
 TRANSFORMS = ("auto", "numba", "xla")
 # Numba's results live in a pool outside TensorFlow's allocator, which a run holds beside
 # TensorFlow's own peak (plan.memory.transform_pool_bytes): layers whose tiles would take more
-# than this keep XLA's transforms, so print-size maps cost no more memory than before (images up
-# to about 800x600 run Numba's in every layer), and so does the tiled loss (`xla_transforms`),
-# which runs where memory is short.
+# than this keep XLA's transforms (block1_conv2 goes direct instead: `narrow_pays`), so
+# print-size maps cost no more memory than before (images up to about 800x600 run Numba's in
+# every layer from block2_conv1), and so does the tiled loss (`xla_transforms`), which runs
+# where memory is short.
 NUMBA_MAX_TILE_BYTES = 160 * 2**20
 _SCOPE = threading.local()
 
 
 @contextlib.contextmanager
-def xla_transforms(narrow: bool = False):
+def xla_transforms(narrow_too: bool = False):
     """Within it, Winograd layers traced (or run eagerly) take XLA's transforms, whose results
     TensorFlow's allocator holds: for passes planned to a tight memory budget (tiles). Numba's
-    pool keeps nothing free meanwhile. `narrow`: whether `narrow` layers convolve by Winograd
-    too, as `narrow_pays` says for the whole image the tiles are cut from."""
+    pool keeps nothing free meanwhile. `narrow_too`: whether `narrow` layers convolve by
+    Winograd too, as `narrow_pays` says for the whole image the tiles are cut from."""
     release_transform_memory()
     previous = getattr(_SCOPE, "xla", False), getattr(_SCOPE, "narrow", False)
-    _SCOPE.xla, _SCOPE.narrow = True, narrow
+    _SCOPE.xla, _SCOPE.narrow = True, narrow_too
     try:
         yield
     finally:
         _SCOPE.xla, _SCOPE.narrow = previous
 
 
-def with_xla_transforms(function, *args, narrow: bool = False):
-    """`function(*args)` within `xla_transforms(narrow)` (for tf.function to trace)."""
-    with xla_transforms(narrow):
+def with_xla_transforms(function, *args, narrow_too: bool = False):
+    """`function(*args)` within `xla_transforms(narrow_too)` (for tf.function to trace)."""
+    with xla_transforms(narrow_too):
         return function(*args)
 
 
@@ -366,7 +372,7 @@ class WinogradConv:
         `narrow` layer does in float32 passes (not built for XLA's transforms) where it pays on
         the whole image's map: on `x` in an untiled pass, including one traced inside an
         XLA-compiled loss (by XLA's transforms then, so its targets and passes convolve
-        alike); within `xla_transforms`, as its `narrow` says for the tiles' image."""
+        alike); within `xla_transforms`, as its `narrow_too` says for the tiles' image."""
         if not suits(x.shape):
             return False
         _, h, w, in_channels = x.shape

@@ -143,7 +143,7 @@ class TiledLoss:
             # A partial per shape: TensorFlow counts retraces per Python function. XLA's
             # transforms in the tiles: tiles run where memory is short (winograd.xla_transforms).
             self._passes[key] = tf.function(
-                functools.partial(winograd.with_xla_transforms, method, narrow=self._narrow),
+                functools.partial(winograd.with_xla_transforms, method, narrow_too=self._narrow),
                 input_signature=signature)
         return self._passes[key]
 

@@ -65,7 +65,8 @@ def winograd_kept_bytes(size: tuple[int, int] | None, layers: Sequence[str],
                         precision: str = "float32", whole: tuple[int, int] | None = None) -> int:
     """The kernel transforms kept by the layers that convolve by Winograd at (h, w) (a crop
     of an image of size `whole`: `winograd_layers`); `size` None: as for an image large
-    enough for every such layer."""
+    enough for every such layer from block2_conv1 (block1_conv2's tiles are then past Numba's
+    limit)."""
     alpha = winograd.ALPHA
     return int(sum((1 + 2 * alpha * alpha / 9) * 9 * cin * cout * 4 for *_, cin, cout
                    in winograd_layers(size or (2**16, 2**16), layers, precision, whole)))
@@ -77,7 +78,7 @@ def winograd_kept_bytes(size: tuple[int, int] | None, layers: Sequence[str],
 # Winograd layer's output (kept for the backward pass) and the largest layer's tiles forward and
 # masked, in size classes up to an eighth larger (stop 45, full layers: +0.21 GB at 400x300,
 # +0.55 GB at 800x600 against XLA's transforms; docs/performance.md). Layers whose tiles are
-# larger keep XLA's transforms (`winograd.numba_suits`).
+# larger keep XLA's transforms (`winograd.numba_suits`), block1_conv2 the direct convolution.
 NUMBA_BYTES = 128 * 2**20
 
 
@@ -208,9 +209,10 @@ def check_fits(size: tuple[int, int], layers: Sequence[str], precision: str = "f
     The estimate's BASE_BYTES (TensorFlow, the weights) is largely resident already when this
     runs: what this process holds (`resident`) counts toward it, so only the rest is asked for.
     Only the host's memory is checked: with a GPU, TensorFlow's own out-of-memory error is
-    turned into a one-line error instead (errors.exhaustion). `extra` bytes are needed besides (e.g. a tiled
-    image held whole); the message then names the image as `shown` (h, w) and suggests no
-    size, as the tile is not the image. `params` names the parameters `what` mentions.
+    turned into a one-line error instead (errors.exhaustion). `extra` bytes are needed besides
+    (e.g. a tiled image held whole); the message then names the image as `shown` (h, w) and
+    suggests no size, as the tile is not the image. `params` names the parameters `what`
+    mentions.
     """
     lever = "style_scales" if optimiser == "forward" else "width/height"
     available = host.available_bytes() if available is None else available
