@@ -121,14 +121,19 @@ def test_kill_9_then_rerun_finishes_only_what_is_missing(pictures, tmp_path):
                         "in/c1.png,in/styles/s0.jpg,out/b.png,8\n"
                         "in/c0.png,in/styles/s1.jpg,out/c.png,1\n")
     out = tmp_path / "out"
+    status = tmp_path / "pairs.status.jsonl"
     command = ["batch", "--manifest", str(manifest), "--weights", "random", "--height", "32",
                "--seed", "1"]
+
+    def first_recorded():  # the image is renamed into place first, then its record written
+        return status.exists() and '"done"' in status.read_text()
+
     with child([sys.executable, "-m", "styleflow", *command], stdout=subprocess.DEVNULL,
                stderr=subprocess.DEVNULL) as proc:
         deadline = time.time() + 180
-        while not (out / "a.png").exists() and time.time() < deadline and proc.poll() is None:
+        while not first_recorded() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        assert (out / "a.png").exists() and proc.poll() is None, "killed too late"
+        assert first_recorded() and proc.poll() is None, "killed too late"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     first = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.png")}
@@ -143,7 +148,7 @@ def test_kill_9_then_rerun_finishes_only_what_is_missing(pictures, tmp_path):
     for name, (data, mtime) in first.items():  # finished before the kill: not redone
         assert (out / name).read_bytes() == data and (out / name).stat().st_mtime_ns == mtime
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
-    records = read_status(tmp_path / "pairs.status.jsonl")
+    records = read_status(status)
     assert [r["status"] for r in records] == ["done", "skipped", "done", "done"]
     assert all(set(r) >= {"content", "style", "output", "status", "seconds", "loss", "error"}
                for r in records)
