@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..model import machine, winograd
-from ..model.layout import deepest, stage
+from ..model.layout import deepest, stage, stages_to
 
 # Pixels per row strip of the per-pixel terms the tiled loss takes over strips (total
 # variation, photorealism): a few strip-sized temporaries each.
@@ -53,9 +53,6 @@ def winograd_align(last: str, precision: str = "float32") -> int:
     layer among them (model.winograd) to place its tiles where the whole image's pass does:
     its output tile times its stride. Off that grid results differ by rounding only, but by
     enough to flip a ReLU here and there (1e-3 of the gradient)."""
-    from ..model import winograd
-    from ..model.layout import stages_to
-
     if not machine.transposed_convolutions(precision):
         return 1
     align = 1
