@@ -75,6 +75,31 @@ def test_manifest_rows_override_options_and_a_bad_row_fails_alone(pictures, tmp_
     # style_weight 100 on e raised its style term, hence its loss, far above a's.
     assert records["e.png"]["loss"] > 10 * records["a.png"]["loss"]
     assert "2 failed" in proc.stdout.strip().splitlines()[-1]
+    # A failed pair is an error: said on stderr, the others' lines on stdout.
+    assert [line.split()[4] for line in proc.stderr.splitlines()] == \
+        [str(out / "c.png"), str(out / "d.png")]
+    assert all(line.startswith("styleflow batch: [") and " failed " in line
+               for line in proc.stderr.splitlines())
+    assert not [line for line in proc.stdout.splitlines() if " failed " in line
+                and line.startswith("[")]
+
+
+@pytest.mark.slow
+def test_a_folder_at_an_output_fails_its_pair_and_an_empty_file_is_redone(pictures, tmp_path):
+    out = tmp_path / "out"
+    (out / "c0_s0.png").mkdir(parents=True)  # not a picture: fails, without running
+    (out / "c0_s1.png").write_bytes(b"")  # what a crash might leave: done again
+    proc = call_cli("styleflow", "batch", "--contents", pictures / "c0.png", "--styles",
+                    pictures / "styles", "--out", out, *QUICK)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    records = {r["output"].rsplit("/", 1)[-1]: r
+               for r in read_status(out / "styleflow-status.jsonl")}
+    assert records["c0_s0.png"]["status"] == "failed"
+    assert "is a folder, not a file" in records["c0_s0.png"]["error"]
+    assert records["c0_s0.png"]["seconds"] < 1  # refused up front
+    assert records["c0_s1.png"]["status"] == "done"
+    assert Image.open(out / "c0_s1.png").size == (36, 24)
+    assert (out / "c0_s0.png").is_dir()
 
 
 def test_adam_method_takes_style_options(pictures, tmp_path):
@@ -94,12 +119,17 @@ def test_adam_method_takes_style_options(pictures, tmp_path):
     (["--manifest", "{whole}"], ["column 'weights' applies to the whole batch"]),
     (["--manifest", "{m}", "--iter", "0"], ["--iter", "greater than zero"]),
     (["--contents", "{c}", "{c2}", "--styles", "{c}", "--out", "{out}"], ["two pairs write"]),
+    (["--manifest", "{header}"], ["--manifest", "has a header but no rows"]),
+    (["--manifest", "{columns}"], ["--manifest", "(missing: style)"]),
 ])
 def test_batch_usage_errors_are_one_line(args, needles, pictures, tmp_path):
     (tmp_path / "m.csv").write_text("content,style,output\nin/c0.png,in/styles/s0.jpg,o.png\n")
     (tmp_path / "bad.csv").write_text("content,style,output,stlye_weight\na,b,c,1\n")
     (tmp_path / "whole.csv").write_text("content,style,output,weights\na,b,c,lite\n")
+    (tmp_path / "header.csv").write_text("content,style,output\n")
+    (tmp_path / "columns.csv").write_text("content,output\na,c\n")
     values = dict(m=tmp_path / "m.csv", bad=tmp_path / "bad.csv", whole=tmp_path / "whole.csv",
+                  header=tmp_path / "header.csv", columns=tmp_path / "columns.csv",
                   c=pictures / "c0.png", c2=tmp_path / "c0.png", out=tmp_path / "out")
     proc = call_cli("styleflow", "batch", *[a.format(**values) for a in args])
     assert_clean_error(proc, *needles)

@@ -22,7 +22,9 @@ import pytest
 from PIL import Image
 
 from conftest import (ROOT, assert_clean_error, call_cli, cli_env, default_signals, make_image,
-                      tmpfs)
+                      run_cli, tmpfs)
+from styleflow.errors import StyleflowError
+from styleflow.io import files
 
 TRANSFER = "neural_style_transfer.py"
 STYLE = "neural_style.py"
@@ -214,6 +216,66 @@ def test_an_output_image_on_a_full_disk(dev_full, tiny, tmp_path):
     assert_clean_error(proc, "r_at_iteration_00.png", "no space left on device")
 
 
+@pytest.mark.slow
+def test_a_checkpoint_on_a_full_disk_keeps_the_output(dev_full, tiny, tmp_path):
+    base, style = tiny
+    os.symlink(dev_full, tmp_path / "ck_1.png")
+    proc = stylize(base, style, tmp_path / "o.png", "--checkpoint-output",
+                   tmp_path / "ck_%s.png", "--checkpoint-iterations", "1")
+    assert_warned_but_kept(proc, "--checkpoint-output", tmp_path / "ck_1.png",
+                           "no space left on device")
+    assert "goes on without checkpoints" in proc.stderr
+    assert_image(tmp_path / "o.png")
+    assert not (tmp_path / "ck_2.png").exists()  # no further checkpoints
+
+
+# A device or a pipe where a file is read whole or appended to: /dev/zero and /dev/full read
+# without end, a pipe waits for a writer.
+
+def test_devices_and_pipes_are_no_regular_files(tmp_path):
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for device in [pipe, *(d for d in ("/dev/zero", "/dev/full") if os.path.exists(d))]:
+        with pytest.raises(StyleflowError, match=r"--status '.*': not a regular file"):
+            files.regular_file(device, "--status")
+    with pytest.raises(StyleflowError, match="is a folder, not a file"):
+        files.regular_file(tmp_path, "--manifest")
+    assert files.regular_file(tmp_path / "none.jsonl", "--status") is None
+    assert files.regular_file(os.devnull, "--status") is not None  # a way to keep no log
+    (tmp_path / "log.jsonl").write_text("{}\n")
+    assert files.regular_file(tmp_path / "log.jsonl", "--status").st_size == 3
+
+
+@pytest.mark.parametrize("option", ["--status", "--manifest"])
+def test_a_pipe_as_status_log_or_manifest_is_refused_without_waiting(option, tiny, tmp_path):
+    base, style = tiny
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    args = (["--manifest", pipe] if option == "--manifest" else
+            ["--contents", base, "--styles", style, "--out", tmp_path / "b", "--status", pipe])
+    proc = run_cli("styleflow", "batch", "--weights", "random", "--iter", "1", "--width", "32",
+                   *args, timeout=120)  # a child: were it to wait on the pipe, it is killed
+    assert_clean_error(proc, option, str(pipe), "not a regular file")
+    assert not list(tmp_path.glob("b/*.png"))
+
+
+@pytest.mark.slow
+def test_the_null_device_as_status_log_keeps_no_log(tiny, tmp_path):
+    base, style = tiny
+    for _ in range(2):  # the second run reads it back: nothing done, so the pair runs again
+        proc = batch("--contents", base, "--styles", style, "--out", tmp_path / "b",
+                     "--status", os.devnull, "--overwrite")
+        assert proc.returncode == 0, proc.stderr
+        assert_image(tmp_path / "b" / "base_style.png")
+
+
+def test_an_unusable_out_folder_is_named_as_out(loop, tiny, tmp_path):
+    base, style = tiny
+    proc = batch("--contents", base, "--styles", style, "--out", loop / "b")
+    assert_clean_error(proc, "--out's status log", str(loop), "symbolic link loop")
+    assert "--status" not in proc.stderr  # not given, so not named
+
+
 # EACCES: a child that is not root (root passes every permission check).
 
 @pytest.fixture
@@ -233,25 +295,30 @@ def shared_folder():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("role", ["base image", "prefix"])
+@pytest.mark.parametrize("role", ["base image", "prefix", "--weights"])
 def test_permission_denied_for_a_non_root_user(role, shared_folder):
     base = make_image(shared_folder / "base.png", (48, 32), 1)
     style = make_image(shared_folder / "style.png", (40, 40), 2)
     locked = shared_folder / "locked"
     locked.mkdir()
+    weights = "random"
     if role == "base image":
         base = make_image(locked / "base.png", (48, 32), 1)
         locked.chmod(0o000)  # cannot even look inside
+    elif role == "--weights":
+        weights = locked / "vgg19.h5"
+        weights.write_bytes(b"\x89HDF\r\n\x1a\n")
+        weights.chmod(0o000)  # can see it, cannot read it
     else:
         locked.chmod(0o500)  # can look, cannot write
     open_to_all = shared_folder / "open"
     open_to_all.mkdir()
     open_to_all.chmod(0o777)
-    prefix = (open_to_all if role == "base image" else locked) / "r"
+    prefix = (locked if role == "prefix" else open_to_all) / "r"
     # The interpreter lives where only root may look (~root/.pyenv): the child starts as root,
     # imports what the checks use, then becomes nobody for good before the command runs.
     argv = [str(base), str(style), str(prefix), "--iter", "1", "--width", "32",
-            "--weights", "random"]
+            "--weights", str(weights)]
     code = ("import os, sys\n"
             "import locale, gettext, argparse, tempfile, difflib, PIL.Image, PIL.PngImagePlugin\n"
             "import styleflow.cli.transfer as t, styleflow.cli.common, styleflow.io.images, "

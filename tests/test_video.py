@@ -182,11 +182,18 @@ def test_bad_input_is_one_line_and_no_output(clips, tmp_path):
         frame.sample_rate, frame.pts = 8000, 0
         out.mux(stream.encode(frame))
         out.mux(stream.encode())
+    loop = tmp_path / "loop.mp4"
+    os.symlink(loop, loop)
+    pipe = tmp_path / "pipe.mp4"
+    os.mkfifo(pipe)  # FFmpeg would wait for a writer
     cases = [(text, tmp_path / "o1.mp4", ["not a video"]),
              (empty, tmp_path / "o2.mp4", ["no frame images"]),
              (mixed, tmp_path / "o3.mp4", ["differ in size", "a2.png"]),
              (sound, tmp_path / "o4.mp4", ["no video stream"]),
-             (clips["mp4"], tmp_path / "o5.avi", ["cannot write '.avi'"])]
+             (clips["mp4"], tmp_path / "o5.avi", ["cannot write '.avi'"]),
+             (loop, tmp_path / "o6.mp4", [str(loop), "symbolic link loop"]),
+             (pipe, tmp_path / "o7.mp4", [str(pipe), "not a regular file"]),
+             (tmp_path / "none.mp4", tmp_path / "o8.mp4", ["none.mp4", "not found"])]
     for source, out, needles in cases:
         proc = call_cli("styleflow", "video", source, STYLE, out, *FAST)
         assert_clean_error(proc, *needles)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import StyleflowError, os_error
-from ..io.files import resolved
+from ..io.files import regular_file, resolved
 
 REQUIRED_COLUMNS = ("content", "style", "output")
 # Extensions read as images when a folder or glob is given.
@@ -87,9 +87,12 @@ def manifest_pairs(path: str, options: dict, row_options: Callable[[dict, Path],
     value, which fails that row only."""
     manifest = Path(path)
     try:
+        if regular_file(manifest, "--manifest") is None:  # read whole: no device or pipe
+            raise FileNotFoundError
         with open(manifest, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-            header = rows[0].keys() if rows else []
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = reader.fieldnames or []
     except FileNotFoundError:
         raise StyleflowError(f"--manifest '{path}': file not found") from None
     except OSError as exc:
@@ -97,10 +100,12 @@ def manifest_pairs(path: str, options: dict, row_options: Callable[[dict, Path],
     except (UnicodeDecodeError, csv.Error) as exc:
         raise StyleflowError(f"--manifest '{path}': cannot read it ({exc})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if not rows or missing:
+    if missing:
         raise StyleflowError(f"--manifest '{path}': needs a header with the columns "
-                             f"content,style,output and at least one row"
-                             + (f" (missing: {', '.join(missing)})" if missing else ""))
+                             f"content,style,output and at least one row "
+                             f"(missing: {', '.join(missing)})")
+    if not rows:
+        raise StyleflowError(f"--manifest '{path}': has a header but no rows")
     columns_known([c for c in header if c not in REQUIRED_COLUMNS and c is not None])
     folder = manifest.parent
     pairs = []

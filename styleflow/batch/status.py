@@ -5,6 +5,7 @@ options the pair ran with, so a later run can tell whether an output was made wi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -12,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import os_error
-from ..io.files import prepare_output_dir
+from ..io.files import prepare_output_dir, regular_file
 
 FIELDS = ("time", "run", "content", "style", "output", "status", "seconds", "loss", "error",
           "note", "options")
@@ -24,12 +25,15 @@ def new_run_id() -> str:
 
 
 class StatusLog:
-    """Appends records to `path` (created if needed), stamped with the time and `run`."""
+    """Appends records to `path` (created if needed), stamped with the time and `run`; `what`
+    names the log in errors (the option that chose it)."""
 
-    def __init__(self, path: str | os.PathLike, run: str | None = None):
+    def __init__(self, path: str | os.PathLike, run: str | None = None, what: str = "--status"):
         self.path = Path(path)
         self.run = run or new_run_id()
-        prepare_output_dir(self.path, "--status")  # a folder that can be made and written
+        self.what = what
+        prepare_output_dir(self.path, what)  # a folder that can be made and written
+        regular_file(self.path, what)  # appended to and read back: no device, pipe or folder
         try:
             self._handle = open(self.path, "a+", encoding="utf-8")
             # A run killed mid-line leaves no newline: start on a fresh line.
@@ -39,7 +43,7 @@ class StatusLog:
                 if self._handle.read(1) != "\n":
                     self._handle.write("\n")
         except OSError as exc:
-            raise os_error("--status", path, exc) from None
+            raise os_error(what, path, exc) from None
 
     def write(self, record: dict) -> None:
         """Append one record and push it to the disk."""
@@ -49,9 +53,13 @@ class StatusLog:
         try:
             self._handle.write(line)
             self._handle.flush()
-            os.fsync(self._handle.fileno())
+            try:
+                os.fsync(self._handle.fileno())
+            except OSError as exc:  # EINVAL: the null device, which keeps nothing to sync
+                if exc.errno != errno.EINVAL:
+                    raise
         except OSError as exc:
-            raise os_error("--status", self.path, exc) from None
+            raise os_error(self.what, self.path, exc) from None
 
     def close(self) -> None:
         try:
@@ -60,8 +68,11 @@ class StatusLog:
             pass
 
 
-def read_status(path: str | os.PathLike) -> list[dict]:
-    """The records of a status log (a torn last line from a killed run is skipped)."""
+def read_status(path: str | os.PathLike, what: str = "--status") -> list[dict]:
+    """The records of a status log (a torn last line from a killed run is skipped); none where
+    there is no log yet. A path that is no regular file is a StyleflowError naming `what`."""
+    if regular_file(path, what) is None:
+        return []
     records = []
     with open(path, encoding="utf-8") as handle:
         for line in handle:

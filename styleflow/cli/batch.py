@@ -10,6 +10,7 @@ same command after a crash finishes only what is missing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import sys
@@ -176,17 +177,34 @@ def _pairs(args, rest, method_args, module):
         pairs = grid_pairs(args.contents, args.styles, args.out, options)
         status = args.status or str(Path(args.out) / "styleflow-status.jsonl")
     check_distinct_outputs(pairs)
-    return pairs, status
+    # Errors about the log name the option that chose where it is.
+    what = ("--status" if args.status else
+            "--manifest's status log" if args.manifest else "--out's status log")
+    return pairs, status, what
+
+
+def _sort(pair, overwrite: bool) -> tuple[str, object]:
+    """("skip", pair) for a finished output, else ("do", the pair to run): one look at the
+    output. An empty file (what a crash may leave) is done again; a folder, a device or a path
+    the system cannot look at fails the pair without running it."""
+    from ..io import files
+
+    try:
+        info = files.regular_file(pair.output, "output", "write")
+    except StyleflowError as exc:
+        return "do", dataclasses.replace(pair, error=pair.error or str(exc))
+    if info is not None and info.st_size > 0 and not overwrite:
+        return "skip", pair
+    return "do", pair
 
 
 def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
     from ..batch.jobs import Pair
     from ..batch.status import StatusLog
     from ..batch.worker import Settings, record
-    from ..io import files
 
-    pairs, status_path = _pairs(args, rest, method_args, module)
-    made = _made_with(status_path)
+    pairs, status_path, status_what = _pairs(args, rest, method_args, module)
+    made = _made_with(status_path, status_what)
     settings = Settings(method=args.method,
                         weights=method_args.network if args.method == "adam"
                         else method_args.weights,
@@ -196,9 +214,10 @@ def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
                         names=tuple(sorted(names.items())))
     skipped: list[Pair] = []
     todo: list[Pair] = []
-    for pair in pairs:  # one look at each output (one that cannot be looked at fails its pair)
-        (skipped if files.exists(pair.output) and not args.overwrite else todo).append(pair)
-    status = StatusLog(status_path)
+    for pair in pairs:
+        kind, pair = _sort(pair, args.overwrite)
+        (skipped if kind == "skip" else todo).append(pair)
+    status = StatusLog(status_path, what=status_what)
     report = Report(len(pairs), args.quiet)
     for pair in skipped:
         rec = record(pair, "skipped")
@@ -251,13 +270,13 @@ def _options(settings, pair) -> dict:
     return _jsonable({**shared, **pair.options})
 
 
-def _made_with(status_path: str) -> dict[str, dict]:
+def _made_with(status_path: str, what: str) -> dict[str, dict]:
     """Output -> the options of the last run that made it, from an existing status log."""
     from ..batch.status import read_status
 
     made = {}
     try:
-        for rec in read_status(status_path):
+        for rec in read_status(status_path, what):
             if rec.get("status") == "done" and rec.get("options") is not None:
                 made[str(rec.get("output"))] = rec["options"]
     except OSError:
@@ -305,8 +324,12 @@ class Report:
                                                          if rec.get("note") else ""),
                   "failed": lambda: rec["error"]}[rec["status"]]()
         line = f"[{n}/{self.total}] {rec['status']} {pair.output} ({detail})"
-        if rec["status"] == "failed" and self.quiet:
-            print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+        if rec["status"] == "failed":  # an error: on stderr, whatever the display
+            if self.bar is not None:
+                self.bar.write(f"{PROG}: {line}", file=sys.stderr)
+                self.bar.update(1)
+            else:
+                print(f"{PROG}: {line}", file=sys.stderr, flush=True)
         elif self.bar is not None:
             self.bar.write(line, file=sys.stdout)
             self.bar.update(1)

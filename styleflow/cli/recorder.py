@@ -2,7 +2,7 @@
 terminal, plain lines otherwise, nothing with --quiet), the loss log, the loss plot and the GIF.
 `finish` is called on success and on interruption.
 
-The log, plot and GIF are secondary: when one cannot be written (a full disk, a read-only
+The log, plot, GIF and checkpoints are secondary: when one cannot be written (a full disk, a read-only
 folder) mid-run or at the end, the recorder says so in one line through `warn`, goes on without
 that file, and lists it in `failed`, so the command still writes its images and then exits
 non-zero. A log that cannot be opened at the start stops the run before any work."""
@@ -153,26 +153,28 @@ class RunRecorder:
             self.log = None
         written = []
         if self.plot_path is not None and self.history:
-            if self._attempt("--plot", self.plot_path, lambda: plot_losses(
+            if self.attempt("--plot", self.plot_path, lambda: plot_losses(
                     self.plot_path, self.history, title=self.title, what="--plot")):
                 written.append(self.plot_path)
         if self.gif_path is not None and self.frames:
-            if self._attempt("--gif", self.gif_path,
+            if self.attempt("--gif", self.gif_path,
                              lambda: write_gif(self.gif_path, self.frames, what="--gif")):
                 written.append(self.gif_path)
         for path in written:
             self.line(f"wrote {path}")
         self.close()
 
-    def _attempt(self, what: str, path: Path, write: Callable[[], None]) -> bool:
-        """Write a secondary file; False (said through `warn`) when the system refuses."""
+    def attempt(self, what: str, path: Path, write: Callable[[], None],
+                then: str | None = None) -> bool:
+        """Write a secondary file (`what` names it); False when the system refuses, said in
+        one line through `warn` (with `then`, what the run does next) and kept in `failed`."""
         try:
             write()
         except StyleflowError as exc:
-            self._failed(exc)
+            self._failed(exc, then)
             return False
         except OSError as exc:  # not worded on the way: word it here
-            self._failed(os_error(what, path, exc))
+            self._failed(os_error(what, path, exc), then)
             return False
         return True
 

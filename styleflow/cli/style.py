@@ -151,6 +151,13 @@ def checkpoint_name(pattern: str, step: int) -> Path:
     return Path(pattern.replace("%s", str(step), 1))
 
 
+def _save_checkpoint(step, path: Path, bit_depth: int) -> None:
+    try:
+        step.save(path, bit_depth)
+    except StyleflowError as exc:  # worded for the file alone: say which file it is
+        raise StyleflowError(f"--checkpoint-output: {exc}") from None
+
+
 def _run(args, prog: str, names: dict[str, str]) -> int:
     from ..io import files, images
 
@@ -210,6 +217,7 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
         return bool(n and i % n == 0)
 
     since_line = 0.0  # seconds since the last printed line
+    checkpoint_every = args.checkpoint_iterations  # None once one could not be written
     try:
         for step in run:
             i = step.iteration
@@ -218,10 +226,14 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
             since_line += step.seconds
             last = i == args.iterations
             path = line = rgb = None
-            if every(args.checkpoint_iterations, i):
+            if every(checkpoint_every, i):
                 path = checkpoint_name(args.checkpoint_output, i)
                 rgb = step.array
-                step.save(path, args.bit_depth)
+                # A checkpoint is secondary: a refused one ends the checkpoints, not the run.
+                if not recorder.attempt("--checkpoint-output", path,
+                                        lambda: _save_checkpoint(step, path, args.bit_depth),
+                                        then="the run goes on without checkpoints"):
+                    path, checkpoint_every = None, None
             if every(args.print_iterations, i) or path or last:
                 line = (f"iteration {i}/{args.iterations}: {cc.format_parts(step.parts)} "
                         f"best {step.best_loss:.4e} {since_line:.1f}s"

@@ -33,6 +33,34 @@ def exists(path: str | os.PathLike) -> bool:
         return False
 
 
+def regular_file(path: str | os.PathLike, what: str,
+                 doing: str = "read") -> os.stat_result | None:
+    """The stat of `path` where it is a regular file, None where nothing is there. A
+    StyleflowError naming `what` (the file's role) where the system cannot look (a symlink
+    loop, a name too long, a file used as a folder) or the path is a folder, a device or a pipe:
+    a file the tools read whole or append to would never end (/dev/zero, /dev/full) or would
+    wait for a writer (a pipe). The null device passes, as an empty file that takes any
+    write (a way to keep no log)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise os_error(what, path, exc, doing) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise StyleflowError(f"{what} '{path}': is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode) and not _is_null(info):
+        raise StyleflowError(f"{what} '{path}': not a regular file (a device or a pipe)")
+    return info
+
+
+def _is_null(info: os.stat_result) -> bool:
+    try:
+        return os.path.samestat(info, os.stat(os.devnull))
+    except OSError:
+        return False
+
+
 def _is_special(path: Path) -> bool:
     """True for an existing target that is not a regular file (a device such as /dev/null or
     /dev/full, a named pipe): written straight into, as there is no file to replace."""

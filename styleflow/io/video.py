@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import StyleflowError
+from ..errors import StyleflowError, os_error
 from . import images
 from .files import write_atomically
 
@@ -70,11 +71,17 @@ def read_clip(path: str | os.PathLike, what: str = "video") -> Clip:
     size). Any problem is a StyleflowError naming `what` and the path."""
     p = Path(path)
     label = f"{what} '{path}'"
-    if not p.exists():
-        raise StyleflowError(f"{label}: not found")
-    if p.is_dir():
+    try:
+        info = os.stat(p)
+    except FileNotFoundError:
+        raise StyleflowError(f"{label}: not found") from None
+    except OSError as exc:  # a symlink loop, a name too long, a file used as a folder...
+        raise os_error(what, path, exc, "read") from None
+    if stat.S_ISDIR(info.st_mode):
         return _read_folder(p, label)
-    if p.stat().st_size == 0:
+    if not stat.S_ISREG(info.st_mode):  # FFmpeg would read /dev/zero or wait on a pipe
+        raise StyleflowError(f"{label}: not a regular file (a device or a pipe)")
+    if info.st_size == 0:
         raise StyleflowError(f"{label}: file is empty")
     av = _av()
     try:

@@ -107,8 +107,9 @@ def resolve_weights(spec: str, seed: int = 0,
 
 
 def check_spec(spec: str) -> Path | None:
-    """StyleflowError unless `spec` is one of WEIGHT_CHOICES (then None) or names a file
-    (its Path); reads nothing, imports nothing heavy, so front ends check it up front."""
+    """StyleflowError unless `spec` is one of WEIGHT_CHOICES (then None) or names a file that
+    can be opened for reading (its Path); reads nothing, imports nothing heavy, so front ends
+    check it up front."""
     if spec in WEIGHT_CHOICES:
         return None
     path = Path(spec)
@@ -122,6 +123,12 @@ def check_spec(spec: str) -> Path | None:
         raise os_error("weights", spec, exc, "read", params=("weights",)) from None
     if stat.S_ISDIR(info.st_mode):
         raise StyleflowError(f"weights '{spec}': is a directory, not a weights file")
+    if not stat.S_ISREG(info.st_mode):  # opening a pipe would wait for a writer
+        raise StyleflowError(f"weights '{spec}': not a regular file (a device or a pipe)")
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as exc:  # no permission to read it
+        raise os_error("weights", spec, exc, "read", params=("weights",)) from None
     return path
 
 
@@ -246,6 +253,9 @@ def load_h5(path: str | os.PathLike, source: str | None = None) -> Weights:
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:
+        if exc.errno is not None:  # the system refused (h5py's own text is cut short)
+            raise StyleflowError(f"weights {source}: cannot read "
+                                 f"({os.strerror(exc.errno)})") from None
         raise StyleflowError(f"weights {source}: not a readable HDF5 or .mat weights file "
                              f"({str(exc).splitlines()[0][:120]})") from None
     layers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
