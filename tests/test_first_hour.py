@@ -101,9 +101,16 @@ def test_api_keywords_from_the_command_line_get_a_styleflow_error(tiny):
     with pytest.raises(StyleflowError, match=r"^iter_transfer: no option 'colour'; the "
                                              r"options are iterations, "):
         stylizer.iter_transfer(base, ref, colour=1)
-    for value in (float("nan"), float("inf"), "5"):
-        with pytest.raises(StyleflowError, match="^iterations: must be"):
-            stylizer.transfer(base, ref, iterations=value)
+    for value in (float("nan"), float("inf"), "5", 3.0, 1e30, np.float64(2), 0, -1, True,
+                  np.int64(0)):
+        for method, styles in ((stylizer.transfer, ref), (stylizer.iter_stylize, [ref]),
+                               (stylizer.iter_photo, ref)):
+            with pytest.raises(StyleflowError, match="^iterations: must be"):
+                method(base, styles, iterations=value)
+    # NumPy's integers are integers: counted as Python's.
+    run = stylizer.iter_stylize(base, [ref], iterations=np.int64(2), scales=np.int32(1),
+                                width=24)
+    assert [it.iteration for it in run] == [1, 2] and run.total == 2
 
 
 def test_results_and_iterations_print_in_one_short_line(tiny):

@@ -95,3 +95,37 @@ def test_a_stop_acts_between_tiles(tmp_path):
             with Image.open(kept) as img:
                 assert img.size == (192, 128)
                 assert np.asarray(img).std() > 0  # an image, not an empty canvas
+
+
+def test_an_interrupt_anywhere_in_the_hand_over_ends_the_thread():
+    """Ctrl-C raises KeyboardInterrupt between any two steps of the consumer of the L-BFGS
+    thread's iterations; wherever it lands, the generator ends, the thread ends and nothing
+    waits for ever (the consumer takes no lock an interrupt could leave taken: a run hung so
+    once, found in review). A watchdog ends the suite with every thread's stack should it hang."""
+    import faulthandler
+
+    from styleflow.optim.lbfgs import _handed_over
+
+    rng = np.random.default_rng(0)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    faulthandler.dump_traceback_later(120, exit=True)
+    try:
+        for _ in range(150):
+            stop = threading.Event()
+            before = threading.active_count()
+            consumed = []
+            timer = threading.Timer(rng.uniform(0.001, 0.02), signal.pthread_kill,
+                                    (threading.main_thread().ident, signal.SIGINT))
+            with pytest.raises(KeyboardInterrupt):
+                timer.start()
+                for value in _handed_over(lambda report: [report(i) for i in range(10**6)],
+                                          stop):
+                    consumed.append(value)
+                    time.sleep(rng.uniform(0, 0.002))  # the consumer's own work
+            timer.join()
+            assert stop.is_set()
+            assert consumed == list(range(len(consumed)))  # in order, none lost or repeated
+            assert threading.active_count() == before  # the thread has ended
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        signal.signal(signal.SIGINT, previous)

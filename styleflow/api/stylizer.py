@@ -20,7 +20,10 @@ import functools
 import inspect
 import logging
 import math
+import numbers
 from typing import Callable, Sequence
+
+import numpy as np
 
 from ..defaults import (EVALUATIONS_PER_ITERATION, JIT_MODES, PHOTO_DEFAULTS, POOLINGS,
                         STYLIZE_DEFAULTS, TRANSFER_DEFAULTS, VIDEO_DEFAULTS, VIDEO_METHODS)
@@ -162,6 +165,7 @@ class Stylizer:
         """
         _check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight, scales=scales)
+        iterations, scales = int(iterations), int(scales)  # NumPy's integers too
         content = images.as_rgb(content, "base image")  # read once for every size
         style = images.as_rgb(style, "style image")
 
@@ -239,6 +243,7 @@ class Stylizer:
                        style_weight=style_weight, tv_weight=tv_weight,
                        learning_rate=learning_rate, style_layer_weight_exp=style_layer_weight_exp,
                        scales=scales)
+        iterations, scales = int(iterations), int(scales)  # NumPy's integers too
         content = images.as_rgb(content, "content image")  # read once for every size
         styles = [images.as_rgb(style, f"style image {i + 1}") for i, style in enumerate(styles)]
 
@@ -304,6 +309,7 @@ class Stylizer:
         _check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight, scales=scales,
                        photorealism=photorealism)
+        iterations, scales = int(iterations), int(scales)  # NumPy's integers too
         if stages not in (1, 2) or isinstance(stages, bool):
             raise StyleflowError(f"stages: 1 or 2, not {stages!r}", params=("stages",))
         content = images.as_rgb(content, "content image")  # read once for every size
@@ -428,10 +434,12 @@ def _check_numbers(**values: float) -> None:
     """StyleflowError for what the CLIs' argument types refuse: counts below 1, negative or
     non-finite weights, and all loss weights zero."""
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise StyleflowError(f"{name}: must be a number, not {value!r}", params=(name,))
         if name in ("iterations", "scales", "frame_iterations"):
-            if not math.isfinite(value) or int(value) != value or value < 1:
+            # An integer (Python's or NumPy's): a float such as 3.0 or 1e30 is refused, as the
+            # command lines refuse '3.0'.
+            if not isinstance(value, numbers.Integral) or value < 1:
                 raise StyleflowError(f"{name}: must be a whole number greater than zero, "
                                      f"not {value!r}", params=(name,))
         elif name in ("learning_rate", "style_layer_weight_exp"):

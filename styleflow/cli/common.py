@@ -389,13 +389,14 @@ def finish_interrupted(prog: str, exc: KeyboardInterrupt, run, path, recorder, l
     result = run.result()
     if result is not None:
         result.save(path, bit_depth)
+    loss = f" (loss {result.parts.total:.4e})" if show_loss and result is not None else ""
     if _interrupts.written():  # a second Ctrl-C: exit now, without the plot, GIF and log
         if result is not None:
-            print(f"{prog}: interrupted; best image so far written to {path}", file=sys.stderr)
+            print(f"{prog}: interrupted; best image so far{loss} written to {path}",
+                  file=sys.stderr)
         return interrupt_code(exc)
     recorder.finish()
     if result is not None:
-        loss = f" (loss {result.parts.total:.4e})" if show_loss else ""
         print(f"{prog}: interrupted; best image so far{loss} written to {path}", file=sys.stderr)
         if resume:
             print(f"{prog}: to go on from it, run the same command with {resume} {path}",

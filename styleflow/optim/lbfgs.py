@@ -16,7 +16,7 @@ in progress of a tiled evaluation, else after the evaluation in progress.
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +35,9 @@ from . import lbfgsb
 SCHEDULES = ("continuous", "faithful")
 # How often a consumer waiting for the helper thread wakes to let signals (Ctrl-C) through.
 _POLL_SECONDS = 0.05
+# How soon either side of the hand-over looks again for the other's value or go-ahead (the
+# consumer backs off to _POLL_SECONDS while an iteration's evaluations run).
+_HANDOFF_SECONDS = 0.002
 
 
 @dataclass
@@ -192,54 +195,71 @@ def _handed_over(work: Callable[[Callable], None], stop: threading.Event) -> Ite
     the thread waits inside `report` until the consumer asks for the next value.
 
     Errors in the thread are raised here. When the consumer stops early (close, an exception,
-    Ctrl-C while waiting), `stop` is set, the thread ends at its next check and is joined.
+    Ctrl-C while waiting), `stop` is set, the thread ends at its next check and is waited for.
+
+    The consumer's side takes no lock: Ctrl-C raises KeyboardInterrupt wherever the main thread
+    is, and one raised while it held a lock (a queue's, a semaphore's, a join's) could leave
+    that lock taken and the thread waiting on it for ever. So values and the consumer's go-ahead
+    pass through deques (whose append and popleft are single atomic steps) and both sides poll.
     """
-    handoff: queue.Queue = queue.Queue()
-    resume = threading.Semaphore(0)
+    handoff: collections.deque = collections.deque()  # ("value" | "done" | "error", value)
+    resumed: collections.deque = collections.deque()  # one go-ahead per value consumed
+    ended: collections.deque = collections.deque()  # the thread's last act
 
     def report(value) -> None:
-        handoff.put(("value", value))
-        resume.acquire()
+        handoff.append(("value", value))
+        while not resumed and not stop.is_set():
+            time.sleep(_HANDOFF_SECONDS)
         if stop.is_set():
             raise _Stop()
+        resumed.popleft()
 
     def run() -> None:
         try:
             work(report)
-            handoff.put(("done", None))
+            handoff.append(("done", None))
         except _Stop:
-            handoff.put(("done", None))
+            handoff.append(("done", None))
         except BaseException as exc:  # handed to the consumer, raised there
-            handoff.put(("error", exc))
+            handoff.append(("error", exc))
+        finally:
+            ended.append(True)
 
     thread = threading.Thread(target=run, name="styleflow-lbfgs", daemon=True)
     thread.start()
     try:
+        pause = _HANDOFF_SECONDS
         while True:
-            try:
-                kind, value = handoff.get(timeout=_POLL_SECONDS)
-            except queue.Empty:
+            if not handoff:  # the thread evaluates: look less often the longer it takes
+                time.sleep(pause)
+                pause = min(2 * pause, _POLL_SECONDS)
                 continue
+            pause = _HANDOFF_SECONDS
+            kind, value = handoff.popleft()
             if kind == "error":
                 raise value
             if kind == "done":
                 return
             yield value
-            resume.release()
+            resumed.append(True)
     finally:
         stop.set()
-        resume.release()
-        _join(thread)
+        _join(thread, ended)
 
 
-def _join(thread: threading.Thread) -> None:
-    """Wait for the helper thread to end (it stops at its next look at the stop: the next
-    tile of a tiled evaluation, else the next evaluation), also through further interrupts,
-    so that none leaves it running; the last such interrupt is raised once it has ended."""
+def _join(thread: threading.Thread, ended: collections.deque) -> None:
+    """Wait for the helper thread to end (it stops at its next look at the stop: the next tile
+    of a tiled evaluation, else the next evaluation), also through further interrupts, so that
+    none leaves it running; the last such interrupt is raised once it has ended. Polled until
+    its last act rather than joined: a join interrupted on Python 3.11 may take a running
+    thread for ended. The join after it only waits for the thread's exit."""
     interrupted = None
-    while thread.is_alive():
+    while not ended or thread.is_alive():
         try:
-            thread.join(_POLL_SECONDS)
+            if ended:
+                thread.join()
+            else:
+                time.sleep(_POLL_SECONDS)
         except KeyboardInterrupt as exc:
             interrupted = exc
     if interrupted is not None:
