@@ -229,6 +229,19 @@ def test_a_checkpoint_on_a_full_disk_keeps_the_output(dev_full, tiny, tmp_path):
     assert not (tmp_path / "ck_2.png").exists()  # no further checkpoints
 
 
+@pytest.mark.parametrize("option", ["--output", "--checkpoint-output"])
+def test_a_folder_at_an_output_is_refused_before_any_work(option, tiny, tmp_path):
+    base, style = tiny
+    (tmp_path / "o.png").mkdir()
+    (tmp_path / "ck_2.png").mkdir()
+    extra = (["--overwrite"] if option == "--output" else
+             ["--checkpoint-output", tmp_path / "ck_%s.png", "--checkpoint-iterations", "2"])
+    proc = stylize(base, style, tmp_path / ("o.png" if option == "--output" else "p.png"),
+                   *extra)
+    assert_clean_error(proc, option, "is a folder, not a file")
+    assert (tmp_path / "o.png").is_dir() and not (tmp_path / "p.png").exists()
+
+
 # A device or a pipe where a file is read whole or appended to: /dev/zero and /dev/full read
 # without end, a pipe waits for a writer.
 

@@ -168,7 +168,8 @@ def _umask() -> int:
 
 
 def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
-    """Create the folder that will hold `path` and check that files can be written there."""
+    """Create the folder that will hold `path` and check that files can be written there (and
+    that `path` itself is no folder)."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     try:
@@ -189,6 +190,8 @@ def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
         raise os_error(what, path, exc) from None
     if not is_folder:
         raise StyleflowError(f"{what} '{path}': '{folder}' is not a folder")
+    if os.path.isdir(path):  # no file can replace it: say so before any work
+        raise StyleflowError(f"{what} '{path}': is a folder, not a file")
     remove_stale_temporaries(folder)
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".styleflow-check.{_owner()}-"):
