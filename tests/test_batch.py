@@ -95,7 +95,7 @@ def test_a_folder_at_an_output_fails_its_pair_and_an_empty_file_is_redone(pictur
     records = {r["output"].rsplit("/", 1)[-1]: r
                for r in read_status(out / "styleflow-status.jsonl")}
     assert records["c0_s0.png"]["status"] == "failed"
-    assert "is a folder, not a file" in records["c0_s0.png"]["error"]
+    assert "is a directory, not a file" in records["c0_s0.png"]["error"]
     assert records["c0_s0.png"]["seconds"] < 1  # refused up front
     assert records["c0_s1.png"]["status"] == "done"
     assert Image.open(out / "c0_s1.png").size == (36, 24)

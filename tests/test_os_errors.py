@@ -238,7 +238,7 @@ def test_a_folder_at_an_output_is_refused_before_any_work(option, tiny, tmp_path
              ["--checkpoint-output", tmp_path / "ck_%s.png", "--checkpoint-iterations", "2"])
     proc = stylize(base, style, tmp_path / ("o.png" if option == "--output" else "p.png"),
                    *extra)
-    assert_clean_error(proc, option, "is a folder, not a file")
+    assert_clean_error(proc, option, "is a directory, not a file")
     assert (tmp_path / "o.png").is_dir() and not (tmp_path / "p.png").exists()
 
 
@@ -251,7 +251,7 @@ def test_devices_and_pipes_are_no_regular_files(tmp_path):
     for device in [pipe, *(d for d in ("/dev/zero", "/dev/full") if os.path.exists(d))]:
         with pytest.raises(StyleflowError, match=r"--status '.*': not a regular file"):
             files.regular_file(device, "--status")
-    with pytest.raises(StyleflowError, match="is a folder, not a file"):
+    with pytest.raises(StyleflowError, match="is a directory, not a file"):
         files.regular_file(tmp_path, "--manifest")
     assert files.regular_file(tmp_path / "none.jsonl", "--status") is None
     assert files.regular_file(os.devnull, "--status") is not None  # a way to keep no log

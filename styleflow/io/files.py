@@ -48,7 +48,7 @@ def regular_file(path: str | os.PathLike, what: str,
     except OSError as exc:
         raise os_error(what, path, exc, doing) from None
     if stat.S_ISDIR(info.st_mode):
-        raise StyleflowError(f"{what} '{path}': is a folder, not a file")
+        raise StyleflowError(f"{what} '{path}': is a directory, not a file")
     if not stat.S_ISREG(info.st_mode) and not _is_null(info):
         raise StyleflowError(f"{what} '{path}': not a regular file (a device or a pipe)")
     return info
@@ -191,7 +191,7 @@ def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
     if not is_folder:
         raise StyleflowError(f"{what} '{path}': '{folder}' is not a folder")
     if os.path.isdir(path):  # no file can replace it: say so before any work
-        raise StyleflowError(f"{what} '{path}': is a folder, not a file")
+        raise StyleflowError(f"{what} '{path}': is a directory, not a file")
     remove_stale_temporaries(folder)
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".styleflow-check.{_owner()}-"):
