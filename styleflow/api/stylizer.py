@@ -23,8 +23,6 @@ import math
 import numbers
 from typing import Callable, Sequence
 
-import numpy as np
-
 from ..defaults import (EVALUATIONS_PER_ITERATION, JIT_MODES, PHOTO_DEFAULTS, POOLINGS,
                         STYLIZE_DEFAULTS, TRANSFER_DEFAULTS, VIDEO_DEFAULTS, VIDEO_METHODS)
 from ..errors import StyleflowError, check_choice
@@ -434,7 +432,7 @@ def _check_numbers(**values: float) -> None:
     """StyleflowError for what the CLIs' argument types refuse: counts below 1, negative or
     non-finite weights, and all loss weights zero."""
     for name, value in values.items():
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise StyleflowError(f"{name}: must be a number, not {value!r}", params=(name,))
         if name in ("iterations", "scales", "frame_iterations"):
             # An integer (Python's or NumPy's): a float such as 3.0 or 1e30 is refused, as the

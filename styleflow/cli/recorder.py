@@ -2,10 +2,10 @@
 terminal, plain lines otherwise, nothing with --quiet), the loss log, the loss plot and the GIF.
 `finish` is called on success and on interruption.
 
-The log, plot, GIF and checkpoints are secondary: when one cannot be written (a full disk, a read-only
-folder) mid-run or at the end, the recorder says so in one line through `warn`, goes on without
-that file, and lists it in `failed`, so the command still writes its images and then exits
-non-zero. A log that cannot be opened at the start stops the run before any work."""
+The log, plot, GIF and checkpoints are secondary: when one cannot be written (a full disk, a
+read-only folder) mid-run or at the end, the recorder says so in one line through `warn`, goes
+on without that file, and lists it in `failed`, so the command still writes its images and then
+exits non-zero. A log that cannot be opened at the start stops the run before any work."""
 
 from __future__ import annotations
 

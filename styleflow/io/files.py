@@ -33,6 +33,18 @@ def exists(path: str | os.PathLike) -> bool:
         return False
 
 
+def look(path: str | os.PathLike, what: str, doing: str = "read") -> os.stat_result | None:
+    """os.stat(path), None where nothing is there; where the system cannot look (a symlink
+    loop, a name too long, a file used as a folder, no permission) a StyleflowError naming
+    `what` (the file's role) and the reason it gives for `doing`."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise os_error(what, path, exc, doing) from None
+
+
 def regular_file(path: str | os.PathLike, what: str,
                  doing: str = "read") -> os.stat_result | None:
     """The stat of `path` where it is a regular file, None where nothing is there. A
@@ -41,12 +53,9 @@ def regular_file(path: str | os.PathLike, what: str,
     a file the tools read whole or append to would never end (/dev/zero, /dev/full) or would
     wait for a writer (a pipe). The null device passes, as an empty file that takes any
     write (a way to keep no log)."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
+    info = look(path, what, doing)
+    if info is None:
         return None
-    except OSError as exc:
-        raise os_error(what, path, exc, doing) from None
     if stat.S_ISDIR(info.st_mode):
         raise StyleflowError(f"{what} '{path}': is a directory, not a file")
     if not stat.S_ISREG(info.st_mode) and not _is_null(info):

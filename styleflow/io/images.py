@@ -13,7 +13,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import StyleflowError
 from . import icc
-from .files import os_error, write_atomically
+from .files import look, os_error, write_atomically
 
 # Smaller inputs carry no usable content or style; 1x1 "images" are almost always mistakes.
 MIN_INPUT_SIDE = 8
@@ -28,12 +28,9 @@ def load_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     """
     label = f"{what} '{path}'"
     p = Path(path)
-    try:
-        info = os.stat(p)
-    except FileNotFoundError:
-        raise StyleflowError(f"{label}: file not found") from None
-    except OSError as exc:  # a symlink loop, a name too long, a file used as a folder...
-        raise os_error(what, path, exc, "read") from None
+    info = look(p, what)
+    if info is None:
+        raise StyleflowError(f"{label}: file not found")
     if stat.S_ISDIR(info.st_mode):
         raise StyleflowError(f"{label}: is a directory, not an image file")
     if info.st_size == 0 and stat.S_ISREG(info.st_mode):

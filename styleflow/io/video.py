@@ -16,9 +16,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import StyleflowError, os_error
+from ..errors import StyleflowError
 from . import images
-from .files import write_atomically
+from .files import look, write_atomically
 
 # Output containers by extension: (PyAV format, video codec, pixel format). GIF goes through
 # Pillow (its palette is far better than FFmpeg's default one); a name without an extension
@@ -71,12 +71,9 @@ def read_clip(path: str | os.PathLike, what: str = "video") -> Clip:
     size). Any problem is a StyleflowError naming `what` and the path."""
     p = Path(path)
     label = f"{what} '{path}'"
-    try:
-        info = os.stat(p)
-    except FileNotFoundError:
-        raise StyleflowError(f"{label}: not found") from None
-    except OSError as exc:  # a symlink loop, a name too long, a file used as a folder...
-        raise os_error(what, path, exc, "read") from None
+    info = look(p, what)
+    if info is None:
+        raise StyleflowError(f"{label}: not found")
     if stat.S_ISDIR(info.st_mode):
         return _read_folder(p, label)
     if not stat.S_ISREG(info.st_mode):  # FFmpeg would read /dev/zero or wait on a pipe
