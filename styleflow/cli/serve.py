@@ -24,6 +24,13 @@ INSTALL_HINT = "pip install 'styleflow[web]' (or pip install -r requirements-web
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+def _port(text: str) -> int:
+    value = cc.nonnegative_int(text)
+    if value > 65535:
+        raise cc.argparse.ArgumentTypeError(f"must be from 0 to 65535, not {text}")
+    return value
+
+
 def build_parser() -> cc.ArgumentParser:
     p = cc.ArgumentParser(
         prog=PROG,
@@ -36,14 +43,15 @@ def build_parser() -> cc.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; anything but this machine's loopback lets "
                         "whoever reaches it use the page (default: %(default)s)")
-    p.add_argument("--port", type=cc.nonnegative_int, default=8080,
+    p.add_argument("--port", type=_port, default=8080,
                    help="port to listen on; 0 picks a free one (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", default="styleflow-jobs",
                    help="folder for the jobs' uploads and results, kept across restarts "
                         "(default: %(default)s)")
     engine = p.add_argument_group("engine")
     engine.add_argument("--engine", choices=ENGINES, default="local",
-                        help="local: the workers are threads of this process; ray: each "
+                        help="local: each worker is a process of its own that the "
+                             "server starts; ray: each "
                              "worker hands its jobs to a Ray actor, one per GPU or --workers "
                              "CPU actors, as `styleflow batch --engine ray` (default: "
                              "%(default)s)")
@@ -119,8 +127,10 @@ def _serve(args) -> int:
         raise StyleflowError(f"serve needs the web stack, which is not installed ({exc.name}): "
                              f"{INSTALL_HINT}") from None
     from ..web.form import Limits
-    from ..web.queue import JobQueue
+    from ..web.queue import JobQueue, claim
 
+    out = Path(args.out)
+    held = claim(out)  # the folder is this server's while the file is open
     stylizer_options = {"weights": args.weights, "precision": args.precision, "jit": args.jit}
     if args.engine == "ray":
         from ..batch.ray_engine import import_ray
@@ -136,24 +146,22 @@ def _serve(args) -> int:
 
         engine = LocalEngine(stylizer_options, workers=args.workers or 1)
 
-    out = Path(args.out)
-    try:
-        (out / "jobs").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StyleflowError(f"--out '{out}': cannot make the folder "
-                             f"({exc.strerror or exc})") from None
     limits = Limits(max_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=args.max_pixels,
                     max_width=args.max_width, max_iterations=args.max_iterations)
     jobs = JobQueue(out, engine, limits=limits)
-    jobs.load()
     sock = _listen(args.host, args.port)
+    jobs.load()  # once the folder is this server's and the port too: nothing to undo after
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     if args.host not in LOOPBACK and not host.startswith("127."):
         print(f"{PROG}: warning: listening on {args.host}: anyone who can reach this machine "
               f"on port {port} can upload images and use its processors", file=sys.stderr)
     print(f"{PROG}: http://{shown}:{port}/ (jobs in {out}; Ctrl-C stops)", flush=True)
-    config = uvicorn.Config(create_app(jobs), log_level="warning", access_log=False,
+    # On loopback only this machine's names: a site whose name resolves to 127.0.0.1 must not
+    # reach the page as its own (DNS rebinding). Listening wider, the person chose who may.
+    loopback = args.host in LOOPBACK or host.startswith("127.")
+    config = uvicorn.Config(create_app(jobs, hosts=[args.host] if loopback else None),
+                            log_level="warning", access_log=False,
                             timeout_graceful_shutdown=2, lifespan="on")
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):
@@ -161,4 +169,5 @@ def _serve(args) -> int:
             super().handle_exit(sig, frame)
 
     Server(config).run(sockets=[sock])
+    held.close()
     return 0

@@ -106,7 +106,10 @@ def write_atomically(path: str | os.PathLike, write, what: str | None = None) ->
             raise failed(exc) from None
         return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # the folder's name is a file's: say that, not "exists"
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
         # The name is shortened in the temporary's: a name near the limit must still fit.
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:80]}.{_owner()}-", suffix=".tmp",
                                    dir=path.parent)

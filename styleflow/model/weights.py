@@ -108,8 +108,8 @@ def resolve_weights(spec: str, seed: int = 0,
 
 def check_spec(spec: str) -> Path | None:
     """StyleflowError unless `spec` is one of WEIGHT_CHOICES (then None) or names a file that
-    can be opened for reading (its Path); reads nothing, imports nothing heavy, so front ends
-    check it up front."""
+    can be read and starts as an HDF5 or .mat weights file does (its Path); reads a few bytes
+    and imports nothing heavy, so front ends check it up front."""
     if spec in WEIGHT_CHOICES:
         return None
     path = Path(spec)
@@ -126,10 +126,33 @@ def check_spec(spec: str) -> Path | None:
     if not stat.S_ISREG(info.st_mode):  # opening a pipe would wait for a writer
         raise StyleflowError(f"weights '{spec}': not a regular file (a device or a pipe)")
     try:
-        os.close(os.open(path, os.O_RDONLY))
-    except OSError as exc:  # no permission to read it
+        with open(path, "rb") as handle:
+            known = _signed(handle, path.suffix.lower() == ".mat")
+    except OSError as exc:  # no permission to read it, an I/O error
         raise os_error("weights", spec, exc, "read", params=("weights",)) from None
+    if not known:
+        raise StyleflowError(f"weights '{spec}': not a readable HDF5 or .mat weights file "
+                             f"(it starts as neither)")
     return path
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _signed(handle, mat: bool) -> bool:
+    """Whether the open file starts as a weights file can: HDF5's signature, at the start or
+    after a user block (512 bytes, doubled, as MATLAB's v7.3 files have), or for a `mat` file
+    MATLAB's v5 text header. A server checks this up front, where its workers would only
+    find out at their first job."""
+    if mat and handle.read(6) == b"MATLAB":
+        return True
+    offset = 0
+    while offset <= 1 << 16:
+        handle.seek(offset)
+        if handle.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+            return True
+        offset = max(512, 2 * offset)
+    return False
 
 
 def keras_models_dir() -> Path:

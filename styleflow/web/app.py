@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import time
 from importlib import resources
+from typing import Collection
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import StyleflowError
 from .form import DEFAULTS, METHODS, WEIGHTS, Upload
-from .job import FINAL, RESULTS, one_line
+from .job import FINAL, RESULTS, StorageError, one_line
 from .queue import JobQueue
 
 # The page's files: name -> media type. Nothing else under static/ is served.
@@ -36,6 +40,8 @@ STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; 
 # quiet stream waits before a comment that keeps proxies from closing it.
 POLL_SECONDS = 0.1
 KEEPALIVE_SECONDS = 15.0
+# Names of this machine a request may always be addressed to (and any loopback address).
+LOOPBACK_NAMES = frozenset({"localhost", "::1"})
 # The page runs no inline script and loads nothing from elsewhere.
 HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
@@ -50,9 +56,11 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": one_line(message)}, status_code=status, headers=HEADERS)
 
 
-def create_app(jobs: JobQueue) -> Starlette:
+def create_app(jobs: JobQueue, hosts: Collection[str] | None = None) -> Starlette:
     """The app serving `jobs`: starts its engine's workers when the server starts, stops them
-    (a running job recorded as stopped by the server) when it stops."""
+    (a running job recorded as stopped by the server) when it stops. `hosts`: the names a
+    request may be addressed to (its Host header, any loopback address besides), or None for
+    any."""
     pages = {name: _static(name) for name in STATIC}  # read once: the package may move
     limits = jobs.limits
 
@@ -103,8 +111,11 @@ def create_app(jobs: JobQueue) -> Starlette:
                     else:
                         fields[key] = value
                 job = await run_in_threadpool(jobs.create, fields, uploads)
-        except MultiPartException as exc:
-            return _error(400, f"the upload is not a form the page sends ({exc.message})")
+        except (MultiPartException, HTTPException) as exc:  # Starlette's form parser
+            detail = getattr(exc, "message", None) or getattr(exc, "detail", "")
+            return _error(400, f"the upload is not a form the page sends ({detail})")
+        except StorageError as exc:  # the server's disk, not the request
+            return _error(507, str(exc))
         except StyleflowError as exc:
             return _error(400, str(exc))
         return JSONResponse(jobs.state(job), status_code=201, headers=HEADERS)
@@ -134,11 +145,13 @@ def create_app(jobs: JobQueue) -> Starlette:
             return _error(404, "no such job")
 
         async def stream():
-            seen, quiet_since = -1, time.monotonic()
+            seen, quiet_since = None, time.monotonic()
             yield "retry: 1000\n\n"  # reconnect within a second after a server restart
             while not jobs.closing.is_set():
-                if job.version != seen:
-                    seen = job.version
+                # A queued job's place changes as the jobs ahead start, not the job itself.
+                now_seen = job.version, jobs.position(job)
+                if now_seen != seen:
+                    seen = now_seen
                     now = jobs.state(job)
                     yield f"event: state\ndata: {json.dumps(now)}\n\n"
                     quiet_since = time.monotonic()
@@ -163,8 +176,7 @@ def create_app(jobs: JobQueue) -> Starlette:
             return Response(png, media_type="image/png",
                             headers={**HEADERS, "Cache-Control": "no-store"})
         if job.has_result:
-            return FileResponse(job.folder / "result.png", media_type="image/png",
-                                headers={**HEADERS, "Cache-Control": "no-store"})
+            return _file(job, "result.png", {**HEADERS, "Cache-Control": "no-store"})
         return _error(404, "no picture yet")
 
     def result(request: Request) -> Response:
@@ -174,9 +186,7 @@ def create_app(jobs: JobQueue) -> Starlette:
             return _error(404, "not found")
         if not job.has_result:
             return _error(404, "this job has no result")
-        return FileResponse(job.folder / name, media_type=RESULTS[name],
-                            filename=f"styleflow-{job.id}{name[len('result'):]}",
-                            headers=HEADERS)
+        return _file(job, name, HEADERS, filename=f"styleflow-{job.id}{name[len('result'):]}")
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -199,9 +209,59 @@ def create_app(jobs: JobQueue) -> Starlette:
         Route("/api/jobs/{job_id}/preview.png", preview),
         Route("/api/jobs/{job_id}/{name}", result),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(HostCheck, hosts=hosts)],
+                    exception_handlers={HTTPException: _http_error})
     app.router.redirect_slashes = False  # exact paths only: nothing else is ever answered 3xx
     return app
+
+
+def _file(job, name: str, headers: dict, filename: str | None = None) -> Response:
+    """A file of the job's folder, or a 404 when it has gone (removed by hand, or never
+    written when the disk was full)."""
+    path = job.folder / name
+    if not path.is_file():
+        return _error(404, f"this job's {name} is not there")
+    return FileResponse(path, media_type=RESULTS[name], filename=filename, headers=headers)
+
+
+def _http_error(_request: Request, exc: HTTPException) -> Response:
+    """Starlette's own refusals (no such path, a method a path does not take) as our JSON
+    errors, with the same headers."""
+    response = _error(exc.status_code, str(exc.detail).lower())
+    response.headers.update(exc.headers or {})
+    return response
+
+
+def _loopback(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:  # a name, not an address
+        return False
+
+
+class HostCheck:
+    """Refuses requests addressed (Host header) to a name this server does not answer to: a
+    page of another site whose name its owner points at 127.0.0.1 (DNS rebinding) would
+    otherwise be same-origin with a server listening on loopback. `hosts` None: any."""
+
+    def __init__(self, app, hosts: Collection[str] | None):
+        self.app = app
+        self.hosts = None if hosts is None else {h.lower().strip("[]") for h in hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.hosts is not None:
+            host = Headers(scope=scope).get("host", "")
+            try:
+                name = (urlsplit(f"//{host}").hostname or "").lower()
+            except ValueError:
+                name = ""
+            if not (name in self.hosts or name in LOOPBACK_NAMES or _loopback(name)):
+                response = _error(421, f"this server does not answer to "
+                                       f"'{one_line(host)[:60]}'; use its own address")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _cross_origin(request: Request) -> str | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..defaults import PHOTO_DEFAULTS, STYLIZE_DEFAULTS, TRANSFER_DEFAULTS
 from ..errors import StyleflowError
 from ..io import files, images
+from .job import one_line, storage_error
 
 # The page's methods and the Stylizer's run each one starts.
 METHODS = {"transfer": "iter_transfer", "style": "iter_stylize", "photo": "iter_photo"}
@@ -54,17 +55,23 @@ def shown_name(filename: str) -> str:
     return (name or "upload")[:80]
 
 
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
 def number(fields: dict, name: str, kind: type, low: float, high: float | None = None,
            default=None):
     """A form field as a number within [low, high]; blank gives `default`."""
     text = str(fields.get(name, "")).strip()
     if not text:
         return default
-    try:
-        value = kind(text)
-    except ValueError:
+    # Plain ASCII digits only: Python's int and float also take '1_0' and other scripts'
+    # digits, which a person would not mean; inf and nan are refused by the bounds below.
+    if not (_WHOLE if kind is int else _DECIMAL).fullmatch(text) and not (
+            kind is float and text.lower().lstrip("+-") in ("inf", "infinity", "nan")):
         raise StyleflowError(f"{name}: '{text[:40]}' is not a "
-                             f"{'whole ' if kind is int else ''}number") from None
+                             f"{'whole ' if kind is int else ''}number")
+    value = kind(text)
     if not math.isfinite(value) or value < low or (high is not None and value > high):
         bound = f"from {low:g} to {high:g}" if high is not None else f"{low:g} or more"
         raise StyleflowError(f"{name}: must be {bound}, not {text[:40]}")
@@ -79,6 +86,13 @@ def read_form(fields: dict, uploads, limits: Limits) -> tuple[str, dict, dict]:
     if method not in METHODS:
         raise StyleflowError(f"method: must be one of {', '.join(METHODS)}, not "
                              f"'{method[:40]}'")
+    known = {"method", "iterations", "width", *(n for names in WEIGHTS.values() for n in names)}
+    for name in sorted(fields):
+        if name not in known:
+            raise StyleflowError(f"unknown field '{one_line(name)[:40]}'")
+        if name not in ("method", "iterations", "width", *WEIGHTS[method]) and \
+                str(fields[name]).strip():
+            raise StyleflowError(f"{name}: the {method} method does not take it")
     options = {
         "iterations": number(fields, "iterations", int, 1, limits.max_iterations,
                              DEFAULTS[method]["iterations"]),
@@ -121,7 +135,11 @@ def store(folder: Path, by_role: dict, limits: Limits) -> tuple[dict, dict]:
             stored = f"{role}-{k + 1}.upload" if role == "style" else f"{role}.upload"
             shown = shown_name(upload.filename)
             path = folder / stored
-            files.write_atomically(path, lambda handle, data=upload.data: handle.write(data))
+            try:
+                files.write_atomically(path, lambda handle, data=upload.data:
+                                       handle.write(data))
+            except StyleflowError as exc:
+                raise storage_error(exc, folder) from None
             several = role == "style" and len(by_role[role]) > 1
             label = f"{WHAT[role]}{f' {k + 1}' if several else ''}"
             try:
@@ -147,9 +165,14 @@ def check_image(path: Path, label: str, max_pixels: int) -> None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 w, h = img.size
+        size = f"{w}x{h} px"
+    except Image.DecompressionBombError as exc:  # past Pillow's own guard: its count only
+        counted = re.search(r"\((\d+) pixels\)", str(exc))
+        w, h = (int(counted.group(1)), 1) if counted else (max_pixels + 1, 1)
+        size = f"{w} px" if counted else "by its header"
     except Exception:  # noqa: BLE001 - load_image below says what is wrong, in one line
         w = h = 0
     if w * h > max_pixels:
-        raise StyleflowError(f"{label} '{path}': image is too large ({w}x{h} px, more than "
+        raise StyleflowError(f"{label} '{path}': image is too large ({size}, more than "
                              f"{max_pixels} pixels); downscale it first")
     images.load_image(path, label)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+import os
 import re
 import threading
 import time
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import StyleflowError, os_reason
 from ..io import files
 
 STATUSES = ("queued", "running", "done", "cancelled", "failed")
@@ -32,6 +35,20 @@ STOPPED = "the server stopped during this job; start it again"
 
 def one_line(text) -> str:
     return " ".join(str(text).split())
+
+
+class StorageError(StyleflowError):
+    """The server could not keep a job's files (disk full, read-only, removed): its own
+    failure, not the request's (HTTP 507)."""
+
+
+def storage_error(exc: StyleflowError, folder: Path) -> StorageError:
+    """`exc` (a write under `folder` refused) as a StorageError saying why, without the
+    server's paths."""
+    cause = exc.__context__
+    reason = os_reason(cause) if isinstance(cause, OSError) else \
+        one_line(exc).replace(f"{folder}{os.sep}", "")
+    return StorageError(f"the server cannot store this job ({reason})")
 
 
 @dataclass(frozen=True)
@@ -141,9 +158,10 @@ class Job:
             self.status, self.error, self.finished = status, error, time.time()
             self.has_result = has_result
             self.curve = _thinned(self.curve, CURVE_POINTS)
-            if has_result:
-                self.preview = None  # result.png is the preview from now on
-                self.preview_version += 1
+            # result.png is the preview from now on; without one a finished job shows none
+            # (as after a restart), and holds no picture in memory.
+            self.preview = None
+            self.preview_version += 1
             self._changed()
 
     # -- what the API shows --------------------------------------------------------------
@@ -188,7 +206,10 @@ class Job:
         files.write_atomically(self.folder / "job.json", lambda handle: handle.write(data))
 
     @classmethod
-    def from_record(cls, folder: Path, rec: dict) -> "Job":
+    def from_record(cls, folder: Path, rec) -> "Job":
+        """The job `rec` (job.json's contents) describes; ValueError saying which field is
+        missing or wrong when the record is damaged."""
+        _check_record(rec)
         job = cls(rec["id"], folder, rec["method"], rec["options"], rec["inputs"],
                   rec["names"], rec["created"])
         job.status, job.started, job.finished = rec["status"], rec["started"], rec["finished"]
@@ -198,6 +219,44 @@ class Job:
         job.size = tuple(rec["size"]) if rec.get("size") else None
         job.has_result = bool(rec["has_result"]) and (folder / "result.png").is_file()
         return job
+
+
+def _is_time(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
+# job.json's fields and what each must be: a damaged record is skipped with the field named.
+_FIELDS = {
+    "id": (lambda v: isinstance(v, str) and bool(ID.match(v)), "a job id"),
+    "method": (lambda v: isinstance(v, str), "a method"),
+    "options": (lambda v: isinstance(v, dict) and isinstance(v.get("iterations"), int),
+                "the options, with the iterations"),
+    "inputs": (lambda v: isinstance(v, dict), "the stored files"),
+    "names": (lambda v: isinstance(v, dict), "the uploaded names"),
+    "created": (_is_time, "a time"),
+    "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
+    "started": (lambda v: v is None or _is_time(v), "a time"),
+    "finished": (lambda v: v is None or _is_time(v), "a time"),
+    "iteration": (lambda v: isinstance(v, int), "a whole number"),
+    "evaluations": (lambda v: isinstance(v, int), "a whole number"),
+    "curve": (lambda v: isinstance(v, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(_is_time(x) for x in p) for p in v),
+        "a list of (evaluations, loss) pairs"),
+    "rate": (lambda v: v is None or _is_time(v), "a number"),
+    "error": (lambda v: v is None or isinstance(v, str), "text"),
+    "has_result": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _check_record(rec) -> None:
+    if not isinstance(rec, dict):
+        raise ValueError("not a job record")
+    for key, (valid, what) in _FIELDS.items():
+        if key not in rec:
+            raise ValueError(f"'{key}' is missing")
+        if not valid(rec[key]):
+            raise ValueError(f"'{key}' is not {what}")
 
 
 def _thinned(points: Sequence, most: int) -> list:

@@ -15,20 +15,63 @@ events to the Job, whichever engine sent them, so the page sees the same thing e
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import queue
 import secrets
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import StyleflowError
+from ..errors import StyleflowError, os_reason
 from . import form
 from .form import Limits, Upload
-from .job import ID, STOPPED, Job, one_line
+from .job import ID, STOPPED, Job, one_line, storage_error
+
+
+LOCK_NAME = ".serve.lock"
+
+
+def claim(folder: Path):
+    """Make `folder`/jobs if needed and hold `folder` for this server: a lock file (kept
+    open; the lock goes with the process) that a second server on the same folder finds
+    taken, and a write that shows the folder takes files. The open lock file, to be kept
+    while the server runs; a one-line StyleflowError when the folder cannot be used."""
+    folder = Path(folder)
+    try:
+        (folder / "jobs").mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK_NAME, "a+b", buffering=0)  # nothing held back to close
+    except OSError as exc:
+        raise StyleflowError(f"--out '{folder}': cannot use the folder "
+                             f"({os_reason(exc)})") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read(20).decode(errors="replace").strip()
+            raise StyleflowError(
+                f"--out '{folder}': another styleflow serve"
+                f"{f' (process {holder})' if holder.isdigit() else ''} keeps its jobs there; "
+                f"stop it or give another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n".encode())
+        os.fsync(handle.fileno())  # a full disk shows here, not at the first upload
+        probe = tempfile.TemporaryFile(dir=folder / "jobs")
+        probe.close()
+    except OSError as exc:
+        handle.close()
+        raise StyleflowError(f"--out '{folder}': cannot write there ({os_reason(exc)})") from None
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 class Broken:
@@ -122,11 +165,14 @@ class JobQueue:
         folder = self.jobs_folder / job_id
         try:
             inputs, names = form.store(folder, by_role, self.limits)
+            job = Job(job_id, folder, method, options, inputs, names)
+            try:
+                job.save()
+            except StyleflowError as exc:
+                raise storage_error(exc, folder) from None
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        job = Job(job_id, folder, method, options, inputs, names)
-        job.save()
         with self._lock:
             self._jobs[job_id] = job
         self._pending.put(job)
@@ -216,7 +262,11 @@ class JobQueue:
             with self._lock:
                 self._running[index] = job
             try:
-                job.save()
+                try:
+                    job.save()
+                except StyleflowError as exc:
+                    self._end(job, "failed", str(storage_error(exc, job.folder)))
+                    continue
                 self._run(worker, job)
             except Exception as exc:  # noqa: BLE001 - a failing job never stops the server
                 self._end(job, "failed", one_line(f"internal error: {type(exc).__name__}: "

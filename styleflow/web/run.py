@@ -23,6 +23,7 @@ process, its cancels pipe) that the run's `on_evaluation` callback checks: set, 
 from __future__ import annotations
 
 import io
+import os
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -101,9 +102,11 @@ class Runner:
                     noted = True
                     yield ("note", f"L-BFGS stopped after iteration {stopped[0]}: "
                                    f"{stopped[1]}; the later iterations repeat its image")
-            end = ("end", "done", None, _keep(folder, run.result()))
+            kept, lost = _keep(folder, run.result())
+            end = ("end", "done", None, kept) if lost is None else ("end", "failed", lost, kept)
         except Cancelled:
-            end = ("end", "cancelled", None, run is not None and _keep(folder, run.result()))
+            kept, lost = _keep(folder, run.result()) if run is not None else (False, None)
+            end = ("end", "cancelled", lost, kept)
         except StyleflowError as exc:
             end = ("end", "failed", _worded(task, folder, exc), False)
         except Exception as exc:  # noqa: BLE001 - a failing job never stops the server
@@ -142,13 +145,22 @@ def _worded(task: Task, folder: Path, exc: StyleflowError) -> str:
     return one_line(text)
 
 
-def _keep(folder: Path, result) -> bool:
-    """Write `result` (None: nothing was evaluated) as result.png and result.tif."""
+def _keep(folder: Path, result) -> tuple[bool, str | None]:
+    """Write `result` (None: nothing was evaluated) as result.png, then result.tif: (whether
+    result.png was written, None or the one line saying what could not be, without the
+    server's paths). The PNG goes first, the smaller and the one the page shows: on a full
+    disk it may still fit."""
     if result is None:
-        return False
-    result.save(folder / "result.tif")
-    result.save(folder / "result.png")
-    return True
+        return False, None
+    written = False
+    try:
+        for name in ("result.png", "result.tif"):
+            result.save(folder / name)
+            written = True
+    except StyleflowError as exc:
+        text = one_line(exc).replace(f"'{folder}{os.sep}", "'")
+        return written, (f"{text}; the PNG was kept" if written else text)
+    return True, None
 
 
 def _png(array) -> bytes:

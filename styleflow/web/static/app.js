@@ -35,10 +35,18 @@ async function loadConfig() {
   const width = el("width");
   width.max = config.max_width;
   el("iterations").max = config.max_iterations;
+  // Each method's own default number of iterations (Adam takes steps, L-BFGS iterations
+  // of 20 evaluations), unless the box holds a number the person typed: one other than the
+  // last the page put there (which also holds when they typed before this ran).
+  const iterations = el("iterations");
+  let ours = iterations.defaultValue;
   const placeholders = () => {
     const method = config.methods[el("method").value];
     for (const [name, value] of Object.entries(method.weights)) {
       form.elements[name].placeholder = `default ${value}`;
+    }
+    if (iterations.value === ours) {
+      iterations.value = ours = String(Math.min(method.iterations, config.max_iterations));
     }
   };
   el("method").addEventListener("change", placeholders);

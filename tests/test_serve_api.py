@@ -1,0 +1,427 @@
+"""`styleflow serve`'s refusals, through its real HTTP stack (uvicorn and Starlette in a thread
+of this process, on a queue whose engine runs nothing, so jobs stay queued) and its parts:
+every answer JSON, the server's disk failing, other host names, strict fields, a damaged job
+record, one server per folder, results that cannot be written."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+
+import numpy as np
+import pytest
+
+from conftest import cli_env, default_signals, make_image, tmpfs
+from styleflow import StyleflowError
+from styleflow.io import images
+from styleflow.model.weights import check_spec
+from styleflow.web import form
+from styleflow.web.job import Job, Task
+from styleflow.web.queue import LOCK_NAME, JobQueue, claim
+from styleflow.web.run import Cancelled, Runner, _keep
+
+try:
+    import uvicorn  # the web extra, which CI installs
+except ImportError:
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("the web extra is not installed (pip install -r requirements-web.txt)",
+                allow_module_level=True)
+NOT_A_FOLDER = "a part of the path is a file, not a folder"  # errors.os_reason's ENOTDIR
+
+
+class Idle:
+    """An engine with no workers: jobs stay queued."""
+
+    def open(self, log):
+        return []
+
+    def close(self):
+        pass
+
+
+class Serving:
+    """A server on `jobs` listening on loopback; requests sent as given (Host included)."""
+
+    def __init__(self, jobs: JobQueue, hosts=None):
+        from styleflow.web.app import create_app
+
+        self.jobs = jobs
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(create_app(jobs, hosts=hosts), log_level="critical",
+                                access_log=False, lifespan="on")
+        self.server = uvicorn.Server(config)  # in a thread, it leaves signals alone
+        self.thread = threading.Thread(target=self.server.run,
+                                       kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.jobs.closing.set()
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None):
+        """(status, headers, body) of one request; the Host header is the server's own
+        unless `headers` gives one."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            sent = {"Host": f"127.0.0.1:{self.port}", **(headers or {})}
+            if body is not None:
+                sent.setdefault("Content-Length", str(len(body)))
+            for key, value in sent.items():
+                conn.putheader(key, value)
+            conn.endheaders(body)
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def post(self, fields: dict, files: dict, headers: dict | None = None):
+        body, kind = multipart(fields, files)
+        return self.request("POST", "/api/jobs", body, {"Content-Type": kind, **(headers or {})})
+
+
+def multipart(fields: dict, files: dict) -> tuple[bytes, str]:
+    """A multipart/form-data body of `fields` (name -> text) and `files` (name -> (filename,
+    bytes), or a list of them), and its content type."""
+    boundary = "styleflowtestboundary"
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                     f"{value}\r\n".encode())
+    for name, value in files.items():
+        for filename, data in (value if isinstance(value, list) else [value]):
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                         f'filename="{filename}"\r\nContent-Type: application/octet-stream'
+                         f"\r\n\r\n".encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def error_of(answer) -> str:
+    status, headers, body = answer
+    assert headers.get("content-type", "").startswith("application/json"), (status, body[:200])
+    assert headers.get("x-content-type-options") == "nosniff"
+    return json.loads(body)["error"]
+
+
+@pytest.fixture
+def pictures(tmp_path):
+    content = make_image(tmp_path / "c.png", (48, 32), 1).read_bytes()
+    style = make_image(tmp_path / "s.png", (40, 40), 2).read_bytes()
+    return {"content": ("c.png", content), "style": ("s.png", style)}
+
+
+@pytest.fixture
+def served(tmp_path):
+    jobs = JobQueue(tmp_path / "out", Idle(), log=lambda line: None)
+    (tmp_path / "out" / "jobs").mkdir(parents=True)
+    with Serving(jobs) as server:
+        yield server
+
+
+def test_every_refusal_is_one_line_of_json_even_starlettes_own(served):
+    assert error_of(served.request("GET", "/api/nothing")) == "not found"
+    status, headers, _ = answer = served.request("PUT", "/api/jobs", b"")
+    assert status == 405 and headers.get("allow")
+    assert error_of(answer) == "method not allowed"
+    too_many = {f"f{i}": "1" for i in range(40)}
+    status, _, _ = answer = served.post(too_many, {})
+    assert status == 400
+    assert error_of(answer).lower().startswith("the upload is not a form the page sends (too "
+                                               "many fields")
+    status, _, _ = answer = served.request("POST", "/api/jobs", b"x" * 10,
+                                           {"Content-Type": "multipart/form-data"})
+    assert status == 400 and "boundary" in error_of(answer).lower()
+
+
+def test_a_result_removed_by_hand_is_a_404_not_a_server_error(served, pictures):
+    status, _, body = served.post({"iterations": "1"}, pictures)
+    assert status == 201, body
+    job = served.jobs.get(json.loads(body)["id"])
+    images.save_image(job.folder / "result.png", np.zeros((4, 4, 3), np.uint8))
+    job.finish("done", None, has_result=True)
+    assert served.request("GET", f"/api/jobs/{job.id}/result.png")[0] == 200
+    (job.folder / "result.png").unlink()
+    for name in ("result.png", "preview.png", "result.tif"):
+        status, _, _ = answer = served.request("GET", f"/api/jobs/{job.id}/{name}")
+        assert status == 404 and "is not there" in error_of(answer), name
+
+
+def test_fields_are_read_strictly(served, pictures):
+    for fields, needle in (({"colour": "red"}, "unknown field 'colour'"),
+                           ({"photorealism": "5"}, "photorealism: the transfer method does "
+                                                   "not take it"),
+                           ({"iterations": "1_0"}, "iterations: '1_0' is not a whole number"),
+                           ({"iterations": "\u0663"}, "is not a whole number"),
+                           ({"width": "1e2"}, "width: '1e2' is not a whole number"),
+                           ({"style_weight": "1_0"}, "style_weight: '1_0' is not a number")):
+        status, _, _ = answer = served.post(fields, pictures)
+        assert status == 400, (fields, answer)
+        assert needle in error_of(answer), (fields, answer)
+    # A blank weight of another method is what the page sends: taken as not given.
+    assert served.post({"photorealism": " ", "style_weight": "2.5e1"}, pictures)[0] == 201
+    assert served.jobs.all()[0].options["style_weight"] == 25.0
+
+
+def test_a_disk_that_refuses_the_uploads_is_a_507_without_the_servers_paths(
+        served, pictures, tmp_path):
+    jobs = served.jobs.jobs_folder
+    jobs.rmdir()
+    jobs.write_text("a file where the jobs' folder was")
+    status, _, _ = answer = served.post({}, pictures)
+    message = error_of(answer)
+    assert status == 507, answer
+    assert message == f"the server cannot store this job ({NOT_A_FOLDER})", message
+    assert str(tmp_path) not in message
+
+
+def test_on_loopback_only_this_machines_names_are_answered(tmp_path):
+    jobs = JobQueue(tmp_path / "out", Idle(), log=lambda line: None)
+    with Serving(jobs, hosts=["127.0.0.1"]) as server:
+        for host in ("attacker.example", "attacker.example:80", "127.0.0.1.nip.io", "",
+                     "[::1"):
+            status, _, _ = answer = server.request("GET", "/api/jobs", headers={"Host": host})
+            assert status == 421 and "does not answer to" in error_of(answer), host
+        for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", "LOCALHOST",
+                     f"[::1]:{server.port}", "127.0.0.5"):
+            assert server.request("GET", "/api/jobs", headers={"Host": host})[0] == 200, host
+
+
+def test_a_queued_jobs_event_stream_follows_its_place_in_the_queue(served, pictures):
+    first = json.loads(served.post({}, pictures)[2])["id"]
+    second = json.loads(served.post({}, pictures)[2])["id"]
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    try:
+        conn.request("GET", f"/api/jobs/{second}/events")
+        stream = conn.getresponse()
+        places = []
+
+        def read_state():
+            while True:
+                line = stream.readline().decode()
+                assert line, "the stream ended"
+                if line.startswith("data: "):
+                    return json.loads(line[len("data: "):])
+
+        places.append(read_state()["queue_position"])
+        assert served.jobs.get(first).begin()  # a worker takes the first job
+        places.append(read_state()["queue_position"])
+    finally:
+        served.jobs.closing.set()
+        conn.close()
+    assert places == [1, 0]
+
+
+def test_an_image_past_pillows_own_guard_is_refused_with_the_servers_limit(tmp_path):
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+
+    huge = tmp_path / "huge.png"  # a header only: 20000 x 20000, 1 bit per pixel
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000,
+                                                                       1, 0, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    with pytest.raises(StyleflowError) as caught:
+        form.check_image(huge, "content image", 40_000_000)
+    assert str(caught.value) == (f"content image '{huge}': image is too large (400000000 px, "
+                                 f"more than 40000000 pixels); downscale it first")
+
+
+def test_a_damaged_job_record_is_skipped_with_the_field_named(tmp_path):
+    lines = []
+    jobs = JobQueue(tmp_path, Idle(), log=lines.append)
+    good = Job("0123456789ab", tmp_path / "jobs" / "0123456789ab", "transfer",
+               {"iterations": 2, "width": 64}, {"content": "c", "style": ["s"]},
+               {"content": "c.png", "style": ["s.png"]})
+    good.folder.mkdir(parents=True)
+    good.save()
+    record = good.record()
+    for job_id, change in (("00000000000a", {"created": "yesterday"}),
+                           ("00000000000b", {"options": {"width": 64}}),
+                           ("00000000000c", {"status": "paused"}),
+                           ("00000000000d", {"curve": [[1, "x"]]})):
+        folder = tmp_path / "jobs" / job_id
+        folder.mkdir()
+        broken = {**record, "id": job_id, **change}
+        (folder / "job.json").write_text(json.dumps(broken))
+    missing = tmp_path / "jobs" / "00000000000e"
+    missing.mkdir()
+    (missing / "job.json").write_text(json.dumps({k: v for k, v in record.items()
+                                                  if k != "iteration"}))
+    jobs.load()
+    assert [job.id for job in jobs.all()] == [good.id]
+    said = "\n".join(lines)
+    for needle in ("'created' is not a time", "'options' is not the options, with the "
+                   "iterations", "'status' is not one of queued", "'curve' is not a list",
+                   "'iteration' is missing"):
+        assert needle in said, said
+    assert len(lines) == 5
+
+
+def test_one_server_per_folder_and_the_second_is_refused_before_it_touches_anything(tmp_path):
+    out = tmp_path / "out"
+    held = claim(out)
+    try:
+        assert (out / LOCK_NAME).read_text().strip() == str(os.getpid())
+        with pytest.raises(StyleflowError, match=rf"another styleflow serve \(process "
+                                                 rf"{os.getpid()}\) keeps its jobs there"):
+            claim(out)
+        # The command: one line, exit 1, and no job of the first server's touched.
+        running = Job("0123456789ab", out / "jobs" / "0123456789ab", "transfer",
+                      {"iterations": 2}, {"content": "c", "style": ["s"]},
+                      {"content": "c.png", "style": ["s.png"]})
+        running.folder.mkdir()
+        running.begin()
+        running.save()
+        before = (running.folder / "job.json").read_bytes()
+        proc = subprocess.run([sys.executable, "-m", "styleflow", "serve", "--port", "0",
+                               "--out", str(out), "--weights", "lite"],
+                              capture_output=True, text=True, timeout=120, env=cli_env(),
+                              stdin=subprocess.DEVNULL, preexec_fn=default_signals)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.strip() == (f"styleflow serve: error: --out '{out}': another "
+                                       f"styleflow serve (process {os.getpid()}) keeps its "
+                                       f"jobs there; stop it or give another --out")
+        assert (running.folder / "job.json").read_bytes() == before
+    finally:
+        held.close()
+    claim(out).close()  # free again once the first has gone
+
+
+def test_a_folder_that_cannot_take_a_file_is_refused_at_start(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StyleflowError, match=rf"cannot use the folder \({NOT_A_FOLDER}\)"):
+        claim(tmp_path / "file" / "out")
+    with tmpfs(tmp_path / "full", "size=64k") as full:
+        with open(full / "filler", "wb", buffering=0) as filler:
+            with contextlib.suppress(OSError):  # until the disk is full
+                while True:
+                    filler.write(b"\0" * 4096)
+        with pytest.raises(StyleflowError, match=r"No space left on device"):
+            claim(full / "out")
+
+
+def test_the_port_must_be_one(capsys):
+    from styleflow.cli import serve
+
+    with pytest.raises(SystemExit) as exited:
+        serve.parse(["--port", "70000"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == ("styleflow serve: error: argument --port: must be from 0 "
+                                       "to 65535, not 70000 (see --help)\n")
+
+
+def test_weights_that_start_as_neither_hdf5_nor_mat_are_refused_up_front(tmp_path):
+    import h5py
+
+    text = tmp_path / "w.h5"
+    text.write_text("x")
+    with pytest.raises(StyleflowError, match="not a readable HDF5 or .mat weights file"):
+        check_spec(str(text))
+    with h5py.File(tmp_path / "real.h5", "w") as handle:
+        handle["x"] = 1
+    assert check_spec(str(tmp_path / "real.h5")) == tmp_path / "real.h5"
+    with h5py.File(tmp_path / "block.mat", "w", userblock_size=512) as handle:
+        handle["x"] = 1  # MATLAB v7.3: HDF5 after a 512-byte user block
+    assert check_spec(str(tmp_path / "block.mat")) == tmp_path / "block.mat"
+    (tmp_path / "v5.mat").write_bytes(b"MATLAB 5.0 MAT-file" + b" " * 97 + b"\0" * 12)
+    assert check_spec(str(tmp_path / "v5.mat")) == tmp_path / "v5.mat"
+    (tmp_path / "v5.h5").write_bytes(b"MATLAB 5.0 MAT-file")
+    with pytest.raises(StyleflowError, match="not a readable HDF5"):
+        check_spec(str(tmp_path / "v5.h5"))
+
+
+class Picture:
+    def save(self, path):
+        images.save_image(path, np.full((8, 8, 3), 128, np.uint8))
+
+
+def test_a_result_that_cannot_be_written_ends_the_job_in_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert _keep(tmp_path / "file", Picture()) == (
+        False, f"cannot write 'result.png': {NOT_A_FOLDER}")
+    folder = tmp_path / "job"
+    (folder / "result.tif").mkdir(parents=True)  # the TIFF's place taken: the PNG is kept
+    (folder / "result.tif" / "x").write_text("x")
+    kept, lost = _keep(folder, Picture())
+    assert kept and images.load_image(folder / "result.png").shape == (8, 8, 3)
+    assert lost.startswith("cannot write 'result.tif': ") and lost.endswith("; the PNG was kept")
+    assert str(tmp_path) not in lost
+
+
+def test_a_cancelled_job_whose_image_cannot_be_kept_ends_without_killing_its_worker(tmp_path):
+    class Run:
+        size = (8, 8)
+
+        def __iter__(self):
+            raise Cancelled()
+
+        def result(self):
+            return Picture()
+
+    class Stylizer:
+        def iter_transfer(self, content, style, **options):
+            return Run()
+
+    runner = Runner.__new__(Runner)
+    runner.stylizer, runner.broken = Stylizer(), None
+    (tmp_path / "file").write_text("x")
+    task = Task("0123456789ab", "transfer", {"iterations": 1}, {"content": "c", "style": ["s"]},
+                {"content": "c.png", "style": ["s.png"]})
+    events = list(runner.run(task, tmp_path / "file", threading.Event()))
+    assert events[-1] == ("end", "cancelled", f"cannot write 'result.png': {NOT_A_FOLDER}", False)
+
+
+def test_a_job_that_cannot_be_recorded_when_it_starts_fails_in_one_line(tmp_path, pictures):
+    class Worker:
+        def run(self, job):
+            raise AssertionError("the job must not run")
+
+    class One:
+        def open(self, log):
+            return [Worker]
+
+        def close(self):
+            pass
+
+    lines = []
+    jobs = JobQueue(tmp_path / "out", One(), log=lines.append)
+    job = jobs.create({}, [form.Upload("content", *pictures["content"]),
+                           form.Upload("style", *pictures["style"])])
+    for path in job.folder.iterdir():
+        path.unlink()
+    job.folder.rmdir()
+    job.folder.write_text("not a folder")
+    jobs.start()
+    try:
+        deadline = time.monotonic() + 30
+        while job.status != "failed":
+            assert time.monotonic() < deadline, job.status
+            time.sleep(0.05)
+    finally:
+        jobs.stop()
+    assert job.error == f"the server cannot store this job ({NOT_A_FOLDER})"
+    assert not any("internal error" in line for line in lines), lines
