@@ -164,6 +164,8 @@ def test_a_result_removed_by_hand_is_a_404_not_a_server_error(served, pictures):
     images.save_image(job.folder / "result.png", np.zeros((4, 4, 3), np.uint8))
     job.finish("done", None, has_result=True)
     assert served.request("GET", f"/api/jobs/{job.id}/result.png")[0] == 200
+    state = json.loads(served.request("GET", f"/api/jobs/{job.id}")[2])
+    assert list(state["downloads"]) == ["png"]  # only what was written is offered
     (job.folder / "result.png").unlink()
     for name in ("result.png", "preview.png", "result.tif"):
         status, _, _ = answer = served.request("GET", f"/api/jobs/{job.id}/{name}")

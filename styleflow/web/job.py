@@ -184,9 +184,15 @@ class Job:
                 "error": self.error, "note": self.note, "created": self.created,
                 "started": self.started, "finished": self.finished, "queue_position": position,
                 "preview": f"{base}/preview.png?v={self.preview_version}" if shown else None,
-                "downloads": {"png": f"{base}/result.png", "tiff": f"{base}/result.tif"}
-                if self.has_result else None,
+                "downloads": self._downloads(base) if self.has_result else None,
             }
+
+    def _downloads(self, base: str) -> dict | None:
+        # Those written: on a full disk the PNG may be kept without the TIFF (run._keep).
+        there = {kind: f"{base}/{name}" for kind, name in (("png", "result.png"),
+                                                            ("tiff", "result.tif"))
+                 if (self.folder / name).is_file()}
+        return there or None
 
     # -- its folder ----------------------------------------------------------------------
 

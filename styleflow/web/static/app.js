@@ -137,7 +137,7 @@ function show(job) {
   el("cancel").disabled = FINAL.has(job.status);
   for (const [id, kind] of [["download", "png"], ["download-tiff", "tiff"]]) {
     const link = el(id);
-    if (job.downloads) {
+    if (job.downloads && job.downloads[kind]) {
       link.href = job.downloads[kind];
       link.hidden = false;
     } else {
