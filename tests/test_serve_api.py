@@ -27,7 +27,7 @@ from styleflow.model.weights import check_spec
 from styleflow.web import form
 from styleflow.web.job import Job, Task
 from styleflow.web.queue import LOCK_NAME, JobQueue, claim
-from styleflow.web.run import Cancelled, Runner, _keep
+from styleflow.web.run import Cancelled, Runner, amended, keep
 
 try:
     import uvicorn  # the web extra, which CI installs
@@ -145,8 +145,10 @@ def served(tmp_path):
 def test_every_refusal_is_one_line_of_json_even_starlettes_own(served):
     assert error_of(served.request("GET", "/api/nothing")) == "not found"
     status, headers, _ = answer = served.request("PUT", "/api/jobs", b"")
-    assert status == 405 and headers.get("allow")
+    assert status == 405 and set(headers["allow"].split(", ")) >= {"GET", "POST"}
     assert error_of(answer) == "method not allowed"
+    status, headers, _ = served.request("PATCH", "/api/jobs/0123456789ab", b"")
+    assert status == 405 and "DELETE" in headers["allow"]
     too_many = {f"f{i}": "1" for i in range(40)}
     status, _, _ = answer = served.post(too_many, {})
     assert status == 400
@@ -167,6 +169,8 @@ def test_a_result_removed_by_hand_is_a_404_not_a_server_error(served, pictures):
     state = json.loads(served.request("GET", f"/api/jobs/{job.id}")[2])
     assert list(state["downloads"]) == ["png"]  # only what was written is offered
     (job.folder / "result.png").unlink()
+    state = json.loads(served.request("GET", f"/api/jobs/{job.id}")[2])
+    assert state["preview"] is None and state["downloads"] is None
     for name in ("result.png", "preview.png", "result.tif"):
         status, _, _ = answer = served.request("GET", f"/api/jobs/{job.id}/{name}")
         assert status == 404 and "is not there" in error_of(answer), name
@@ -179,7 +183,10 @@ def test_fields_are_read_strictly(served, pictures):
                            ({"iterations": "1_0"}, "iterations: '1_0' is not a whole number"),
                            ({"iterations": "\u0663"}, "is not a whole number"),
                            ({"width": "1e2"}, "width: '1e2' is not a whole number"),
-                           ({"style_weight": "1_0"}, "style_weight: '1_0' is not a number")):
+                           ({"style_weight": "1_0"}, "style_weight: '1_0' is not a number"),
+                           ({"iterations": "9" * 5000}, "iterations: 99999"),
+                           ({"content_weight": "1e400"}, "content_weight: 1e400 is too large"),
+                           ({"content": "c.png"}, "content: send the content image as a file")):
         status, _, _ = answer = served.post(fields, pictures)
         assert status == 400, (fields, answer)
         assert needle in error_of(answer), (fields, answer)
@@ -198,6 +205,19 @@ def test_a_disk_that_refuses_the_uploads_is_a_507_without_the_servers_paths(
     assert status == 507, answer
     assert message == f"the server cannot store this job ({NOT_A_FOLDER})", message
     assert str(tmp_path) not in message
+
+
+def test_a_cancel_the_server_cannot_record_is_a_507_that_says_so(served, pictures):
+    job = served.jobs.get(json.loads(served.post({}, pictures)[2])["id"])
+    for path in job.folder.iterdir():
+        path.unlink()
+    job.folder.rmdir()
+    job.folder.write_text("not a folder")
+    status, _, _ = answer = served.request("DELETE", f"/api/jobs/{job.id}")
+    assert status == 507
+    assert error_of(answer) == (f"the server cannot store this job ({NOT_A_FOLDER}): "
+                                f"cancelled, but a restarted server would run it again")
+    assert job.status == "cancelled"
 
 
 def test_on_loopback_only_this_machines_names_are_answered(tmp_path):
@@ -256,11 +276,13 @@ def test_a_damaged_job_record_is_skipped_with_the_field_named(tmp_path):
     lines = []
     jobs = JobQueue(tmp_path, Idle(), log=lines.append)
     good = Job("0123456789ab", tmp_path / "jobs" / "0123456789ab", "transfer",
-               {"iterations": 2, "width": 64}, {"content": "c", "style": ["s"]},
+               {"iterations": 2, "width": 64},
+               {"content": "content.upload", "style": ["style-1.upload"]},
                {"content": "c.png", "style": ["s.png"]})
     good.folder.mkdir(parents=True)
     good.save()
     record = good.record()
+    expected = []
     for job_id, change in (("00000000000a", {"created": "yesterday"}),
                            ("00000000000b", {"options": {"width": 64}}),
                            ("00000000000c", {"status": "paused"}),
@@ -269,6 +291,21 @@ def test_a_damaged_job_record_is_skipped_with_the_field_named(tmp_path):
         folder.mkdir()
         broken = {**record, "id": job_id, **change}
         (folder / "job.json").write_text(json.dumps(broken))
+    for job_id, text, needle in (
+            ("00000000000f", json.dumps({**record, "id": "00000000000f", "size": [1]}),
+             "'size' is not a height and a width"),
+            ("0000000000a0", json.dumps({**record, "id": "0000000000a0", "method": "bogus"}),
+             "'method' is not one of transfer, style, photo"),
+            ("0000000000a1", json.dumps({**record, "id": "0000000000a1",
+                                         "inputs": {"content": "../../etc/passwd",
+                                                    "style": ["style-1.upload"]}}),
+             "'inputs' is not the stored files"),
+            ("0000000000a2", "[" * 100_000, "skipping"),
+            ("0000000000a3", "\udcff not json", "skipping")):
+        folder = tmp_path / "jobs" / job_id
+        folder.mkdir()
+        (folder / "job.json").write_text(text, errors="surrogateescape")
+        expected.append(needle)
     missing = tmp_path / "jobs" / "00000000000e"
     missing.mkdir()
     (missing / "job.json").write_text(json.dumps({k: v for k, v in record.items()
@@ -278,9 +315,10 @@ def test_a_damaged_job_record_is_skipped_with_the_field_named(tmp_path):
     said = "\n".join(lines)
     for needle in ("'created' is not a time", "'options' is not the options, with the "
                    "iterations", "'status' is not one of queued", "'curve' is not a list",
-                   "'iteration' is missing"):
+                   "'iteration' is missing", *expected):
         assert needle in said, said
-    assert len(lines) == 5
+    assert len(lines) == 10 and all(line.startswith("styleflow serve: skipping ")
+                                    for line in lines), lines
 
 
 def test_one_server_per_folder_and_the_second_is_refused_before_it_touches_anything(tmp_path):
@@ -318,6 +356,7 @@ def test_a_folder_that_cannot_take_a_file_is_refused_at_start(tmp_path):
     with pytest.raises(StyleflowError, match=rf"cannot use the folder \({NOT_A_FOLDER}\)"):
         claim(tmp_path / "file" / "out")
     with tmpfs(tmp_path / "full", "size=64k") as full:
+        claim(full / "out").close()  # a server ran there before: its lock file is left
         with open(full / "filler", "wb", buffering=0) as filler:
             with contextlib.suppress(OSError):  # until the disk is full
                 while True:
@@ -363,15 +402,20 @@ class Picture:
 
 def test_a_result_that_cannot_be_written_ends_the_job_in_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
-    assert _keep(tmp_path / "file", Picture()) == (
+    assert keep(tmp_path / "file", Picture().save) == (
         False, f"cannot write 'result.png': {NOT_A_FOLDER}")
     folder = tmp_path / "job"
     (folder / "result.tif").mkdir(parents=True)  # the TIFF's place taken: the PNG is kept
     (folder / "result.tif" / "x").write_text("x")
-    kept, lost = _keep(folder, Picture())
+    kept, lost = keep(folder, Picture().save)
     assert kept and images.load_image(folder / "result.png").shape == (8, 8, 3)
     assert lost.startswith("cannot write 'result.tif': ") and lost.endswith("; the PNG was kept")
     assert str(tmp_path) not in lost
+    # A finished run whose result is lost has failed; a cancelled one stays cancelled.
+    assert amended(("end", "done", None, False), kept, lost) == ("end", "failed", lost, True)
+    assert amended(("end", "cancelled", None, False), False, lost) == (
+        "end", "cancelled", lost, False)
+    assert amended(("end", "done", None, False), True, None) == ("end", "done", None, True)
 
 
 def test_a_cancelled_job_whose_image_cannot_be_kept_ends_without_killing_its_worker(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import ipaddress
 import json
 import time
@@ -136,7 +137,10 @@ def create_app(jobs: JobQueue, hosts: Collection[str] | None = None) -> Starlett
         job = found(request)
         if job is None:
             return _error(404, "no such job")
-        await run_in_threadpool(jobs.cancel, job)
+        try:
+            await run_in_threadpool(jobs.cancel, job)
+        except StorageError as exc:
+            return _error(507, str(exc))
         return JSONResponse(jobs.state(job), status_code=202, headers=HEADERS)
 
     def events(request: Request) -> Response:
@@ -201,10 +205,10 @@ def create_app(jobs: JobQueue, hosts: Collection[str] | None = None) -> Starlett
         Route("/jobs/{job_id}", job_page),
         Route("/static/{name}", static),
         Route("/api/config", config),
-        Route("/api/jobs", listing, methods=["GET"]),
-        Route("/api/jobs", post, methods=["POST"]),
-        Route("/api/jobs/{job_id}", state, methods=["GET"]),
-        Route("/api/jobs/{job_id}", cancel, methods=["DELETE"]),
+        # One route per path, so that a 405 lists every method the path takes (Allow).
+        Route("/api/jobs", by_method(GET=listing, POST=post), methods=["GET", "POST"]),
+        Route("/api/jobs/{job_id}", by_method(GET=state, DELETE=cancel),
+              methods=["GET", "DELETE"]),
         Route("/api/jobs/{job_id}/events", events),
         Route("/api/jobs/{job_id}/preview.png", preview),
         Route("/api/jobs/{job_id}/{name}", result),
@@ -214,6 +218,16 @@ def create_app(jobs: JobQueue, hosts: Collection[str] | None = None) -> Starlett
                     exception_handlers={HTTPException: _http_error})
     app.router.redirect_slashes = False  # exact paths only: nothing else is ever answered 3xx
     return app
+
+
+def by_method(**handlers):
+    """One endpoint calling the handler named by the request's method (HEAD as GET)."""
+    async def endpoint(request: Request) -> Response:
+        handler = handlers["GET" if request.method == "HEAD" else request.method]
+        answer = handler(request)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    return endpoint
 
 
 def _file(job, name: str, headers: dict, filename: str | None = None) -> Response:

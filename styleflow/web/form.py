@@ -65,14 +65,18 @@ def number(fields: dict, name: str, kind: type, low: float, high: float | None =
     text = str(fields.get(name, "")).strip()
     if not text:
         return default
-    # Plain ASCII digits only: Python's int and float also take '1_0' and other scripts'
-    # digits, which a person would not mean; inf and nan are refused by the bounds below.
-    if not (_WHOLE if kind is int else _DECIMAL).fullmatch(text) and not (
-            kind is float and text.lower().lstrip("+-") in ("inf", "infinity", "nan")):
+    # Plain ASCII digits only: Python's int and float also take '1_0', other scripts' digits,
+    # 'inf' and 'nan', which a person would not mean.
+    if not (_WHOLE if kind is int else _DECIMAL).fullmatch(text):
         raise StyleflowError(f"{name}: '{text[:40]}' is not a "
                              f"{'whole ' if kind is int else ''}number")
-    value = kind(text)
-    if not math.isfinite(value) or value < low or (high is not None and value > high):
+    value = float(text)  # past every limit as infinity (int() refuses 4300 digits)
+    if math.isfinite(value) and kind is int:
+        value = int(text)
+    if value == math.inf:
+        raise StyleflowError(f"{name}: {text[:40]}{'...' if len(text) > 40 else ''} is too "
+                             f"large")
+    if value < low or (high is not None and value > high):
         bound = f"from {low:g} to {high:g}" if high is not None else f"{low:g} or more"
         raise StyleflowError(f"{name}: must be {bound}, not {text[:40]}")
     return value
@@ -88,6 +92,8 @@ def read_form(fields: dict, uploads, limits: Limits) -> tuple[str, dict, dict]:
                              f"'{method[:40]}'")
     known = {"method", "iterations", "width", *(n for names in WEIGHTS.values() for n in names)}
     for name in sorted(fields):
+        if name in ROLES:
+            raise StyleflowError(f"{name}: send the {WHAT[name]} as a file, not as text")
         if name not in known:
             raise StyleflowError(f"unknown field '{one_line(name)[:40]}'")
         if name not in ("method", "iterations", "width", *WEIGHTS[method]) and \

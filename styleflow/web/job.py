@@ -170,7 +170,8 @@ class Job:
         """The job as the API and the event stream give it (docs/web.md)."""
         with self.lock:
             base = f"/api/jobs/{self.id}"
-            shown = self.preview is not None or self.has_result
+            shown = self.preview is not None or (self.has_result
+                                                 and (self.folder / "result.png").is_file())
             return {
                 "id": self.id, "url": f"/jobs/{self.id}", "method": self.method,
                 "status": self.status, "iteration": self.iteration,
@@ -238,8 +239,8 @@ _FIELDS = {
     "method": (lambda v: isinstance(v, str), "a method"),
     "options": (lambda v: isinstance(v, dict) and isinstance(v.get("iterations"), int),
                 "the options, with the iterations"),
-    "inputs": (lambda v: isinstance(v, dict), "the stored files"),
-    "names": (lambda v: isinstance(v, dict), "the uploaded names"),
+    "inputs": (lambda v: _files(v, STORED), "the stored files"),
+    "names": (lambda v: _files(v, re.compile(r".{1,80}")), "the uploaded names"),
     "created": (_is_time, "a time"),
     "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
     "started": (lambda v: v is None or _is_time(v), "a time"),
@@ -252,7 +253,26 @@ _FIELDS = {
     "rate": (lambda v: v is None or _is_time(v), "a number"),
     "error": (lambda v: v is None or isinstance(v, str), "text"),
     "has_result": (lambda v: isinstance(v, bool), "true or false"),
+    "note": (lambda v: v is None or isinstance(v, str), "text"),
+    "size": (lambda v: v is None or isinstance(v, list) and len(v) == 2 and all(
+        isinstance(d, int) and d > 0 for d in v), "a height and a width"),
 }
+# The names form.store gives the uploads in a job's folder: a record naming anything else
+# (another folder's file) is refused.
+STORED = re.compile(r"(content|content_mask|style_mask|style-[0-9]{1,3})\.upload")
+
+
+def _files(value, names: re.Pattern) -> bool:
+    """Whether `value` is role -> file name as a job keeps them: one content, one or more
+    styles, optional masks."""
+    if not isinstance(value, dict) or set(value) - {"content", "style", "content_mask",
+                                                    "style_mask"}:
+        return False
+    styles = value.get("style")
+    if not isinstance(styles, list) or not styles or "content" not in value:
+        return False
+    return all(isinstance(v, str) and names.fullmatch(v)
+               for v in [*styles, *(value[k] for k in value if k != "style")])
 
 
 def _check_record(rec) -> None:
@@ -260,6 +280,8 @@ def _check_record(rec) -> None:
         raise ValueError("not a job record")
     for key, (valid, what) in _FIELDS.items():
         if key not in rec:
+            if key in ("note", "size"):  # not in the records of earlier versions
+                continue
             raise ValueError(f"'{key}' is missing")
         if not valid(rec[key]):
             raise ValueError(f"'{key}' is not {what}")

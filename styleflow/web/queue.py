@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 from ..errors import StyleflowError, os_reason
 from . import form
 from .form import Limits, Upload
-from .job import ID, STOPPED, Job, one_line, storage_error
+from .job import ID, STOPPED, Job, StorageError, one_line, storage_error
 
 
 LOCK_NAME = ".serve.lock"
@@ -63,8 +63,10 @@ def claim(folder: Path):
         handle.truncate()
         handle.write(f"{os.getpid()}\n".encode())
         os.fsync(handle.fileno())  # a full disk shows here, not at the first upload
-        probe = tempfile.TemporaryFile(dir=folder / "jobs")
-        probe.close()
+        # A byte in a new file: the lock file's page may be reused, a new one needs space.
+        with tempfile.TemporaryFile(dir=folder / "jobs", buffering=0) as probe:
+            probe.write(b"\0")
+            os.fsync(probe.fileno())
     except OSError as exc:
         handle.close()
         raise StyleflowError(f"--out '{folder}': cannot write there ({os_reason(exc)})") from None
@@ -142,14 +144,19 @@ class JobQueue:
                 continue
             try:
                 job = Job.from_record(path.parent, json.loads(path.read_text()))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+                if job.method not in form.METHODS:
+                    raise ValueError(f"'method' is not one of {', '.join(form.METHODS)}")
+            except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
                 self.log(f"styleflow serve: skipping {path}: {one_line(exc)[:200]}")
                 continue
             if job.id != path.parent.name:
                 continue
             if job.status == "running":
                 job.status, job.error, job.finished = "failed", STOPPED, time.time()
-                job.save()
+                try:
+                    job.save()
+                except StyleflowError as exc:  # listed as failed all the same
+                    self.log(f"styleflow serve: job {job.id}: {one_line(exc)}")
             found.append(job)
         for job in sorted(found, key=lambda j: j.created):
             self._jobs[job.id] = job
@@ -182,7 +189,14 @@ class JobQueue:
         """Cancel `job`: a queued job at once, a running one at its next evaluation (within
         about a second at the sizes a page asks for); a finished job stays as it is."""
         if job.cancel():
-            job.save()
+            try:
+                job.save()
+            except StyleflowError as exc:
+                error = storage_error(exc, job.folder)
+                self.log(f"styleflow serve: job {job.id} cancelled while queued; its record "
+                         f"was not written: {one_line(exc)}")
+                raise StorageError(f"{error}: cancelled, but a restarted server would run it "
+                                   f"again") from None
             self.log(f"styleflow serve: job {job.id} cancelled while queued")
 
     # -- the workers -----------------------------------------------------------------------
@@ -287,7 +301,7 @@ class JobQueue:
     def _end(self, job: Job, status: str, error: str | None = None,
              has_result: bool = False) -> None:
         if status == "cancelled" and job.stop_reason:
-            status, error = "failed", job.stop_reason
+            status, error = "failed", job.stop_reason + (f"; {error}" if error else "")
         job.finish(status, error, has_result)
         try:
             job.save()

@@ -28,7 +28,7 @@ from ..batch.processes import RECYCLE_GROWTH, Growth, prepare_tensorflow, reside
 from ..batch.ray_engine import actor_plan, connect
 from ..io import files
 from .job import RESULTS, Job, Task, one_line
-from .run import Runner
+from .run import Runner, amended, keep
 
 # How often a worker thread looks at its job's stream and cancel flag.
 POLL_SECONDS = 0.1
@@ -71,9 +71,9 @@ class ServeActor:
             for event in self.runner.run(task, folder, stop):
                 if event[0] == "end":
                     yield ("memory", resident_bytes())  # RayWorker replaces a grown actor
-                    if event[3]:
-                        yield ("files", {name: (folder / name).read_bytes()
-                                         for name in RESULTS})
+                    if event[3]:  # those written (the actor's disk may have kept the PNG alone)
+                        yield ("files", {name: (folder / name).read_bytes() for name in RESULTS
+                                         if (folder / name).is_file()})
                 yield event
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -189,7 +189,7 @@ class RayWorker:
         ray = self.ray
         uploads = {name: (job.folder / name).read_bytes() for name in job.task.stored()}
         stream = self.actor.run.options(num_returns="streaming").remote(job.task, uploads)
-        told = False
+        told, written = False, None
         try:
             while True:
                 if job.cancel_requested.is_set() and not told:
@@ -205,11 +205,14 @@ class RayWorker:
                 if event[0] == "memory":
                     self._retiring = self.growth.due(event[1])
                     continue
-                if event[0] == "files":
-                    for name, data in event[1].items():
-                        files.write_atomically(job.folder / name,
-                                               lambda handle, data=data: handle.write(data))
+                if event[0] == "files":  # written here as a local worker writes them
+                    data = event[1]
+                    written = keep(job.folder, lambda path: files.write_atomically(
+                        path, lambda handle: handle.write(data[path.name]))
+                        if path.name in data else None)
                     continue
+                if event[0] == "end" and written is not None:
+                    event = amended(event, *written)
                 yield event
         except ray.exceptions.RayActorError as exc:
             yield ("end", "failed", one_line(f"the Ray worker died during this job "

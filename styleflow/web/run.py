@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import StyleflowError, explained
-from .job import Task, one_line
+from .job import RESULTS, Task, one_line
 
 # Seconds between two preview images: encoding one per Adam step would cost more than the step.
 PREVIEW_SECONDS = 0.2
@@ -102,11 +102,10 @@ class Runner:
                     noted = True
                     yield ("note", f"L-BFGS stopped after iteration {stopped[0]}: "
                                    f"{stopped[1]}; the later iterations repeat its image")
-            kept, lost = _keep(folder, run.result())
-            end = ("end", "done", None, kept) if lost is None else ("end", "failed", lost, kept)
+            end = amended(("end", "done", None, False), *keep(folder, _saver(run.result())))
         except Cancelled:
-            kept, lost = _keep(folder, run.result()) if run is not None else (False, None)
-            end = ("end", "cancelled", lost, kept)
+            kept = keep(folder, _saver(run.result())) if run is not None else (False, None)
+            end = amended(("end", "cancelled", None, False), *kept)
         except StyleflowError as exc:
             end = ("end", "failed", _worded(task, folder, exc), False)
         except Exception as exc:  # noqa: BLE001 - a failing job never stops the server
@@ -145,22 +144,38 @@ def _worded(task: Task, folder: Path, exc: StyleflowError) -> str:
     return one_line(text)
 
 
-def _keep(folder: Path, result) -> tuple[bool, str | None]:
-    """Write `result` (None: nothing was evaluated) as result.png, then result.tif: (whether
-    result.png was written, None or the one line saying what could not be, without the
-    server's paths). The PNG goes first, the smaller and the one the page shows: on a full
-    disk it may still fit."""
-    if result is None:
+def _saver(result):
+    """What `keep` writes a run's result with (None: nothing was evaluated)."""
+    return None if result is None else result.save
+
+
+def keep(folder: Path, write) -> tuple[bool, str | None]:
+    """Write a job's result into `folder` by `write(path)` (None: there is none): result.png,
+    then result.tif. (Whether result.png was written, None or the one line saying what could
+    not be, without the server's paths.) The PNG goes first, the smaller and the one the page
+    shows: on a full disk it may still fit."""
+    if write is None:
         return False, None
     written = False
     try:
-        for name in ("result.png", "result.tif"):
-            result.save(folder / name)
+        for name in RESULTS:  # result.png first
+            write(folder / name)
             written = True
     except StyleflowError as exc:
         text = one_line(exc).replace(f"'{folder}{os.sep}", "'")
         return written, (f"{text}; the PNG was kept" if written else text)
     return True, None
+
+
+def amended(end: tuple, kept: bool, lost: str | None) -> tuple:
+    """A run's end event once its result is written (`keep`'s answer): a finished run whose
+    result could not be written has failed, a cancelled one stays cancelled; either says what
+    was lost."""
+    _, status, error, _ = end
+    if lost is not None:
+        status = "failed" if status == "done" else status
+        error = lost if error is None else f"{error}; {lost}"
+    return ("end", status, error, kept)
 
 
 def _png(array) -> bytes:

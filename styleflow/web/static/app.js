@@ -115,8 +115,8 @@ function describe(job) {
       return job.iteration ? `running: iteration ${of}` : "running: preparing";
     case "done":
       return `done: iteration ${of}`;
-    case "cancelled":
-      return `cancelled at iteration ${of}`;
+    case "cancelled":  // with what could not be kept, when something could not
+      return `cancelled at iteration ${of}${job.error ? `: ${job.error}` : ""}`;
     default:
       return `failed at iteration ${of}: ${job.error || "unknown error"}`;
   }
