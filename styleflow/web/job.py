@@ -189,7 +189,7 @@ class Job:
             }
 
     def _downloads(self, base: str) -> dict | None:
-        # Those written: on a full disk the PNG may be kept without the TIFF (run._keep).
+        # Those written: on a full disk the PNG may be kept without the TIFF (run.keep).
         there = {kind: f"{base}/{name}" for kind, name in (("png", "result.png"),
                                                             ("tiff", "result.tif"))
                  if (self.folder / name).is_file()}
