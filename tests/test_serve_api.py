@@ -375,6 +375,19 @@ def test_the_port_must_be_one(capsys):
                                        "to 65535, not 70000 (see --help)\n")
 
 
+def test_no_more_pixels_than_the_image_reader_takes(capsys):
+    from PIL import Image
+
+    from styleflow.cli import serve
+
+    assert serve.parse(["--max-pixels", str(Image.MAX_IMAGE_PIXELS)]).max_pixels == \
+        Image.MAX_IMAGE_PIXELS
+    with pytest.raises(SystemExit) as exited:
+        serve.parse(["--max-pixels", "300000000"])
+    assert exited.value.code == 2
+    assert f"--max-pixels: at most {Image.MAX_IMAGE_PIXELS}" in capsys.readouterr().err
+
+
 def test_weights_that_start_as_neither_hdf5_nor_mat_are_refused_up_front(tmp_path):
     import h5py
 

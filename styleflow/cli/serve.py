@@ -89,6 +89,11 @@ def parse(argv: Sequence[str]):
     args = parser.parse_args(argv)
     if args.engine != "ray" and args.address:
         parser.error("argument --address: only with --engine ray")
+    from PIL import Image
+
+    if args.max_pixels > Image.MAX_IMAGE_PIXELS:  # load_image refuses more whatever is asked
+        parser.error(f"argument --max-pixels: at most {Image.MAX_IMAGE_PIXELS}, the image "
+                     f"reader's own limit, not {args.max_pixels}")
     return args
 
 
