@@ -184,7 +184,7 @@ def test_fields_are_read_strictly(served, pictures):
                            ({"iterations": "\u0663"}, "is not a whole number"),
                            ({"width": "1e2"}, "width: '1e2' is not a whole number"),
                            ({"style_weight": "1_0"}, "style_weight: '1_0' is not a number"),
-                           ({"iterations": "9" * 5000}, "iterations: 99999"),
+                           ({"iterations": "9" * 5000}, f"iterations: {'9' * 40}... is too large"),
                            ({"content_weight": "1e400"}, "content_weight: 1e400 is too large"),
                            ({"content": "c.png"}, "content: send the content image as a file")):
         status, _, _ = answer = served.post(fields, pictures)
