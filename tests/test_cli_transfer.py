@@ -120,11 +120,13 @@ def test_interrupt_keeps_latest_result(tmp_path):
              "random", "--iter", "1000", "--height", "32", "--jit", "off"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) for prefix in prefixes]
         for proc, prefix in zip(procs, prefixes):
-            first = Path(f"{prefix}_at_iteration_00.png")
+            # The second iteration's image: the first one's line is printed by then (an image
+            # is written just before its line, so a Ctrl-C between the two leaves no line).
+            second = Path(f"{prefix}_at_iteration_01.png")
             deadline = time.time() + 120
-            while not first.exists() and time.time() < deadline and proc.poll() is None:
+            while not second.exists() and time.time() < deadline and proc.poll() is None:
                 time.sleep(0.2)
-            assert first.exists(), "no iteration finished"
+            assert second.exists(), "no two iterations finished"
             proc.send_signal(signal.SIGINT)
         outputs = [proc.communicate(timeout=60) for proc in procs]
     for proc, prefix, (out, err) in zip(procs, prefixes, outputs):
