@@ -171,9 +171,11 @@ def test_a_result_removed_by_hand_is_a_404_not_a_server_error(served, pictures):
     (job.folder / "result.png").unlink()
     state = json.loads(served.request("GET", f"/api/jobs/{job.id}")[2])
     assert state["preview"] is None and state["downloads"] is None
-    for name in ("result.png", "preview.png", "result.tif"):
+    for name, said in (("result.png", "this job's result.png is not there"),
+                       ("result.tif", "this job's result.tif is not there"),
+                       ("preview.png", "no picture yet")):
         status, _, _ = answer = served.request("GET", f"/api/jobs/{job.id}/{name}")
-        assert status == 404 and "is not there" in error_of(answer), name
+        assert status == 404 and error_of(answer) == said, name
 
 
 def test_fields_are_read_strictly(served, pictures):
@@ -185,6 +187,7 @@ def test_fields_are_read_strictly(served, pictures):
                            ({"width": "1e2"}, "width: '1e2' is not a whole number"),
                            ({"style_weight": "1_0"}, "style_weight: '1_0' is not a number"),
                            ({"iterations": "9" * 5000}, f"iterations: {'9' * 40}... is too large"),
+                           ({"iterations": "0" * 4400 + "9000"}, "must be from 1 to 5000"),
                            ({"content_weight": "1e400"}, "content_weight: 1e400 is too large"),
                            ({"content": "c.png"}, "content: send the content image as a file")):
         status, _, _ = answer = served.post(fields, pictures)
@@ -224,12 +227,31 @@ def test_on_loopback_only_this_machines_names_are_answered(tmp_path):
     jobs = JobQueue(tmp_path / "out", Idle(), log=lambda line: None)
     with Serving(jobs, hosts=["127.0.0.1"]) as server:
         for host in ("attacker.example", "attacker.example:80", "127.0.0.1.nip.io", "",
-                     "[::1"):
+                     "[::1", "styleflow.example"):
             status, _, _ = answer = server.request("GET", "/api/jobs", headers={"Host": host})
             assert status == 421 and "does not answer to" in error_of(answer), host
         for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", "LOCALHOST",
-                     f"[::1]:{server.port}", "127.0.0.5"):
+                     "localhost.", f"[::1]:{server.port}", "127.0.0.5"):
             assert server.request("GET", "/api/jobs", headers={"Host": host})[0] == 200, host
+    # Behind a reverse proxy that passes its public name on: --allow-host.
+    jobs = JobQueue(tmp_path / "out", Idle(), log=lambda line: None)
+    with Serving(jobs, hosts=["127.0.0.1", "styleflow.example"]) as server:
+        for host in ("styleflow.example", "STYLEFLOW.example.:443", f"127.0.0.1:{server.port}"):
+            assert server.request("GET", "/api/jobs", headers={"Host": host})[0] == 200, host
+        assert server.request("GET", "/api/jobs", headers={"Host": "other.example"})[0] == 421
+
+
+def test_the_server_passes_the_names_it_answers_to_as_it_listens():
+    from styleflow.cli.serve import allowed_hosts, parse
+
+    args = parse(["--allow-host", "a.example", "--allow-host", "b.example"])
+    assert allowed_hosts(args.host, "127.0.0.1", args.allow_host) == [
+        "127.0.0.1", "a.example", "b.example"]
+    assert allowed_hosts("localhost", "127.0.0.1", []) == ["localhost"]
+    assert allowed_hosts("::1", "::1", []) == ["::1"]
+    assert allowed_hosts("myhost", "127.0.1.1", []) == ["myhost"]  # a name for loopback
+    assert allowed_hosts("0.0.0.0", "0.0.0.0", ["a.example"]) is None  # wider: any name
+    assert allowed_hosts("192.0.2.7", "192.0.2.7", []) is None
 
 
 def test_a_queued_jobs_event_stream_follows_its_place_in_the_queue(served, pictures):
@@ -321,6 +343,53 @@ def test_a_damaged_job_record_is_skipped_with_the_field_named(tmp_path):
                                     for line in lines), lines
 
 
+# A job.json as the server before this check wrote it (a photo job with both masks, two
+# styles' worth of names, a curve, a note): it must still load.
+OLD_RECORD = {
+    "id": "5d1c0e2f9a7b", "method": "photo",
+    "options": {"iterations": 3, "width": 96, "photorealism": 1000.0},
+    "inputs": {"content": "content.upload", "style": ["style-1.upload"],
+               "content_mask": "content_mask.upload", "style_mask": "style_mask.upload"},
+    "names": {"content": "C:\\photos\\IMG 0001.JPG", "style": ["painting.png"],
+              "content_mask": "mask.png", "style_mask": "mask2.png"},
+    "created": 1764950000.25, "status": "done", "started": 1764950001.5,
+    "finished": 1764950009.0, "iteration": 3, "evaluations": 61,
+    "curve": [[1, 5.5e9], [2, 4.25e9], [61, 1.125e9]], "rate": 0.4, "error": None,
+    "note": "photo: stage 1 (without photorealism) ran iterations 1-2", "size": [64, 96],
+    "has_result": True}
+
+
+def test_a_record_an_earlier_server_wrote_still_loads(tmp_path):
+    folder = tmp_path / "jobs" / OLD_RECORD["id"]
+    folder.mkdir(parents=True)
+    (folder / "job.json").write_text(json.dumps(OLD_RECORD))
+    images.save_image(folder / "result.png", np.zeros((8, 8, 3), np.uint8))
+    lines = []
+    jobs = JobQueue(tmp_path, Idle(), log=lines.append)
+    jobs.load()
+    assert lines == []
+    (job,) = jobs.all()
+    state = job.state()
+    assert state["status"] == "done" and state["size"] == {"height": 64, "width": 96}
+    assert state["downloads"] == {"png": f"/api/jobs/{job.id}/result.png"}
+    assert job.names["content"] == "C:\\photos\\IMG 0001.JPG" and job.curve[-1] == (61, 1.125e9)
+
+
+def test_a_job_that_ends_without_a_result_keeps_its_last_picture_on_disk(tmp_path):
+    job = Job("0123456789ab", tmp_path / "0123456789ab", "transfer", {"iterations": 3},
+              {"content": "content.upload", "style": ["style-1.upload"]},
+              {"content": "c.png", "style": ["s.png"]})
+    job.folder.mkdir()
+    job.apply(("iterated", 2, 1.0, b"\x89PNG last iterate"))
+    assert job.state()["preview"] is not None
+    job.finish("failed", "out of memory")
+    assert job.preview is None  # not held in memory
+    assert (job.folder / "preview.png").read_bytes() == b"\x89PNG last iterate"
+    assert job.picture() == "preview.png" and job.state()["preview"] is not None
+    assert Job.from_record(job.folder, json.loads(json.dumps(job.record()))).picture() == \
+        "preview.png"  # after a restart too
+
+
 def test_one_server_per_folder_and_the_second_is_refused_before_it_touches_anything(tmp_path):
     out = tmp_path / "out"
     held = claim(out)
@@ -398,9 +467,14 @@ def test_weights_that_start_as_neither_hdf5_nor_mat_are_refused_up_front(tmp_pat
     with h5py.File(tmp_path / "real.h5", "w") as handle:
         handle["x"] = 1
     assert check_spec(str(tmp_path / "real.h5")) == tmp_path / "real.h5"
-    with h5py.File(tmp_path / "block.mat", "w", userblock_size=512) as handle:
-        handle["x"] = 1  # MATLAB v7.3: HDF5 after a 512-byte user block
-    assert check_spec(str(tmp_path / "block.mat")) == tmp_path / "block.mat"
+    with h5py.File(tmp_path / "block.h5", "w", userblock_size=512) as handle:
+        handle["x"] = 1  # HDF5 after a 512-byte user block
+    assert check_spec(str(tmp_path / "block.h5")) == tmp_path / "block.h5"
+    with open(tmp_path / "block.h5", "r+b") as handle:  # as MATLAB 7.3 writes: scipy cannot
+        handle.write(b"MATLAB 7.3 MAT-file")
+    (tmp_path / "block.h5").rename(tmp_path / "v73.mat")
+    with pytest.raises(StyleflowError, match="not a readable HDF5 or .mat weights file"):
+        check_spec(str(tmp_path / "v73.mat"))
     (tmp_path / "v5.mat").write_bytes(b"MATLAB 5.0 MAT-file" + b" " * 97 + b"\0" * 12)
     assert check_spec(str(tmp_path / "v5.mat")) == tmp_path / "v5.mat"
     (tmp_path / "v5.h5").write_bytes(b"MATLAB 5.0 MAT-file")

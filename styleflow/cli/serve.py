@@ -21,7 +21,6 @@ from . import common as cc
 PROG = "styleflow serve"
 ENGINES = ("local", "ray")
 INSTALL_HINT = "pip install 'styleflow[web]' (or pip install -r requirements-web.txt)"
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def _port(text: str) -> int:
@@ -45,6 +44,12 @@ def build_parser() -> cc.ArgumentParser:
                         "whoever reaches it use the page (default: %(default)s)")
     p.add_argument("--port", type=_port, default=8080,
                    help="port to listen on; 0 picks a free one (default: %(default)s)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a name requests may be addressed to besides this machine's loopback "
+                        "names, e.g. the public name a reverse proxy passes on in its Host "
+                        "header (repeatable); listening on loopback, requests for any other "
+                        "name are refused (421), so that no other site's page can reach the "
+                        "server through DNS rebinding")
     p.add_argument("--out", metavar="DIR", default="styleflow-jobs",
                    help="folder for the jobs' uploads and results, kept across restarts "
                         "(default: %(default)s)")
@@ -122,6 +127,17 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def allowed_hosts(host: str, bound: str, allowed: Sequence[str]) -> list[str] | None:
+    """The names a server asked to listen on `host` (bound to the address `bound`) answers
+    to besides loopback's: `host` and the `allowed` names where it listens on loopback only;
+    None (any) where it listens wider, which the person chose and was warned of."""
+    from ..web.app import is_loopback
+
+    if not (is_loopback(host) or is_loopback(bound)):
+        return None
+    return [host, *allowed]
+
+
 def _serve(args) -> int:
     cc.check_weights(args.weights)
     try:
@@ -131,11 +147,21 @@ def _serve(args) -> int:
     except ImportError as exc:
         raise StyleflowError(f"serve needs the web stack, which is not installed ({exc.name}): "
                              f"{INSTALL_HINT}") from None
-    from ..web.form import Limits
-    from ..web.queue import JobQueue, claim
+    from ..web.queue import claim
 
     out = Path(args.out)
     held = claim(out)  # the folder is this server's while the file is open
+    try:
+        return _run(args, out, uvicorn, create_app)
+    finally:
+        held.close()
+
+
+def _run(args, out: Path, uvicorn, create_app) -> int:
+    """The server on `out` (claimed), until Ctrl-C."""
+    from ..web.form import Limits
+    from ..web.queue import JobQueue
+
     stylizer_options = {"weights": args.weights, "precision": args.precision, "jit": args.jit}
     if args.engine == "ray":
         from ..batch.ray_engine import import_ray
@@ -158,14 +184,12 @@ def _serve(args) -> int:
     jobs.load()  # once the folder is this server's and the port too: nothing to undo after
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    if args.host not in LOOPBACK and not host.startswith("127."):
+    hosts = allowed_hosts(args.host, host, args.allow_host)
+    if hosts is None:
         print(f"{PROG}: warning: listening on {args.host}: anyone who can reach this machine "
               f"on port {port} can upload images and use its processors", file=sys.stderr)
     print(f"{PROG}: http://{shown}:{port}/ (jobs in {out}; Ctrl-C stops)", flush=True)
-    # On loopback only this machine's names: a site whose name resolves to 127.0.0.1 must not
-    # reach the page as its own (DNS rebinding). Listening wider, the person chose who may.
-    loopback = args.host in LOOPBACK or host.startswith("127.")
-    config = uvicorn.Config(create_app(jobs, hosts=[args.host] if loopback else None),
+    config = uvicorn.Config(create_app(jobs, hosts=hosts),
                             log_level="warning", access_log=False,
                             timeout_graceful_shutdown=2, lifespan="on")
     class Server(uvicorn.Server):
@@ -174,5 +198,4 @@ def _serve(args) -> int:
             super().handle_exit(sig, frame)
 
     Server(config).run(sockets=[sock])
-    held.close()
     return 0

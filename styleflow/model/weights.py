@@ -140,12 +140,13 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def _signed(handle, mat: bool) -> bool:
-    """Whether the open file starts as a weights file can: HDF5's signature, at the start or
-    after a user block (512 bytes, doubled, as MATLAB's v7.3 files have), or for a `mat` file
-    MATLAB's v5 text header. A server checks this up front, where its workers would only
-    find out at their first job."""
-    if mat and handle.read(6) == b"MATLAB":
-        return True
+    """Whether the open file starts as a weights file can: a `mat` file with the text header
+    of MATLAB 5 to 7.2 (what scipy reads; 7.3 is HDF5 inside, which it does not), any other
+    with HDF5's signature, at the start or after a user block of 512 bytes doubled. A server
+    checks this up front, where its workers would only find out at their first job."""
+    if mat:
+        header = handle.read(10)
+        return header.startswith(b"MATLAB") and header != b"MATLAB 7.3"
     offset = 0
     while offset <= 1 << 16:
         handle.seek(offset)

@@ -30,8 +30,8 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from ..errors import StyleflowError
-from .form import DEFAULTS, METHODS, WEIGHTS, Upload
-from .job import FINAL, RESULTS, StorageError, one_line
+from .form import DEFAULTS, WEIGHTS, Upload
+from .job import FINAL, LAST_PREVIEW, METHODS, RESULTS, StorageError, one_line
 from .queue import JobQueue
 
 # The page's files: name -> media type. Nothing else under static/ is served.
@@ -179,8 +179,9 @@ def create_app(jobs: JobQueue, hosts: Collection[str] | None = None) -> Starlett
         if png is not None:
             return Response(png, media_type="image/png",
                             headers={**HEADERS, "Cache-Control": "no-store"})
-        if job.has_result:
-            return _file(job, "result.png", {**HEADERS, "Cache-Control": "no-store"})
+        kept = job.picture()
+        if kept is not None:
+            return _file(job, kept, {**HEADERS, "Cache-Control": "no-store"})
         return _error(404, "no picture yet")
 
     def result(request: Request) -> Response:
@@ -221,11 +222,13 @@ def create_app(jobs: JobQueue, hosts: Collection[str] | None = None) -> Starlett
 
 
 def by_method(**handlers):
-    """One endpoint calling the handler named by the request's method (HEAD as GET)."""
+    """One endpoint calling the handler named by the request's method (HEAD as GET); a plain
+    function runs in the threadpool, as Starlette runs one given as an endpoint."""
     async def endpoint(request: Request) -> Response:
         handler = handlers["GET" if request.method == "HEAD" else request.method]
-        answer = handler(request)
-        return await answer if inspect.isawaitable(answer) else answer
+        if inspect.iscoroutinefunction(handler):
+            return await handler(request)
+        return await run_in_threadpool(handler, request)
 
     return endpoint
 
@@ -236,7 +239,8 @@ def _file(job, name: str, headers: dict, filename: str | None = None) -> Respons
     path = job.folder / name
     if not path.is_file():
         return _error(404, f"this job's {name} is not there")
-    return FileResponse(path, media_type=RESULTS[name], filename=filename, headers=headers)
+    return FileResponse(path, media_type={**RESULTS, LAST_PREVIEW: "image/png"}[name],
+                        filename=filename, headers=headers)
 
 
 def _http_error(_request: Request, exc: HTTPException) -> Response:
@@ -247,9 +251,13 @@ def _http_error(_request: Request, exc: HTTPException) -> Response:
     return response
 
 
-def _loopback(name: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address) is this machine's loopback."""
+    host = host.lower().rstrip(".").strip("[]")
+    if host in LOOPBACK_NAMES:
+        return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a name, not an address
         return False
 
@@ -257,20 +265,22 @@ def _loopback(name: str) -> bool:
 class HostCheck:
     """Refuses requests addressed (Host header) to a name this server does not answer to: a
     page of another site whose name its owner points at 127.0.0.1 (DNS rebinding) would
-    otherwise be same-origin with a server listening on loopback. `hosts` None: any."""
+    otherwise be same-origin with a server listening on loopback. `hosts` None: any. A
+    trailing dot (a fully qualified name) is the same name."""
 
     def __init__(self, app, hosts: Collection[str] | None):
         self.app = app
-        self.hosts = None if hosts is None else {h.lower().strip("[]") for h in hosts}
+        self.hosts = None if hosts is None else {h.lower().rstrip(".").strip("[]")
+                                                 for h in hosts}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and self.hosts is not None:
             host = Headers(scope=scope).get("host", "")
             try:
-                name = (urlsplit(f"//{host}").hostname or "").lower()
+                name = (urlsplit(f"//{host}").hostname or "").lower().rstrip(".")
             except ValueError:
                 name = ""
-            if not (name in self.hosts or name in LOOPBACK_NAMES or _loopback(name)):
+            if not (name and (name in self.hosts or is_loopback(name))):
                 response = _error(421, f"this server does not answer to "
                                        f"'{one_line(host)[:60]}'; use its own address")
                 await response(scope, receive, send)

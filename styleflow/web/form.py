@@ -13,10 +13,8 @@ from pathlib import Path
 from ..defaults import PHOTO_DEFAULTS, STYLIZE_DEFAULTS, TRANSFER_DEFAULTS
 from ..errors import StyleflowError
 from ..io import files, images
-from .job import one_line, storage_error
+from .job import METHODS, NAME_CHARS, one_line, storage_error, stored_name
 
-# The page's methods and the Stylizer's run each one starts.
-METHODS = {"transfer": "iter_transfer", "style": "iter_stylize", "photo": "iter_photo"}
 DEFAULTS = {"transfer": TRANSFER_DEFAULTS, "style": STYLIZE_DEFAULTS, "photo": PHOTO_DEFAULTS}
 # The main loss weights each method takes from the page (blank: the method's default).
 WEIGHTS = {"transfer": ("content_weight", "style_weight", "tv_weight"),
@@ -52,7 +50,7 @@ def shown_name(filename: str) -> str:
     """An uploaded file's name as the page shows it: the last path part, printable, short."""
     name = re.split(r"[\\/]", filename or "")[-1]
     name = "".join(ch for ch in name if ch.isprintable()).strip()
-    return (name or "upload")[:80]
+    return (name or "upload")[:NAME_CHARS]
 
 
 _WHOLE = re.compile(r"[+-]?[0-9]+")
@@ -72,7 +70,7 @@ def number(fields: dict, name: str, kind: type, low: float, high: float | None =
                              f"{'whole ' if kind is int else ''}number")
     value = float(text)  # past every limit as infinity (int() refuses 4300 digits)
     if math.isfinite(value) and kind is int:
-        value = int(text)
+        value = int(text.lstrip("+-").lstrip("0") or "0") * (-1 if text[0] == "-" else 1)
     if value == math.inf:
         raise StyleflowError(f"{name}: {text[:40]}{'...' if len(text) > 40 else ''} is too "
                              f"large")
@@ -138,7 +136,7 @@ def store(folder: Path, by_role: dict, limits: Limits) -> tuple[dict, dict]:
     names: dict = {}
     for role in ROLES:
         for k, upload in enumerate(by_role.get(role, [])):
-            stored = f"{role}-{k + 1}.upload" if role == "style" else f"{role}.upload"
+            stored = stored_name(role, k)
             shown = shown_name(upload.filename)
             path = folder / stored
             try:

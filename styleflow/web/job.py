@@ -8,6 +8,7 @@ Plain Python, no web stack and no TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import numbers
@@ -22,11 +23,17 @@ from typing import Sequence
 from ..errors import StyleflowError, os_reason
 from ..io import files
 
+# The page's methods and the Stylizer's run each one starts.
+METHODS = {"transfer": "iter_transfer", "style": "iter_stylize", "photo": "iter_photo"}
 STATUSES = ("queued", "running", "done", "cancelled", "failed")
 FINAL = frozenset({"done", "cancelled", "failed"})
 ID = re.compile(r"^[0-9a-f]{12}$")
 # Files of a job's folder that the API serves, by the name it serves them under.
 RESULTS = {"result.png": "image/png", "result.tif": "image/tiff"}
+# A job that ended without a result keeps its last iterate here (not in memory).
+LAST_PREVIEW = "preview.png"
+# The most characters of an uploaded file's name that a job keeps.
+NAME_CHARS = 80
 # The loss curve a state carries is thinned to about this many points (the page's canvas is
 # narrower), so a long run's updates stay small.
 CURVE_POINTS = 400
@@ -42,13 +49,26 @@ class StorageError(StyleflowError):
     failure, not the request's (HTTP 507)."""
 
 
+def without_folder(text, folder: Path) -> str:
+    """A message on one line with the server's path to `folder` taken out of the paths in it
+    (what the page may show)."""
+    return one_line(text).replace(f"{folder}{os.sep}", "")
+
+
 def storage_error(exc: StyleflowError, folder: Path) -> StorageError:
     """`exc` (a write under `folder` refused) as a StorageError saying why, without the
     server's paths."""
     cause = exc.__context__
-    reason = os_reason(cause) if isinstance(cause, OSError) else \
-        one_line(exc).replace(f"{folder}{os.sep}", "")
+    reason = os_reason(cause) if isinstance(cause, OSError) else without_folder(exc, folder)
     return StorageError(f"the server cannot store this job ({reason})")
+
+
+def stored_name(role: str, index: int = 0) -> str:
+    """The name of an upload in its job's folder: content.upload, style-1.upload, ..."""
+    return f"{role}-{index + 1}.upload" if role == "style" else f"{role}.upload"
+
+
+STORED = re.compile(r"(content|content_mask|style_mask|style-[0-9]{1,3})\.upload")
 
 
 @dataclass(frozen=True)
@@ -154,12 +174,18 @@ class Job:
             self._changed()
 
     def finish(self, status: str, error: str | None = None, has_result: bool = False) -> None:
+        # result.png is the preview from now on; without one the last iterate is kept in the
+        # folder (shown after a restart too), not in memory.
+        with self.lock:
+            last = None if has_result else self.preview
+        if last is not None:
+            with contextlib.suppress(StyleflowError):  # a full disk: no picture then
+                files.write_atomically(self.folder / LAST_PREVIEW,
+                                       lambda handle: handle.write(last))
         with self.lock:
             self.status, self.error, self.finished = status, error, time.time()
             self.has_result = has_result
             self.curve = _thinned(self.curve, CURVE_POINTS)
-            # result.png is the preview from now on; without one a finished job shows none
-            # (as after a restart), and holds no picture in memory.
             self.preview = None
             self.preview_version += 1
             self._changed()
@@ -168,10 +194,12 @@ class Job:
 
     def state(self, position: int | None = None) -> dict:
         """The job as the API and the event stream give it (docs/web.md)."""
+        base = f"/api/jobs/{self.id}"
+        # The disk is asked before the lock is taken: a worker waits on it.
+        downloads = self._downloads(base) if self.has_result else None
+        kept = self.picture() is not None
         with self.lock:
-            base = f"/api/jobs/{self.id}"
-            shown = self.preview is not None or (self.has_result
-                                                 and (self.folder / "result.png").is_file())
+            shown = self.preview is not None or kept
             return {
                 "id": self.id, "url": f"/jobs/{self.id}", "method": self.method,
                 "status": self.status, "iteration": self.iteration,
@@ -185,8 +213,16 @@ class Job:
                 "error": self.error, "note": self.note, "created": self.created,
                 "started": self.started, "finished": self.finished, "queue_position": position,
                 "preview": f"{base}/preview.png?v={self.preview_version}" if shown else None,
-                "downloads": self._downloads(base) if self.has_result else None,
+                "downloads": downloads,
             }
+
+    def picture(self) -> str | None:
+        """The file of its folder that shows a finished job (result.png, else its last
+        iterate), if there is one."""
+        for name in ("result.png", LAST_PREVIEW) if self.has_result else (LAST_PREVIEW,):
+            if (self.folder / name).is_file():
+                return name
+        return None
 
     def _downloads(self, base: str) -> dict | None:
         # Those written: on a full disk the PNG may be kept without the TIFF (run.keep).
@@ -236,11 +272,11 @@ def _is_time(value) -> bool:
 # job.json's fields and what each must be: a damaged record is skipped with the field named.
 _FIELDS = {
     "id": (lambda v: isinstance(v, str) and bool(ID.match(v)), "a job id"),
-    "method": (lambda v: isinstance(v, str), "a method"),
+    "method": (lambda v: v in METHODS, f"one of {', '.join(METHODS)}"),
     "options": (lambda v: isinstance(v, dict) and isinstance(v.get("iterations"), int),
                 "the options, with the iterations"),
     "inputs": (lambda v: _files(v, STORED), "the stored files"),
-    "names": (lambda v: _files(v, re.compile(r".{1,80}")), "the uploaded names"),
+    "names": (lambda v: _files(v, re.compile(f".{{1,{NAME_CHARS}}}")), "the uploaded names"),
     "created": (_is_time, "a time"),
     "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
     "started": (lambda v: v is None or _is_time(v), "a time"),
@@ -257,14 +293,12 @@ _FIELDS = {
     "size": (lambda v: v is None or isinstance(v, list) and len(v) == 2 and all(
         isinstance(d, int) and d > 0 for d in v), "a height and a width"),
 }
-# The names form.store gives the uploads in a job's folder: a record naming anything else
-# (another folder's file) is refused.
-STORED = re.compile(r"(content|content_mask|style_mask|style-[0-9]{1,3})\.upload")
 
 
 def _files(value, names: re.Pattern) -> bool:
     """Whether `value` is role -> file name as a job keeps them: one content, one or more
-    styles, optional masks."""
+    styles, optional masks; each name matching `names` (stored: `stored_name`'s, so a record
+    cannot name another folder's file)."""
     if not isinstance(value, dict) or set(value) - {"content", "style", "content_mask",
                                                     "style_mask"}:
         return False

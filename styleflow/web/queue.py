@@ -59,6 +59,9 @@ def claim(folder: Path):
                 f"--out '{folder}': another styleflow serve"
                 f"{f' (process {holder})' if holder.isdigit() else ''} keeps its jobs there; "
                 f"stop it or give another --out") from None
+        except OSError as exc:  # a file system without locks
+            raise StyleflowError(f"--out '{folder}': cannot lock the folder "
+                                 f"({os_reason(exc)})") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n".encode())
@@ -144,8 +147,6 @@ class JobQueue:
                 continue
             try:
                 job = Job.from_record(path.parent, json.loads(path.read_text()))
-                if job.method not in form.METHODS:
-                    raise ValueError(f"'method' is not one of {', '.join(form.METHODS)}")
             except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
                 self.log(f"styleflow serve: skipping {path}: {one_line(exc)[:200]}")
                 continue

@@ -23,13 +23,12 @@ process, its cancels pipe) that the run's `on_evaluation` callback checks: set, 
 from __future__ import annotations
 
 import io
-import os
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import StyleflowError, explained
-from .job import RESULTS, Task, one_line
+from .job import RESULTS, Task, one_line, without_folder
 
 # Seconds between two preview images: encoding one per Adam step would cost more than the step.
 PREVIEW_SECONDS = 0.2
@@ -162,7 +161,7 @@ def keep(folder: Path, write) -> tuple[bool, str | None]:
             write(folder / name)
             written = True
     except StyleflowError as exc:
-        text = one_line(exc).replace(f"'{folder}{os.sep}", "'")
+        text = without_folder(exc, folder)
         return written, (f"{text}; the PNG was kept" if written else text)
     return True, None
 
