@@ -252,6 +252,39 @@ def test_the_server_passes_the_names_it_answers_to_as_it_listens():
     assert allowed_hosts("myhost", "127.0.1.1", []) == ["myhost"]  # a name for loopback
     assert allowed_hosts("0.0.0.0", "0.0.0.0", ["a.example"]) is None  # wider: any name
     assert allowed_hosts("192.0.2.7", "192.0.2.7", []) is None
+    assert allowed_hosts("localhost", "192.0.2.7", []) is None  # where it listens decides
+    assert parse(["--allow-host", "[::1]"]).allow_host == ["::1"]
+
+
+@pytest.mark.parametrize("given", ["a.example:443", "https://a.example", "", "a b",
+                                   "user@a.example"])
+def test_an_allowed_host_is_a_name_without_port_or_scheme(given, capsys):
+    from styleflow.cli.serve import parse
+
+    with pytest.raises(SystemExit) as exited:
+        parse(["--allow-host", given])
+    assert exited.value.code == 2
+    assert "argument --allow-host: a host name or address without port or scheme" in \
+        capsys.readouterr().err
+
+
+def test_the_final_state_offers_the_result_it_was_finished_with(tmp_path):
+    job = Job("0123456789ab", tmp_path / "0123456789ab", "transfer", {"iterations": 1},
+              {"content": "content.upload", "style": ["style-1.upload"]},
+              {"content": "c.png", "style": ["s.png"]})
+    job.folder.mkdir()
+    images.save_image(job.folder / "result.png", np.zeros((8, 8, 3), np.uint8))
+    picture = job.picture
+
+    def finished_meanwhile(*args):  # the worker finishes the job while a state is read
+        if job.status != "done":
+            job.finish("done", None, has_result=True)
+        return picture(*args)
+
+    job.picture = finished_meanwhile
+    state = job.state()
+    assert (state["status"] == "done") == (state["downloads"] is not None)
+    assert (state["status"] == "done") == (state["preview"] is not None)
 
 
 def test_a_queued_jobs_event_stream_follows_its_place_in_the_queue(served, pictures):
@@ -473,7 +506,8 @@ def test_weights_that_start_as_neither_hdf5_nor_mat_are_refused_up_front(tmp_pat
     with open(tmp_path / "block.h5", "r+b") as handle:  # as MATLAB 7.3 writes: scipy cannot
         handle.write(b"MATLAB 7.3 MAT-file")
     (tmp_path / "block.h5").rename(tmp_path / "v73.mat")
-    with pytest.raises(StyleflowError, match="not a readable HDF5 or .mat weights file"):
+    with pytest.raises(StyleflowError, match=r"\(a MATLAB 7.3 file, which scipy cannot read; "
+                                             r"save it with -v7\)"):
         check_spec(str(tmp_path / "v73.mat"))
     (tmp_path / "v5.mat").write_bytes(b"MATLAB 5.0 MAT-file" + b" " * 97 + b"\0" * 12)
     assert check_spec(str(tmp_path / "v5.mat")) == tmp_path / "v5.mat"

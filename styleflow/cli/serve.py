@@ -23,6 +23,24 @@ ENGINES = ("local", "ray")
 INSTALL_HINT = "pip install 'styleflow[web]' (or pip install -r requirements-web.txt)"
 
 
+def _host_name(text: str) -> str:
+    """A name or address as a Host header gives it, without port or scheme."""
+    bare = text.strip().strip("[]")
+    if not bare or any(c in bare for c in "/@ \t") or ":" in bare and not _ipv6(bare):
+        raise cc.argparse.ArgumentTypeError(f"a host name or address without port or "
+                                            f"scheme, not '{text}'")
+    return bare
+
+
+def _ipv6(text: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
+
+
 def _port(text: str) -> int:
     value = cc.nonnegative_int(text)
     if value > 65535:
@@ -44,7 +62,7 @@ def build_parser() -> cc.ArgumentParser:
                         "whoever reaches it use the page (default: %(default)s)")
     p.add_argument("--port", type=_port, default=8080,
                    help="port to listen on; 0 picks a free one (default: %(default)s)")
-    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME", type=_host_name,
                    help="a name requests may be addressed to besides this machine's loopback "
                         "names, e.g. the public name a reverse proxy passes on in its Host "
                         "header (repeatable); listening on loopback, requests for any other "
@@ -133,7 +151,7 @@ def allowed_hosts(host: str, bound: str, allowed: Sequence[str]) -> list[str] | 
     None (any) where it listens wider, which the person chose and was warned of."""
     from ..web.app import is_loopback
 
-    if not (is_loopback(host) or is_loopback(bound)):
+    if not is_loopback(bound):  # where it listens, whatever the name given resolved to
         return None
     return [host, *allowed]
 

@@ -127,33 +127,35 @@ def check_spec(spec: str) -> Path | None:
         raise StyleflowError(f"weights '{spec}': not a regular file (a device or a pipe)")
     try:
         with open(path, "rb") as handle:
-            known = _signed(handle, path.suffix.lower() == ".mat")
+            unknown = _unsigned(handle, path.suffix.lower() == ".mat")
     except OSError as exc:  # no permission to read it, an I/O error
         raise os_error("weights", spec, exc, "read", params=("weights",)) from None
-    if not known:
+    if unknown:
         raise StyleflowError(f"weights '{spec}': not a readable HDF5 or .mat weights file "
-                             f"(it starts as neither)")
+                             f"({unknown})")
     return path
 
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def _signed(handle, mat: bool) -> bool:
-    """Whether the open file starts as a weights file can: a `mat` file with the text header
-    of MATLAB 5 to 7.2 (what scipy reads; 7.3 is HDF5 inside, which it does not), any other
-    with HDF5's signature, at the start or after a user block of 512 bytes doubled. A server
-    checks this up front, where its workers would only find out at their first job."""
+def _unsigned(handle, mat: bool) -> str | None:
+    """None where the open file starts as a weights file can, else why not: a `mat` file with
+    the text header of MATLAB 5 to 7.2 (what scipy reads), any other with HDF5's signature, at
+    the start or after a user block of 512 bytes doubled. A server checks this up front, where
+    its workers would only find out at their first job."""
     if mat:
         header = handle.read(10)
-        return header.startswith(b"MATLAB") and header != b"MATLAB 7.3"
+        if header == b"MATLAB 7.3":
+            return "a MATLAB 7.3 file, which scipy cannot read; save it with -v7"
+        return None if header.startswith(b"MATLAB") else "it starts as neither"
     offset = 0
     while offset <= 1 << 16:
         handle.seek(offset)
         if handle.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
-            return True
+            return None
         offset = max(512, 2 * offset)
-    return False
+    return "it starts as neither"
 
 
 def keras_models_dir() -> Path:

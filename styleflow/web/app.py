@@ -253,7 +253,7 @@ def _http_error(_request: Request, exc: HTTPException) -> Response:
 
 def is_loopback(host: str) -> bool:
     """Whether `host` (a name or an address) is this machine's loopback."""
-    host = host.lower().rstrip(".").strip("[]")
+    host = host.lower().removesuffix(".").strip("[]")
     if host in LOOPBACK_NAMES:
         return True
     try:
@@ -270,14 +270,14 @@ class HostCheck:
 
     def __init__(self, app, hosts: Collection[str] | None):
         self.app = app
-        self.hosts = None if hosts is None else {h.lower().rstrip(".").strip("[]")
+        self.hosts = None if hosts is None else {h.lower().removesuffix(".").strip("[]")
                                                  for h in hosts}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and self.hosts is not None:
             host = Headers(scope=scope).get("host", "")
             try:
-                name = (urlsplit(f"//{host}").hostname or "").lower().rstrip(".")
+                name = (urlsplit(f"//{host}").hostname or "").lower().removesuffix(".")
             except ValueError:
                 name = ""
             if not (name and (name in self.hosts or is_loopback(name))):

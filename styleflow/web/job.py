@@ -195,12 +195,9 @@ class Job:
     def state(self, position: int | None = None) -> dict:
         """The job as the API and the event stream give it (docs/web.md)."""
         base = f"/api/jobs/{self.id}"
-        # The disk is asked before the lock is taken: a worker waits on it.
-        downloads = self._downloads(base) if self.has_result else None
-        kept = self.picture() is not None
-        with self.lock:
-            shown = self.preview is not None or kept
-            return {
+        with self.lock:  # one consistent view; the disk is asked after, without the lock
+            live, has_result = self.preview is not None, self.has_result
+            state = {
                 "id": self.id, "url": f"/jobs/{self.id}", "method": self.method,
                 "status": self.status, "iteration": self.iteration,
                 "iterations": self.iterations, "evaluations": self.evaluations,
@@ -212,14 +209,20 @@ class Job:
                 "options": dict(self.options), "inputs": dict(self.names),
                 "error": self.error, "note": self.note, "created": self.created,
                 "started": self.started, "finished": self.finished, "queue_position": position,
-                "preview": f"{base}/preview.png?v={self.preview_version}" if shown else None,
-                "downloads": downloads,
+                "preview": f"{base}/preview.png?v={self.preview_version}",
             }
+        # A job's files are written before it is marked as having them: once `has_result`
+        # is seen, they are there (unless removed by hand).
+        if not (live or state["status"] in FINAL and self.picture(has_result) is not None):
+            state["preview"] = None
+        state["downloads"] = self._downloads(base) if has_result else None
+        return state
 
-    def picture(self) -> str | None:
+    def picture(self, has_result: bool | None = None) -> str | None:
         """The file of its folder that shows a finished job (result.png, else its last
-        iterate), if there is one."""
-        for name in ("result.png", LAST_PREVIEW) if self.has_result else (LAST_PREVIEW,):
+        iterate), if there is one; `has_result` as seen (default: as it is now)."""
+        has_result = self.has_result if has_result is None else has_result
+        for name in ("result.png", LAST_PREVIEW) if has_result else (LAST_PREVIEW,):
             if (self.folder / name).is_file():
                 return name
         return None
