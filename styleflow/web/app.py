@@ -251,9 +251,15 @@ def _http_error(_request: Request, exc: HTTPException) -> Response:
     return response
 
 
+def _bare(host: str) -> str:
+    """A host name or address as compared: lower case, without a trailing dot (a fully
+    qualified name is the same name) or an IPv6 address's brackets."""
+    return host.lower().removesuffix(".").strip("[]")
+
+
 def is_loopback(host: str) -> bool:
     """Whether `host` (a name or an address) is this machine's loopback."""
-    host = host.lower().removesuffix(".").strip("[]")
+    host = _bare(host)
     if host in LOOPBACK_NAMES:
         return True
     try:
@@ -265,19 +271,18 @@ def is_loopback(host: str) -> bool:
 class HostCheck:
     """Refuses requests addressed (Host header) to a name this server does not answer to: a
     page of another site whose name its owner points at 127.0.0.1 (DNS rebinding) would
-    otherwise be same-origin with a server listening on loopback. `hosts` None: any. A
-    trailing dot (a fully qualified name) is the same name."""
+    otherwise be same-origin with a server listening on loopback. `hosts` None: any. Names
+    are compared as `_bare` gives them."""
 
     def __init__(self, app, hosts: Collection[str] | None):
         self.app = app
-        self.hosts = None if hosts is None else {h.lower().removesuffix(".").strip("[]")
-                                                 for h in hosts}
+        self.hosts = None if hosts is None else {_bare(h) for h in hosts}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and self.hosts is not None:
             host = Headers(scope=scope).get("host", "")
             try:
-                name = (urlsplit(f"//{host}").hostname or "").lower().removesuffix(".")
+                name = _bare(urlsplit(f"//{host}").hostname or "")
             except ValueError:
                 name = ""
             if not (name and (name in self.hosts or is_loopback(name))):

@@ -16,6 +16,8 @@ from ..io import files, images
 from .job import METHODS, NAME_CHARS, one_line, storage_error, stored_name
 
 DEFAULTS = {"transfer": TRANSFER_DEFAULTS, "style": STYLIZE_DEFAULTS, "photo": PHOTO_DEFAULTS}
+# The fields every method takes, besides its weights.
+RUN_FIELDS = ("method", "iterations", "width")
 # The main loss weights each method takes from the page (blank: the method's default).
 WEIGHTS = {"transfer": ("content_weight", "style_weight", "tv_weight"),
            "style": ("content_weight", "style_weight", "tv_weight"),
@@ -88,14 +90,13 @@ def read_form(fields: dict, uploads, limits: Limits) -> tuple[str, dict, dict]:
     if method not in METHODS:
         raise StyleflowError(f"method: must be one of {', '.join(METHODS)}, not "
                              f"'{method[:40]}'")
-    known = {"method", "iterations", "width", *(n for names in WEIGHTS.values() for n in names)}
+    known = {*RUN_FIELDS, *(n for names in WEIGHTS.values() for n in names)}
     for name in sorted(fields):
         if name in ROLES:
             raise StyleflowError(f"{name}: send the {WHAT[name]} as a file, not as text")
         if name not in known:
             raise StyleflowError(f"unknown field '{one_line(name)[:40]}'")
-        if name not in ("method", "iterations", "width", *WEIGHTS[method]) and \
-                str(fields[name]).strip():
+        if name not in (*RUN_FIELDS, *WEIGHTS[method]) and str(fields[name]).strip():
             raise StyleflowError(f"{name}: the {method} method does not take it")
     options = {
         "iterations": number(fields, "iterations", int, 1, limits.max_iterations,
