@@ -15,11 +15,14 @@ class StyleflowError(Exception):
     The message is one line in the library's words: parameters are named as the API spells
     them (`max_memory`, `width/height`, `tile=64`). `params` lists those phrases, so a front end
     can say them its own way (`worded`): the command lines name their flags instead.
+    `reason`, where the operating system refused, is its refusal alone (`os_reason`), for a
+    front end that must not show the path (a server hiding its folders).
     """
 
-    def __init__(self, message: str, *, params: Sequence[str] = ()):
+    def __init__(self, message: str, *, params: Sequence[str] = (), reason: str | None = None):
         super().__init__(message)
         self.params = tuple(params)
+        self.reason = reason
 
     def worded(self, names: Mapping[str, str]) -> str:
         """The message with each parameter named by `names` (e.g. {"max_memory":
@@ -135,4 +138,6 @@ def os_error(what: str, path: str | os.PathLike, exc: BaseException,
     "--log 'out/run.csv': cannot write (No space left on device)". `what` names the file's role
     (an option, 'base image', the API's parameter `weights`, then listed in `params` so a front
     end names it its own way), `doing` what was refused (read, write, ...)."""
-    return StyleflowError(f"{what} '{path}': cannot {doing} ({os_reason(exc)})", params=params)
+    reason = os_reason(exc)
+    return StyleflowError(f"{what} '{path}': cannot {doing} ({reason})", params=params,
+                          reason=reason)

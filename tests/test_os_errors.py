@@ -178,6 +178,19 @@ def dev_full():
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)  # written into, never replaced
 
 
+def test_a_refused_write_says_the_reason_apart_from_the_path(dev_full, tmp_path):
+    from styleflow.errors import StyleflowError
+    from styleflow.io.files import prepare_output_dir, write_atomically
+
+    with pytest.raises(StyleflowError) as refused:
+        write_atomically(dev_full, lambda handle: handle.write(b"x" * 2**16))
+    assert refused.value.reason == "No space left on device", refused.value
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StyleflowError) as refused:
+        prepare_output_dir(tmp_path / "file" / "out.png")
+    assert "'out.png'" not in refused.value.reason and "folder" in refused.value.reason
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("option", ["--plot", "--gif"])
 def test_plot_or_gif_on_a_full_disk_keeps_the_images(option, dev_full, tiny, tmp_path):
@@ -404,9 +417,13 @@ def test_an_io_error_in_the_log_mid_run_keeps_the_images(tiny, tmp_path, monkeyp
 def test_one_wording_for_every_kind(code, reason):
     from styleflow.errors import os_error
 
-    message = str(os_error("--log", "out/run.csv", OSError(code, os.strerror(code))))
+    error = os_error("--log", "out/run.csv", OSError(code, os.strerror(code)))
+    message = str(error)
     assert message.startswith("--log 'out/run.csv': cannot write (")
     assert reason.lower() in message.lower() and "\n" not in message
+    # The refusal alone, for a front end that must not show the path (web.job.storage_error).
+    assert reason.lower() in error.reason.lower() and "run.csv" not in error.reason
+    assert message.endswith(f"({error.reason})")
 
 
 def test_an_unworded_os_error_is_still_one_line():

@@ -95,7 +95,8 @@ def write_atomically(path: str | os.PathLike, write, what: str | None = None) ->
     def failed(exc: BaseException) -> StyleflowError:
         if what:
             return os_error(what, path, exc)
-        return StyleflowError(f"cannot write '{path}': {os_reason(exc)}")
+        reason = os_reason(exc)
+        return StyleflowError(f"cannot write '{path}': {reason}", reason=reason)
 
     if _is_special(path):
         try:
@@ -195,7 +196,7 @@ def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
             except OSError as inner:
                 reason = os_reason(inner)
         raise StyleflowError(f"{what} '{path}': cannot create folder '{folder}' "
-                             f"({reason})") from None
+                             f"({reason})", reason=reason) from None
     try:
         is_folder = folder.is_dir()
     except OSError as exc:
@@ -209,8 +210,9 @@ def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".styleflow-check.{_owner()}-"):
             pass
     except OSError as exc:
+        reason = os_reason(exc)
         raise StyleflowError(f"{what} '{path}': folder '{folder}' is not writable "
-                             f"({os_reason(exc)})") from None
+                             f"({reason})", reason=reason) from None
     # A name longer than the file system takes fails only at the first write: say it now.
     try:
         limit = os.pathconf(folder, "PC_NAME_MAX")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import StyleflowError, os_reason
+from ..errors import StyleflowError
 from ..io import files
 
 # The page's methods and the Stylizer's run each one starts.
@@ -58,8 +58,7 @@ def without_folder(text, folder: Path) -> str:
 def storage_error(exc: StyleflowError, folder: Path) -> StorageError:
     """`exc` (a write under `folder` refused) as a StorageError saying why, without the
     server's paths."""
-    cause = exc.__context__
-    reason = os_reason(cause) if isinstance(cause, OSError) else without_folder(exc, folder)
+    reason = exc.reason or without_folder(exc, folder)
     return StorageError(f"the server cannot store this job ({reason})")
 
 
