@@ -111,6 +111,15 @@ def test_api_keywords_from_the_command_line_get_a_styleflow_error(tiny):
     run = stylizer.iter_stylize(base, [ref], iterations=np.int64(2), scales=np.int32(1),
                                 width=24)
     assert [it.iteration for it in run] == [1, 2] and run.total == 2
+    # Sizes as the command lines take them: whole numbers from 1 (0 is not "the default").
+    for value in (float("nan"), "32", 2.5, 0, -5, True):
+        for method, options in ((stylizer.iter_transfer, {"height": value}),
+                                (stylizer.iter_transfer, {"width": value}),
+                                (stylizer.iter_stylize, {"width": value}),
+                                (stylizer.iter_photo, {"height": value})):
+            name = next(iter(options))
+            with pytest.raises(StyleflowError, match=f"^{name}: must be a whole number"):
+                method(base, ref, iterations=1, **options)
 
 
 def test_results_and_iterations_print_in_one_short_line(tiny):

@@ -200,6 +200,150 @@ def test_bad_input_is_one_line_and_no_output(clips, tmp_path):
         assert not out.exists() and not Path(f"{out}.frames").exists()
 
 
+def test_bad_api_values_are_styleflow_errors(clips):
+    from styleflow import Stylizer
+    from styleflow.errors import StyleflowError
+
+    stylizer = Stylizer(weights="lite")
+    frames = clips["frames"][:2]
+    cases = [({"iterations": "3"}, "^iterations: must be"),
+             ({"height": float("nan")}, "^height: must be a whole number"),
+             ({"height": 0}, "^height: must be a whole number greater than zero"),
+             ({"width": 2.5}, "^width: must be a whole number"),
+             ({"method": "adam", "width": -3}, "^width: must be a whole number"),
+             ({"start": "a"}, "^start: must be a whole number zero or more"),
+             ({"stop": 1.5}, "^stop: must be a whole number"),
+             ({"long_term": "no"}, "^long_term: must be True or False"),
+             ({"finished": lambda index: "x"}, "^finished: frame 1 is not an RGB image"),
+             ({"finished": lambda index: np.zeros((64, 96))}, "^finished: frame 1 is not")]
+    for options, pattern in cases:
+        with pytest.raises(StyleflowError, match=pattern):
+            list(stylizer.iter_video(frames, STYLE, **{"iterations": 1, **options}))
+
+
+def _clip_with_audio(path: Path, codec: str, rate: int = 8000) -> Path:
+    """A 5-frame clip in `path` (its container by extension) with a tone in `codec`."""
+    frames = pan_frames(5, (32, 32))
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        sound = out.add_stream(codec, rate=rate)
+        for i, f in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            picture.pts = i
+            out.mux(video.encode(picture))
+        out.mux(video.encode())
+        samples = (3000 * np.sin(np.arange(rate // 5) * 0.3)).astype(np.int16)[None]
+        tone = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        tone.sample_rate, tone.pts = rate, 0
+        for piece in av.AudioResampler(format=sound.codec_context.format, layout="mono",
+                                       rate=rate).resample(tone):
+            out.mux(sound.encode(piece))
+        out.mux(sound.encode())
+    return path
+
+
+@pytest.mark.parametrize("source, codec, output", [("pcm.mkv", "pcm_s16le", "out.mp4"),
+                                                    ("flac.mkv", "flac", "out.mov"),
+                                                    ("pcm.mkv", "pcm_s16le", "kept.mov")])
+def test_audio_a_container_refuses_is_re_encoded(source, codec, output, tmp_path):
+    """MP4 lists PCM among its codecs and MOV lists FLAC, and their muxers refuse the first
+    packet: the audio is re-encoded to AAC instead of ending the video in a traceback."""
+    from styleflow.io.video import read_clip, write_video
+
+    clip = read_clip(_clip_with_audio(tmp_path / source, codec))
+    out = tmp_path / output
+    write_video(out, clip.frames, clip.fps, clip.audio_from)
+    got = streams(out)
+    assert got["frames"] == 5 and got["audio"] is not None
+    # Copied where the container takes it (PCM in MOV), re-encoded where it does not.
+    assert got["audio"][0] == (codec if output == "kept.mov" else "aac"), got
+
+
+def test_a_gif_keeps_time_with_its_input(tmp_path):
+    """GIFs count in hundredths of a second: 29.97 fps alternates 30 and 40 ms frames (one
+    33 ms step would play 30 ms frames, 11% fast); above 50 fps browsers slow a GIF down."""
+    from fractions import Fraction
+
+    from styleflow.io.video import gif_durations, read_clip, write_video
+
+    ntsc = gif_durations(300, Fraction(30000, 1001))
+    assert set(ntsc) == {30, 40} and abs(sum(ntsc) - 300 * 1001 / 30) <= 10
+    assert gif_durations(4, 60) == [20] * 4 and gif_durations(3, 10) == [100] * 3
+    frames = [np.full((8, 8, 3), 8 * i, np.uint8) for i in range(30)]
+    write_video(tmp_path / "ntsc.gif", frames, Fraction(30000, 1001))
+    assert abs(float(read_clip(tmp_path / "ntsc.gif").fps) - 29.97) < 0.05
+
+
+def test_the_work_folder_loses_only_what_the_command_wrote(clips, tmp_path):
+    out = tmp_path / "styled.mp4"
+    work = tmp_path / "styled.mp4.frames"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    frames_in = work / "source"  # the input's frames, inside the work folder
+    frames_in.mkdir()
+    for i, frame in enumerate(clips["frames"][:3]):
+        Image.fromarray(frame).save(frames_in / f"shot{i + 1}.png")
+    proc = call_cli("styleflow", "video", frames_in, STYLE, out, *FAST, "--iterations", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert streams(out)["frames"] == 3
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt", "source"]
+    assert len(list(frames_in.iterdir())) == 3
+
+
+def test_a_run_stopped_before_its_first_frame_leaves_nothing_that_binds(clips, tmp_path):
+    out = tmp_path / "styled.mp4"
+    work = tmp_path / "styled.mp4.frames"
+    proc = call_cli("styleflow", "video", clips["mp4"], STYLE, out, *FAST,
+                    "--content-layers", "nosuch")
+    assert_clean_error(proc, "nosuch")
+    assert not work.exists()
+    # A record left by a run killed before its first frame binds nothing either.
+    work.mkdir()
+    (work / ".styleflow-video.json").write_text('{"iterations": 99}')
+    proc = call_cli("styleflow", "video", clips["mp4"], STYLE, out, *FAST, "--iterations", "1",
+                    "--frame-iterations", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert streams(out)["frames"] == 8 and not work.exists()
+
+
+def test_a_folder_of_frames_with_a_frame_it_cannot_read_is_refused(clips, tmp_path):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    Image.fromarray(clips["frames"][0]).save(folder / "shot1.png")
+    os.symlink(tmp_path / "gone.png", folder / "shot2.png")
+    proc = call_cli("styleflow", "video", folder, STYLE, tmp_path / "o.mp4", *FAST)
+    assert_clean_error(proc, "shot2.png", "broken symbolic link")
+    (folder / "shot2.png").unlink()
+    os.symlink(folder / "shot3.png", folder / "shot3.png")
+    proc = call_cli("styleflow", "video", folder, STYLE, tmp_path / "o.mp4", *FAST)
+    assert_clean_error(proc, "shot3.png", "symbolic link loop")
+    (folder / "shot3.png").unlink()
+    os.mkfifo(folder / "shot4.png")
+    proc = call_cli("styleflow", "video", folder, STYLE, tmp_path / "o.mp4", *FAST)
+    assert_clean_error(proc, "shot4.png", "not a regular file")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_the_work_folders_own_troubles_are_one_line(clips, tmp_path):
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    long = tmp_path / ("a" * (limit - 4) + ".mp4")  # a legal name, its ".frames" too long
+    proc = call_cli("styleflow", "video", clips["mp4"], STYLE, long, *FAST)
+    assert_clean_error(proc, "name too long for its work folder", f"at most {limit - 7} bytes")
+    loop = tmp_path / "loop.mp4"
+    os.symlink(tmp_path / "loop.mp4.frames", tmp_path / "loop.mp4.frames")
+    proc = call_cli("styleflow", "video", clips["mp4"], STYLE, loop, *FAST)
+    assert_clean_error(proc, "loop.mp4.frames", "symbolic link loop")
+    folder = tmp_path / "in.mp4.frames"
+    folder.mkdir()
+    Image.fromarray(clips["frames"][0]).save(folder / "shot1.png")
+    proc = call_cli("styleflow", "video", folder, STYLE, tmp_path / "in.mp4", *FAST)
+    assert_clean_error(proc, "its work folder", "is the input folder")
+    proc = call_cli("styleflow", "video", clips["mp4"], STYLE, "/dev/null/frames", *FAST)
+    assert_clean_error(proc, "'/dev/null/frames'", "not a folder")
+    assert "/x'" not in proc.stderr
+
+
 # -- a simulated two-node Ray cluster -------------------------------------------------------
 
 

@@ -23,6 +23,8 @@ import math
 import numbers
 from typing import Callable, Sequence
 
+import numpy
+
 from ..defaults import (EVALUATIONS_PER_ITERATION, JIT_MODES, PHOTO_DEFAULTS, POOLINGS,
                         STYLIZE_DEFAULTS, TRANSFER_DEFAULTS, VIDEO_DEFAULTS, VIDEO_METHODS)
 from ..errors import StyleflowError, check_choice
@@ -163,6 +165,7 @@ class Stylizer:
         """
         _check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight, scales=scales)
+        _check_sizes(height=height, width=width)
         iterations, scales = int(iterations), int(scales)  # NumPy's integers too
         content = images.as_rgb(content, "base image")  # read once for every size
         style = images.as_rgb(style, "style image")
@@ -241,6 +244,7 @@ class Stylizer:
                        style_weight=style_weight, tv_weight=tv_weight,
                        learning_rate=learning_rate, style_layer_weight_exp=style_layer_weight_exp,
                        scales=scales)
+        _check_sizes(width=width)
         iterations, scales = int(iterations), int(scales)  # NumPy's integers too
         content = images.as_rgb(content, "content image")  # read once for every size
         styles = [images.as_rgb(style, f"style image {i + 1}") for i, style in enumerate(styles)]
@@ -307,6 +311,7 @@ class Stylizer:
         _check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight, scales=scales,
                        photorealism=photorealism)
+        _check_sizes(height=height, width=width)
         iterations, scales = int(iterations), int(scales)  # NumPy's integers too
         if stages not in (1, 2) or isinstance(stages, bool):
             raise StyleflowError(f"stages: 1 or 2, not {stages!r}", params=("stages",))
@@ -372,6 +377,9 @@ class Stylizer:
         base = T if method == "lbfgs" else S
         defaults = VIDEO_DEFAULTS[method]
         iterations = defaults["iterations"] if iterations is None else iterations
+        _check_numbers(iterations=iterations)  # before it is halved
+        _check_sizes(height=height, width=width, start=start, stop=stop)
+        _check_flags(long_term=long_term, independent=independent)
         frame_iterations = (max(1, (iterations + 1) // 2) if frame_iterations is None
                             else frame_iterations)
         temporal_weight = (defaults["temporal_weight"] if temporal_weight is None
@@ -428,6 +436,28 @@ def _finish(run: Run) -> Result:
     return run.result()
 
 
+def _check_sizes(**values) -> None:
+    """StyleflowError unless each of `values` (height, width, start, ...) is None or a whole
+    number, at least 1 (`start`: at least 0), as the command lines take them."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        least = 0 if name == "start" else 1
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            kind = "zero or more" if least == 0 else "greater than zero"
+            raise StyleflowError(f"{name}: must be a whole number {kind}, not {value!r}",
+                                 params=(name,))
+
+
+def _check_flags(**values) -> None:
+    """StyleflowError unless each of `values` is True or False (a string such as "no" would
+    count as true)."""
+    for name, value in values.items():
+        if not isinstance(value, (bool, numpy.bool_)):
+            raise StyleflowError(f"{name}: must be True or False, not {value!r}",
+                                 params=(name,))
+
+
 def _check_numbers(**values: float) -> None:
     """StyleflowError for what the CLIs' argument types refuse: counts below 1, negative or
     non-finite weights, and all loss weights zero."""
@@ -447,9 +477,9 @@ def _check_numbers(**values: float) -> None:
         elif not math.isfinite(value) or value < 0:
             raise StyleflowError(f"{name}: must be a finite number, zero or more, not {value!r}",
                                  params=(name,))
-    weights = ("content_weight", "style_weight", "tv_weight", "photorealism")
-    if all(values.get(k, 0) == 0 for k in weights):
-        weights = tuple(k for k in weights if k in values)
+    weights = tuple(k for k in ("content_weight", "style_weight", "tv_weight", "photorealism")
+                    if k in values)
+    if weights and all(values[k] == 0 for k in weights):
         raise StyleflowError(f"{', '.join(weights)}: all are zero, so there is nothing to "
                              "optimise", params=weights)
 

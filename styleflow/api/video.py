@@ -148,7 +148,13 @@ class VideoRun:
         for index in range(self.start, self.stop):
             done = self.finished(index)
             if done is not None:
-                done = np.asarray(done, np.uint8)
+                try:
+                    done = np.asarray(done, np.uint8)
+                except (TypeError, ValueError):
+                    done = None
+                if done is None or done.ndim != 3 or done.shape[2] != 3:
+                    raise StyleflowError(f"finished: frame {index + 1} is not an RGB image "
+                                         "(an (h, w, 3) array of uint8)", params=("finished",))
                 if done.shape[:2] != self.size:
                     raise StyleflowError(
                         f"finished frame {index + 1} is {done.shape[1]}x{done.shape[0]}, not "

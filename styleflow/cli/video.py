@@ -5,7 +5,10 @@ and the same command after a crash or Ctrl-C continues from the first missing fr
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import stat
 import sys
 import time
 from pathlib import Path
@@ -20,6 +23,8 @@ ENGINES = ("local", "ray")
 SETTINGS_FILE = ".styleflow-video.json"
 # Options that do not change a single frame: they may differ between a run and its resumption.
 NOT_RECORDED = {"quiet", "overwrite", "engine", "address", "workers", "keep_frames"}
+SEGMENT = re.compile(r"segment_[0-9]{4,}")  # batch.video.segment_folder's names
+WORK_SUFFIX = ".frames"
 
 
 def build_parser(prog: str = PROG) -> cc.ArgumentParser:
@@ -37,21 +42,22 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
                                  "frame images")
     p.add_argument("style", help="the style image")
     p.add_argument("output", help="a video file (.mp4: H.264 at the input's frame rate with "
-                                  "its audio; .mov, .mkv, .webm, .gif) or a folder of PNGs")
+                                  "its audio; .m4v, .mov, .mkv, .webm, .gif) or a folder of "
+                                  "PNGs (a name without an extension)")
     p.add_argument("--method", choices=VIDEO_METHODS, default="lbfgs",
                    help="lbfgs: the Keras example's problem (styleflow transfer); adam: "
                         "neural-style's (styleflow style) (default: %(default)s)")
     p.add_argument("--iterations", type=cc.positive_int, default=None,
                    help="of the first frame (and the first after a scene cut): L-BFGS "
                         "iterations of 20 evaluations, or Adam steps (default: "
-                        f"{VIDEO_DEFAULTS['lbfgs']['iterations']} / "
-                        f"{VIDEO_DEFAULTS['adam']['iterations']})")
+                        f"{VIDEO_DEFAULTS['lbfgs']['iterations']} for lbfgs, "
+                        f"{VIDEO_DEFAULTS['adam']['iterations']} for adam)")
     p.add_argument("--frame-iterations", type=cc.positive_int, default=None,
                    help="of every other frame (default: half of --iterations)")
     p.add_argument("--temporal-weight", type=cc.nonnegative_float, default=None, metavar="W",
                    help="weight of the temporal term (default: "
-                        f"{VIDEO_DEFAULTS['lbfgs']['temporal_weight']:g} / "
-                        f"{VIDEO_DEFAULTS['adam']['temporal_weight']:g})")
+                        f"{VIDEO_DEFAULTS['lbfgs']['temporal_weight']:g} for lbfgs, "
+                        f"{VIDEO_DEFAULTS['adam']['temporal_weight']:g} for adam)")
     p.add_argument("--long-term", action="store_true",
                    help="also hold each frame to frames t-2 and t-4 where t-1 does not see it")
     p.add_argument("--independent", action="store_true",
@@ -61,7 +67,7 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
     size.add_argument("--width", type=cc.positive_int, help="output width in pixels")
     size.add_argument("--height", type=cc.positive_int,
                       help="output height in pixels (default: 200 for lbfgs, the input's "
-                           "width for adam)")
+                           "size for adam)")
     p.add_argument("--content-weight", type=cc.nonnegative_float, default=None,
                    help="(default: the method's)")
     p.add_argument("--style-weight", type=cc.nonnegative_float, default=None,
@@ -78,6 +84,10 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
                         "%(default)s)")
     p.add_argument("--pooling", choices=POOLINGS, default="max", help="(default: %(default)s)")
     cc.add_engine_options(p, prog)
+    for action in p._actions:  # `parse` turns auto into off: say so
+        if action.dest == "jit":
+            action.help = ("XLA compilation of the loss: on or off; auto is off here (each "
+                           "frame's run is too short to time both ways) (default: %(default)s)")
     p.add_argument("--max-memory", type=cc.positive_float, metavar="GB", default=None,
                    help="memory budget for the process; frames larger than fits in one pass "
                         "are computed exactly in tiles (default: the memory available)")
@@ -145,7 +155,7 @@ def api_options(args) -> dict:
 
 def work_folder(output: Path, kind: str) -> Path:
     """Where finished frames wait: the output folder itself, or OUTPUT.frames beside a file."""
-    return output if kind == "folder" else output.with_name(output.name + ".frames")
+    return output if kind == "folder" else output.with_name(output.name + WORK_SUFFIX)
 
 
 def _recorded(args) -> dict:
@@ -156,15 +166,48 @@ def _recorded(args) -> dict:
     return json.loads(json.dumps(settings, default=str))
 
 
+def _holds_frames(work: Path) -> bool:
+    """Whether `work` holds finished frames, its own or its Ray segments'."""
+    from ..io import video
+
+    return bool(video.finished_frames(work)) or any(
+        video.finished_frames(sub) for sub in _segments(work))
+
+
+def _segments(work: Path) -> list[Path]:
+    return [sub for sub in work.glob("segment_*")
+            if SEGMENT.fullmatch(sub.name) and sub.is_dir() and not sub.is_symlink()]
+
+
+def _clear(work: Path, frames: bool = True, folder: bool = True) -> None:
+    """Remove what this command writes in `work` (its `frames`, Ray segments and record),
+    then, with `folder`, the folder itself if nothing else is left in it: a folder holding
+    other files, the input's frames say, keeps them."""
+    from ..io import video
+
+    if frames:
+        for index in video.finished_frames(work):
+            video.frame_path(work, index).unlink(missing_ok=True)
+    for sub in _segments(work):
+        shutil.rmtree(sub, ignore_errors=True)
+    (work / SETTINGS_FILE).unlink(missing_ok=True)
+    if folder:
+        try:
+            work.rmdir()
+        except OSError:  # not empty (or gone): what else is there stays
+            pass
+
+
 def _claim(work: Path, args, overwrite: bool) -> None:
     """Make `work` this run's: new, or holding frames of the same command (resumed), or
-    cleared with --overwrite; a work folder of another run is refused."""
+    cleared with --overwrite; a work folder of another run is refused. A record without
+    frames (a run stopped before its first frame) binds nothing."""
     from ..io import files, video
 
     record = work / SETTINGS_FILE
     mine = _recorded(args)
     files.remove_stale_temporaries(work)  # a killed run's half-written frames
-    if record.exists() and not overwrite:
+    if record.exists() and not overwrite and _holds_frames(work):
         try:
             theirs = json.loads(record.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -179,9 +222,9 @@ def _claim(work: Path, args, overwrite: bool) -> None:
     elif overwrite and work.exists():
         for index in video.finished_frames(work):
             video.frame_path(work, index).unlink()
-        for sub in work.glob("segment_*"):
+        for sub in _segments(work):
             shutil.rmtree(sub, ignore_errors=True)
-    elif work.exists() and video.finished_frames(work):
+    elif not record.exists() and work.exists() and video.finished_frames(work):
         raise StyleflowError(f"output folder '{work}' already holds frames; pass --overwrite "
                              "to replace them")
     files.write_atomically(record, lambda h: h.write(json.dumps(mine, indent=1).encode()))
@@ -192,27 +235,41 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
 
     output = Path(args.output)
     kind = video.output_kind(output, "output")
-    if kind != "folder" and output.exists() and not args.overwrite:
+    there = files.look(output, "output", "write")
+    if kind != "folder" and there is not None and not args.overwrite:
         raise StyleflowError(f"output '{output}' exists; pass --overwrite to replace it")
-    if kind != "folder" and output.is_dir():
+    if kind != "folder" and there is not None and stat.S_ISDIR(there.st_mode):
         raise StyleflowError(f"output '{output}': is a folder; a video output needs a file name")
     files.refuse_overwriting_inputs([output], [args.input, args.style])
-    files.prepare_output_dir(output if kind != "folder" else output / "x", "output")
+    fresh = not files.exists(work_folder(output, kind))  # this run makes it
+    if kind == "folder":
+        files.prepare_output_folder(output, "output")
+    else:
+        files.prepare_output_dir(output, "output")
     work = work_folder(output, kind)
+    if kind != "folder":
+        _check_work_folder(output, work)
     cc.check_weights(args.weights)
     # Inputs are read before TensorFlow loads: a bad one is one line at once.
     clip = video.read_clip(args.input, "input")
     style = images.load_image(args.style, "style image")
-    if work.resolve() == Path(args.input).resolve():
-        raise StyleflowError(f"output '{output}' is the input folder; choose another output")
+    if files.resolved(work) == files.resolved(args.input):
+        raise StyleflowError(
+            f"output '{output}' is the input folder; choose another output" if kind == "folder"
+            else f"output '{output}': its work folder '{work}' is the input folder; choose "
+                 "another output name")
     _claim(work, args, args.overwrite)
-
-    began = time.perf_counter()
-    if args.engine == "ray":
-        stats = _run_ray(args, prog, clip, work)
-    else:
-        stats = _run_local(args, prog, clip, style, work,
-                           cc.make_stylizer(args, args.weights, names))
+    try:
+        began = time.perf_counter()
+        if args.engine == "ray":
+            stats = _run_ray(args, prog, clip, work)
+        else:
+            stats = _run_local(args, prog, clip, style, work,
+                               cc.make_stylizer(args, args.weights, names))
+    except BaseException:
+        if not _holds_frames(work):  # stopped before its first frame: no record is left
+            _clear(work, frames=False, folder=fresh)
+        raise
     if isinstance(stats, int):  # interrupted: the exit status
         return stats
     frames = [images.load_image(video.frame_path(work, i), "finished frame")
@@ -220,13 +277,34 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     if kind != "folder":
         video.write_video(output, frames, clip.fps, clip.audio_from)
         if not args.keep_frames:
-            shutil.rmtree(work, ignore_errors=True)
+            _clear(work)
     elapsed = time.perf_counter() - began
     if not args.quiet:
+        slowed = kind == "gif" and clip.fps > video.GIF_MAX_FPS
         print(f"{len(frames)} frames at {float(clip.fps):g} fps"
+              f"{f' (played at {video.GIF_MAX_FPS}, the most a GIF plays)' if slowed else ''}"
               f"{' with audio' if clip.audio_from and kind == 'video' else ''} -> {output} "
               f"({elapsed:.1f}s{stats})", flush=True)
     return 0
+
+
+def _check_work_folder(output: Path, work: Path) -> None:
+    """One line, before any work, where OUTPUT.frames (beside a video output) cannot be the
+    work folder: its name too long, a symbolic link loop, a file of that name."""
+    from ..io import files
+
+    try:
+        limit = os.pathconf(work.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = None
+    if limit and len(os.fsencode(work.name)) > limit:
+        raise StyleflowError(
+            f"output '{output}': name too long for its work folder '{work.name}' (at most "
+            f"{limit - len(WORK_SUFFIX)} bytes, as the folder's name adds '{WORK_SUFFIX}')")
+    info = files.look(work, f"output '{output}': work folder", "use")
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        raise StyleflowError(f"output '{output}': its work folder '{work}' is a file; move it "
+                             "away or choose another output name")
 
 
 def _run_local(args, prog: str, clip, style, work: Path, stylizer):
@@ -270,8 +348,9 @@ def _run_local(args, prog: str, clip, style, work: Path, stylizer):
     except KeyboardInterrupt as exc:
         recorder.close()
         done = len(video.finished_frames(work))
-        print(f"{prog}: interrupted; {done} of {count} "
-              f"frames are finished in {work}; run the same command to resume",
+        print(f"{prog}: interrupted; {done} of {count} frames are finished in {work}; run "
+              "the same command to resume" if done else
+              f"{prog}: interrupted before the first frame was finished; nothing was kept",
               file=sys.stderr)
         return cc.interrupt_code(exc)
     recorder.close()

@@ -185,6 +185,25 @@ def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
     that `path` itself is no folder)."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    _make_folder(folder, f"{what} '{path}'", f" '{folder}'")
+    if os.path.isdir(path):  # no file can replace it: say so before any work
+        raise StyleflowError(f"{what} '{path}': is a directory, not a file")
+    _check_name(path, folder, what)
+    return path
+
+
+def prepare_output_folder(path: str | os.PathLike, what: str = "output") -> Path:
+    """Create the folder `path` (an output that is a folder of files) and check that files
+    can be written in it."""
+    path = Path(path)
+    _check_name(path, path.parent if str(path.parent) else Path("."), what)
+    _make_folder(path, f"{what} '{path}'", "")
+    return path
+
+
+def _make_folder(folder: Path, label: str, named: str) -> None:
+    """Create `folder` (with its parents) and check that files can be written in it; the
+    errors start with `label` and call the folder 'folder' + `named`."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -195,24 +214,26 @@ def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
                 reason = "it is a file, not a folder"
             except OSError as inner:
                 reason = os_reason(inner)
-        raise StyleflowError(f"{what} '{path}': cannot create folder '{folder}' "
-                             f"({reason})", reason=reason) from None
+        raise StyleflowError(f"{label}: cannot create folder{named} ({reason})",
+                             reason=reason) from None
     try:
         is_folder = folder.is_dir()
     except OSError as exc:
-        raise os_error(what, path, exc) from None
+        raise StyleflowError(f"{label}: cannot write ({os_reason(exc)})",
+                             reason=os_reason(exc)) from None
     if not is_folder:
-        raise StyleflowError(f"{what} '{path}': '{folder}' is not a folder")
-    if os.path.isdir(path):  # no file can replace it: say so before any work
-        raise StyleflowError(f"{what} '{path}': is a directory, not a file")
+        raise StyleflowError(f"{label}:{named or ' it'} is not a folder")
     remove_stale_temporaries(folder)
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".styleflow-check.{_owner()}-"):
             pass
     except OSError as exc:
         reason = os_reason(exc)
-        raise StyleflowError(f"{what} '{path}': folder '{folder}' is not writable "
-                             f"({reason})", reason=reason) from None
+        raise StyleflowError(f"{label}: folder{named} is not writable ({reason})",
+                             reason=reason) from None
+
+
+def _check_name(path: Path, folder: Path, what: str) -> None:
     # A name longer than the file system takes fails only at the first write: say it now.
     try:
         limit = os.pathconf(folder, "PC_NAME_MAX")
@@ -221,7 +242,6 @@ def prepare_output_dir(path: str | os.PathLike, what: str = "output") -> Path:
     if limit and len(os.fsencode(path.name)) > limit:
         raise StyleflowError(f"{what} '{path}': cannot write ({OS_REASONS[errno.ENAMETOOLONG]}: "
                              f"{len(os.fsencode(path.name))} bytes, the limit is {limit})")
-    return path
 
 
 def interrupted_name(base: str, suffix: str,

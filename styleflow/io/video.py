@@ -5,6 +5,7 @@ folder of PNGs. Every file is written atomically (io.files)."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
@@ -26,6 +27,7 @@ from .files import look, write_atomically
 VIDEO_FORMATS = {".mp4": ("mp4", "libx264", "yuv420p"), ".m4v": ("mp4", "libx264", "yuv420p"),
                  ".mov": ("mov", "libx264", "yuv420p"), ".mkv": ("matroska", "libx264", "yuv420p"),
                  ".webm": ("webm", "libvpx-vp9", "yuv420p")}
+VIDEO_FORMATS_BY_NAME = {fmt: codec for fmt, codec, _ in VIDEO_FORMATS.values()}
 GIF = ".gif"
 OUTPUT_EXTENSIONS = tuple(VIDEO_FORMATS) + (GIF,)
 # Audio codecs to re-encode to when a container cannot take the input's audio as it is.
@@ -111,20 +113,37 @@ def read_clip(path: str | os.PathLike, what: str = "video") -> Clip:
 
 
 def _gif_rate(path: Path, fallback) -> Fraction:
-    """An animated GIF's frame rate from its first frame's duration (FFmpeg's guess for GIFs
-    is its 100 fps time base)."""
+    """An animated GIF's frame rate from its frames' durations, on average (FFmpeg's guess for
+    GIFs is its 100 fps time base; a GIF's durations step by 10 ms, so a 29.97 fps GIF written
+    here alternates 30 and 40 ms)."""
+    total = count = 0
     try:
         with Image.open(path) as img:
-            duration = img.info.get("duration") or 0
-    except OSError:
-        duration = 0
-    return Fraction(1000, int(duration)) if duration else Fraction(fallback)
+            for index in range(getattr(img, "n_frames", 1)):
+                img.seek(index)
+                total += int(img.info.get("duration") or 0)
+                count += 1
+    except (OSError, ValueError, EOFError):
+        total = 0
+    return Fraction(1000 * count, total) if total else Fraction(fallback)
 
 
 def _read_folder(folder: Path, label: str) -> Clip:
-    names = [e for e in folder.iterdir()
-             if e.is_file() and not e.name.startswith(".")
-             and e.suffix.lower() in images.OUTPUT_FORMATS]
+    names = []
+    for e in folder.iterdir():
+        if e.name.startswith(".") or e.suffix.lower() not in images.OUTPUT_FORMATS:
+            continue
+        # A frame that cannot be read is an error, not a shorter video: a broken or looping
+        # symbolic link, a pipe, a device.
+        info = look(e, f"{label}: frame")
+        if info is None:
+            raise StyleflowError(f"{label}: frame '{e.name}' is a broken symbolic link")
+        if stat.S_ISDIR(info.st_mode):
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            raise StyleflowError(f"{label}: frame '{e.name}' is not a regular file (a device "
+                                 "or a pipe)")
+        names.append(e)
     names.sort(key=lambda e: [int(t) if t.isdigit() else t for t in _NUMBERS.split(e.name)])
     if not names:
         raise StyleflowError(f"{label}: the folder holds no frame images (.png, .jpg, ...)")
@@ -197,12 +216,25 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps,
         return
     if kind == "gif":
         pictures = [Image.fromarray(np.asarray(f, np.uint8)) for f in frames]
-        duration = max(20, round(1000 / float(fps)))  # browsers treat <20 ms as 100 ms
+        durations = gif_durations(len(pictures), fps)
         write_atomically(path, lambda handle: pictures[0].save(
             handle, format="GIF", save_all=True, append_images=pictures[1:],
-            duration=duration, loop=0, optimize=False))
+            duration=durations, loop=0, optimize=False))
         return
     write_atomically(path, lambda handle: _encode(handle, path, frames, fps, audio_from))
+
+
+GIF_MAX_FPS = 50  # browsers play a frame shown less than 20 ms for 100 ms
+
+
+def gif_durations(count: int, fps) -> list[int]:
+    """Each frame's time in ms for a GIF at `fps`: GIFs count in hundredths of a second, so
+    frame i ends at i+1 frames' time rounded to 10 ms (29.97 fps gives 30, 40, 30, ... ms and
+    keeps time with the input, where one 33 ms step would play 30 ms frames, at 33 fps). At most
+    GIF_MAX_FPS."""
+    step = 1000 / min(float(fps), GIF_MAX_FPS)
+    ends = [10 * round((i + 1) * step / 10) for i in range(count)]
+    return [max(20, end - start) for start, end in zip([0] + ends[:-1], ends)]
 
 
 def _encode(handle, path: Path, frames: Iterable[np.ndarray], fps: Fraction,
@@ -213,6 +245,14 @@ def _encode(handle, path: Path, frames: Iterable[np.ndarray], fps: Fraction,
     first = next(frames, None)
     if first is None:
         raise StyleflowError(f"output '{path}': no frames to write")
+    try:
+        _mux(av, handle, fmt, codec, pix_fmt, first, frames, fps, audio_from)
+    except av.error.FFmpegError as exc:  # the last resort: _audio_streams tries the muxer first
+        raise StyleflowError(f"output '{path}': FFmpeg cannot write it ({_reason(exc)})"
+                             ) from None
+
+
+def _mux(av, handle, fmt, codec, pix_fmt, first, frames, fps, audio_from) -> None:
     with av.open(handle, "w", format=fmt) as out:
         h, w = first.shape[0] & ~1, first.shape[1] & ~1
         video = out.add_stream(codec, rate=fps)
@@ -248,7 +288,7 @@ def _audio_streams(av, out, fmt: str, audio_from: str | None):
         source.close()
         return None
     stream = source.streams.audio[0]
-    if stream.codec_context.name in out.supported_codecs:
+    if _copies(av, fmt, audio_from):
         target = out.add_stream_from_template(stream)
 
         def move():
@@ -275,6 +315,28 @@ def _audio_streams(av, out, fmt: str, audio_from: str | None):
                 out.mux(target.encode(piece))
             out.mux(target.encode())
     return transcode
+
+
+def _copies(av, fmt: str, audio_from: str) -> bool:
+    """Whether a `fmt` container takes the audio stream of `audio_from` as it is. Its list of
+    supported codecs is not enough (PCM in MP4, FLAC or Opus in MOV pass it, and the muxer
+    refuses their first packet), so a few packets are tried in a throwaway container."""
+    try:
+        with av.open(audio_from) as source, av.open(io.BytesIO(), "w", format=fmt) as trial:
+            stream = source.streams.audio[0]
+            picture = trial.add_stream(VIDEO_FORMATS_BY_NAME[fmt], rate=25)
+            picture.width, picture.height, picture.pix_fmt = 16, 16, "yuv420p"
+            target = trial.add_stream_from_template(stream)
+            trial.start_encoding()
+            for count, packet in enumerate(source.demux(stream)):
+                if packet.dts is not None:
+                    packet.stream = target
+                    trial.mux(packet)
+                if count >= 4:
+                    break
+    except (av.error.FFmpegError, ValueError):  # ValueError: a codec the format lists not
+        return False
+    return True
 
 
 def check_frame_sizes(frames: Sequence[np.ndarray], what: str) -> None:
