@@ -3,6 +3,8 @@ style loss, the photorealism term, tiled = untiled, and what the masks do to an 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,6 +12,7 @@ from PIL import Image
 
 from conftest import LITE_H5, assert_clean_error, call_cli, make_image
 from styleflow.defaults import LITE_CONTENT_LAYER, LITE_STYLE_LAYERS
+from styleflow.errors import StyleflowError
 from styleflow.model.network import KERAS_INPUT, build_extractor
 from styleflow.model.weights import random_weights
 from styleflow.objective import losses, masks
@@ -176,7 +179,7 @@ def test_photo_bad_masks_get_one_line(tmp_path, tiny, case):
     extra, needles = [], []
     if case == "aspect":
         extra = ["--content-mask", smask, "--style-mask", smask]
-        needles = ["content_mask"[:7], "proportion"]
+        needles = [f"--content-mask '{smask}'", "proportion"]
     elif case == "colour":
         green = _two_colour(tmp_path / "g.png", (48, 32), (255, 0, 0), (0, 255, 0), "columns")
         extra = ["--content-mask", green, "--style-mask", smask]
@@ -342,7 +345,7 @@ def test_stages_must_be_one_or_two(tiny, tmp_path):
     from styleflow.errors import StyleflowError
 
     base, style = tiny
-    for bad in (0, 3, True, "2"):
+    for bad in (0, 3, True, "2", 1.0):
         with pytest.raises(StyleflowError, match="stages"):
             Stylizer("random").iter_photo(base, style, stages=bad, width=48)
     proc = call_cli("styleflow", "photo", base, style, tmp_path / "o.png", "--stages", "3")
@@ -385,3 +388,89 @@ def test_interrupted_in_the_second_stage_says_to_go_on_with_one(tiny, tmp_path, 
     kept = tmp_path / "p_interrupted.png"
     assert code == 130, err
     assert f"--stages 1 --init {kept}" in err and kept.exists() and not out.exists()
+
+
+def test_photo_outputs_that_would_replace_each_other_are_refused(tmp_path, tiny):
+    base, ref = tiny
+    out = tmp_path / "out.png"
+    cases = [(["--plot", out], ["--plot", "is the output"]),
+             (["--log", tmp_path / "p.png", "--plot", tmp_path / "p.png"], ["--plot", "--log"]),
+             (["--log", base], ["--log", "is the input file"]),
+             (["--gif", tmp_path / "out_interrupted.gif", "--log", tmp_path / "out_interrupted.png"],
+              ["--log", "where an interruption keeps its image"])]
+    for extra, needles in cases:
+        proc = call_cli("styleflow", "photo", base, ref, out, "--weights", "random",
+                        "--iterations", "1", "--width", "48", *extra)
+        assert_clean_error(proc, *needles)
+        assert not out.exists()
+    # A name whose interrupted image could not be written is refused before any work.
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    long = tmp_path / ("y" * (limit - 4) + ".png")
+    proc = call_cli("styleflow", "photo", base, ref, long, "--weights", "random",
+                    "--iterations", "1", "--width", "48")
+    assert_clean_error(proc, "name too long for the image an interruption keeps")
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    proc = call_cli("styleflow", "photo", fifo, ref, out, "--weights", "random",
+                    "--iterations", "1", "--width", "48")
+    assert_clean_error(proc, "a named pipe")
+
+
+def test_mask_regions_are_found_at_the_masks_own_size():
+    """A 3-pixel band is a region of a 480-row mask (1% of it) at any output size; where the
+    run's size leaves it no pixel, the error says so instead of denying it exists."""
+    content = np.zeros((480, 640, 3), np.uint8)
+    content[:] = NAVY
+    content[:200] = ORANGE
+    style = np.zeros((480, 640, 3), np.uint8)
+    style[:] = NAVY
+    style[200:203] = ORANGE
+    regions, style_regions, colours = masks.colour_regions(content, style)
+    assert len(colours) == 2 and style_regions[200:203].sum() == 3 * 640
+    regions, style_regions, _ = masks.colour_regions(content, style, content_size=(96, 128),
+                                                     style_size=(240, 320))
+    assert regions.shape == (96, 128, 2) and style_regions.shape == (240, 320, 2)
+    assert style_regions[..., np.argmax([c == ORANGE for c in colours])].sum() > 0
+    with pytest.raises(StyleflowError, match=r"^style_mask: the region #ff8c00 covers no pixel "
+                                             r"at 64x48"):
+        masks.colour_regions(content, style, content_size=(48, 64), style_size=(48, 64))
+    # The band in the content, a style without it: refused at every size alike (shrunk
+    # first, the band vanished and the error with it).
+    plain = np.zeros((480, 640, 3), np.uint8)
+    plain[:] = NAVY
+    for size in (None, (48, 64)):
+        with pytest.raises(StyleflowError, match="#ff8c00 has no region in style_mask"):
+            masks.colour_regions(style, plain, content_size=size, style_size=size)
+
+
+def test_photo_api_notes_masks_of_one_region_and_refuses_a_stretched_init(tiny):
+    from styleflow import Stylizer
+
+    base, style = tiny  # 48x32 and 40x40
+    said = []
+    stylizer = Stylizer("random", notes=said.append)
+    labels = np.zeros((32, 48, 3), np.uint8)
+    labels[:, 24:] = 1  # grey labels 0 and 1: one colour to the eye, and to the masks
+    stylizer.iter_photo(base, style, width=48, iterations=1, content_mask=labels,
+                        style_mask=np.zeros((40, 40, 3), np.uint8))
+    assert len(said) == 1 and "one region" in said[0] and "change nothing" in said[0]
+    with pytest.raises(StyleflowError, match=r"^init is 40x40 pixels, not in proportion"):
+        stylizer.iter_photo(base, style, width=48, iterations=1, init=style)
+    for bad in ("a", float("nan"), -1, 1.5):
+        with pytest.raises(StyleflowError, match="^seed: must be a whole number"):
+            Stylizer("random", seed=bad)
+
+
+def test_each_stage_that_stops_early_says_so(tiny, tmp_path):
+    """Content alone, from the content: both stages converge at once. Each says which of its
+    iterations repeat its last image (a stage-blind count took stage 1's repeats as run)."""
+    from styleflow import Stylizer
+
+    base, style = tiny
+    run = Stylizer("random", seed=0).iter_photo(base, style, width=48, iterations=6,
+                                                style_weight=0, tv_weight=0)
+    assert len(list(run)) == 6
+    stops = run.stage_stops
+    assert [stop[0] for stop in stops] == [1, 2], stops
+    assert stops[0][1] < 3 == stops[0][2] and 3 <= stops[1][1] < 6 == stops[1][2]
+    assert run.stopped == stops[1][1:2] + stops[1][3:]

@@ -214,6 +214,7 @@ def test_bad_api_values_are_styleflow_errors(clips):
              ({"start": "a"}, "^start: must be a whole number zero or more"),
              ({"stop": 1.5}, "^stop: must be a whole number"),
              ({"long_term": "no"}, "^long_term: must be True or False"),
+             ({"learning_rate": 5.0}, "^learning_rate: only with method='adam'"),
              ({"finished": lambda index: "x"}, "^finished: frame 1 is not an RGB image"),
              ({"finished": lambda index: np.zeros((64, 96))}, "^finished: frame 1 is not")]
     for options, pattern in cases:

@@ -49,6 +49,9 @@ class Networks:
         weights cover them, and return the network and compiled loss for them (`guided`,
         `photo`, `temporal` as LossGraph takes them)."""
         weights = self.weights
+        # One name is one layer (a string is a sequence too: of one-letter "layers").
+        content = [content] if isinstance(content, str) else content
+        style = [style] if isinstance(style, str) else style
         if content is None:
             content = [LITE_CONTENT_LAYER] if weights.lite else list(full_content)
         if style is None:

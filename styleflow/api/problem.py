@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..defaults import (DEFAULT_HEIGHT, FULL_CONTENT_LAYER, NS_CONTENT_LAYERS,
                         PHOTO_CONTENT_LAYERS, PHOTO_DEFAULTS)
-from ..errors import StyleflowError
+from ..errors import Note, StyleflowError
 from ..io import images
 from ..model import machine
 from ..model.layout import min_image_side
@@ -249,13 +249,15 @@ def photo_problem(networks: Networks, content, style, *, content_mask=None, styl
                   height: int | None = None, width: int | None = None,
                   content_layers: Sequence[str] | None = None,
                   style_layers: Sequence[str] | None = None, init=None,
-                  max_memory: float | None = None, tile: int | None = None) -> Problem:
+                  max_memory: float | None = None, tile: int | None = None,
+                  notes: Callable[[str], None] | None = None) -> Problem:
     """Deep Photo Style Transfer's problem (Luan et al. 2017): neural-style's content and
     style terms, the style compared region by region when colour-coded `content_mask` and
     `style_mask` are given, and the photorealism term `photorealism`·Σ_c V_cᵀ M V_c (M the
     content's matting Laplacian, V the output on the 0..1 scale; 0 leaves it out). The
     output starts from the content (or `init`); the style image is resized to the output's
-    pixel count. Without height and width the output is PHOTO_DEFAULTS["width"] px wide."""
+    pixel count. Without height and width the output is PHOTO_DEFAULTS["width"] px wide.
+    `notes` is told of masks that change nothing (one region)."""
     content_rgb = images.as_rgb(content, "content image")
     style_rgb = images.as_rgb(style, "style image")
     if (content_mask is None) != (style_mask is None):
@@ -281,6 +283,8 @@ def photo_problem(networks: Networks, content, style, *, content_mask=None, styl
         masks.check_aspect(style_mask.shape[:2], style_rgb.shape[:2], "style_mask",
                            "the style image")
     init_rgb = None if init is None else images.as_rgb(init, "initial image")
+    if init_rgb is not None:  # stretched, it would start from a distorted picture
+        masks.check_aspect(init_rgb.shape, content_rgb.shape, "init", "the content image")
     network = networks.get(content_layers, style_layers, PHOTO_CONTENT_LAYERS, NEURAL_STYLE,
                            guided=masked, photo=photorealism > 0)
     layout = check_size(size, network, "output size", "lbfgs", max_memory, tile,
@@ -290,9 +294,15 @@ def photo_problem(networks: Networks, content, style, *, content_mask=None, styl
     style_rgb = images.resize(style_rgb, style_size)
     guided = {}
     if masked:
-        content_regions, style_regions, _ = masks.colour_regions(
-            images.resize_mask(content_mask, size), images.resize_mask(style_mask, style_size),
-            content_what="content_mask", style_what="style_mask")
+        content_regions, style_regions, colours = masks.colour_regions(
+            content_mask, style_mask, content_what="content_mask", style_what="style_mask",
+            content_size=size, style_size=style_size)
+        if len(colours) == 1 and notes is not None:
+            notes(Note(f"note: content_mask and style_mask share one region "
+                       f"({masks.hex_colour(colours[0])}), so they change nothing: colours "
+                       f"closer than {masks.SAME_COLOUR_DISTANCE:g} (RGB distance) are one "
+                       "region, grey labels 0, 1, 2, ... too", params=("content_mask",
+                                                                       "style_mask")))
         guided = dict(guides=content_regions,
                       region_styles=[(0, style_regions[..., r])
                                      for r in range(style_regions.shape[-1])],

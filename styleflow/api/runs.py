@@ -345,6 +345,20 @@ class PhotoRun(TransferRun):
             return self.first_stage + stopped[0], stopped[1]
         return stopped
 
+    @property
+    def stage_stops(self) -> list[tuple[int, int, int, str]]:
+        """Each stage that L-BFGS ended before its evaluations were spent, as (stage, the
+        last iteration it computed, the stage's last iteration, why): the iterations between
+        repeat its last image. Stage 1 only in a two-stage run."""
+        stops = []
+        if self._first_evaluator is not None and self._first_evaluator.stopped is not None:
+            done, why = self._first_evaluator.stopped
+            stops.append((1, done, self.first_stage, why))
+        if self.evaluator is not self._first_evaluator and self.evaluator.stopped is not None:
+            done, why = self.evaluator.stopped
+            stops.append((self.stages, self.first_stage + done, self.iterations, why))
+        return stops
+
     def result(self) -> Result | None:
         """As TransferRun's; interrupted at the start of the second stage, the first stage's
         last image."""

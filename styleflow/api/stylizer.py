@@ -112,9 +112,11 @@ class Stylizer:
         check_choice("pooling", pooling, POOLINGS)
         self.jit = jit
         # An explicit seed promises repeatable results: XLA is then not chosen by timing.
+        _check_sizes(seed=seed)
         self.seeded = seed is not None
         self.seed = int(seed or 0)
         notes = notes or _logger.warning
+        self.notes = notes
         if deterministic:
             runtime.enable_determinism()
         precision, note = resolve_precision(precision)
@@ -165,7 +167,7 @@ class Stylizer:
         """
         _check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight, scales=scales)
-        _check_sizes(height=height, width=width)
+        _check_sizes(height=height, width=width, tile=tile)
         iterations, scales = int(iterations), int(scales)  # NumPy's integers too
         content = images.as_rgb(content, "base image")  # read once for every size
         style = images.as_rgb(style, "style image")
@@ -244,7 +246,7 @@ class Stylizer:
                        style_weight=style_weight, tv_weight=tv_weight,
                        learning_rate=learning_rate, style_layer_weight_exp=style_layer_weight_exp,
                        scales=scales)
-        _check_sizes(width=width)
+        _check_sizes(width=width, tile=tile)
         iterations, scales = int(iterations), int(scales)  # NumPy's integers too
         content = images.as_rgb(content, "content image")  # read once for every size
         styles = [images.as_rgb(style, f"style image {i + 1}") for i, style in enumerate(styles)]
@@ -311,9 +313,10 @@ class Stylizer:
         _check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight, scales=scales,
                        photorealism=photorealism)
-        _check_sizes(height=height, width=width)
+        _check_sizes(height=height, width=width, tile=tile)
         iterations, scales = int(iterations), int(scales)  # NumPy's integers too
-        if stages not in (1, 2) or isinstance(stages, bool):
+        if stages not in (1, 2) or not isinstance(stages, numbers.Integral) or isinstance(
+                stages, bool):
             raise StyleflowError(f"stages: 1 or 2, not {stages!r}", params=("stages",))
         content = images.as_rgb(content, "content image")  # read once for every size
         style = images.as_rgb(style, "style image")
@@ -325,7 +328,8 @@ class Stylizer:
                 style_mask=style_mask, photorealism=photorealism,
                 content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
                 height=h, width=w, content_layers=content_layers, style_layers=style_layers,
-                init=init if starts else None, max_memory=max_memory, tile=tile)
+                init=init if starts else None, max_memory=max_memory, tile=tile,
+                notes=self.notes if size is None else None)
 
         problem = make()
         coarse = self._coarse(problem, scales, make)
@@ -374,11 +378,16 @@ class Stylizer:
         `on_evaluation(count, loss)` is called after every evaluation or step of a frame.
         """
         check_choice("method", method, VIDEO_METHODS)
+        if method == "lbfgs" and learning_rate is not None:
+            raise StyleflowError("learning_rate: only with method='adam' (L-BFGS has none)",
+                                 params=("learning_rate",))
+        if isinstance(content_layers, str):  # one name is one layer
+            content_layers = [content_layers]
         base = T if method == "lbfgs" else S
         defaults = VIDEO_DEFAULTS[method]
         iterations = defaults["iterations"] if iterations is None else iterations
         _check_numbers(iterations=iterations)  # before it is halved
-        _check_sizes(height=height, width=width, start=start, stop=stop)
+        _check_sizes(height=height, width=width, tile=tile, start=start, stop=stop)
         _check_flags(long_term=long_term, independent=independent)
         frame_iterations = (max(1, (iterations + 1) // 2) if frame_iterations is None
                             else frame_iterations)
@@ -437,12 +446,13 @@ def _finish(run: Run) -> Result:
 
 
 def _check_sizes(**values) -> None:
-    """StyleflowError unless each of `values` (height, width, start, ...) is None or a whole
-    number, at least 1 (`start`: at least 0), as the command lines take them."""
+    """StyleflowError unless each of `values` (height, width, tile, start, seed, ...) is None
+    or a whole number, at least 1 (`start` and `seed`: at least 0), as the command lines take
+    them."""
     for name, value in values.items():
         if value is None:
             continue
-        least = 0 if name == "start" else 1
+        least = 0 if name in ("start", "seed") else 1
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
             kind = "zero or more" if least == 0 else "greater than zero"
             raise StyleflowError(f"{name}: must be a whole number {kind}, not {value!r}",

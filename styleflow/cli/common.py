@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+import os
 import signal
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from ..defaults import JIT_MODES, LBFGS_HISTORY, PRECISIONS
@@ -237,26 +239,45 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                        help="write an animation of the run's iterations to this GIF at the end")
 
 
-def check_run_outputs(args, inputs: Sequence[str | None]) -> None:
+def check_run_outputs(args, inputs: Sequence[str | None],
+                      outputs: Sequence[tuple[str, str | os.PathLike]] = ()) -> None:
     """Check --log/--plot/--gif before any work: right extensions, writable folders, not an
-    input file."""
-    from pathlib import Path
-
+    input file, not one of the run's `outputs` ((role, path): the image, the interrupted
+    image, ...) nor each other: one would silently replace the other."""
     from ..io import files
     from ..report.plot import check_plot_extension
 
-    paths = []
     if args.plot:
         check_plot_extension(args.plot, "--plot")
     if args.gif and Path(args.gif).suffix.lower() != ".gif":
         raise StyleflowError(f"--gif '{args.gif}': the file name must end in .gif")
+    taken = {files.resolved(path): role for role, path in outputs}
+    taken.update({files.resolved(path): "the input file" for path in inputs if path})
     for option, value in (("--log", args.log), ("--plot", args.plot), ("--gif", args.gif)):
         if value:
             files.prepare_output_dir(value, option)
             if Path(value).is_dir():
                 raise StyleflowError(f"{option} '{value}': is a directory, not a file name")
-            paths.append(Path(value))
-    files.refuse_overwriting_inputs(paths, list(inputs))
+            if (files.resolved(value) in taken
+                    and files.resolved(value) != files.resolved(os.devnull)):  # takes anything
+                raise StyleflowError(f"{option} '{value}' is {taken[files.resolved(value)]}; "
+                                     "choose another name")
+            taken[files.resolved(value)] = option
+
+
+def check_interrupted_name(path: Path, what: str = "output") -> None:
+    """One line before any work where the image an interruption writes (`path`,
+    files.interrupted_name) could not be written for the length of its name: the interruption
+    would otherwise lose the best image so far."""
+    try:
+        limit = os.pathconf(path.parent if str(path.parent) else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return
+    size = len(os.fsencode(path.name))
+    if size > limit:
+        raise StyleflowError(
+            f"{what}: name too long for the image an interruption keeps ('{path.name}' would "
+            f"be {size} bytes, the limit is {limit}); choose a shorter name")
 
 
 def notes_to_stderr(quiet: bool, names: dict[str, str] | None = None

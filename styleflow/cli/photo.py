@@ -3,6 +3,7 @@ Photo Style Transfer, Luan et al. 2017), optionally region by region with segmen
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -103,6 +104,13 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Run the CLI; returns the exit status."""
     args = parse(argv, prog)
     names = flag_names(prog)
+    # The masks' and --init's messages name the files given (the content and style images'
+    # name theirs already).
+    for param, flag, path in (("content_mask", "--content-mask", args.content_mask),
+                              ("style_mask", "--style-mask", args.style_mask),
+                              ("init", "--init", args.init)):
+        if path:
+            names[param] = f"{flag} '{path}'"
     return cc.run_cli(prog, lambda: _run(args, prog, names), names)
 
 
@@ -123,13 +131,15 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     output = Path(args.output)
     images.check_image_extension(output, "output")
     images.bit_depth_for(output, args.bit_depth)
-    if files.exists(output) and not args.overwrite:
+    if files.exists(output) and not args.overwrite and not os.path.isdir(output):
         raise StyleflowError(f"output '{output}' exists; pass --overwrite to replace it")
     inputs = [args.content, args.style, args.content_mask, args.style_mask, args.init]
     interrupted = files.interrupted_name(str(output.with_suffix("")), output.suffix, inputs)
     files.refuse_overwriting_inputs([output, interrupted], inputs)
     files.prepare_output_dir(output, "output")
-    cc.check_run_outputs(args, inputs)
+    cc.check_interrupted_name(interrupted)
+    cc.check_run_outputs(args, inputs, [("the output", output),
+                                        ("where an interruption keeps its image", interrupted)])
     # Inputs are read before TensorFlow loads: a bad one is one line at once.
     cc.check_weights(args.weights)
     content = images.load_image(args.content, "content image")
@@ -152,7 +162,9 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
                                title=f"{output.name}: loss per iteration", prog=prog,
                                parts=("photo",) if args.photorealism > 0 else ())
     regions = "masked" if args.content_mask else "whole images"
-    recorder.line(cc.describe_run(run, label=f"photorealistic L-BFGS, {regions}"))
+    kind = ("photorealistic L-BFGS" if args.photorealism > 0
+            else "L-BFGS without the photorealism term")
+    recorder.line(cc.describe_run(run, label=f"{kind}, {regions}"))
     if run.stages_report:
         recorder.line(run.stages_report)
     if cc.describe_layout(run, args):
@@ -174,9 +186,13 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
                                      resume="--stages 1 --init" if run.stage == 2 else "--init")
     result = run.result()
     result.save(output, args.bit_depth)
-    if run.stopped is not None:
-        done, why = run.stopped
-        recorder.line(f"L-BFGS stopped after {done} iteration{'' if done == 1 else 's'}: {why}")
+    for stage, done, last, why in run.stage_stops:
+        first = run.first_stage + 1 if stage == 2 else 1
+        said = f"stage {stage}: " if run.stages == 2 else ""
+        repeat = (f"iteration {last} repeats" if last == done + 1
+                  else f"iterations {done + 1}-{last} repeat")
+        recorder.line(f"{said}L-BFGS stopped after {done - first + 1} of its {last - first + 1} "
+                      f"iterations: {why}; {repeat} its last image")
     recorder.line(f"final loss {result.parts.total:.4e} -> {output}")
     recorder.finish()
     return cc.finish_code(recorder)

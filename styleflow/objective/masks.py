@@ -30,12 +30,16 @@ SAME_COLOUR_DISTANCE = 32.0
 
 
 def colour_regions(content_mask, style_mask, *, content_what: str = "content_mask",
-                   style_what: str = "style_mask"
+                   style_what: str = "style_mask", content_size: tuple[int, int] | None = None,
+                   style_size: tuple[int, int] | None = None
                    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
     """The regions two colour-coded masks share: (content_regions, style_regions, colours).
 
     `content_mask` and `style_mask` are (h, w, 3) uint8 RGB arrays (or anything `as_rgb`
-    takes) already at their images' sizes (resize them with nearest neighbour). A region colour
+    takes). The regions are found at the masks' own sizes, so whether a mask is accepted does
+    not depend on the output's size; `content_size` and `style_size` ((h, w), the images' sizes
+    in the run) are the sizes of the regions returned (nearest neighbour), and a region that
+    covers no pixel there is a StyleflowError (too small for that size). A region colour
     is one whose solid pixels (pixels whose four neighbours share their colour) cover at least
     MIN_REGION_SHARE of its mask; colours within SAME_COLOUR_DISTANCE of a larger one count as
     that one. Every other pixel (anti-aliased edges, JPEG noise) joins the nearest region colour
@@ -61,25 +65,35 @@ def colour_regions(content_mask, style_mask, *, content_what: str = "content_mas
     # Each content colour's counterpart: the nearest style colour, when near enough.
     gaps = np.linalg.norm(content_colours[:, None, :] - style_colours[None, :, :], axis=2)
     match = gaps.argmin(axis=1)
-    missing = [_hex(c) for c, gap in zip(content_colours, gaps.min(axis=1))
+    missing = [hex_colour(c) for c, gap in zip(content_colours, gaps.min(axis=1))
                if gap > SAME_COLOUR_DISTANCE]
     if missing:
         raise StyleflowError(
             f"{content_what}: colour{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
             f"{'have' if len(missing) > 1 else 'has'} no region in {style_what} (its colours: "
-            f"{', '.join(_hex(c) for c in style_colours)}); colour the same regions alike in "
+            f"{', '.join(hex_colour(c) for c in style_colours)}); colour the same regions alike in "
             "both masks", params=(content_what, style_what))
     taken, counts = np.unique(match, return_counts=True)
     if (counts > 1).any():
         shared = taken[counts > 1][0]
-        both = [_hex(c) for c, m in zip(content_colours, match) if m == shared]
+        both = [hex_colour(c) for c, m in zip(content_colours, match) if m == shared]
         raise StyleflowError(
             f"{content_what}: colours {' and '.join(both)} both match "
-            f"{_hex(style_colours[shared])} of {style_what}; use clearly different colours "
+            f"{hex_colour(style_colours[shared])} of {style_what}; use clearly different colours "
             "for different regions", params=(content_what, style_what))
 
-    content_labels = _nearest(content, content_codes, content_colours)
-    style_labels = _nearest(style, style_codes, style_colours)
+    content_labels = _resized(_nearest(content, content_codes, content_colours), content_size)
+    style_labels = _resized(_nearest(style, style_codes, style_colours), style_size)
+    for labels, wanted, what in ((content_labels, range(len(content_colours)), content_what),
+                                 (style_labels, match, style_what)):
+        lost = [hex_colour(content_colours[k]) for k, index in enumerate(wanted)
+                if not (labels == index).any()]
+        if lost:
+            h, w = labels.shape
+            raise StyleflowError(
+                f"{what}: the region{'s' if len(lost) > 1 else ''} {', '.join(lost)} "
+                f"{'cover' if len(lost) > 1 else 'covers'} no pixel at {w}x{h}, the size the "
+                "run uses; make the output larger, or the region", params=(what,))
     regions = np.arange(len(content_colours))
     content_regions = (content_labels[:, :, None] == regions).astype(np.float32)
     # Style pixels of an unused colour match no content region: all zeros there.
@@ -147,13 +161,26 @@ def _nearest(rgb: np.ndarray, codes: np.ndarray, colours: np.ndarray) -> np.ndar
     return labels
 
 
+def _resized(labels: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """`labels` (h, w) resized to `size` (h', w') by nearest neighbour (the pixel whose centre
+    each new pixel's centre falls in), or as they are."""
+    if size is None or tuple(size) == labels.shape:
+        return labels
+    h, w = labels.shape
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), w - 1)
+    return labels[rows[:, None], cols[None, :]]
+
+
 def _rgb(code) -> np.ndarray:
     code = int(code)
     return np.array([code >> 16 & 255, code >> 8 & 255, code & 255], dtype=np.int64)
 
 
-def _hex(colour) -> str:
+def hex_colour(colour) -> str:
+    """(r, g, b) as #rrggbb, as the messages name colours."""
     return "#" + "".join(f"{int(v):02x}" for v in colour)
+
 
 
 def check_aspect(mask_shape, image_shape, what: str, image_what: str) -> None:
