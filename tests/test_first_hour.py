@@ -213,6 +213,7 @@ def test_lbfgs_says_why_it_stopped_early(tiny, tmp_path):
                                            tv_weight=0)
     images = [it.array for it in run]
     assert run.stopped == (0, "converged (the gradient is within tolerance)")
+    assert run.stage_stops == [(1, 0, 3, "converged (the gradient is within tolerance)")]
     assert all(np.array_equal(images[0], image) for image in images)
     proc = call_cli(TRANSFER, base, ref, tmp_path / "p", "--iter", "3", "--weights", "random",
                     "--height", "16", "--style_weight", "0", "--tv_weight", "0")

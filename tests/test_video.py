@@ -308,6 +308,18 @@ def test_a_run_stopped_before_its_first_frame_leaves_nothing_that_binds(clips, t
     assert streams(out)["frames"] == 8 and not work.exists()
 
 
+def test_a_failed_run_leaves_a_users_segment_folder_alone(clips, tmp_path):
+    out = tmp_path / "frames_out"  # a folder output: the work folder is the user's folder
+    mine = out / "segment_0001"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    proc = call_cli("styleflow", "video", clips["mp4"], STYLE, out, *FAST,
+                    "--content-layers", "nosuch")
+    assert_clean_error(proc, "nosuch")
+    assert (mine / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["segment_0001"]  # no record left
+
+
 def test_a_folder_of_frames_with_a_frame_it_cannot_read_is_refused(clips, tmp_path):
     folder = tmp_path / "shots"
     folder.mkdir()

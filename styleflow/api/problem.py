@@ -250,14 +250,15 @@ def photo_problem(networks: Networks, content, style, *, content_mask=None, styl
                   content_layers: Sequence[str] | None = None,
                   style_layers: Sequence[str] | None = None, init=None,
                   max_memory: float | None = None, tile: int | None = None,
-                  notes: Callable[[str], None] | None = None) -> Problem:
+                  notes: Callable[[str], None] | None = None, coarse: bool = False) -> Problem:
     """Deep Photo Style Transfer's problem (Luan et al. 2017): neural-style's content and
     style terms, the style compared region by region when colour-coded `content_mask` and
     `style_mask` are given, and the photorealism term `photorealism`·Σ_c V_cᵀ M V_c (M the
     content's matting Laplacian, V the output on the 0..1 scale; 0 leaves it out). The
     output starts from the content (or `init`); the style image is resized to the output's
     pixel count. Without height and width the output is PHOTO_DEFAULTS["width"] px wide.
-    `notes` is told of masks that change nothing (one region)."""
+    `notes` is told of masks that change nothing (one region); `coarse`: the problem is a
+    coarse size of `scales` (said where a mask's region has no pixel there)."""
     content_rgb = images.as_rgb(content, "content image")
     style_rgb = images.as_rgb(style, "style image")
     if (content_mask is None) != (style_mask is None):
@@ -296,7 +297,8 @@ def photo_problem(networks: Networks, content, style, *, content_mask=None, styl
     if masked:
         content_regions, style_regions, colours = masks.colour_regions(
             content_mask, style_mask, content_what="content_mask", style_what="style_mask",
-            content_size=size, style_size=style_size)
+            content_size=size, style_size=style_size,
+            **({"size_what": "a coarse size of scales; use fewer scales"} if coarse else {}))
         if len(colours) == 1 and notes is not None:
             notes(Note(f"note: content_mask and style_mask share one region "
                        f"({masks.hex_colour(colours[0])}), so they change nothing: colours "

@@ -259,6 +259,13 @@ class TransferRun(Run):
         last image. None otherwise."""
         return self.evaluator.stopped
 
+    @property
+    def stage_stops(self) -> list[tuple[int, int, int, str]]:
+        """`stopped` as PhotoRun.stage_stops gives it: [(1, the last iteration computed, the
+        last iteration, why)], or []."""
+        stopped = self.stopped
+        return [] if stopped is None else [(1, stopped[0], self.iterations, stopped[1])]
+
     @staticmethod
     def _history(problem: Problem) -> int:
         return problem.layout.history if problem.layout else LBFGS_HISTORY

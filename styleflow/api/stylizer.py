@@ -246,7 +246,7 @@ class Stylizer:
                        style_weight=style_weight, tv_weight=tv_weight,
                        learning_rate=learning_rate, style_layer_weight_exp=style_layer_weight_exp,
                        scales=scales)
-        _check_sizes(width=width, tile=tile)
+        _check_sizes(width=width, tile=tile, seed=seed)
         iterations, scales = int(iterations), int(scales)  # NumPy's integers too
         content = images.as_rgb(content, "content image")  # read once for every size
         styles = [images.as_rgb(style, f"style image {i + 1}") for i, style in enumerate(styles)]
@@ -329,7 +329,7 @@ class Stylizer:
                 content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
                 height=h, width=w, content_layers=content_layers, style_layers=style_layers,
                 init=init if starts else None, max_memory=max_memory, tile=tile,
-                notes=self.notes if size is None else None)
+                notes=self.notes if size is None else None, coarse=size is not None)
 
         problem = make()
         coarse = self._coarse(problem, scales, make)

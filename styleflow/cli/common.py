@@ -265,21 +265,6 @@ def check_run_outputs(args, inputs: Sequence[str | None],
             taken[files.resolved(value)] = option
 
 
-def check_interrupted_name(path: Path, what: str = "output") -> None:
-    """One line before any work where the image an interruption writes (`path`,
-    files.interrupted_name) could not be written for the length of its name: the interruption
-    would otherwise lose the best image so far."""
-    try:
-        limit = os.pathconf(path.parent if str(path.parent) else ".", "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return
-    size = len(os.fsencode(path.name))
-    if size > limit:
-        raise StyleflowError(
-            f"{what}: name too long for the image an interruption keeps ('{path.name}' would "
-            f"be {size} bytes, the limit is {limit}); choose a shorter name")
-
-
 def notes_to_stderr(quiet: bool, names: dict[str, str] | None = None
                     ) -> Callable[[str], None]:
     """The `notes` callback for notes such as the weights fallback: stderr, parameters named by

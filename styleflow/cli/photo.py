@@ -137,7 +137,6 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     interrupted = files.interrupted_name(str(output.with_suffix("")), output.suffix, inputs)
     files.refuse_overwriting_inputs([output, interrupted], inputs)
     files.prepare_output_dir(output, "output")
-    cc.check_interrupted_name(interrupted)
     cc.check_run_outputs(args, inputs, [("the output", output),
                                         ("where an interruption keeps its image", interrupted)])
     # Inputs are read before TensorFlow loads: a bad one is one line at once.

@@ -179,7 +179,6 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     files.prepare_output_dir(output, "--output")
     for path in checkpoints[:1]:
         files.prepare_output_dir(path, "--checkpoint-output")
-    cc.check_interrupted_name(interrupted, "--output")
     cc.check_run_outputs(args, inputs, [
         ("the --output", output), ("where an interruption keeps its image", interrupted),
         *(("a --checkpoint-output", path) for path in checkpoints)])

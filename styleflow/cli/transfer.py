@@ -125,7 +125,6 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     interrupted = files.interrupted_name(args.prefix, ".png", inputs)
     files.refuse_overwriting_inputs(outputs + [interrupted], inputs)
     files.prepare_output_dir(outputs[0], "prefix")
-    cc.check_interrupted_name(interrupted, "prefix")
     cc.check_run_outputs(args, inputs, [
         *(("an iteration's image", path) for path in outputs),
         ("where an interruption keeps its image", interrupted)])

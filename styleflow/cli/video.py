@@ -4,10 +4,10 @@ and the same command after a crash or Ctrl-C continues from the first missing fr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import shutil
 import stat
 import sys
 import time
@@ -183,26 +183,37 @@ def _clear(work: Path, frames: bool = True, folder: bool = True) -> None:
     """Remove what this command writes in `work` (its `frames`, Ray segments and record),
     then, with `folder`, the folder itself if nothing else is left in it: a folder holding
     other files, the input's frames say, keeps them."""
-    from ..io import video
-
-    if frames:
-        for index in video.finished_frames(work):
-            video.frame_path(work, index).unlink(missing_ok=True)
     for sub in _segments(work):
-        shutil.rmtree(sub, ignore_errors=True)
+        _clear_frames(sub)
+        _remove_if_empty(sub)
+    if frames:
+        _clear_frames(work)
     (work / SETTINGS_FILE).unlink(missing_ok=True)
     if folder:
-        try:
-            work.rmdir()
-        except OSError:  # not empty (or gone): what else is there stays
-            pass
+        _remove_if_empty(work)
+
+
+def _clear_frames(folder: Path) -> None:
+    """Remove the frames this command wrote in `folder`, and its half-written ones."""
+    from ..io import files, video
+
+    for index in video.finished_frames(folder):
+        video.frame_path(folder, index).unlink(missing_ok=True)
+    files.remove_stale_temporaries(folder)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (or gone): what else is there stays
+        pass
 
 
 def _claim(work: Path, args, overwrite: bool) -> None:
     """Make `work` this run's: new, or holding frames of the same command (resumed), or
     cleared with --overwrite; a work folder of another run is refused. A record without
     frames (a run stopped before its first frame) binds nothing."""
-    from ..io import files, video
+    from ..io import files
 
     record = work / SETTINGS_FILE
     mine = _recorded(args)
@@ -220,11 +231,8 @@ def _claim(work: Path, args, overwrite: bool) -> None:
                 f"{', '.join(differ) or 'its record'}); rerun that command, or pass "
                 "--overwrite to start over")
     elif overwrite and work.exists():
-        for index in video.finished_frames(work):
-            video.frame_path(work, index).unlink()
-        for sub in _segments(work):
-            shutil.rmtree(sub, ignore_errors=True)
-    elif not record.exists() and work.exists() and video.finished_frames(work):
+        _clear(work, folder=False)
+    elif not record.exists() and work.exists() and _holds_frames(work):
         raise StyleflowError(f"output folder '{work}' already holds frames; pass --overwrite "
                              "to replace them")
     files.write_atomically(record, lambda h: h.write(json.dumps(mine, indent=1).encode()))
@@ -267,10 +275,10 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
             stats = _run_local(args, prog, clip, style, work,
                                cc.make_stylizer(args, args.weights, names))
     except BaseException:
-        if not _holds_frames(work):  # stopped before its first frame: no record is left
-            _clear(work, frames=False, folder=fresh)
+        _forget(work, fresh)
         raise
     if isinstance(stats, int):  # interrupted: the exit status
+        _forget(work, fresh)
         return stats
     frames = [images.load_image(video.frame_path(work, i), "finished frame")
               for i in range(len(clip.frames))]
@@ -286,6 +294,14 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
               f"{' with audio' if clip.audio_from and kind == 'video' else ''} -> {output} "
               f"({elapsed:.1f}s{stats})", flush=True)
     return 0
+
+
+def _forget(work: Path, fresh: bool) -> None:
+    """After a run that ended before its first frame: no record is left (and the work
+    folder goes too where the run made it). A failure here must not hide the run's own."""
+    if not _holds_frames(work):
+        with contextlib.suppress(OSError):
+            _clear(work, frames=False, folder=fresh)
 
 
 def _check_work_folder(output: Path, work: Path) -> None:
@@ -414,5 +430,6 @@ def _run_ray(args, prog: str, clip, work: Path):
         video.write_frame(work, index, crossfade(segments, outputs, index))
     if not args.keep_frames:
         for segment in segments:
-            shutil.rmtree(segment_folder(work, segment.index), ignore_errors=True)
+            _clear_frames(segment_folder(work, segment.index))
+            _remove_if_empty(segment_folder(work, segment.index))
     return f", {len(segments)} segments on Ray"

@@ -247,15 +247,31 @@ def _check_name(path: Path, folder: Path, what: str) -> None:
 def interrupted_name(base: str, suffix: str,
                      inputs: list[str | os.PathLike | None]) -> Path:
     """Where an interrupted run writes its latest image: BASE_interrupted.SUFFIX, or
-    BASE_interrupted2.SUFFIX, ... when that is an input (a run resumed from an interruption).
+    BASE_interrupted2.SUFFIX, ... when that is an input (a run resumed from an interruption);
+    BASE's name is cut short where the whole would be too long for its folder.
 
     BASE is joined as text, so a folder prefix 'out/' gives 'out/_interrupted.png'."""
     taken = {resolved(p) for p in inputs if p}
     for n in range(1, len(taken) + 2):
-        path = Path(f"{base}_interrupted{n if n > 1 else ''}{suffix}")
+        path = _fitted(Path(f"{base}_interrupted{n if n > 1 else ''}{suffix}"),
+                       f"_interrupted{n if n > 1 else ''}{suffix}")
         if resolved(path) not in taken:
             return path
     raise AssertionError("unreachable: more candidates than inputs")
+
+
+def _fitted(path: Path, tail: str) -> Path:
+    """`path`, its name cut short before `tail` where it is longer than its folder takes: an
+    output name near the limit must not cost the interrupted run its image."""
+    try:
+        limit = os.pathconf(path.parent if str(path.parent) else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return path
+    name = os.fsencode(path.name)
+    if limit <= 0 or len(name) <= limit:
+        return path
+    head = name[:len(name) - len(os.fsencode(tail))][:limit - len(os.fsencode(tail))]
+    return path.with_name(head.decode(errors="ignore") + tail)
 
 
 def refuse_overwriting_inputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:

@@ -35,9 +35,10 @@ def load_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
         raise StyleflowError(f"{label}: is a directory, not an image file")
     if info.st_size == 0 and stat.S_ISREG(info.st_mode):
         raise StyleflowError(f"{label}: file is empty")
-    if stat.S_ISFIFO(info.st_mode) and "pipe:[" not in os.path.realpath(p):
+    real = os.path.realpath(p)
+    if stat.S_ISFIFO(info.st_mode) and not ("pipe:[" in real or real.startswith("/dev/")):
         # A named pipe waits for a writer, perhaps for ever; a shell's pipe into /dev/stdin
-        # (an anonymous one) is read as a file.
+        # (Linux resolves it to /proc/PID/fd/pipe:[N], macOS to /dev/fd/0) is read as a file.
         raise StyleflowError(f"{label}: a named pipe, not an image file (pipe an image into "
                              "/dev/stdin instead)")
     try:

@@ -31,7 +31,9 @@ SAME_COLOUR_DISTANCE = 32.0
 
 def colour_regions(content_mask, style_mask, *, content_what: str = "content_mask",
                    style_what: str = "style_mask", content_size: tuple[int, int] | None = None,
-                   style_size: tuple[int, int] | None = None
+                   style_size: tuple[int, int] | None = None,
+                   size_what: str = "the size the run uses; make the output larger, or the "
+                                    "region"
                    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
     """The regions two colour-coded masks share: (content_regions, style_regions, colours).
 
@@ -39,7 +41,8 @@ def colour_regions(content_mask, style_mask, *, content_what: str = "content_mas
     takes). The regions are found at the masks' own sizes, so whether a mask is accepted does
     not depend on the output's size; `content_size` and `style_size` ((h, w), the images' sizes
     in the run) are the sizes of the regions returned (nearest neighbour), and a region that
-    covers no pixel there is a StyleflowError (too small for that size). A region colour
+    covers no pixel there is a StyleflowError (too small for that size, which `size_what`
+    describes). A region colour
     is one whose solid pixels (pixels whose four neighbours share their colour) cover at least
     MIN_REGION_SHARE of its mask; colours within SAME_COLOUR_DISTANCE of a larger one count as
     that one. Every other pixel (anti-aliased edges, JPEG noise) joins the nearest region colour
@@ -82,18 +85,23 @@ def colour_regions(content_mask, style_mask, *, content_what: str = "content_mas
             f"{hex_colour(style_colours[shared])} of {style_what}; use clearly different colours "
             "for different regions", params=(content_what, style_what))
 
-    content_labels = _resized(_nearest(content, content_codes, content_colours), content_size)
-    style_labels = _resized(_nearest(style, style_codes, style_colours), style_size)
-    for labels, wanted, what in ((content_labels, range(len(content_colours)), content_what),
-                                 (style_labels, match, style_what)):
-        lost = [hex_colour(content_colours[k]) for k, index in enumerate(wanted)
-                if not (labels == index).any()]
+    # Each pixel is labelled on its own, so sampling the masks first gives the same labels as
+    # labelling them whole and sampling those (a 12 MP JPEG mask labelled whole took GBs).
+    content, content_codes = _resized(content, content_size), _resized(content_codes,
+                                                                       content_size)
+    style, style_codes = _resized(style, style_size), _resized(style_codes, style_size)
+    content_labels = _nearest(content, content_codes, content_colours)
+    style_labels = _nearest(style, style_codes, style_colours)
+    for labels, wanted, colours, what in (
+            (content_labels, range(len(content_colours)), content_colours, content_what),
+            (style_labels, match, style_colours, style_what)):
+        lost = [hex_colour(colours[index]) for index in wanted if not (labels == index).any()]
         if lost:
             h, w = labels.shape
             raise StyleflowError(
                 f"{what}: the region{'s' if len(lost) > 1 else ''} {', '.join(lost)} "
-                f"{'cover' if len(lost) > 1 else 'covers'} no pixel at {w}x{h}, the size the "
-                "run uses; make the output larger, or the region", params=(what,))
+                f"{'cover' if len(lost) > 1 else 'covers'} no pixel at {w}x{h}, {size_what}",
+                params=(what,))
     regions = np.arange(len(content_colours))
     content_regions = (content_labels[:, :, None] == regions).astype(np.float32)
     # Style pixels of an unused colour match no content region: all zeros there.
@@ -161,15 +169,15 @@ def _nearest(rgb: np.ndarray, codes: np.ndarray, colours: np.ndarray) -> np.ndar
     return labels
 
 
-def _resized(labels: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """`labels` (h, w) resized to `size` (h', w') by nearest neighbour (the pixel whose centre
-    each new pixel's centre falls in), or as they are."""
-    if size is None or tuple(size) == labels.shape:
-        return labels
-    h, w = labels.shape
+def _resized(array: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """`array` (h, w, ...) resized to `size` (h', w') by nearest neighbour (the pixel whose
+    centre each new pixel's centre falls in), or as it is."""
+    h, w = array.shape[:2]
+    if size is None or tuple(size) == (h, w):
+        return array
     rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), h - 1)
     cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), w - 1)
-    return labels[rows[:, None], cols[None, :]]
+    return array[rows[:, None], cols[None, :]]
 
 
 def _rgb(code) -> np.ndarray:

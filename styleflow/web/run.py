@@ -84,7 +84,7 @@ class Runner:
             if stop.is_set():
                 raise Cancelled()
             seconds: list[float] = []
-            shown, noted = 0.0, False
+            shown, noted = 0.0, 0
             for it in run:
                 yield from flushed()
                 seconds = (seconds + [it.seconds])[-5:]
@@ -96,11 +96,9 @@ class Runner:
                 yield ("iterated", it.iteration, rate, preview)
                 if stop.is_set():
                     raise Cancelled()
-                stopped = getattr(run, "stopped", None)
-                if stopped and not noted:
-                    noted = True
-                    yield ("note", f"L-BFGS stopped after iteration {stopped[0]}: "
-                                   f"{stopped[1]}; the later iterations repeat its image")
+                for stop in getattr(run, "stage_stops", [])[noted:]:  # L-BFGS's, per stage
+                    noted += 1
+                    yield ("note", _stop_note(run, *stop))
             end = amended(("end", "done", None, False), *keep(folder, _saver(run.result())))
         except Cancelled:
             kept = keep(folder, _saver(run.result())) if run is not None else (False, None)
@@ -164,6 +162,16 @@ def keep(folder: Path, write) -> tuple[bool, str | None]:
         text = without_folder(exc, folder)
         return written, (f"{text}; the PNG was kept" if written else text)
     return True, None
+
+
+def _stop_note(run, stage: int, done: int, last: int, why: str) -> str:
+    """As `styleflow photo` says it: the stage's own count, the run's iteration numbers."""
+    first = run.first_stage + 1 if stage == 2 else 1
+    said = f"stage {stage}: " if getattr(run, "stages", 1) == 2 else ""
+    repeat = (f"iteration {last} repeats" if last == done + 1
+              else f"iterations {done + 1}-{last} repeat")
+    return (f"{said}L-BFGS stopped after {done - first + 1} of its {last - first + 1} "
+            f"iterations: {why}; {repeat} its last image")
 
 
 def amended(end: tuple, kept: bool, lost: str | None) -> tuple:
