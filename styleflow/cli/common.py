@@ -285,10 +285,12 @@ def describe_run(run, styles: int | None = None, label: str | None = None) -> st
             f"{', bfloat16' if run.precision == 'bfloat16' else ''}")
 
 
-def add_engine_options(parser: argparse.ArgumentParser, prog: str) -> None:
+def add_engine_options(parser: argparse.ArgumentParser, prog: str,
+                       jit_help: str | None = None) -> None:
     """--precision: float32 by default in the two original scripts (their results stay as they
     were), auto in the `styleflow` command (bfloat16 where the hardware runs it natively);
-    --jit: XLA or not, by default measured for long runs."""
+    --jit: XLA or not, by default measured for long runs (`jit_help` where a command reads
+    auto otherwise)."""
     default = "auto" if prog.startswith("styleflow") else "float32"
     parser.add_argument("--precision", choices=PRECISIONS, default=default,
                         help="arithmetic of the VGG pass (losses stay float32): bfloat16 is "
@@ -296,10 +298,10 @@ def add_engine_options(parser: argparse.ArgumentParser, prog: str) -> None:
                              "capability 8.0+) and very slow where emulated; auto picks "
                              "bfloat16 only where native (default: %(default)s)")
     parser.add_argument("--jit", choices=JIT_MODES, default="auto",
-                        help="XLA compilation of the loss: auto times both ways for the run's "
-                             "size and keeps the faster (runs of 100+ evaluations without "
-                             "--seed; trial evaluations count in the progress), on, or off "
-                             "(default: %(default)s)")
+                        help=jit_help or "XLA compilation of the loss: auto times both ways for "
+                             "the run's size and keeps the faster (runs of 100+ evaluations "
+                             "without --seed; trial evaluations count in the progress), on, or "
+                             "off (default: %(default)s)")
 
 
 def add_size_options(parser: argparse.ArgumentParser) -> None:

@@ -83,11 +83,9 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
                    help="VGG19 weights, as `styleflow transfer` takes them (default: "
                         "%(default)s)")
     p.add_argument("--pooling", choices=POOLINGS, default="max", help="(default: %(default)s)")
-    cc.add_engine_options(p, prog)
-    for action in p._actions:  # `parse` turns auto into off: say so
-        if action.dest == "jit":
-            action.help = ("XLA compilation of the loss: on or off; auto is off here (each "
-                           "frame's run is too short to time both ways) (default: %(default)s)")
+    cc.add_engine_options(p, prog, jit_help=(  # `parse` turns auto into off
+        "XLA compilation of the loss: on or off; auto is off here (each frame's run is too "
+        "short to time both ways) (default: %(default)s)"))
     p.add_argument("--max-memory", type=cc.positive_float, metavar="GB", default=None,
                    help="memory budget for the process; frames larger than fits in one pass "
                         "are computed exactly in tiles (default: the memory available)")
