@@ -411,6 +411,20 @@ def test_photo_outputs_that_would_replace_each_other_are_refused(tmp_path, tiny)
     assert_clean_error(proc, "a named pipe")
 
 
+def test_a_refused_run_leaves_no_folders_it_made(tmp_path, tiny):
+    base, ref = tiny
+    out = tmp_path / "new" / "deeper" / "out.png"
+    proc = call_cli("styleflow", "photo", base, tmp_path / "missing.png", out, "--weights",
+                    "random", "--iterations", "1", "--width", "48")
+    assert_clean_error(proc, "missing.png", "not found")
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "mine"
+    kept.mkdir()  # a folder that was there stays, empty or not
+    proc = call_cli("styleflow", "photo", base, tmp_path / "missing.png", kept / "o.png",
+                    "--weights", "random", "--iterations", "1", "--width", "48")
+    assert proc.returncode == 1 and kept.is_dir()
+
+
 def test_an_output_name_near_the_limit_keeps_an_interrupted_image_name_that_fits(tmp_path):
     from styleflow.io.files import interrupted_name
 

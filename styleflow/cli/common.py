@@ -152,8 +152,11 @@ def run_cli(prog: str, body: Callable[[], int], names: dict[str, str] | None = N
     handling runs (`Interrupts`); interrupts give 130 / 143."""
 
     def error(exc: StyleflowError) -> int:
+        from ..io import files
+
         message = " ".join(exc.worded(names or {}).split())
         print(f"{prog}: error: {message}", file=sys.stderr)
+        files.remove_new_empty_folders()  # refused: no output, no new empty folders either
         return EXIT_ERROR
 
     global _interrupts

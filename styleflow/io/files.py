@@ -4,6 +4,7 @@ cleared. The operating system's refusals are worded by errors.os_error."""
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import re
@@ -201,11 +202,33 @@ def prepare_output_folder(path: str | os.PathLike, what: str = "output") -> Path
     return path
 
 
+# Folders this process made for its outputs, newest last (a command that then fails removes
+# those left empty: `remove_new_empty_folders`); a long-lived process keeps only the latest.
+_MADE: collections.deque[Path] = collections.deque(maxlen=64)
+
+
+def remove_new_empty_folders() -> None:
+    """Remove the folders `prepare_output_dir` and `prepare_output_folder` made in this
+    process that are still empty, deepest first: a command refused after it made them leaves
+    no trace."""
+    while _MADE:
+        try:
+            _MADE.pop().rmdir()
+        except OSError:  # not empty, or gone: left as it is
+            pass
+
+
 def _make_folder(folder: Path, label: str, named: str) -> None:
     """Create `folder` (with its parents) and check that files can be written in it; the
     errors start with `label` and call the folder 'folder' + `named`."""
+    missing = []
+    for ancestor in [folder, *folder.parents]:
+        if exists(ancestor) or os.path.islink(ancestor):
+            break
+        missing.append(ancestor)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        _MADE.extend(reversed(missing))  # parents first: popped deepest first
     except OSError as exc:
         reason = os_reason(exc)
         if exc.errno == errno.EEXIST:  # there, but no folder: a file, or a symlink loop
