@@ -217,3 +217,68 @@ def test_the_bar_runs_over_pairs_with_the_current_pair_s_progress(monkeypatch, c
     assert "c_s.png 3/10" in out  # the current pair's iterations, beside the bar
     assert "1/2 pairs" in out and "[1/2] done out/c_s.png (1.5s, loss 2.0000e+00)" in out
     assert out.strip().splitlines()[-1].startswith("batch: 1 done, 0 skipped, 0 failed of 2")
+
+
+def _manifest(path, *rows):
+    path.write_text("content,style,output\n" + "".join(f"{row}\n" for row in rows))
+    return path
+
+
+def test_the_status_log_is_never_the_manifest_an_input_or_an_output(pictures, tmp_path):
+    manifest = _manifest(tmp_path / "m.csv", "in/c0.png,in/styles/s0.jpg,out/a.png")
+    before = manifest.read_bytes()
+    for status, needle in ((manifest, "is the manifest"),
+                           (pictures / "c0.png", "is an input of row 2"),
+                           (tmp_path / "out" / "a.png", "is an output of row 2")):
+        proc = call_cli("styleflow", "batch", "--manifest", manifest, "--status", status, *QUICK)
+        assert_clean_error(proc, "--status", needle)
+    assert manifest.read_bytes() == before and not (tmp_path / "out").exists()
+    junk = tmp_path / "junk.jsonl"
+    junk.write_bytes(bytes(range(128, 256)))
+    proc = call_cli("styleflow", "batch", "--manifest", manifest, "--status", junk, *QUICK)
+    assert_clean_error(proc, "--status", "not a status log")
+    proc = call_cli("styleflow", "batch", "--manifest", manifest, "--weights", tmp_path / "no.h5",
+                    "--iter", "1", "--height", "24")
+    assert_clean_error(proc, "no.h5")  # once, before any pair
+
+
+@pytest.mark.slow
+def test_rows_that_cannot_run_fail_even_where_their_output_exists(pictures, tmp_path):
+    (tmp_path / "out").mkdir()
+    make_image(tmp_path / "out" / "b.png", (24, 24), 3)  # a finished-looking output
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("content,style,output,iterations\n"
+                        "in/c0.png,in/styles/s0.jpg,in/c0.png,\n"  # the output is the input
+                        "in/c0.png,in/styles/s0.jpg,out/b.png,2.5\n"  # bad row, output exists
+                        "in/c0.png,in/styles/s0.jpg,,\n"
+                        "in/c1.png,in/styles/s0.jpg,,\n"  # two empty outputs: each fails
+                        "\n"
+                        'in/c1.png,in/styles/s1.jpg,"out/n\x00.png",\n'
+                        "in/c1.png,in/styles/s1.jpg,out/ok.png,\n")
+    before = (pictures / "c0.png").read_bytes()
+    proc = call_cli("styleflow", "batch", "--manifest", manifest, *QUICK)
+    assert proc.returncode == 1
+    records = read_status(tmp_path / "m.status.jsonl")
+    statuses = [r["status"] for r in records]
+    assert statuses.count("failed") == 5 and statuses.count("done") == 1, records
+    assert (pictures / "c0.png").read_bytes() == before
+    errors = " | ".join(r["error"] or "" for r in read_status(tmp_path / "m.status.jsonl"))
+    assert "is the input file" in errors and "row 3: argument --iter" in errors
+    # Numbered by the file's lines: the blank line 6 counts.
+    assert "row 7: the 'output' cell holds a line break or a NUL" in errors
+
+
+def test_iteration_images_never_replace_an_input_or_another_pairs_file(pictures, tmp_path):
+    (tmp_path / "it").mkdir()
+    (tmp_path / "it" / "v_at_iteration_00.png").write_bytes((pictures / "c0.png").read_bytes())
+    manifest = _manifest(tmp_path / "m.csv", "it/v_at_iteration_00.png,in/styles/s0.jpg,it/v.png")
+    proc = call_cli("styleflow", "batch", "--manifest", manifest, "--iteration-images", *QUICK)
+    assert proc.returncode == 1
+    [rec] = read_status(tmp_path / "m.status.jsonl")
+    assert rec["status"] == "failed" and "is the input file" in rec["error"]
+    assert (tmp_path / "it" / "v_at_iteration_00.png").read_bytes() == \
+        (pictures / "c0.png").read_bytes()
+    manifest = _manifest(tmp_path / "k.csv", "in/c0.png,in/styles/s0.jpg,k/k.png",
+                         "in/c1.png,in/styles/s0.jpg,k/k_at_iteration_00.png")
+    proc = call_cli("styleflow", "batch", "--manifest", manifest, "--iteration-images", *QUICK)
+    assert_clean_error(proc, "two pairs write", "k_at_iteration_00.png")

@@ -91,7 +91,9 @@ def manifest_pairs(path: str, options: dict, row_options: Callable[[dict, Path],
             raise FileNotFoundError
         with open(manifest, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            rows = list(reader)
+            rows = []
+            for row in reader:  # numbered by the line it ends on: blank lines are skipped
+                rows.append((reader.line_num, row))
             header = reader.fieldnames or []
     except FileNotFoundError:
         raise StyleflowError(f"--manifest '{path}': file not found") from None
@@ -109,13 +111,18 @@ def manifest_pairs(path: str, options: dict, row_options: Callable[[dict, Path],
     columns_known([c for c in header if c not in REQUIRED_COLUMNS and c is not None])
     folder = manifest.parent
     pairs = []
-    for number, row in enumerate(rows, start=2):  # line 1 is the header
+    for number, row in rows:
         if None in row:
             extra = row.pop(None)
-            error = f"row {number}: {len(extra)} more cells than the header has columns"
+            error = (f"row {number}: {len(extra)} more cell{'s' if len(extra) > 1 else ''} "
+                     "than the header has columns")
         else:
             error = None
         cells = {k: (v or "").strip() for k, v in row.items()}
+        for column, value in cells.items():
+            if error is None and ("\x00" in value or "\n" in value or "\r" in value):
+                error = (f"row {number}: the '{column}' cell holds a line break or a NUL "
+                         "character, which no file name here may hold")
         paths = {c: cells[c] for c in REQUIRED_COLUMNS}
         for column, value in paths.items():
             if not value and error is None:
@@ -134,13 +141,38 @@ def manifest_pairs(path: str, options: dict, row_options: Callable[[dict, Path],
     return pairs
 
 
-def check_distinct_outputs(pairs: Sequence[Pair]) -> None:
-    """Two pairs writing one file would overwrite each other's work: refuse up front."""
+def iteration_name(output: str | os.PathLike, index: int) -> Path:
+    """Where --iteration-images puts iteration `index` (0-based) of `output`."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}_at_iteration_{index:02d}{output.suffix}")
+
+
+def written(pair: Pair, iteration_images: bool = False) -> list[Path]:
+    """The files `pair` writes: its output, and with `iteration_images` each iteration's."""
+    count = pair.options.get("iterations") if iteration_images else 0
+    count = count if isinstance(count, int) and not isinstance(count, bool) else 0
+    return [Path(pair.output), *(iteration_name(pair.output, i) for i in range(count))]
+
+
+def pair_inputs(pair: Pair) -> list[str]:
+    """The files `pair` reads: content, style, and the options' images (init, masks)."""
+    extra = [pair.options.get(k) for k in ("init", "initial", "content_mask", "style_mask")]
+    return [str(p) for p in (pair.content, pair.style, *extra) if isinstance(p, (str, Path))]
+
+
+def check_distinct_outputs(pairs: Sequence[Pair], iteration_images: bool = False) -> None:
+    """Two pairs writing one file would overwrite each other's work: refuse up front (their
+    iteration images too, with `iteration_images`). Pairs that cannot run are left out: each
+    fails on its own."""
     seen: dict[Path, Pair] = {}
     for pair in pairs:
-        key = resolved(pair.output)
-        if key in seen:
-            raise StyleflowError(f"two pairs write '{pair.output}' ({seen[key].content} + "
-                                 f"{seen[key].style} and {pair.content} + {pair.style}); "
-                                 "give them distinct outputs")
-        seen[key] = pair
+        if pair.error:
+            continue
+        for path in written(pair, iteration_images):
+            key = resolved(path)
+            if key in seen and seen[key] is not pair:
+                other = seen[key]
+                raise StyleflowError(f"two pairs write '{path}' ({other.content} + "
+                                     f"{other.style} and {pair.content} + {pair.style}); "
+                                     "give them distinct outputs")
+            seen[key] = pair

@@ -192,5 +192,7 @@ def pair_process_main(conn, settings: Settings) -> None:
             return
         rec = worker.run(pair, on_progress=lambda done, total: conn.send(("progress", done,
                                                                            total)))
-        conn.send(("memory", resident_bytes()))
+        # Memory counts once the network is loaded: a first pair refused before that (a bad
+        # row) would set a baseline every later pair outgrows.
+        conn.send(("memory", resident_bytes() if worker.loaded else None))
         conn.send(("record", rec))

@@ -12,7 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ..errors import os_error
+from ..errors import StyleflowError, os_error
 from ..io.files import prepare_output_dir, regular_file
 
 FIELDS = ("time", "run", "content", "style", "output", "status", "seconds", "loss", "error",
@@ -74,10 +74,14 @@ def read_status(path: str | os.PathLike, what: str = "--status") -> list[dict]:
     if regular_file(path, what) is None:
         return []
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except UnicodeDecodeError:
+        raise StyleflowError(f"{what} '{path}': not a status log (it is not UTF-8 text); "
+                             "name another file") from None
     return records

@@ -12,7 +12,7 @@ from typing import Callable
 
 from ..errors import StyleflowError, explained, os_reason
 from ..io import files, images
-from .jobs import Pair
+from .jobs import Pair, iteration_name, pair_inputs, written
 
 METHODS = ("lbfgs", "adam", "photo")
 
@@ -49,6 +49,11 @@ class PairWorker:
         self.settings = settings
         self.notes = notes
         self._stylizer = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the network is loaded (the first pair that got that far loaded it)."""
+        return self._stylizer is not None
 
     @property
     def stylizer(self):
@@ -91,9 +96,8 @@ class PairWorker:
         output = Path(pair.output)
         images.check_image_extension(output, "output")
         options = dict(pair.options)
-        inputs = [pair.content, pair.style, options.get("init"), options.get("initial"),
-                  options.get("content_mask"), options.get("style_mask")]
-        files.refuse_overwriting_inputs([output], inputs)
+        files.refuse_overwriting_inputs(written(pair, self.settings.iteration_images),
+                                        pair_inputs(pair))
         files.prepare_output_dir(output, "output")
         if self.settings.method == "lbfgs":
             run = self.stylizer.iter_transfer(pair.content, pair.style, **options)
@@ -109,11 +113,6 @@ class PairWorker:
         result = run.result()
         result.save(output, self.settings.bit_depth)
         return float(result.parts.total)
-
-
-def iteration_name(output: Path, index: int) -> Path:
-    """Where --iteration-images puts iteration `index` (0-based) of `output`."""
-    return output.with_name(f"{output.stem}_at_iteration_{index:02d}{output.suffix}")
 
 
 def record(pair: Pair, status: str, began: float | None = None, loss: float | None = None,

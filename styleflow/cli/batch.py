@@ -45,10 +45,12 @@ def build_parser() -> cc.ArgumentParser:
         description="Stylise many content/style pairs in one process (the network is loaded "
                     "once and the loss compiled once per size), or on a Ray cluster. "
                     "Resumable: pairs whose output exists are skipped.",
-        epilog="Every option of `styleflow transfer` (--method lbfgs), `styleflow style` "
+        epilog="The options of `styleflow transfer` (--method lbfgs), `styleflow style` "
                "(--method adam) or `styleflow photo` (--method photo; a manifest may give "
-               "content_mask and style_mask columns) may follow and applies to every pair, e.g. --iter 5 "
-               "--height 300 --weights lite; see their --help.")
+               "content_mask and style_mask columns) may follow and apply to every pair, "
+               "e.g. --iter 5 --height 300 --weights lite (adam: --iterations, --network), "
+               "except those that name a single output or its progress files (--log, --plot, "
+               "--gif, ...); see their --help.")
     source = p.add_argument_group("pairs (a manifest, or every combination)")
     source.add_argument("--manifest", metavar="CSV",
                         help="CSV with a header content,style,output and optional option "
@@ -75,7 +77,8 @@ def build_parser() -> cc.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     engine = p.add_argument_group("engine")
     engine.add_argument("--engine", choices=ENGINES, default="local",
-                        help="local: this process; ray: Ray actors, one per GPU or --workers "
+                        help="local: a worker process on this machine (replaced when it "
+                             "grows); ray: Ray actors, one per GPU or --workers "
                              "CPU actors (pip install 'styleflow[ray]') (default: %(default)s)")
     engine.add_argument("--address", metavar="ADDR",
                         help="Ray cluster address (default: RAY_ADDRESS, else a local Ray "
@@ -176,23 +179,49 @@ def _pairs(args, rest, method_args, module):
     else:
         pairs = grid_pairs(args.contents, args.styles, args.out, options)
         status = args.status or str(Path(args.out) / "styleflow-status.jsonl")
-    check_distinct_outputs(pairs)
+    check_distinct_outputs(pairs, args.iteration_images)
     # Errors about the log name the option that chose where it is.
     what = ("--status" if args.status else
             "--manifest's status log" if args.manifest else "--out's status log")
+    _check_status_path(status, what, pairs, args)
     return pairs, status, what
+
+
+def _check_status_path(status: str, what: str, pairs, args) -> None:
+    """The status log is appended to: never the manifest, an input or an output."""
+    from ..batch.jobs import pair_inputs, written
+    from ..io import files
+
+    log = files.resolved(status)
+    if args.manifest and log == files.resolved(args.manifest):
+        raise StyleflowError(f"{what} '{status}' is the manifest; name another file")
+    for pair in pairs:
+        if any(log == files.resolved(p) for p in pair_inputs(pair)):
+            raise StyleflowError(f"{what} '{status}' is an input of {pair.label or 'a pair'} "
+                                 f"({pair.content} + {pair.style}); name another file")
+        if any(log == files.resolved(p) for p in written(pair, args.iteration_images)):
+            raise StyleflowError(f"{what} '{status}' is an output of {pair.label or 'a pair'}"
+                                 f" ({pair.output}); name another file")
 
 
 def _sort(pair, overwrite: bool) -> tuple[str, object]:
     """("skip", pair) for a finished output, else ("do", the pair to run): one look at the
     output. An empty file (what a crash may leave) is done again; a folder, a device or a path
     the system cannot look at fails the pair without running it."""
+    from ..batch.jobs import pair_inputs
     from ..io import files
 
+    if pair.error:  # a pair that cannot run fails, whether or not its output exists
+        return "do", pair
+    inputs = {files.resolved(p): p for p in pair_inputs(pair)}
+    if files.resolved(pair.output) in inputs:
+        return "do", dataclasses.replace(pair, error=(
+            f"output '{pair.output}' is the input file '{inputs[files.resolved(pair.output)]}'"
+            "; choose another output name"))
     try:
         info = files.regular_file(pair.output, "output", "write")
     except StyleflowError as exc:
-        return "do", dataclasses.replace(pair, error=pair.error or str(exc))
+        return "do", dataclasses.replace(pair, error=str(exc))
     if info is not None and info.st_size > 0 and not overwrite:
         return "skip", pair
     return "do", pair
@@ -204,6 +233,13 @@ def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
     from ..batch.worker import Settings, record
 
     pairs, status_path, status_what = _pairs(args, rest, method_args, module)
+    # What every pair shares is checked once, before any work: one line, not a failed pair each.
+    cc.check_weights(method_args.network if args.method == "adam" else method_args.weights)
+    start = getattr(method_args, "initial" if args.method == "adam" else "init", None)
+    if start:
+        from ..io import images
+
+        images.load_image(start, "initial image")
     made = _made_with(status_path, status_what)
     settings = Settings(method=args.method,
                         weights=method_args.network if args.method == "adam"
@@ -247,7 +283,9 @@ def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
                         on_start=report.start, on_progress=report.progress)
     except KeyboardInterrupt as exc:
         report.close()
-        print(f"{PROG}: interrupted; the pair in progress was abandoned (no file written); "
+        left = ("its iteration images so far kept, not its output" if args.iteration_images
+                else "no file written")
+        print(f"{PROG}: interrupted; the pair in progress was abandoned ({left}); "
               f"{report.summary()}; rerun the same command to finish", file=sys.stderr)
         return cc.interrupt_code(exc)
     finally:

@@ -23,6 +23,8 @@ def resolved(path: str | os.PathLike) -> Path:
         return Path(path).resolve()
     except (OSError, RuntimeError):
         return Path(os.path.abspath(path))
+    except ValueError:  # a NUL character: no file has that name
+        return Path(os.path.abspath(str(path).replace("\x00", "?")))
 
 
 def exists(path: str | os.PathLike) -> bool:
