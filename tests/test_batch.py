@@ -282,3 +282,29 @@ def test_iteration_images_never_replace_an_input_or_another_pairs_file(pictures,
                          "in/c1.png,in/styles/s0.jpg,k/k_at_iteration_00.png")
     proc = call_cli("styleflow", "batch", "--manifest", manifest, "--iteration-images", *QUICK)
     assert_clean_error(proc, "two pairs write", "k_at_iteration_00.png")
+
+
+@pytest.mark.slow
+def test_columns_override_the_command_line_both_ways(pictures, tmp_path):
+    """A false switch column turns the command line's switch off for its row; a photo row's
+    height replaces the command line's width (the two exclude each other); batch-wide
+    settings are refused as columns; OUT among the contents is no input on a rerun."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("content,style,output,faithful\nin/c0.png,in/styles/s0.jpg,a.png,no\n")
+    proc = call_cli("styleflow", "batch", "--manifest", manifest, "--faithful", *QUICK)
+    assert proc.returncode == 0, proc.stderr
+    [rec] = read_status(tmp_path / "m.status.jsonl")
+    assert rec["options"]["faithful"] is False
+    manifest.write_text("content,style,output,height\nin/c0.png,in/styles/s0.jpg,p.png,40\n")
+    proc = call_cli("styleflow", "batch", "--manifest", manifest, "--method", "photo",
+                    "--width", "32", "--iterations", "1", "--weights", "random")
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(tmp_path / "p.png").size[1] == 40
+    manifest.write_text("content,style,output,bit_depth\nin/c0.png,in/styles/s0.jpg,b.png,16\n")
+    proc = call_cli("styleflow", "batch", "--manifest", manifest, *QUICK)
+    assert_clean_error(proc, "column 'bit_depth' applies to the whole batch")
+    for _ in range(2):
+        proc = call_cli("styleflow", "batch", "--contents", pictures, "--styles",
+                        pictures / "styles" / "s0.jpg", "--out", pictures, *QUICK)
+        assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in pictures.glob("*_s0.png")) == ["c0_s0.png", "c1_s0.png"]

@@ -75,7 +75,11 @@ def grid_pairs(contents: Sequence[str], styles: Sequence[str], out: str,
             output = Path(out) / f"{content.stem}_{style.stem}.png"
             pairs.append(Pair(str(content), str(style), str(output), dict(options),
                               label=output.name))
-    return pairs
+    # With OUT among the contents' or styles' folders, a rerun would find the outputs there:
+    # they are no inputs (the batch stays resumable).
+    outputs = {resolved(pair.output) for pair in pairs}
+    return [pair for pair in pairs
+            if resolved(pair.content) not in outputs and resolved(pair.style) not in outputs]
 
 
 def manifest_pairs(path: str, options: dict, row_options: Callable[[dict, Path], dict],

@@ -25,10 +25,15 @@ PROG = "styleflow batch"
 ENGINES = ("local", "ray")
 # Options of the single-pair commands that have no meaning for a batch.
 NOT_IN_BATCH = {"--log", "--plot", "--gif", "--checkpoint-output", "--checkpoint-iterations",
-                "--print-iterations", "--content", "--output", "--style-blend-weights",
-                "--style-masks"}
-# Options that define the shared network: one value for the whole batch, not per row.
-WHOLE_BATCH = {"weights", "network", "precision", "pooling", "seed", "quiet", "overwrite"}
+                "--print-iterations", "--content", "--styles", "--output",
+                "--style-blend-weights", "--style-masks"}
+# Options that define the shared network or how files are written: one value for the whole
+# batch, not per row.
+WHOLE_BATCH = {"weights", "network", "precision", "pooling", "seed", "quiet", "overwrite",
+               "jit", "bit_depth"}
+# Where a method takes one of these or the other (photo), a row giving one drops the other
+# from the command line's options for that row.
+EITHER = {"height": "width", "width": "height"}
 # Dummy pair for parsing the method's options with the method's own parser.
 DUMMY = {"lbfgs": ["CONTENT", "STYLE", "PREFIX"],
          "adam": ["--content", "CONTENT", "--styles", "STYLE", "--output", "OUTPUT.png"],
@@ -127,23 +132,31 @@ def row_parser(method: str, rest: Sequence[str]):
             if dest in WHOLE_BATCH:
                 raise StyleflowError(f"--manifest: column '{name}' applies to the whole batch "
                                      f"(give --{dest.replace('_', '-')} on the command line)")
-            if dest not in actions or actions[dest].option_strings[-1] in NOT_IN_BATCH:
+            if dest in actions and actions[dest].option_strings[-1] in NOT_IN_BATCH:
+                raise StyleflowError(f"--manifest: column '{name}' is not available in a "
+                                     "batch (each row has one content, one style and one "
+                                     "output)")
+            if dest not in actions:
                 raise StyleflowError(f"--manifest: unknown column '{name}'; columns after "
                                      "content,style,output name options of the method, e.g. "
                                      "style_weight")
 
     def options(cells: dict, folder: Path) -> dict:
-        argv = []
+        argv, dropped = [], []  # the row's options; the command line's it replaces
         for name, value in cells.items():
             action = actions[aliases.get(name, name)]
             flag = action.option_strings[-1]
+            if method == "photo" and action.dest in EITHER:
+                dropped.append(actions[EITHER[action.dest]])
             if action.dest in ("init", "initial", "content_mask", "style_mask") and not Path(
                     value).is_absolute():
                 value = str(folder / value)
             if action.nargs == 0:  # a switch: true/false
                 if value.lower() in ("1", "true", "yes", "on"):
                     argv.append(flag)
-                elif value.lower() not in ("0", "false", "no", "off"):
+                elif value.lower() in ("0", "false", "no", "off"):
+                    dropped.append(action)  # off for this row, whatever the command line says
+                else:
                     raise StyleflowError(f"{name}: '{value}' is not true or false")
             elif action.nargs in ("+", "*"):
                 argv += [flag, *value.replace(",", " ").split()]
@@ -152,13 +165,31 @@ def row_parser(method: str, rest: Sequence[str]):
         err = io.StringIO()
         try:
             with contextlib.redirect_stderr(err):
-                args = module.parse(DUMMY[method] + list(rest) + argv, prog=PROG)
+                args = module.parse(DUMMY[method] + _without(rest, dropped) + argv, prog=PROG)
         except SystemExit:
             message = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else ""
             raise StyleflowError(message.split("error: ", 1)[-1].replace(" (see --help)", ""))
         return module.api_options(args)
 
     return columns_known, options
+
+
+def _without(rest: Sequence[str], actions) -> list[str]:
+    """The command line's method options `rest` without those of `actions` (and their values:
+    "--width 32" and "--width=32" alike)."""
+    flags = {flag for action in actions for flag in action.option_strings}
+    takes = {flag: action.nargs != 0 for action in actions for flag in action.option_strings}
+    kept, skip = [], False
+    for token in rest:
+        if skip:
+            skip = False
+            continue
+        name = token.split("=", 1)[0]
+        if name in flags:
+            skip = takes[name] and "=" not in token
+            continue
+        kept.append(token)
+    return kept
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
