@@ -308,3 +308,12 @@ def test_columns_override_the_command_line_both_ways(pictures, tmp_path):
                         pictures / "styles" / "s0.jpg", "--out", pictures, *QUICK)
         assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in pictures.glob("*_s0.png")) == ["c0_s0.png", "c1_s0.png"]
+
+
+def test_a_failed_rows_line_names_its_row_and_headers_may_be_spaced(pictures, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("content, style , output\nin/missing.png,in/styles/s0.jpg,a.png\n")
+    proc = call_cli("styleflow", "batch", "--manifest", manifest, *QUICK)
+    assert proc.returncode == 1
+    assert "(row 2: base image '" in proc.stderr and "missing.png': file not found" in \
+        proc.stderr, proc.stderr

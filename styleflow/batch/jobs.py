@@ -95,6 +95,8 @@ def manifest_pairs(path: str, options: dict, row_options: Callable[[dict, Path],
             raise FileNotFoundError
         with open(manifest, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
+            if reader.fieldnames:  # "content, style, output" names the columns too
+                reader.fieldnames = [name.strip() for name in reader.fieldnames]
             rows = []
             for row in reader:  # numbered by the line it ends on: blank lines are skipped
                 rows.append((reader.line_num, row))

@@ -326,6 +326,13 @@ def _run(args, rest, method_args, module, names: dict[str, str]) -> int:
     return cc.EXIT_ERROR if report.counts["failed"] else 0
 
 
+def _with_row(pair, error: str) -> str:
+    """A failed manifest row's error, saying which row unless it says so already."""
+    if pair.label.startswith("row ") and not error.startswith("row "):
+        return f"{pair.label}: {error}"
+    return error
+
+
 def _jsonable(value):
     """`value` as the status log holds it (paths as text, tuples as lists)."""
     return json.loads(json.dumps(value, default=str))
@@ -391,7 +398,7 @@ class Report:
         detail = {"done": lambda: f"{rec['seconds']:.1f}s, loss {rec['loss']:.4e}",
                   "skipped": lambda: "output exists" + (f"; {rec['note']}"
                                                          if rec.get("note") else ""),
-                  "failed": lambda: rec["error"]}[rec["status"]]()
+                  "failed": lambda: _with_row(pair, rec["error"] or "")}[rec["status"]]()
         line = f"[{n}/{self.total}] {rec['status']} {pair.output} ({detail})"
         if rec["status"] == "failed":  # an error: on stderr, whatever the display
             if self.bar is not None:
