@@ -396,7 +396,8 @@ def test_photo_outputs_that_would_replace_each_other_are_refused(tmp_path, tiny)
     cases = [(["--plot", out], ["--plot", "is the output"]),
              (["--log", tmp_path / "p.png", "--plot", tmp_path / "p.png"], ["--plot", "--log"]),
              (["--log", base], ["--log", "is the input file"]),
-             (["--gif", tmp_path / "out_interrupted.gif", "--log", tmp_path / "out_interrupted.png"],
+             (["--gif", tmp_path / "out_interrupted.gif",
+               "--log", tmp_path / "out_interrupted.png"],
               ["--log", "where an interruption keeps its image"])]
     for extra, needles in cases:
         proc = call_cli("styleflow", "photo", base, ref, out, "--weights", "random",

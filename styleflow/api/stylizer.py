@@ -15,15 +15,9 @@ or names files: the front ends do that on top of this package.
 
 from __future__ import annotations
 
-import difflib
-import functools
-import inspect
 import logging
-import math
 import numbers
 from typing import Callable, Sequence
-
-import numpy
 
 from ..defaults import (EVALUATIONS_PER_ITERATION, JIT_MODES, PHOTO_DEFAULTS, POOLINGS,
                         STYLIZE_DEFAULTS, TRANSFER_DEFAULTS, VIDEO_DEFAULTS, VIDEO_METHODS)
@@ -35,6 +29,8 @@ from ..model.machine import resolve_precision
 from ..model.weights import resolve_weights
 from ..optim import jit, scales as _scales
 from ..optim.adam import AdamSettings
+from .checks import (check_flags, check_numbers, check_options, check_sizes,
+                     options_checked)
 from .networks import Networks
 from .problem import Problem, photo_problem, stylize_problem, transfer_problem
 from .results import Result
@@ -45,40 +41,6 @@ _logger = logging.getLogger("styleflow")
 T = TRANSFER_DEFAULTS
 S = STYLIZE_DEFAULTS
 P = PHOTO_DEFAULTS
-# Options people bring from the command lines, by the API's name for them; and the options
-# that belong to the Stylizer (the network it loads), not to one run.
-_CLI_NAMES = {"iter": "iterations"}
-_STYLIZER_OPTIONS = {"weights": "weights", "network": "weights", "precision": "precision",
-                     "pooling": "pooling", "jit": "jit", "deterministic": "deterministic"}
-
-
-def _check_options(where: str, method, options: dict) -> None:
-    """StyleflowError naming `where` for a keyword `method` does not take, with the option
-    meant when it can be told (a command line's name, or a near spelling)."""
-    known = [name for name, p in inspect.signature(method).parameters.items()
-             if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    for name in options:
-        if name in known:
-            continue
-        if name in _STYLIZER_OPTIONS:
-            raise StyleflowError(f"{where}: no option {name!r}; that is the Stylizer's: "
-                                 f"Stylizer({_STYLIZER_OPTIONS[name]}=...)")
-        meant = _CLI_NAMES.get(name) if _CLI_NAMES.get(name) in known else None
-        meant = meant or next(iter(difflib.get_close_matches(name, known, 1, 0.6)), None)
-        hint = f"did you mean {meant!r}?" if meant else f"the options are {', '.join(known)}"
-        raise StyleflowError(f"{where}: no option {name!r}; {hint}")
-
-
-def _options_checked(method):
-    """`method` refusing unknown keywords with a StyleflowError (see _check_options) instead
-    of Python's TypeError."""
-    @functools.wraps(method)
-    def checked(self, *args, **options):
-        _check_options(method.__name__, method, options)
-        return method(self, *args, **options)
-    return checked
-
-
 class Stylizer:
     """Neural style transfer with VGG19 loaded once, for any number of images.
 
@@ -112,7 +74,7 @@ class Stylizer:
         check_choice("pooling", pooling, POOLINGS)
         self.jit = jit
         # An explicit seed promises repeatable results: XLA is then not chosen by timing.
-        _check_sizes(seed=seed)
+        check_sizes(seed=seed)
         self.seeded = seed is not None
         self.seed = int(seed or 0)
         notes = notes or _logger.warning
@@ -139,7 +101,7 @@ class Stylizer:
 
     # -- the Keras example's L-BFGS ------------------------------------------------------
 
-    @_options_checked
+    @options_checked
     def iter_transfer(self, content, style, *, iterations: int = T["iterations"],
                       content_weight: float = T["content_weight"],
                       style_weight: float = T["style_weight"], tv_weight: float = T["tv_weight"],
@@ -165,9 +127,9 @@ class Stylizer:
         sizes (each half the next, per side; `scales.budgets` evaluations each), reported to
         `on_scale`, and starts the requested size from the last one's result.
         """
-        _check_numbers(iterations=iterations, content_weight=content_weight,
+        check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight, scales=scales)
-        _check_sizes(height=height, width=width, tile=tile)
+        check_sizes(height=height, width=width, tile=tile)
         iterations, scales = int(iterations), int(scales)  # NumPy's integers too
         content = images.as_rgb(content, "base image")  # read once for every size
         style = images.as_rgb(style, "style image")
@@ -206,12 +168,12 @@ class Stylizer:
     def transfer(self, content, style, **options) -> Result:
         """Run `iter_transfer(content, style, **options)` to the end; return the Result (the
         image after the last iteration)."""
-        _check_options("transfer", Stylizer.iter_transfer, options)
+        check_options("transfer", Stylizer.iter_transfer, options)
         return _finish(self.iter_transfer(content, style, **options))
 
     # -- neural-style's Adam -------------------------------------------------------------
 
-    @_options_checked
+    @options_checked
     def iter_stylize(self, content, styles, *, iterations: int = S["iterations"],
                      width: int | None = None, style_scales: Sequence[float] | None = None,
                      style_blend_weights: Sequence[float] | None = None,
@@ -242,11 +204,11 @@ class Stylizer:
         """
         if isinstance(styles, (str, bytes)) or not isinstance(styles, Sequence):
             styles = [styles]
-        _check_numbers(iterations=iterations, content_weight=content_weight,
+        check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight,
                        learning_rate=learning_rate, style_layer_weight_exp=style_layer_weight_exp,
                        scales=scales)
-        _check_sizes(width=width, tile=tile, seed=seed)
+        check_sizes(width=width, tile=tile, seed=seed)
         iterations, scales = int(iterations), int(scales)  # NumPy's integers too
         content = images.as_rgb(content, "content image")  # read once for every size
         styles = [images.as_rgb(style, f"style image {i + 1}") for i, style in enumerate(styles)]
@@ -275,13 +237,13 @@ class Stylizer:
     def stylize(self, content, styles, **options) -> Result:
         """Run `iter_stylize(content, styles, **options)` to the end; return the Result (the
         lowest-loss image)."""
-        _check_options("stylize", Stylizer.iter_stylize, options)
+        check_options("stylize", Stylizer.iter_stylize, options)
         return _finish(self.iter_stylize(content, styles, **options))
 
 
     # -- Deep Photo Style Transfer ----------------------------------------------------------
 
-    @_options_checked
+    @options_checked
     def iter_photo(self, content, style, *, content_mask=None, style_mask=None,
                    photorealism: float = P["photorealism"], iterations: int = P["iterations"],
                    stages: int = P["stages"],
@@ -310,10 +272,10 @@ class Stylizer:
         `max_memory`, `tile`, `scales`, `on_scale`, `progress` and `on_evaluation` as in
         `iter_transfer`.
         """
-        _check_numbers(iterations=iterations, content_weight=content_weight,
+        check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight, scales=scales,
                        photorealism=photorealism)
-        _check_sizes(height=height, width=width, tile=tile)
+        check_sizes(height=height, width=width, tile=tile)
         iterations, scales = int(iterations), int(scales)  # NumPy's integers too
         if stages not in (1, 2) or not isinstance(stages, numbers.Integral) or isinstance(
                 stages, bool):
@@ -340,13 +302,13 @@ class Stylizer:
     def photo(self, content, style, **options) -> Result:
         """Run `iter_photo(content, style, **options)` to the end; return the Result (the
         image after the last iteration)."""
-        _check_options("photo", Stylizer.iter_photo, options)
+        check_options("photo", Stylizer.iter_photo, options)
         return _finish(self.iter_photo(content, style, **options))
 
 
     # -- video (Ruder et al. 2016) -------------------------------------------------------
 
-    @_options_checked
+    @options_checked
     def iter_video(self, video, style, *, method: str = "lbfgs", iterations: int | None = None,
                    frame_iterations: int | None = None, temporal_weight: float | None = None,
                    long_term: bool = False, independent: bool = False,
@@ -386,9 +348,9 @@ class Stylizer:
         base = T if method == "lbfgs" else S
         defaults = VIDEO_DEFAULTS[method]
         iterations = defaults["iterations"] if iterations is None else iterations
-        _check_numbers(iterations=iterations)  # before it is halved
-        _check_sizes(height=height, width=width, tile=tile, start=start, stop=stop)
-        _check_flags(long_term=long_term, independent=independent)
+        check_numbers(iterations=iterations)  # before it is halved
+        check_sizes(height=height, width=width, tile=tile, start=start, stop=stop)
+        check_flags(long_term=long_term, independent=independent)
         frame_iterations = (max(1, (iterations + 1) // 2) if frame_iterations is None
                             else frame_iterations)
         temporal_weight = (defaults["temporal_weight"] if temporal_weight is None
@@ -399,7 +361,7 @@ class Stylizer:
                        else style_weight,
                        tv_weight=base["tv_weight"] if tv_weight is None else tv_weight)
         rate = S["learning_rate"] if learning_rate is None else learning_rate
-        _check_numbers(iterations=iterations, frame_iterations=frame_iterations,
+        check_numbers(iterations=iterations, frame_iterations=frame_iterations,
                        temporal_weight=temporal_weight, learning_rate=rate, **weights)
         style = images.as_rgb(style, "style image")
         clip = load_frames(video)
@@ -431,7 +393,7 @@ class Stylizer:
     def video(self, video, style, **options) -> VideoResult:
         """Run `iter_video(video, style, **options)` to the end; return the VideoResult (every
         frame, the frame rate, the audio's source)."""
-        _check_options("video", Stylizer.iter_video, options)
+        check_options("video", Stylizer.iter_video, options)
         return self.iter_video(video, style, **options).result()
 
 
@@ -443,55 +405,6 @@ def _finish(run: Run) -> Result:
         exc.result = run.result()
         raise
     return run.result()
-
-
-def _check_sizes(**values) -> None:
-    """StyleflowError unless each of `values` (height, width, tile, start, seed, ...) is None
-    or a whole number, at least 1 (`start` and `seed`: at least 0), as the command lines take
-    them."""
-    for name, value in values.items():
-        if value is None:
-            continue
-        least = 0 if name in ("start", "seed") else 1
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-            kind = "zero or more" if least == 0 else "greater than zero"
-            raise StyleflowError(f"{name}: must be a whole number {kind}, not {value!r}",
-                                 params=(name,))
-
-
-def _check_flags(**values) -> None:
-    """StyleflowError unless each of `values` is True or False (a string such as "no" would
-    count as true)."""
-    for name, value in values.items():
-        if not isinstance(value, (bool, numpy.bool_)):
-            raise StyleflowError(f"{name}: must be True or False, not {value!r}",
-                                 params=(name,))
-
-
-def _check_numbers(**values: float) -> None:
-    """StyleflowError for what the CLIs' argument types refuse: counts below 1, negative or
-    non-finite weights, and all loss weights zero."""
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise StyleflowError(f"{name}: must be a number, not {value!r}", params=(name,))
-        if name in ("iterations", "scales", "frame_iterations"):
-            # An integer (Python's or NumPy's): a float such as 3.0 or 1e30 is refused, as the
-            # command lines refuse '3.0'.
-            if not isinstance(value, numbers.Integral) or value < 1:
-                raise StyleflowError(f"{name}: must be a whole number greater than zero, "
-                                     f"not {value!r}", params=(name,))
-        elif name in ("learning_rate", "style_layer_weight_exp"):
-            if not math.isfinite(value) or value <= 0:
-                raise StyleflowError(f"{name}: must be a finite number above zero, not {value!r}",
-                                     params=(name,))
-        elif not math.isfinite(value) or value < 0:
-            raise StyleflowError(f"{name}: must be a finite number, zero or more, not {value!r}",
-                                 params=(name,))
-    weights = tuple(k for k in ("content_weight", "style_weight", "tv_weight", "photorealism")
-                    if k in values)
-    if weights and all(values[k] == 0 for k in weights):
-        raise StyleflowError(f"{', '.join(weights)}: all are zero, so there is nothing to "
-                             "optimise", params=weights)
 
 
 def transfer(content, style, *, weights: str = "auto", precision: str = "float32",

@@ -307,10 +307,7 @@ def _check_work_folder(output: Path, work: Path) -> None:
     work folder: its name too long, a symbolic link loop, a file of that name."""
     from ..io import files
 
-    try:
-        limit = os.pathconf(work.parent, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        limit = None
+    limit = files.name_limit(work.parent)
     if limit and len(os.fsencode(work.name)) > limit:
         raise StyleflowError(
             f"output '{output}': name too long for its work folder '{work.name}' (at most "

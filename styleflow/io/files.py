@@ -244,8 +244,8 @@ def _make_folder(folder: Path, label: str, named: str) -> None:
     try:
         is_folder = folder.is_dir()
     except OSError as exc:
-        raise StyleflowError(f"{label}: cannot write ({os_reason(exc)})",
-                             reason=os_reason(exc)) from None
+        reason = os_reason(exc)
+        raise StyleflowError(f"{label}: cannot write ({reason})", reason=reason) from None
     if not is_folder:
         raise StyleflowError(f"{label}:{named or ' it'} is not a folder")
     remove_stale_temporaries(folder)
@@ -258,12 +258,19 @@ def _make_folder(folder: Path, label: str, named: str) -> None:
                              reason=reason) from None
 
 
+def name_limit(folder: str | os.PathLike) -> int | None:
+    """The longest file name, in bytes, the file system of `folder` takes; None where it does
+    not say."""
+    try:
+        limit = os.pathconf(folder if str(folder) else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return None
+    return limit if limit > 0 else None
+
+
 def _check_name(path: Path, folder: Path, what: str) -> None:
     # A name longer than the file system takes fails only at the first write: say it now.
-    try:
-        limit = os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        limit = None
+    limit = name_limit(folder)
     if limit and len(os.fsencode(path.name)) > limit:
         raise StyleflowError(f"{what} '{path}': cannot write ({OS_REASONS[errno.ENAMETOOLONG]}: "
                              f"{len(os.fsencode(path.name))} bytes, the limit is {limit})")
@@ -288,12 +295,9 @@ def interrupted_name(base: str, suffix: str,
 def _fitted(path: Path, tail: str) -> Path:
     """`path`, its name cut short before `tail` where it is longer than its folder takes: an
     output name near the limit must not cost the interrupted run its image."""
-    try:
-        limit = os.pathconf(path.parent if str(path.parent) else ".", "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return path
+    limit = name_limit(path.parent)
     name = os.fsencode(path.name)
-    if limit <= 0 or len(name) <= limit:
+    if limit is None or len(name) <= limit:
         return path
     head = name[:len(name) - len(os.fsencode(tail))][:limit - len(os.fsencode(tail))]
     return path.with_name(head.decode(errors="ignore") + tail)

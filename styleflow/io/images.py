@@ -35,8 +35,7 @@ def load_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
         raise StyleflowError(f"{label}: is a directory, not an image file")
     if info.st_size == 0 and stat.S_ISREG(info.st_mode):
         raise StyleflowError(f"{label}: file is empty")
-    real = os.path.realpath(p)
-    if stat.S_ISFIFO(info.st_mode) and not ("pipe:[" in real or real.startswith("/dev/")):
+    if stat.S_ISFIFO(info.st_mode) and not _anonymous_pipe(p):
         # A named pipe waits for a writer, perhaps for ever; a shell's pipe into /dev/stdin
         # (Linux resolves it to /proc/PID/fd/pipe:[N], macOS to /dev/fd/0) is read as a file.
         raise StyleflowError(f"{label}: a named pipe, not an image file (pipe an image into "
@@ -128,6 +127,12 @@ def _array_to_rgb(image: np.ndarray, what: str) -> np.ndarray:
 def _in_srgb(img: Image.Image) -> Image.Image:
     """`img` converted to sRGB when it embeds another colour profile (e.g. Adobe RGB)."""
     return icc.to_srgb(img)
+
+
+def _anonymous_pipe(path: Path) -> bool:
+    """Whether the pipe at `path` is a shell's (/dev/stdin and the like), not a named one."""
+    real = os.path.realpath(path)
+    return "pipe:[" in real or real.startswith("/dev/")
 
 
 def _big_enough(array: np.ndarray, label: str) -> np.ndarray:

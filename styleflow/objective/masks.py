@@ -190,7 +190,6 @@ def hex_colour(colour) -> str:
     return "#" + "".join(f"{int(v):02x}" for v in colour)
 
 
-
 def check_aspect(mask_shape, image_shape, what: str, image_what: str) -> None:
     """StyleflowError when a mask's aspect ratio differs from its image's by more than a
     pixel's rounding at the mask's size: some scale must take the image's (h, w) to the mask's
