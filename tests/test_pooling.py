@@ -46,10 +46,17 @@ def test_same_as_keras_with_ties_and_odd_sizes(shape):
 def test_built_where_onednn_has_no_avx512(monkeypatch, avx512):
     monkeypatch.setattr(machine, "transposed_convolutions", lambda dtype: True)
     monkeypatch.setattr(machine, "onednn_avx512", lambda: avx512)
-    model = build_extractor(random_weights(0).layers, ["block3_conv1"])
+    model = build_extractor(random_weights(0).layers, ["block3_conv1"], fuse_pooling=False)
     pools = [layer for layer in model.layers if layer.name.endswith("_pool")]
     assert [layer.name for layer in pools] == ["block1_pool", "block2_pool"]
     assert all(isinstance(layer, MaxPool) != avx512 for layer in pools)
+    # Where the conv layers before them pool as well (where their maps are convolved by
+    # Winograd), they hold the same kind of pooling layer for the maps that are not.
+    model = build_extractor(random_weights(0).layers, ["block3_conv1"])
+    held = [model.get_layer(name)._pool for name in ("block1_conv2", "block2_conv2")]
+    assert all(isinstance(layer, MaxPool) != avx512 for layer in held)
+    assert all(isinstance(model.get_layer(name), keras.layers.Identity)
+               for name in ("block1_pool", "block2_pool"))
     # Average pooling and Keras' own convolutions keep Keras' layers.
     for kwargs in ({"pooling": "avg"}, {"convolution": "keras"}):
         model = build_extractor(random_weights(0).layers, ["block2_conv1"], **kwargs)

@@ -138,7 +138,14 @@ def test_memory_estimate_counts_the_layers_that_run_winograd(monkeypatch):
         ran.append((tuple(x.shape), tuple(kernel.shape)))
         return real(self, x, kernel, bias)
 
+    real_pooled = winograd.WinogradConv.pooled
+
+    def recording_pooled(self, x, kernel, bias):  # a layer that pools as well
+        ran.append((tuple(x.shape), tuple(kernel.shape)))
+        return real_pooled(self, x, kernel, bias)
+
     monkeypatch.setattr(winograd.WinogradConv, "__call__", recording)
+    monkeypatch.setattr(winograd.WinogradConv, "pooled", recording_pooled)
     layers = [FULL_CONTENT_LAYER, *FULL_STYLE_LAYERS]
     extractor = build_extractor(random_weights(0).layers, layers, convolution="winograd")
     extractor(tf.zeros((1, 128, 128, 3)), training=False)
@@ -254,3 +261,68 @@ def test_the_transforms_written_out_are_bt_and_at():
         got_in = np.moveaxis(np.stack(winograd._unfold(rows)), 0, axis)
         assert np.allclose(got_in, want_in, atol=1e-12)
         assert np.allclose(winograd._fold(tf.constant(x), axis).numpy(), want_out, atol=1e-12)
+
+
+def _graph_ops(function, *args) -> set[str]:
+    graph = function.get_concrete_function(*args).graph.as_graph_def()
+    return {node.op for node in graph.node} | {
+        node.op for f in graph.library.function for node in f.node_def}
+
+
+@pytest.mark.parametrize("avx512", [True, False])  # oneDNN's pooling, or pooling.MaxPool's
+def test_a_layer_that_pools_as_well_gives_the_pooled_features_and_gradient(monkeypatch, avx512):
+    """A conv layer that is not an output and that max pooling follows pools in its own pass
+    (`WinogradConv.pooled`): the extractor's features and loss are those of separate
+    pooling layers bit for bit, and so is the image gradient to rounding, the pooling layers
+    keep their names, and a conv
+    layer asked for as an output keeps its map."""
+    monkeypatch.setattr(machine, "transposed_convolutions", lambda precision: True)
+    monkeypatch.setattr(machine, "onednn_avx512", lambda: avx512)
+    rng = np.random.default_rng(7)
+    x = tf.constant(rng.normal(0, 40, (1, 132, 156, 3)).astype(np.float32))
+    weights = random_weights(2).layers
+    pooled = []
+    real = winograd.WinogradConv.pooled
+
+    def recording(self, x, kernel, bias):
+        pooled.append(kernel.shape[-1])
+        return real(self, x, kernel, bias)
+
+    monkeypatch.setattr(winograd.WinogradConv, "pooled", recording)
+    for outputs in (LAYERS, [*LAYERS, "block2_conv2"]):
+        results, graphs, calls = [], [], {}
+        for fuse in (False, True):
+            pooled.clear()
+            extractor = build_extractor(weights, outputs, fuse_pooling=fuse)
+            assert [layer.name for layer in extractor.layers if layer.name.endswith("_pool")] \
+                == ["block1_pool", "block2_pool", "block3_pool", "block4_pool"]
+
+            @tf.function
+            def run(x):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    features = extractor(x)
+                    loss = tf.add_n([tf.reduce_sum(f * f) / tf.cast(tf.size(f), tf.float32)
+                                     for f in features.values()])
+                return features, loss, tape.gradient(loss, x)
+
+            graphs.append(_graph_ops(run, x))
+            results.append(run(x))
+            calls[fuse] = list(pooled)
+        (want, want_loss, want_grad), (got, loss, grad) = results
+        assert float(loss) == float(want_loss) and np.abs(want_grad.numpy()).max() > 0
+        # The same bits where one operation runs at a time (as after `import styleflow`, and
+        # bench/peer_pytorch.py's check); this module imports TensorFlow first, whose default
+        # runs two at once and sums a few gradients in either order (1e-7 apart).
+        assert np.linalg.norm(grad - want_grad) <= 1e-6 * np.linalg.norm(want_grad)
+        for name in outputs:
+            assert np.array_equal(got[name].numpy(), want[name].numpy()), name
+        assert got["block2_conv2" if "block2_conv2" in outputs else "block2_conv1"].shape[1:3] \
+            == (66, 78)
+        # Each pooling after a Winograd layer (blocks 1 to 4 at this size) is done in that
+        # layer's pass, except block2's while block2_conv2 is an output; without fusion none.
+        assert calls == {False: [], True: [64, 256, 512] if "block2_conv2" in outputs
+                         else [64, 128, 256, 512]}
+        if avx512:  # oneDNN's pooling ops in the graph only where a pooling stays separate
+            assert {"MaxPool", "MaxPoolGrad"} <= graphs[0]
+            assert ("MaxPool" in graphs[1]) == ("block2_conv2" in outputs)

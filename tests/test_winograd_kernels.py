@@ -177,3 +177,63 @@ def test_mismatched_shapes_are_refused_before_the_kernels_index():
                                      np.zeros((1, 9, 8, 4), np.float32))
     assert winograd_kernels.output_map(np.ones((36, 25, 8), np.float32), 20, 20).shape == (
         1, 20, 20, 8)
+
+
+def _pooling_case(rng, h, w, channels, ties):
+    """Products and bias whose map relu(Aᵀ m A + bias) has, with `ties`, every window's
+    values equal (positive, or zero where the bias is negative): TensorFlow's pooling then
+    sends the gradient to the first of them."""
+    rows, cols = -(-h // 4), -(-w // 4)
+    products = rng.normal(size=(36, rows * cols, channels)).astype(np.float32)
+    bias = (0.5 * rng.normal(size=channels)).astype(np.float32)
+    if ties:
+        products[:] = 0
+    return products, bias
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("h, w, channels", [(300, 400, 64), (37, 50, 512), (9, 7, 8),
+                                            (10, 13, 16), (4, 4, 3), (5, 6, 64), (2, 3, 4)])
+def test_pooling_in_the_transforms_gives_tensorflows_pooling_and_masked_tiles(
+        h, w, channels, ties):
+    """pooled_map is max pooling of output_map's relu(. + bias), and routed_tiles builds from
+    the pooled map's gradient the tiles that the masked transform builds from max pooling's
+    gradient (TensorFlow's, in a traced function as the network runs it) and the map: the
+    same bits, including where windows tie and where a last odd row or column is dropped."""
+    rng = np.random.default_rng(h * 1000 + w + ties)
+    products, bias = _pooling_case(rng, h, w, channels, ties)
+    y = tf.constant(winograd_kernels.output_map(products, h, w, bias).copy())
+
+    @tf.function
+    def pool_and_back(y, dpool):
+        with tf.GradientTape() as tape:
+            tape.watch(y)
+            pooled = tf.nn.max_pool2d(y, 2, 2, "VALID")
+        return pooled, tape.gradient(pooled, y, output_gradients=dpool)
+
+    dpool = rng.normal(size=(1, h // 2, w // 2, channels)).astype(np.float32)
+    want_pooled, dy = pool_and_back(y, tf.constant(dpool))
+    want_tiles = winograd._compiled("masked", tf.float32)(dy, y).numpy()
+
+    pooled, route = (t.numpy() for t in tf.function(winograd_kernels.transform("pooled"))(
+        tf.constant(products), tf.constant(h), tf.constant(w), tf.constant(bias)))
+    assert pooled.shape == want_pooled.shape and route.dtype == np.uint8
+    assert np.array_equal(pooled.view(np.int32), want_pooled.numpy().view(np.int32))
+    tiles = tf.function(winograd_kernels.transform("routed"))(
+        tf.constant(dpool), tf.constant(route), tf.constant(h), tf.constant(w)).numpy()
+    assert np.array_equal(tiles.view(np.int32), want_tiles.view(np.int32))
+    if h > 3 and w > 3:
+        assert np.abs(want_tiles).max() > 0
+        # both kinds of window met: some pass their gradient on, some (not above zero) none
+        assert 0 < np.count_nonzero(route == winograd_kernels.NO_ROUTE) < route.size
+        if ties:  # only the first place of a window of equal values
+            assert set(np.unique(route)) <= {0, winograd_kernels.NO_ROUTE}
+
+
+def test_pooling_kernels_refuse_mismatched_shapes():
+    with pytest.raises(ValueError, match="do not tile"):
+        winograd_kernels.pooled_map(np.zeros((36, 5, 8), np.float32), 20, 20,
+                                    np.zeros(8, np.float32))
+    with pytest.raises(ValueError, match="do not pool"):
+        winograd_kernels.routed_tiles(np.zeros((1, 10, 9, 8), np.float32),
+                                      np.zeros((10, 10, 8), np.uint8), 20, 20)

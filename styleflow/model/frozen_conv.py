@@ -26,13 +26,15 @@ import numpy as np
 
 
 def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool = False,
-               transforms: str = "auto"):
+               transforms: str = "auto", pool=None):
     """A Keras layer computing relu(conv3x3_same(x, kernel) + bias) by input-gradient ops;
     `kernel` is Keras' (3, 3, in, out) layout. Kernel and bias are the layer's two
     (non-trainable) weights, as in Keras' Conv2D, so get/set/save/load_weights work alike.
     With `winograd`, maps and channel counts where `winograd.convolves` are convolved by
     Winograd's algorithm instead (both ways), its tile transforms as `transforms` says
-    (`winograd.WinogradConv`)."""
+    (`winograd.WinogradConv`). With `pool` (a Keras 2x2 max pooling layer), the layer's
+    output is that pooling's of the convolution's: in one pass with it where the map is
+    convolved by Winograd with Numba's transforms (`WinogradConv.pooled`), else by `pool`."""
     import keras
     import tensorflow as tf
 
@@ -60,8 +62,20 @@ def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool =
             # oneDNN operation: bit-identical, and 2.6 against 5.8 ms for block1_conv1 at
             # 400x300 (docs/performance.md).
             self._fused = not machine.onednn_convolves_by_gemm()
+            self._pool = pool
+
+        def build(self, input_shape):
+            if self._pool is not None:  # weightless, but Keras builds what a layer holds
+                self._pool.build((*input_shape[:3], kernel.shape[3]))
 
         def call(self, x):
+            if self._pool is None:
+                return self._convolve(x)
+            if self._winograd is not None and self._winograd.pools(x, self.kernel):
+                return self._winograd.pooled(x, self.kernel, tf.convert_to_tensor(self.bias))
+            return self._pool(self._convolve(x))
+
+        def _convolve(self, x):
             if self._winograd is not None and self._winograd.takes(x, kernel.shape[3]):
                 return self._winograd(x, self.kernel, tf.convert_to_tensor(self.bias))
             k = tf.convert_to_tensor(self.kernel)
@@ -73,7 +87,8 @@ def make_layer(kernel: np.ndarray, bias: np.ndarray, name: str, winograd: bool =
             return _convolve(x, k, mirrored, tf.convert_to_tensor(self.bias))
 
         def compute_output_shape(self, input_shape):
-            return (*input_shape[:3], kernel.shape[3])
+            shape = (*input_shape[:3], kernel.shape[3])
+            return shape if self._pool is None else self._pool.compute_output_shape(shape)
 
     return FrozenConv2D()
 

@@ -65,7 +65,7 @@ CONVOLUTIONS = ("auto", "keras", "transposed", "winograd", "winograd-xla")
 
 def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
                     outputs: Sequence[str], pooling: str = "max", dtype: str = "float32",
-                    convolution: str = "auto"):
+                    convolution: str = "auto", fuse_pooling: bool = True):
     """A keras.Model mapping a (1, h, w, 3) image to {layer name: activations} for `outputs`.
 
     Only the layers up to the deepest output are built; each gets its (kernel, bias) from
@@ -76,7 +76,13 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
     from block1_conv2 on where it pays (`winograd.convolves`; "winograd-xla" with its tile
     transforms by XLA even where Numba's would run, and block1_conv2 direct), "auto" for
     "winograd" where `machine.transposed_convolutions` says, else Keras' (a benchmark's lever:
-    the Stylizer always builds "auto")."""
+    the Stylizer always builds "auto").
+
+    With `fuse_pooling` and Winograd's convolutions, a conv layer that is not among `outputs`
+    and that max pooling follows also pools (`frozen_conv.make_layer`'s `pool`), and the
+    pooling layer after it, keeping its name for the layers that look it up, passes its
+    output through: pooled as the tiles are folded back, the layer's map is never made.
+    `fuse_pooling=False` (a benchmark's lever) keeps every pooling a layer of its own."""
     import keras
 
     from . import frozen_conv
@@ -97,17 +103,26 @@ def build_extractor(layer_weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
     x = inputs
     tensors = {}
     built = []
-    for stage in stages_to(last):
+    stages = stages_to(last)
+
+    def pool_layer(name):
+        return (MaxPool(name=name, dtype=dtype) if xla_pooling
+                else pool_cls(2, strides=2, name=name, dtype=dtype))
+
+    pooled = False  # whether the conv layer before a pooling stage pooled already
+    for k, stage in enumerate(stages):
         if not stage.conv:
-            x = (MaxPool(name=stage.name, dtype=dtype) if xla_pooling
-                 else pool_cls(2, strides=2, name=stage.name, dtype=dtype))(x)
+            x = keras.layers.Identity(name=stage.name)(x) if pooled else pool_layer(stage.name)(x)
             continue
         name = stage.name
+        pooled = (fuse_pooling and pooling == "max" and convolution == "winograd"
+                  and name not in outputs and k + 1 < len(stages) and not stages[k + 1].conv)
         if transposed:
             x = frozen_conv.make_layer(*layer_weights[name], name,
                                        winograd=convolution.startswith("winograd"),
                                        transforms="xla" if convolution == "winograd-xla"
-                                       else "auto")(x)
+                                       else "auto",
+                                       pool=pool_layer(f"{name}_pool") if pooled else None)(x)
         else:
             layer = keras.layers.Conv2D(stage.out_channels, 3, padding="same",
                                         activation="relu", name=name, dtype=dtype)
