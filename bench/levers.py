@@ -3,7 +3,9 @@ objective (full layers, float32, random weights) with TensorFlow's oneDNN kernel
 (each in a fresh process: TensorFlow reads the setting once), convolutions through Keras'
 Conv2D, through `frozen_conv` (oneDNN's input-gradient kernels) or through those with
 Winograd's algorithm in the deeper layers (`winograd`; `winograd-xla` with its tile transforms
-by XLA instead of Numba), and XLA off or on, all measured in one run. The `auto` column marks what styleflow picks by default.
+by XLA instead of Numba; "pooling apart" with max pooling as layers of its own rather than
+in the transforms, `build_extractor(fuse_pooling=False)`), and XLA off or on, all measured
+in one run. The `auto` column marks what styleflow picks by default.
 
 To see an AVX2-only CPU's kernels on an AVX-512 machine, cap oneDNN (PyTorch too, for
 bench/peer_pytorch.py): `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python
@@ -36,10 +38,13 @@ weights = random_weights(0).layers
 content, style = pair(({h}, {w}))
 x = content + np.random.default_rng(0).normal(0, 5, content.shape).astype(np.float32)
 rows = []
-for convolution in ("keras", "transposed", "winograd-xla", "winograd"):
-    extractor = build_extractor(weights, [C, *S], convolution=convolution)
+for convolution in ("keras", "transposed", "winograd-xla", "winograd, pooling apart",
+                    "winograd"):
+    extractor = build_extractor(weights, [C, *S], convolution=convolution.split(",")[0],
+                                fuse_pooling="apart" not in convolution)
     # Compiled by XLA as a whole, Winograd's transforms are XLA's either way.
-    for xla in (False,) if convolution == "winograd-xla" else (False, True):
+    for xla in (False,) if convolution.startswith("winograd") and convolution != "winograd" \
+            else (False, True):
         objective = Objective(extractor, content, [style], {{C: 1.0}},
                               {{n: 1 / len(S) for n in S}}, 0.025, 1.0, 1.0, jit_compile=xla)
         seconds = median_seconds(lambda: objective.loss_and_grads(x), {repeats})
@@ -57,7 +62,7 @@ def main() -> None:
     print(f"CPU: {cpu_description()}")
     print(f"full layers, float32, random weights, median of {args.repeats}; "
           "vs first: the first row's seconds over this row's")
-    print(f"{'size':>9} {'oneDNN':>7} {'convolutions':>13} {'XLA':>4} {'s/eval':>8} "
+    print(f"{'size':>9} {'oneDNN':>7} {'convolutions':>22} {'XLA':>4} {'s/eval':>8} "
           f"{'vs first':>9} {'loss diff':>10} {'auto':>5}")
     for text in args.sizes:
         h, w = parse_size(text)
@@ -76,7 +81,7 @@ def main() -> None:
                 picked = (onednn == "1" and row["convolution"] == result["auto"]
                           and not row["xla"])
                 print(f"{text:>9} {'on' if onednn == '1' else 'off':>7} "
-                      f"{row['convolution']:>13} {'on' if row['xla'] else 'off':>4} "
+                      f"{row['convolution']:>22} {'on' if row['xla'] else 'off':>4} "
                       f"{row['seconds']:8.3f} {first['seconds'] / row['seconds']:8.2f}x "
                       f"{100 * diff:9.3f}% {'*' if picked else '':>5}", flush=True)
 
