@@ -105,8 +105,19 @@ def test_cached_transforms_follow_the_weights(monkeypatch, transposed):
     kernel, bias = fast.get_weights()
     assert len(fast.get_weights()) == 2  # the cache is not part of the layer's weights
     new_kernel = kernel[::-1].copy()
+    @tf.function
+    def assign_in_a_graph():
+        fast.kernel.assign(tf.constant(new_kernel))
+
+    # Every update gives the variable a new buffer, the kept read holding the old one (the
+    # check compares buffers): Keras' ways, TensorFlow's own ops, in place or not, eager or
+    # in a graph.
     for assign in (lambda: fast.set_weights([new_kernel, bias]),
-                   lambda: fast.kernel.assign(new_kernel)):
+                   lambda: fast.kernel.assign(new_kernel),
+                   lambda: fast.kernel.value.assign(new_kernel),
+                   lambda: fast.kernel.value.assign_add(new_kernel - kernel),
+                   lambda: fast.kernel.value.scatter_nd_update([[0], [1], [2]], new_kernel),
+                   assign_in_a_graph):
         fast.set_weights([kernel, bias])
         run(x)
         assign()

@@ -332,19 +332,46 @@ def _numba_here(dtype: tf.DType) -> bool:
 _CHECKS: dict[tuple, object] = {}
 
 
+def same_buffer(current: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Whether two arrays (tensors as a py_func op hands them over, without copying) are one
+    buffer: a variable's value read while another read of it is held."""
+    return np.array(current.ctypes.data == source.ctypes.data and current.shape == source.shape)
+
+
+def _same_buffer_token() -> str:
+    # py_func's registry holds its functions weakly: a module's function stays registered.
+    from tensorflow.python.ops import script_ops
+
+    if not hasattr(_same_buffer_token, "token"):
+        _same_buffer_token.token = script_ops._py_funcs.insert(  # pylint: disable=protected-access
+            same_buffer)
+    return _same_buffer_token.token
+
+
 def _checked(current, source, forward, backward, transposed) -> tuple[tf.Tensor, tf.Tensor]:
-    """(forward, backward) if `current` equals `source` (the kernel they were made from), else
-    `current`'s transforms (laid out as `transposed` says)."""
-    key = (tuple(current.shape), transposed)
+    """(forward, backward) if `current` (the kernel variable's value, read in the graph) is
+    `source` (an earlier read, which they were made from), else `current`'s transforms (laid
+    out as `transposed` says)."""
+    # XLA cannot call into Python: a graph it compiles compares the values (a pass over both).
+    by_value = _tracing_for_xla()
+    key = (tuple(current.shape), transposed, by_value)
     if key not in _CHECKS:
         # A partial: TensorFlow counts traces per Python function.
-        _CHECKS[key] = tf.function(functools.partial(_check, transposed=transposed))
+        _CHECKS[key] = tf.function(functools.partial(_check, transposed=transposed,
+                                                     by_value=by_value))
     return _CHECKS[key](current, source, forward, backward)
 
 
-def _check(current, source, forward, backward, transposed):
-    return tf.cond(tf.reduce_all(tf.equal(current, source)),
-                   lambda: (tf.identity(forward), tf.identity(backward)),
+def _check(current, source, forward, backward, transposed, by_value):
+    from tensorflow.python.ops import gen_script_ops
+
+    if by_value:
+        same = tf.reduce_all(tf.equal(current, source))
+    else:
+        same = gen_script_ops.py_func_stateless(
+            input=[current, source], token=_same_buffer_token(), Tout=[tf.bool])[0]
+        same.set_shape(())
+    return tf.cond(same, lambda: (tf.identity(forward), tf.identity(backward)),
                    lambda: kernel_transforms(current, transposed))
 
 
@@ -352,10 +379,18 @@ class WinogradConv:
     """One frozen layer's relu(conv3x3_same(x) + bias) by Winograd, forward and backward.
 
     The kernel's transforms cost about as much as a small layer, so they are computed once,
-    when a graph using them is traced, and kept with the kernel they were made from. Each call
-    checks the kernel still equals that copy (one pass over it) and otherwise transforms the
-    current kernel, so set_weights/load_weights can never leave them stale. Nothing is held
-    until the layer first convolves a map by Winograd (most layers of small images never do).
+    when a graph using them is traced, and kept with the read of the kernel variable they were
+    made from. Each call checks that the variable's value is still that read's buffer, and
+    otherwise transforms the current kernel, so set_weights/load_weights, or any other update,
+    can never leave them stale: TensorFlow updates a variable whose buffer is also held
+    elsewhere by copying it to a new buffer first (copy on write; every update op does, and
+    the kept read holds the old one, so no new buffer can take its address). A value read
+    another way (a Keras stateless scope's, or a copy) is another buffer and is transformed.
+    Comparing the buffers' addresses costs nothing beside the pass over both kernels that
+    comparing their values takes (4-5 ms of an evaluation at 400x300, 1-2.5% of its time,
+    docs/performance.md, stop 50), which only a graph XLA compiles still makes. Nothing is
+    held until the layer first convolves a map by Winograd (most layers of small images never
+    do).
     """
 
     def __init__(self, transforms: str = "auto"):
@@ -367,8 +402,9 @@ class WinogradConv:
         """(forward, backward) transformed kernels for the kernel variable's current value."""
         with tf.init_scope():  # eagerly, also while a graph is being traced
             value = tf.convert_to_tensor(kernel)
-            if self._source is None or not bool(tf.reduce_all(tf.equal(value, self._source))):
-                self._source = tf.identity(value)
+            if self._source is None or not same_buffer(np.asarray(value),
+                                                       np.asarray(self._source)):
+                self._source = value  # the variable's buffer, not a copy
                 self._forward, self._backward = kernel_transforms(value, self._transposed)
         return _checked(tf.convert_to_tensor(kernel), self._source, self._forward,
                         self._backward, self._transposed)
