@@ -79,6 +79,9 @@ def winograd_kept_bytes(size: tuple[int, int] | None, layers: Sequence[str],
 # masked, in size classes up to an eighth larger (stop 45, full layers: +0.21 GB at 400x300,
 # +0.55 GB at 800x600 against XLA's transforms; docs/performance.md). Layers whose tiles are
 # larger keep XLA's transforms (`winograd.numba_suits`), block1_conv2 the direct convolution.
+# A layer that pools in its transforms (max pooling after it, not a loss layer:
+# `network.build_extractor`) keeps a quarter map and a byte per window instead of its map;
+# counting the map, as average pooling keeps it, leaves the estimate an upper bound for both.
 NUMBA_BYTES = 128 * 2**20
 
 
