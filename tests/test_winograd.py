@@ -128,6 +128,28 @@ def test_cached_transforms_follow_the_weights(monkeypatch, transposed):
         assert np.abs(got - before).max() > 0.1 * np.abs(before).max()
 
 
+def test_the_kernel_check_finds_the_kept_read_until_an_update():
+    """What the check relies on: a graph's read of a variable is the buffer of a read kept
+    from before (so kept transforms are used, not made again on each call), and any update
+    gives the variable a buffer of its own while that read is kept."""
+    from tensorflow.python.ops import gen_script_ops
+
+    kernel = tf.Variable(np.ones((3, 3, 64, 128), np.float32))
+    kept = tf.convert_to_tensor(kernel)
+
+    @tf.function
+    def same():
+        return gen_script_ops.py_func_stateless(
+            input=[tf.convert_to_tensor(kernel), kept], token=winograd._same_buffer_token(),
+            Tout=[tf.bool])[0]
+
+    assert bool(same())
+    assert bool(winograd.same_buffer(np.asarray(tf.convert_to_tensor(kernel)), np.asarray(kept)))
+    kernel.assign_add(tf.zeros_like(kernel))  # even an update that changes no value
+    assert not bool(same())
+    assert float(kept[0, 0, 0, 0]) == 1.0
+
+
 def test_only_known_sizes_large_enough_convolve_by_winograd():
     assert winograd.suits((1, 16, 16, 256)) and winograd.suits((1, 18, 25, 512))
     assert not winograd.suits((1, 8, 30, 256))  # small maps: not worth a compilation
