@@ -263,7 +263,7 @@ def test_rows_that_cannot_run_fail_even_where_their_output_exists(pictures, tmp_
     assert statuses.count("failed") == 5 and statuses.count("done") == 1, records
     assert (pictures / "c0.png").read_bytes() == before
     errors = " | ".join(r["error"] or "" for r in read_status(tmp_path / "m.status.jsonl"))
-    assert "is the input file" in errors and "row 3: argument --iter" in errors
+    assert "is the input file" in errors and "row 3: column 'iterations' (--iter)" in errors
     # Numbered by the file's lines: the blank line 6 counts.
     assert "row 7: the 'output' cell holds a line break or a NUL" in errors
 
@@ -317,3 +317,27 @@ def test_a_failed_rows_line_names_its_row_and_headers_may_be_spaced(pictures, tm
     assert proc.returncode == 1
     assert "(row 2: base image '" in proc.stderr and "missing.png': file not found" in \
         proc.stderr, proc.stderr
+
+
+def test_a_rows_bad_value_names_its_column_and_an_open_quote_the_lines_it_took(tmp_path):
+    from styleflow.batch.jobs import manifest_pairs
+    from styleflow.cli.batch import row_parser
+
+    columns_known, options = row_parser("lbfgs", [])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("content,style,output,iterations,style_weight\n"
+                        "a.png,s.png,o1.png,2.5,\n"
+                        "a.png,s.png,o2.png,,abc\n"
+                        "a.png,s.png,o3.png,3,2\n"
+                        "\n"
+                        '"a.png,s.png,o4.png,,\n'
+                        "b.png,s.png,o5.png,,\n")
+    errors = [pair.error for pair in manifest_pairs(str(manifest), {}, options, columns_known)]
+    assert errors[0].startswith("row 2: column 'iterations' (--iter): ") and "'2.5'" in errors[0]
+    assert errors[1].startswith("row 3: column 'style_weight' (--style_weight): ")
+    assert errors[2] is None
+    # Python's csv reads an unclosed quote to the file's end, as one cell: said so.
+    assert len(errors) == 4 and errors[3].startswith(
+        "row 7: the 'content' cell holds a line break"), errors
+    assert "a quote left open after line 4 takes in every line to the file's end, line 7" \
+        in errors[3]

@@ -97,9 +97,10 @@ def manifest_pairs(path: str, options: dict, row_options: Callable[[dict, Path],
             reader = csv.DictReader(handle)
             if reader.fieldnames:  # "content, style, output" names the columns too
                 reader.fieldnames = [name.strip() for name in reader.fieldnames]
-            rows = []
+            rows, ended = [], reader.line_num  # the header's last line
             for row in reader:  # numbered by the line it ends on: blank lines are skipped
-                rows.append((reader.line_num, row))
+                rows.append((reader.line_num, row, ended + 1))  # and the first it may start on
+                ended = reader.line_num
             header = reader.fieldnames or []
     except FileNotFoundError:
         raise StyleflowError(f"--manifest '{path}': file not found") from None
@@ -117,7 +118,7 @@ def manifest_pairs(path: str, options: dict, row_options: Callable[[dict, Path],
     columns_known([c for c in header if c not in REQUIRED_COLUMNS and c is not None])
     folder = manifest.parent
     pairs = []
-    for number, row in rows:
+    for number, row, first in rows:
         if None in row:
             extra = row.pop(None)
             error = (f"row {number}: {len(extra)} more cell{'s' if len(extra) > 1 else ''} "
@@ -129,6 +130,10 @@ def manifest_pairs(path: str, options: dict, row_options: Callable[[dict, Path],
             if error is None and ("\x00" in value or "\n" in value or "\r" in value):
                 error = (f"row {number}: the '{column}' cell holds a line break or a NUL "
                          "character, which no file name here may hold")
+                if "\n" in value and number > first and number == rows[-1][0]:
+                    # The csv module reads an unclosed quote to the end of the file.
+                    error += (f"; a quote left open after line {first - 1} takes in every "
+                              f"line to the file's end, line {number}")
         paths = {c: cells[c] for c in REQUIRED_COLUMNS}
         for column, value in paths.items():
             if not value and error is None:

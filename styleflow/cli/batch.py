@@ -143,8 +143,10 @@ def row_parser(method: str, rest: Sequence[str]):
 
     def options(cells: dict, folder: Path) -> dict:
         argv, dropped = [], []  # the row's options; the command line's it replaces
+        columns = {}  # the parser's name for an option -> the column that gave it
         for name, value in cells.items():
             action = actions[aliases.get(name, name)]
+            columns["/".join(action.option_strings)] = name
             flag = action.option_strings[-1]
             if method == "photo" and action.dest in EITHER:
                 dropped.append(actions[EITHER[action.dest]])
@@ -168,7 +170,14 @@ def row_parser(method: str, rest: Sequence[str]):
                 args = module.parse(DUMMY[method] + _without(rest, dropped) + argv, prog=PROG)
         except SystemExit:
             message = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else ""
-            raise StyleflowError(message.split("error: ", 1)[-1].replace(" (see --help)", ""))
+            message = message.split("error: ", 1)[-1].replace(" (see --help)", "")
+            # "argument --iter: invalid ... '2.5'" -> "column 'iterations' (--iter): ..."
+            for option, column in columns.items():
+                if message.startswith(f"argument {option}: "):
+                    message = (f"column '{column}' ({option.split('/')[-1]}): "
+                               + message[len(f"argument {option}: "):])
+                    break
+            raise StyleflowError(message)
         return module.api_options(args)
 
     return columns_known, options
