@@ -562,6 +562,45 @@ def test_a_cancelled_job_whose_image_cannot_be_kept_ends_without_killing_its_wor
     assert events[-1] == ("end", "cancelled", f"cannot write 'result.png': {NOT_A_FOLDER}", False)
 
 
+def test_a_run_that_stops_early_is_done_with_a_note_for_each_stage_and_its_result(tmp_path):
+    """L-BFGS stopping early (`stage_stops`, as the library's runs report it) is a note, not
+    the end of the job: it finishes, and its result is kept."""
+    from types import SimpleNamespace
+
+    class Run:
+        size, stages, first_stage = (8, 8), 2, 2
+        stage_stops: list = []
+
+        def __iter__(self):
+            for i in range(1, 5):
+                if i == 2:
+                    self.stage_stops.append((1, 1, 2, "converged"))
+                if i == 4:
+                    self.stage_stops.append((2, 3, 4, "line search found no lower loss"))
+                yield SimpleNamespace(iteration=i, iterations=4, seconds=0.1,
+                                      array=np.zeros((8, 8, 3), np.uint8))
+
+        def result(self):
+            return Picture()
+
+    class Stylizer:
+        def iter_transfer(self, content, style, **options):
+            return Run()
+
+    runner = Runner.__new__(Runner)
+    runner.stylizer, runner.broken = Stylizer(), None
+    task = Task("0123456789ab", "transfer", {"iterations": 4}, {"content": "c", "style": ["s"]},
+                {"content": "c.png", "style": ["s.png"]})
+    events = list(runner.run(task, tmp_path, threading.Event()))
+    assert [e[1] for e in events if e[0] == "note"] == [
+        "stage 1: L-BFGS stopped after 1 of its 2 iterations: converged; iteration 2 repeats "
+        "its last image",
+        "stage 2: L-BFGS stopped after 1 of its 2 iterations: line search found no lower loss; "
+        "iteration 4 repeats its last image"]
+    assert events[-1] == ("end", "done", None, True)
+    assert images.load_image(tmp_path / "result.png").shape == (8, 8, 3)
+
+
 def test_a_job_that_cannot_be_recorded_when_it_starts_fails_in_one_line(tmp_path, pictures):
     class Worker:
         def run(self, job):

@@ -96,9 +96,9 @@ class Runner:
                 yield ("iterated", it.iteration, rate, preview)
                 if stop.is_set():
                     raise Cancelled()
-                for stop in getattr(run, "stage_stops", [])[noted:]:  # L-BFGS's, per stage
+                for stage_stop in getattr(run, "stage_stops", [])[noted:]:  # L-BFGS's, per stage
                     noted += 1
-                    yield ("note", _stop_note(run, *stop))
+                    yield ("note", _stop_note(run, *stage_stop))
             end = amended(("end", "done", None, False), *keep(folder, _saver(run.result())))
         except Cancelled:
             kept = keep(folder, _saver(run.result())) if run is not None else (False, None)
