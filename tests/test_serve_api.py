@@ -103,12 +103,12 @@ class Serving:
         return self.request("POST", "/api/jobs", body, {"Content-Type": kind, **(headers or {})})
 
 
-def multipart(fields: dict, files: dict) -> tuple[bytes, str]:
-    """A multipart/form-data body of `fields` (name -> text) and `files` (name -> (filename,
-    bytes), or a list of them), and its content type."""
+def multipart(fields, files: dict) -> tuple[bytes, str]:
+    """A multipart/form-data body of `fields` (name -> text, or (name, text) pairs) and `files`
+    (name -> (filename, bytes), or a list of them), and its content type."""
     boundary = "styleflowtestboundary"
     parts = []
-    for name, value in fields.items():
+    for name, value in (fields.items() if isinstance(fields, dict) else fields):
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
                      f"{value}\r\n".encode())
     for name, value in files.items():
@@ -189,10 +189,19 @@ def test_fields_are_read_strictly(served, pictures):
                            ({"iterations": "9" * 5000}, f"iterations: {'9' * 40}... is too large"),
                            ({"iterations": "0" * 4400 + "9000"}, "must be from 1 to 5000"),
                            ({"content_weight": "1e400"}, "content_weight: 1e400 is too large"),
+                           ({"style_weight": "1e300"}, "style_weight: 1e300 is too large"),
                            ({"content": "c.png"}, "content: send the content image as a file")):
         status, _, _ = answer = served.post(fields, pictures)
         assert status == 400, (fields, answer)
         assert needle in error_of(answer), (fields, answer)
+    # One mask without the other: refused as the upload is, not when the job runs.
+    answer = served.post({"method": "photo"},
+                         {**pictures, "content_mask": ("m.png", pictures["content"][1])})
+    assert answer[0] == 400 and error_of(answer) == (
+        "style_mask: content_mask is given without it; give both masks or neither")
+    # A field given twice is not taken as either.
+    answer = served.post([("width", "9999"), ("width", "64")], pictures)
+    assert answer[0] == 400 and error_of(answer) == "width: given more than once"
     # A blank weight of another method is what the page sends: taken as not given.
     assert served.post({"photorealism": " ", "style_weight": "2.5e1"}, pictures)[0] == 201
     assert served.jobs.all()[0].options["style_weight"] == 25.0
@@ -477,6 +486,27 @@ def test_the_port_must_be_one(capsys):
                                        "to 65535, not 70000 (see --help)\n")
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["--max-width", "4"], "argument --max-width: at least 8, the smallest width a job takes, "
+                           "not 4"),
+    (["--max-upload-mb", "1e-9"], "argument --max-upload-mb: at least 0.001 (a kilobyte), not "
+                                  "1e-09")])
+def test_limits_no_job_could_meet_are_refused(capsys, argv, said):
+    from styleflow.cli import serve
+
+    with pytest.raises(SystemExit) as exited:
+        serve.parse(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"styleflow serve: error: {said} (see --help)\n"
+
+
+def test_a_host_name_python_cannot_encode_is_one_line():
+    from styleflow.cli import serve
+
+    with pytest.raises(StyleflowError, match=r"^--host bad\.\.host: not a valid host name$"):
+        serve._listen("bad..host", 0)
+
+
 def test_no_more_pixels_than_the_image_reader_takes(capsys):
     from PIL import Image
 
@@ -560,6 +590,18 @@ def test_a_cancelled_job_whose_image_cannot_be_kept_ends_without_killing_its_wor
                 {"content": "c.png", "style": ["s.png"]})
     events = list(runner.run(task, tmp_path / "file", threading.Event()))
     assert events[-1] == ("end", "cancelled", f"cannot write 'result.png': {NOT_A_FOLDER}", False)
+
+
+def test_a_network_the_server_cannot_load_fails_jobs_without_naming_its_files(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 2000)  # HDF5's signature, then nothing
+    runner = Runner({"weights": str(bad)}, notes=lambda note: None)
+    assert str(bad) in runner.broken  # for the server's log
+    task = Task("0123456789ab", "transfer", {"iterations": 1}, {"content": "c", "style": ["s"]},
+                {"content": "c.png", "style": ["s.png"]})
+    events = list(runner.run(task, tmp_path, threading.Event()))
+    assert events == [("end", "failed", "the server cannot load its network (its log says why)",
+                       False)]
 
 
 def test_a_run_that_stops_early_is_done_with_a_note_for_each_stage_and_its_result(tmp_path):

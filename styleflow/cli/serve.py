@@ -117,6 +117,14 @@ def parse(argv: Sequence[str]):
     if args.max_pixels > Image.MAX_IMAGE_PIXELS:  # load_image refuses more whatever is asked
         parser.error(f"argument --max-pixels: at most {Image.MAX_IMAGE_PIXELS}, the image "
                      f"reader's own limit, not {args.max_pixels}")
+    from ..io.images import MIN_INPUT_SIDE
+
+    if args.max_width < MIN_INPUT_SIDE:  # no job could be given a width
+        parser.error(f"argument --max-width: at least {MIN_INPUT_SIDE}, the smallest width a "
+                     f"job takes, not {args.max_width}")
+    if args.max_upload_mb * 2 ** 20 < 1024:
+        parser.error(f"argument --max-upload-mb: at least 0.001 (a kilobyte), not "
+                     f"{args.max_upload_mb:g}")
     return args
 
 
@@ -133,6 +141,8 @@ def _listen(host: str, port: int) -> socket.socket:
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as exc:
         raise StyleflowError(f"--host {host}: {exc.strerror}") from None
+    except UnicodeError:  # Python's IDNA codec, before any lookup: an empty or long label
+        raise StyleflowError(f"--host {host}: not a valid host name") from None
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -25,7 +25,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -109,12 +109,16 @@ def create_app(jobs: JobQueue, hosts: Collection[str] | None = None) -> Starlett
                 for key, value in form.multi_items():
                     if isinstance(value, UploadFile):
                         uploads.append(Upload(key, value.filename or "", await value.read()))
+                    elif key in fields:  # which one was meant?
+                        return _error(400, f"{key}: given more than once")
                     else:
                         fields[key] = value
                 job = await run_in_threadpool(jobs.create, fields, uploads)
         except (MultiPartException, HTTPException) as exc:  # Starlette's form parser
             detail = getattr(exc, "message", None) or getattr(exc, "detail", "")
             return _error(400, f"the upload is not a form the page sends ({detail})")
+        except ClientDisconnect:  # the client went away mid-upload: no one to answer
+            return _error(400, "the upload was cut off")
         except StorageError as exc:  # the server's disk, not the request
             return _error(507, str(exc))
         except StyleflowError as exc:

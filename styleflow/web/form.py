@@ -59,6 +59,9 @@ _WHOLE = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def number(fields: dict, name: str, kind: type, low: float, high: float | None = None,
            default=None):
     """A form field as a number within [low, high]; blank gives `default`."""
@@ -73,7 +76,7 @@ def number(fields: dict, name: str, kind: type, low: float, high: float | None =
     value = float(text)  # past every limit as infinity (int() refuses 4300 digits)
     if math.isfinite(value) and kind is int:
         value = int(text.lstrip("+-").lstrip("0") or "0") * (-1 if text[0] == "-" else 1)
-    if value == math.inf:
+    if value > FLOAT32_MAX:  # the engine computes in float32: a weight past it is infinite
         raise StyleflowError(f"{name}: {text[:40]}{'...' if len(text) > 40 else ''} is too "
                              f"large")
     if value < low or (high is not None and value > high):
@@ -127,6 +130,11 @@ def read_form(fields: dict, uploads, limits: Limits) -> tuple[str, dict, dict]:
     for role in ("content_mask", "style_mask"):
         if len(by_role.get(role, [])) > 1:
             raise StyleflowError(f"{role}: give one mask")
+    if ("content_mask" in by_role) != ("style_mask" in by_role):  # as the photo method asks
+        given, missing = (("content_mask", "style_mask") if "content_mask" in by_role
+                          else ("style_mask", "content_mask"))
+        raise StyleflowError(f"{missing}: {given} is given without it; give both masks or "
+                             "neither")
     return method, options, by_role
 
 

@@ -60,8 +60,9 @@ class Runner:
     def run(self, task: Task, folder: Path, stop) -> Iterator[tuple]:
         """Run `task` with its uploads in `folder` (where the result is written too), until
         it ends or `stop` (anything with `is_set()`) is set; yields the events above."""
-        if self.broken:
-            yield ("end", "failed", self.broken, False)
+        if self.broken:  # said in full in the server's log; it may name the server's files
+            yield ("end", "failed", "the server cannot load its network (its log says why)",
+                   False)
             return
         evaluations: list[tuple] = []
 
