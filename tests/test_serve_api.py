@@ -173,7 +173,7 @@ def test_a_result_removed_by_hand_is_a_404_not_a_server_error(served, pictures):
     assert state["preview"] is None and state["downloads"] is None
     for name, said in (("result.png", "this job's result.png is not there"),
                        ("result.tif", "this job's result.tif is not there"),
-                       ("preview.png", "no picture yet")):
+                       ("preview.png", "no picture: the job has ended and none is kept")):
         status, _, _ = answer = served.request("GET", f"/api/jobs/{job.id}/{name}")
         assert status == 404 and error_of(answer) == said, name
 
@@ -364,6 +364,8 @@ def test_a_damaged_job_record_is_skipped_with_the_field_named(tmp_path):
                                          "inputs": {"content": "../../etc/passwd",
                                                     "style": ["style-1.upload"]}}),
              "'inputs' is not the stored files"),
+            ("0000000000a4", json.dumps({**record, "id": "ffffffffffff"}),
+             "its id 'ffffffffffff' is not its folder's name"),
             ("0000000000a2", "[" * 100_000, "skipping"),
             ("0000000000a3", "\udcff not json", "skipping")):
         folder = tmp_path / "jobs" / job_id
@@ -381,7 +383,7 @@ def test_a_damaged_job_record_is_skipped_with_the_field_named(tmp_path):
                    "iterations", "'status' is not one of queued", "'curve' is not a list",
                    "'iteration' is missing", *expected):
         assert needle in said, said
-    assert len(lines) == 10 and all(line.startswith("styleflow serve: skipping ")
+    assert len(lines) == 11 and all(line.startswith("styleflow serve: skipping ")
                                     for line in lines), lines
 
 

@@ -186,7 +186,8 @@ def create_app(jobs: JobQueue, hosts: Collection[str] | None = None) -> Starlett
         kept = job.picture()
         if kept is not None:
             return _file(job, kept, {**HEADERS, "Cache-Control": "no-store"})
-        return _error(404, "no picture yet")
+        return _error(404, "no picture: the job has ended and none is kept" if job.status in FINAL
+                      else "no picture yet")
 
     def result(request: Request) -> Response:
         job = found(request)

@@ -151,6 +151,8 @@ class JobQueue:
                 self.log(f"styleflow serve: skipping {path}: {one_line(exc)[:200]}")
                 continue
             if job.id != path.parent.name:
+                self.log(f"styleflow serve: skipping {path}: its id '{str(job.id)[:40]}' is "
+                         "not its folder's name")
                 continue
             if job.status == "running":
                 job.status, job.error, job.finished = "failed", STOPPED, time.time()
