@@ -396,14 +396,18 @@ def test_photo_outputs_that_would_replace_each_other_are_refused(tmp_path, tiny)
     cases = [(["--plot", out], ["--plot", "is the output"]),
              (["--log", tmp_path / "p.png", "--plot", tmp_path / "p.png"], ["--plot", "--log"]),
              (["--log", base], ["--log", "is the input file"]),
+             (["--log", tmp_path / "hard.csv"], ["--log", "is the input file", "a link to it"]),
              (["--gif", tmp_path / "out_interrupted.gif",
                "--log", tmp_path / "out_interrupted.png"],
               ["--log", "where an interruption keeps its image"])]
+    os.link(base, tmp_path / "hard.csv")  # another name for the content image's file
+    before = base.read_bytes()
     for extra, needles in cases:
         proc = call_cli("styleflow", "photo", base, ref, out, "--weights", "random",
                         "--iterations", "1", "--width", "48", *extra)
         assert_clean_error(proc, *needles)
         assert not out.exists()
+    assert base.read_bytes() == before
     # A child process: reading the pipe would wait for ever, and the timeout says so.
     fifo = tmp_path / "fifo.png"
     os.mkfifo(fifo)

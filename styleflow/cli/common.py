@@ -256,11 +256,18 @@ def check_run_outputs(args, inputs: Sequence[str | None],
         raise StyleflowError(f"--gif '{args.gif}': the file name must end in .gif")
     taken = {files.resolved(path): role for role, path in outputs}
     taken.update({files.resolved(path): "the input file" for path in inputs if path})
+    # A hard link has a name of its own: known by its inode (the log is written in place).
+    linked = {key: path for path in inputs if path
+              for key in [files.file_identity(path)] if key is not None}
     for option, value in (("--log", args.log), ("--plot", args.plot), ("--gif", args.gif)):
         if value:
             files.prepare_output_dir(value, option)
             if Path(value).is_dir():
                 raise StyleflowError(f"{option} '{value}': is a directory, not a file name")
+            identity = files.file_identity(value)
+            if identity in linked and files.resolved(value) != files.resolved(os.devnull):
+                raise StyleflowError(f"{option} '{value}' is the input file "
+                                     f"'{linked[identity]}' (a link to it); choose another name")
             if (files.resolved(value) in taken
                     and files.resolved(value) != files.resolved(os.devnull)):  # takes anything
                 raise StyleflowError(f"{option} '{value}' is {taken[files.resolved(value)]}; "

@@ -27,6 +27,16 @@ def resolved(path: str | os.PathLike) -> Path:
         return Path(os.path.abspath(str(path).replace("\x00", "?")))
 
 
+def file_identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of the regular file at `path`, or None (nothing there, or not a
+    regular file): the same for every hard link to one file."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
+
+
 def exists(path: str | os.PathLike) -> bool:
     """Path(path).exists(), but False where the system cannot tell (a name too long, no
     permission to look): writing there then fails with the reason, worded."""
