@@ -139,3 +139,23 @@ def test_interrupt_keeps_latest_result(tmp_path):
         # The image kept is the best so far: no printed iteration did better.
         kept = float(re.search(r"best image so far \(loss (\S+)\)", err).group(1))
         assert kept <= min(losses(out))
+
+
+def test_iteration_images_are_named_as_needed_and_found_where_they_are_an_input(tmp_path):
+    """A billion iterations are not listed before the run; the images that would replace an
+    input are still found: by the input's name, or by a link in the output folder."""
+    from styleflow import StyleflowError
+    from styleflow.cli.transfer import IterationImages, output_name
+    from styleflow.io import files
+
+    images = IterationImages(str(tmp_path / "p"), 10**9)
+    assert len(images) == 10**9 and images[-1] == output_name(str(tmp_path / "p"), 10**9 - 1)
+    content = make_image(tmp_path / "p_at_iteration_07.png")  # an input with such a name
+    elsewhere = make_image(tmp_path / "c.png")
+    (tmp_path / "p_at_iteration_12.png").symlink_to(elsewhere)  # a link where one goes
+    (tmp_path / "p_at_iteration_7.png").write_bytes(b"")  # not a name the run writes
+    assert images.among([content, elsewhere, None]) == [output_name(str(tmp_path / "p"), 7),
+                                                         output_name(str(tmp_path / "p"), 12)]
+    assert IterationImages(str(tmp_path / "p"), 7).among([content]) == []  # 0..6 only
+    with pytest.raises(StyleflowError, match="is the input file"):
+        files.refuse_overwriting_inputs(images.among([elsewhere]), [elsewhere])
