@@ -97,6 +97,8 @@ def test_imagenet_offline_fails_clearly(tiny, tmp_path):
     base, style = tiny
     proc = call_cli(SCRIPT, base, style, tmp_path / "r", "--weights", "imagenet", "--iter", "1")
     assert_clean_error(proc, "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "--weights")
+    # The system's reason whole, after the host it could not reach (the suite's mirror).
+    assert "(127.0.0.1: [Errno 111] Connection refused)" in proc.stderr, proc.stderr
 
 
 def test_auto_offline_falls_back_to_lite(tiny, tmp_path):
@@ -159,3 +161,52 @@ def test_iteration_images_are_named_as_needed_and_found_where_they_are_an_input(
     assert IterationImages(str(tmp_path / "p"), 7).among([content]) == []  # 0..6 only
     with pytest.raises(StyleflowError, match="is the input file"):
         files.refuse_overwriting_inputs(images.among([elsewhere]), [elsewhere])
+
+
+@pytest.mark.parametrize("command", ["transfer", "style", "neural_style_transfer.py"])
+def test_an_interrupted_styleflow_run_says_how_to_go_on(tiny, tmp_path, monkeypatch, capsys,
+                                                        command):
+    """`styleflow transfer|style` say which option continues from the kept image; the classic
+    scripts keep their original lines."""
+    from styleflow.cli import common as cc
+    from styleflow.cli import main, transfer
+
+    made = cc.recorder_for
+
+    def recorder_for(*args, **kwargs):
+        recorder = made(*args, **kwargs)
+        finished = recorder.iteration
+
+        def iteration(number, *rest, **options):
+            finished(number, *rest, **options)
+            raise KeyboardInterrupt  # after the first iteration's image
+        recorder.iteration = iteration
+        return recorder
+
+    monkeypatch.setattr(cc, "recorder_for", recorder_for)
+    base, style = tiny
+    out = tmp_path / "p.png"
+    argv = {"transfer": ["transfer", str(base), str(style), str(tmp_path / "p"), "--iter", "2"],
+            "style": ["style", "--content", str(base), "--styles", str(style), "--output",
+                      str(out), "--iterations", "2"],
+            "neural_style_transfer.py": [str(base), str(style), str(tmp_path / "p"), "--iter",
+                                         "2"]}[command]
+    # An interrupted command leaves SIGINT and SIGTERM at SIG_DFL for the exit: not pytest's.
+    kept_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run = transfer.main if command.endswith(".py") else main.main
+        code = run([*argv, *(["--network", "random", "--width", "24"] if command == "style"
+                             else ["--weights", "random", "--height", "24"])])
+    finally:
+        for signum, handler in kept_handlers.items():
+            signal.signal(signum, handler)
+    err = capsys.readouterr().err
+    kept = tmp_path / "p_interrupted.png"
+    assert code == 130 and kept.exists(), err
+    hint = {"transfer": f"with --init {kept}", "style": f"with --initial {kept}"}.get(command)
+    if hint:
+        assert f"styleflow {command}: to go on from it, run the same command {hint}" in err, err
+    else:
+        assert "to go on" not in err and re.fullmatch(
+            r"neural_style_transfer\.py: interrupted; best image so far \(loss \S+\) "
+            rf"written to {re.escape(str(kept))}", err.strip().splitlines()[-1])

@@ -83,6 +83,8 @@ def test_budget_refusal_library_and_command_words(tiny, tmp_path):
         Stylizer("random").iter_transfer(base, ref, iterations=1, height=4500, max_memory=2)
     assert re.fullmatch(rf"output size: {need} but the budget is 2\.0 GB \(max_memory\); {fits} "
                         r"\(width/height\) or a larger max_memory", str(caught.value))
+    with pytest.raises(StyleflowError, match=r"but the budget is 0\.05 GB \(max_memory\)"):
+        Stylizer("random").iter_transfer(base, ref, iterations=1, max_memory=0.05)
     proc = call_cli(TRANSFER, base, ref, tmp_path / "p", "--iter", "1", "--weights", "random",
                     "--height", "4500", "--max-memory", "2")
     assert re.fullmatch(rf"{TRANSFER}: error: output size: {need} but the budget is 2\.0 GB "

@@ -249,7 +249,9 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     except KeyboardInterrupt as exc:
         return cc.finish_interrupted(prog, exc, run, interrupted, recorder, args.log,
                                      show_loss=False, finished="steps",
-                                     bit_depth=args.bit_depth)
+                                     bit_depth=args.bit_depth,
+                                     # the classic script keeps its original lines
+                                     resume=None if prog == PROG else "--initial")
     result = run.result()
     result.save(output, args.bit_depth)
     recorder.line(f"final loss {result.parts.total:.4e} -> {output}")

@@ -206,7 +206,9 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     except KeyboardInterrupt as exc:
         return cc.finish_interrupted(prog, exc, run, interrupted, recorder, args.log,
                                      show_loss=True, finished="iterations",
-                                     bit_depth=args.bit_depth)
+                                     bit_depth=args.bit_depth,
+                                     # the classic script keeps its original lines
+                                     resume=None if prog == PROG else "--init")
     if run.stopped is not None:
         done, why = run.stopped
         recorder.line(f"L-BFGS stopped after {done} iteration{'' if done == 1 else 's'}: {why}; "

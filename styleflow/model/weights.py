@@ -7,9 +7,11 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import shutil
 import stat
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -240,11 +242,19 @@ def imagenet_file() -> Path:
         return target
     except Exception as exc:  # keras raises a bare Exception on network failure
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # Keras: "URL fetch failure on URL: CODE -- REASON" (CODE None without an answer)
+        fetch = re.fullmatch(r"URL fetch failure on (\S+): (\S+) -- (.*)", reason)
+        if fetch:
+            host = urllib.parse.urlsplit(fetch[1]).hostname or fetch[1]
+            code = "" if fetch[2] == "None" else f"HTTP {fetch[2]}: "
+            reason = f"{host}: {code}{fetch[3]}"
+        if len(reason) > 160:  # cut between words
+            reason = reason[:160].rsplit(" ", 1)[0] + "..."
         if damaged:
             raise StyleflowError(f"{damaged_cache_message(folder / IMAGENET_FILE)}; it could "
-                                 f"not be downloaded again ({reason[:120]})") from None
+                                 f"not be downloaded again ({reason})") from None
         raise StyleflowError(
-            f"cannot download VGG19 ImageNet weights ({reason[:160]}); put {IMAGENET_FILE} in "
+            f"cannot download VGG19 ImageNet weights ({reason}); put {IMAGENET_FILE} in "
             f"{folder}, or use weights=PATH or weights=lite",
             params=("weights=PATH", "weights=lite")) from None
     finally:

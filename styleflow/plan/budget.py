@@ -313,7 +313,9 @@ def _refusal(what: str, size: tuple[int, int], need: int, budget: int, how: str,
              max_memory: float | None, params: Sequence[str] = (),
              largest: tuple[int, int] | None = None) -> StyleflowError:
     h, w = size
-    room = (f"the budget is {budget / 2**30:.1f} GB (max_memory)" if max_memory is not None
+    if max_memory is not None:  # as given: 0.05 GB is not 0.0
+        given = f"{max_memory:.1f}" if round(max_memory, 1) == max_memory else f"{max_memory:g}"
+    room = (f"the budget is {given} GB (max_memory)" if max_memory is not None
             else f"{budget / 2**30:.1f} GB is available")
     if largest is None and how.startswith("even") and max_memory is not None:
         advice = "no size fits: use a larger max_memory"
