@@ -120,6 +120,10 @@ def test_api_keywords_from_the_command_line_get_a_styleflow_error(tiny):
             name = next(iter(options))
             with pytest.raises(StyleflowError, match=f"^{name}: must be a whole number"):
                 method(base, ref, iterations=1, **options)
+    # Adam's betas below 1 (it divides by 1 - beta ** step): 1 ran to a NaN loss, exit 0.
+    for name, value in (("beta1", 1.0), ("beta2", 1), ("beta1", -0.1), ("beta2", float("nan"))):
+        with pytest.raises(StyleflowError, match=f"^{name}: must be at least 0 and below 1"):
+            stylizer.iter_stylize(base, [ref], iterations=1, **{name: value})
 
 
 def test_results_and_iterations_print_in_one_short_line(tiny):

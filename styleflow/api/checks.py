@@ -83,6 +83,10 @@ def check_numbers(**values: float) -> None:
             if not isinstance(value, numbers.Integral) or value < 1:
                 raise StyleflowError(f"{name}: must be a whole number greater than zero, "
                                      f"not {value!r}", params=(name,))
+        elif name in ("beta1", "beta2"):  # Adam divides by 1 - beta ** step
+            if not 0 <= value < 1:
+                raise StyleflowError(f"{name}: must be at least 0 and below 1, not {value!r}",
+                                     params=(name,))
         elif name in ("learning_rate", "style_layer_weight_exp"):
             if not math.isfinite(value) or value <= 0:
                 raise StyleflowError(f"{name}: must be a finite number above zero, not {value!r}",

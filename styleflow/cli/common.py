@@ -133,6 +133,14 @@ def unit_float(text: str) -> float:
     return value
 
 
+def below_one_float(text: str) -> float:
+    """argparse type: a finite number in [0, 1) (Adam's betas: 1 divides by zero)."""
+    value = _number(float, text, positive=True, allow_zero=True)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be at least 0 and below 1")
+    return value
+
+
 def flag_names(parser: argparse.ArgumentParser, aliases: dict[str, str] | None = None
                ) -> dict[str, str]:
     """How this command names the library's parameters: each option's destination (the API's

@@ -60,9 +60,9 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
                    help="total variation weight (default: %(default)s)")
     p.add_argument("--learning-rate", type=cc.positive_float, default=DEFAULTS["learning_rate"],
                    help="Adam step size, in pixel units (default: %(default)s)")
-    p.add_argument("--beta1", type=cc.unit_float, default=DEFAULTS["beta1"],
+    p.add_argument("--beta1", type=cc.below_one_float, default=DEFAULTS["beta1"],
                    help="(default: %(default)s)")
-    p.add_argument("--beta2", type=cc.unit_float, default=DEFAULTS["beta2"],
+    p.add_argument("--beta2", type=cc.below_one_float, default=DEFAULTS["beta2"],
                    help="(default: %(default)s)")
     p.add_argument("--epsilon", type=cc.positive_float, default=DEFAULTS["epsilon"],
                    help="(default: %(default)s)")
