@@ -147,20 +147,31 @@ def test_iteration_images_are_named_as_needed_and_found_where_they_are_an_input(
     """A billion iterations are not listed before the run; the images that would replace an
     input are still found: by the input's name, or by a link in the output folder."""
     from styleflow import StyleflowError
-    from styleflow.cli.transfer import IterationImages, output_name
+    from styleflow.cli.common import NumberedOutputs
+    from styleflow.cli.style import checkpoint_name
+    from styleflow.cli.transfer import output_name
     from styleflow.io import files
 
-    images = IterationImages(str(tmp_path / "p"), 10**9)
-    assert len(images) == 10**9 and images[-1] == output_name(str(tmp_path / "p"), 10**9 - 1)
+    def name(i):
+        return output_name(str(tmp_path / "p"), i)
+
+    images = NumberedOutputs(name, range(10**9))
+    assert len(images) == 10**9 and images[-1] == name(10**9 - 1)
     content = make_image(tmp_path / "p_at_iteration_07.png")  # an input with such a name
     elsewhere = make_image(tmp_path / "c.png")
     (tmp_path / "p_at_iteration_12.png").symlink_to(elsewhere)  # a link where one goes
     (tmp_path / "p_at_iteration_7.png").write_bytes(b"")  # not a name the run writes
-    assert images.among([content, elsewhere, None]) == [output_name(str(tmp_path / "p"), 7),
-                                                         output_name(str(tmp_path / "p"), 12)]
-    assert IterationImages(str(tmp_path / "p"), 7).among([content]) == []  # 0..6 only
+    assert images.among([content, elsewhere, None]) == [name(7), name(12)]
+    assert NumberedOutputs(name, range(7)).among([content]) == []  # 0..6 only
     with pytest.raises(StyleflowError, match="is the input file"):
         files.refuse_overwriting_inputs(images.among([elsewhere]), [elsewhere])
+    # neural_style.py's checkpoints: every 3rd of a billion steps, %s the step.
+    steps = NumberedOutputs(lambda i: checkpoint_name(str(tmp_path / "ck%s.png"), i),
+                            range(3, 10**9 + 1, 3))
+    (tmp_path / "ck9.png").symlink_to(content)
+    assert steps.among([content, tmp_path / "ck10.png"]) == [tmp_path / "ck9.png"]
+    fixed = NumberedOutputs(lambda i: checkpoint_name(str(tmp_path / "c.png"), i), range(5, 9))
+    assert fixed.among([elsewhere]) == [tmp_path / "c.png"]  # no %s: one file for all
 
 
 @pytest.mark.parametrize("command", ["transfer", "style", "neural_style_transfer.py"])

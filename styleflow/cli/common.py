@@ -4,9 +4,11 @@ number arguments, signal handling, the options every run takes."""
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import difflib
 import math
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -131,6 +133,60 @@ def unit_float(text: str) -> float:
     if value > 1:
         raise argparse.ArgumentTypeError(f"'{text}' must be between 0 and 1")
     return value
+
+
+class NumberedOutputs(collections.abc.Sequence):
+    """The files `name(number)` a run writes for each of `numbers` (a range), named as they
+    are needed: a run of a billion iterations must not list a billion names before it starts.
+    `among` finds those that are the same file as given paths."""
+
+    _MARK = 987654321987  # a number no run reaches: where the number goes in a name
+
+    def __init__(self, name: Callable[[int], Path], numbers: range):
+        from ..io import files
+
+        self.name, self.numbers = name, numbers
+        self._patterns = []
+        for text in (str(name(self._MARK)), str(files.resolved(name(self._MARK)))):
+            before, mark, after = text.partition(str(self._MARK))
+            self._patterns.append(re.compile(re.escape(before) + (r"(\d+)" if mark else "")
+                                             + re.escape(after)))
+        # The folder to look in for links, where the number is not in the folder's name.
+        folder = Path(str(name(self._MARK))).parent
+        self._folder = None if str(self._MARK) in str(folder) else folder
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def __getitem__(self, index: int) -> Path:
+        return self.name(self.numbers[index])
+
+    def among(self, paths) -> list[Path]:
+        """Those of the files that are the same file as one of `paths` (given or resolved
+        names, and links already in the files' folder, which may lead anywhere)."""
+        from ..io import files
+
+        paths = [p for p in paths if p]
+        names = [str(n) for p in paths for n in (p, files.resolved(p))]
+        if self._folder is not None:
+            try:
+                names += [str(self._folder / entry.name)
+                          for entry in os.scandir(self._folder if str(self._folder) else ".")]
+            except OSError:  # no folder yet, or none to look in: nothing there to link
+                pass
+        if not self.numbers:
+            return []
+        numbers = set()
+        for text in names:
+            for candidate in {text, str(files.resolved(text))}:
+                for pattern in self._patterns:
+                    match = pattern.fullmatch(candidate)
+                    if match:
+                        number = int(match[1]) if match.groups() else self.numbers[0]
+                        if number in self.numbers:
+                            numbers.add(number)
+        wanted = {files.resolved(p) for p in paths}
+        return [self.name(n) for n in sorted(numbers) if files.resolved(self.name(n)) in wanted]
 
 
 def below_one_float(text: str) -> float:

@@ -166,22 +166,24 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
     images.bit_depth_for(output, args.bit_depth)
     if files.exists(output) and not args.overwrite:
         raise StyleflowError(f"--output '{output}' exists; pass --overwrite to replace it")
-    checkpoints = []
     if args.checkpoint_output:
         images.check_image_extension(checkpoint_name(args.checkpoint_output, 0),
                                      "--checkpoint-output")
-        checkpoints = [checkpoint_name(args.checkpoint_output, i)
-                       for i in range(args.checkpoint_iterations, args.iterations + 1,
-                                      args.checkpoint_iterations)]
+    # Named as they are needed: --iterations 1000000000 --checkpoint-iterations 1 must start.
+    checkpoints = cc.NumberedOutputs(
+        lambda i: checkpoint_name(args.checkpoint_output or "", i),
+        range(args.checkpoint_iterations, args.iterations + 1, args.checkpoint_iterations)
+        if args.checkpoint_output else range(0))
     inputs = [args.content, *args.styles, *(args.style_masks or ()), args.initial]
     interrupted = files.interrupted_name(str(output.with_suffix("")), output.suffix, inputs)
-    files.refuse_overwriting_inputs([output, interrupted, *checkpoints], inputs)
+    files.refuse_overwriting_inputs([output, interrupted, *checkpoints.among(inputs)], inputs)
     files.prepare_output_dir(output, "--output")
-    for path in checkpoints[:1]:
+    for path in {checkpoints[0], checkpoints[-1]} if checkpoints else ():  # the longest name
         files.prepare_output_dir(path, "--checkpoint-output")
     cc.check_run_outputs(args, inputs, [
         ("the --output", output), ("where an interruption keeps its image", interrupted),
-        *(("a --checkpoint-output", path) for path in checkpoints)])
+        *(("a --checkpoint-output", path)
+          for path in checkpoints.among([args.log, args.plot, args.gif]))])
     # Inputs are read before TensorFlow loads: a bad one is one line at once.
     cc.check_weights(args.network)
     content = images.load_image(args.content, "content image")

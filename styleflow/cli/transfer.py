@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import collections.abc
-import os
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -118,49 +115,10 @@ def output_name(prefix: str, iteration: int) -> Path:
     return Path(f"{prefix}_at_iteration_{iteration:02d}.png")
 
 
-class IterationImages(collections.abc.Sequence):
-    """The `count` iteration images of `prefix`, named as they are needed: a run of a billion
-    iterations must not list a billion names before it starts."""
-
-    def __init__(self, prefix: str, count: int):
-        self.prefix, self.count = prefix, count
-        first = output_name(prefix, 0)
-        stem = first.name[:-len("_at_iteration_00.png")]
-        self._pattern = re.compile(re.escape(stem) + r"_at_iteration_(\d{2,})\.png")
-        self._folder = first.parent
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> Path:
-        if not -self.count <= index < self.count:
-            raise IndexError(index)
-        return output_name(self.prefix, index % self.count)
-
-    def among(self, paths) -> list[Path]:
-        """The iteration images that are the same file as one of `paths`: those whose names
-        theirs (or their targets') give, and those already in the folder (a link there may
-        lead anywhere)."""
-        from ..io import files
-
-        names = [name for p in paths if p for name in (Path(p).name, files.resolved(p).name)]
-        try:
-            names += [entry.name for entry in os.scandir(self._folder or ".")]
-        except OSError:  # no folder yet, or none to look in: nothing there to link
-            pass
-        wanted = {files.resolved(p) for p in paths if p}
-        found = set()
-        for name in names:
-            match = self._pattern.fullmatch(name)
-            if match and f"{int(match[1]):02d}" == match[1] and int(match[1]) < self.count:
-                found.add(int(match[1]))
-        return [self[i] for i in sorted(found) if files.resolved(self[i]) in wanted]
-
-
 def _run(args, prog: str, names: dict[str, str]) -> int:
     from ..io import files, images
 
-    outputs = IterationImages(args.prefix, args.iter)
+    outputs = cc.NumberedOutputs(lambda i: output_name(args.prefix, i), range(args.iter))
     inputs = [args.base, args.ref, args.init]
     # PREFIX_interrupted.png; a folder prefix 'out/' gives out/_interrupted.png beside
     # out/_at_iteration_00.png.
