@@ -116,6 +116,7 @@ def output_name(prefix: str, iteration: int) -> Path:
 
 
 def _run(args, prog: str, names: dict[str, str]) -> int:
+    from ..errors import StyleflowError
     from ..io import files, images
 
     outputs = cc.NumberedOutputs(lambda i: output_name(args.prefix, i), range(args.iter))
@@ -155,7 +156,10 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
             if it.iteration == 1 and run.times_jit:
                 recorder.line(run.jit_report)
             path = outputs[it.iteration - 1]
-            it.save(path, args.bit_depth)
+            try:
+                it.save(path, args.bit_depth)
+            except StyleflowError as exc:  # worded for the file alone: say which file it is
+                raise StyleflowError(f"prefix: {exc}") from None
             recorder.iteration(
                 it.iteration, it.parts, it.seconds, it.evaluations, image=it.array,
                 image_path=path,
