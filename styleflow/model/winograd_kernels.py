@@ -86,6 +86,33 @@ def _unfold_rows(src, mask, masked, r0, c0, down, channels):
 
 
 @njit(inline="always")
+def _unfold_across(down, out, t, channels):
+    """Bᵀ across the six rows `down` holds, into tile `t`'s 36 positions p * 6 + q of `out`."""
+    for p in range(ALPHA):
+        for c in range(channels):
+            u0, u1, u2, u3, u4, u5 = _unfold(
+                down[p, 0, c], down[p, 1, c], down[p, 2, c],
+                down[p, 3, c], down[p, 4, c], down[p, 5, c])
+            out[p * 6, t, c], out[p * 6 + 1, t, c], out[p * 6 + 2, t, c] = u0, u1, u2
+            out[p * 6 + 3, t, c], out[p * 6 + 4, t, c], out[p * 6 + 5, t, c] = u3, u4, u5
+
+
+@njit(inline="always")
+def _fold_tile(m, t, half, tile, channels):
+    """Aᵀ m A of tile `t`'s 36 products into the 4x4 `tile`: down each column q, then across."""
+    for q in range(ALPHA):
+        for c in range(channels):
+            v0, v1, v2, v3 = _fold(m[q, t, c], m[6 + q, t, c], m[12 + q, t, c],
+                                   m[18 + q, t, c], m[24 + q, t, c], m[30 + q, t, c])
+            half[0, q, c], half[1, q, c], half[2, q, c], half[3, q, c] = v0, v1, v2, v3
+    for p in range(TILE):
+        for c in range(channels):
+            v0, v1, v2, v3 = _fold(half[p, 0, c], half[p, 1, c], half[p, 2, c],
+                                   half[p, 3, c], half[p, 4, c], half[p, 5, c])
+            tile[p, 0, c], tile[p, 1, c], tile[p, 2, c], tile[p, 3, c] = v0, v1, v2, v3
+
+
+@njit(inline="always")
 def _input_tiles(x, mask, masked, out, rows, cols):
     h, w, channels = x.shape
     for i in prange(rows):
@@ -107,14 +134,7 @@ def _input_tiles(x, mask, masked, out, rows, cols):
                                     v = _ZERO
                                 block[a, b, c] = v
                 _unfold_rows(block, block, False, 0, 0, down, channels)
-            t = i * cols + j
-            for p in range(ALPHA):  # then Bᵀ across, into the 36 positions p * 6 + q
-                for c in range(channels):
-                    u0, u1, u2, u3, u4, u5 = _unfold(
-                        down[p, 0, c], down[p, 1, c], down[p, 2, c],
-                        down[p, 3, c], down[p, 4, c], down[p, 5, c])
-                    out[p * 6, t, c], out[p * 6 + 1, t, c], out[p * 6 + 2, t, c] = u0, u1, u2
-                    out[p * 6 + 3, t, c], out[p * 6 + 4, t, c], out[p * 6 + 5, t, c] = u3, u4, u5
+            _unfold_across(down, out, i * cols + j, channels)
 
 
 @njit(**_KERNEL)
@@ -134,17 +154,7 @@ def _output_map(m, bias, biased, y, rows, cols):
         half = np.empty((TILE, ALPHA, channels), np.float32)
         tile = np.empty((TILE, TILE, channels), np.float32)
         for j in range(cols):
-            t = i * cols + j
-            for q in range(ALPHA):  # Aᵀ down each column q of the 6x6 products
-                for c in range(channels):
-                    v0, v1, v2, v3 = _fold(m[q, t, c], m[6 + q, t, c], m[12 + q, t, c],
-                                           m[18 + q, t, c], m[24 + q, t, c], m[30 + q, t, c])
-                    half[0, q, c], half[1, q, c], half[2, q, c], half[3, q, c] = v0, v1, v2, v3
-            for p in range(TILE):  # then across
-                for c in range(channels):
-                    v0, v1, v2, v3 = _fold(half[p, 0, c], half[p, 1, c], half[p, 2, c],
-                                           half[p, 3, c], half[p, 4, c], half[p, 5, c])
-                    tile[p, 0, c], tile[p, 1, c], tile[p, 2, c], tile[p, 3, c] = v0, v1, v2, v3
+            _fold_tile(m, i * cols + j, half, tile, channels)
             for p in range(min(TILE, h - TILE * i)):  # the map's last tiles are cut to it
                 for q in range(min(TILE, w - TILE * j)):
                     if biased:
@@ -215,14 +225,7 @@ def _routed_kernel(dpool, route, out, rows, cols):
             else:  # a block reaching past the windows: copied out as _input_tiles does
                 _routed_block(dpool, route, r0, c0, block)
                 _unfold_rows(block, block, False, 0, 0, down, channels)
-            t = i * cols + j
-            for p in range(ALPHA):  # then Bᵀ across, as _input_tiles
-                for c in range(channels):
-                    u0, u1, u2, u3, u4, u5 = _unfold(
-                        down[p, 0, c], down[p, 1, c], down[p, 2, c],
-                        down[p, 3, c], down[p, 4, c], down[p, 5, c])
-                    out[p * 6, t, c], out[p * 6 + 1, t, c], out[p * 6 + 2, t, c] = u0, u1, u2
-                    out[p * 6 + 3, t, c], out[p * 6 + 4, t, c], out[p * 6 + 5, t, c] = u3, u4, u5
+            _unfold_across(down, out, i * cols + j, channels)
 
 
 @njit(**_KERNEL)
@@ -236,17 +239,7 @@ def _pooled_kernel(m, bias, pooled, route, rows, cols):
         half = np.empty((TILE, ALPHA, channels), np.float32)
         tile = np.empty((TILE, TILE, channels), np.float32)
         for j in range(cols):
-            t = i * cols + j
-            for q in range(ALPHA):
-                for c in range(channels):
-                    v0, v1, v2, v3 = _fold(m[q, t, c], m[6 + q, t, c], m[12 + q, t, c],
-                                           m[18 + q, t, c], m[24 + q, t, c], m[30 + q, t, c])
-                    half[0, q, c], half[1, q, c], half[2, q, c], half[3, q, c] = v0, v1, v2, v3
-            for p in range(TILE):
-                for c in range(channels):
-                    v0, v1, v2, v3 = _fold(half[p, 0, c], half[p, 1, c], half[p, 2, c],
-                                           half[p, 3, c], half[p, 4, c], half[p, 5, c])
-                    tile[p, 0, c], tile[p, 1, c], tile[p, 2, c], tile[p, 3, c] = v0, v1, v2, v3
+            _fold_tile(m, i * cols + j, half, tile, channels)
             for a in range(2):
                 pr = 2 * i + a
                 if pr >= hp:
