@@ -15,6 +15,10 @@ NS_CONTENT_LAYERS = ("block4_conv2", "block5_conv2")
 IMAGENET_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 WEIGHT_CHOICES = ("auto", "imagenet", "lite", "random")
 
+# The engine computes in float32: a weight or step beyond its largest number is infinite there
+# (and a loss or image of NaN follows), so the API and the web form refuse one.
+FLOAT32_MAX = 3.4028234663852886e38
+
 DEFAULT_HEIGHT = 200  # neural_style_transfer.py's output height, as the original styleflow
 
 # neural_style_transfer.py / Stylizer.transfer: the Keras example's settings.

@@ -124,6 +124,20 @@ def test_api_keywords_from_the_command_line_get_a_styleflow_error(tiny):
     for name, value in (("beta1", 1.0), ("beta2", 1), ("beta1", -0.1), ("beta2", float("nan"))):
         with pytest.raises(StyleflowError, match=f"^{name}: must be at least 0 and below 1"):
             stylizer.iter_stylize(base, [ref], iterations=1, **{name: value})
+    # Adam's epsilon above zero, as --epsilon takes it (the API took any value).
+    for value in (0, -1e-8, float("nan")):
+        with pytest.raises(StyleflowError, match="^epsilon: must be a finite number above zero"):
+            stylizer.iter_stylize(base, [ref], iterations=1, epsilon=value)
+    # Numbers past float32's largest are infinite in the engine: a learning rate of 1e308 ran
+    # to a NaN loss. The largest float32 itself is a number, and taken.
+    for method, name in ((stylizer.iter_stylize, "learning_rate"),
+                         (stylizer.iter_stylize, "epsilon"), (stylizer.iter_transfer, "tv_weight"),
+                         (stylizer.iter_photo, "photorealism")):
+        with pytest.raises(StyleflowError, match=f"^{name}: 1e\\+39 is too large .*float32"):
+            method(base, ref if method is not stylizer.iter_stylize else [ref], iterations=1,
+                   **{name: 1e39})
+    assert stylizer.iter_transfer(base, ref, iterations=1, height=16,
+                                  style_weight=float(np.finfo(np.float32).max)).total > 0
 
 
 def test_results_and_iterations_print_in_one_short_line(tiny):

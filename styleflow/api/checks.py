@@ -12,6 +12,7 @@ import numbers
 
 import numpy
 
+from ..defaults import FLOAT32_MAX
 from ..errors import StyleflowError
 
 # Options people bring from the command lines, by the API's name for them; and the options
@@ -73,7 +74,7 @@ def check_flags(**values) -> None:
 
 def check_numbers(**values: float) -> None:
     """StyleflowError for what the CLIs' argument types refuse: counts below 1, negative or
-    non-finite weights, and all loss weights zero."""
+    non-finite weights, numbers beyond float32's range, and all loss weights zero."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise StyleflowError(f"{name}: must be a number, not {value!r}", params=(name,))
@@ -87,12 +88,16 @@ def check_numbers(**values: float) -> None:
             if not 0 <= value < 1:
                 raise StyleflowError(f"{name}: must be at least 0 and below 1, not {value!r}",
                                      params=(name,))
-        elif name in ("learning_rate", "style_layer_weight_exp"):
+        elif name in ("learning_rate", "style_layer_weight_exp", "epsilon"):
             if not math.isfinite(value) or value <= 0:
                 raise StyleflowError(f"{name}: must be a finite number above zero, not {value!r}",
                                      params=(name,))
         elif not math.isfinite(value) or value < 0:
             raise StyleflowError(f"{name}: must be a finite number, zero or more, not {value!r}",
+                                 params=(name,))
+        if value > FLOAT32_MAX:
+            raise StyleflowError(f"{name}: {value:g} is too large (the engine computes in "
+                                 f"float32, whose largest number is {FLOAT32_MAX:.4g})",
                                  params=(name,))
     weights = tuple(k for k in ("content_weight", "style_weight", "tv_weight", "photorealism")
                     if k in values)

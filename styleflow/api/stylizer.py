@@ -207,7 +207,7 @@ class Stylizer:
         check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight,
                        learning_rate=learning_rate, style_layer_weight_exp=style_layer_weight_exp,
-                       scales=scales, beta1=beta1, beta2=beta2)
+                       scales=scales, beta1=beta1, beta2=beta2, epsilon=epsilon)
         check_sizes(width=width, tile=tile, seed=seed)
         iterations, scales = int(iterations), int(scales)  # NumPy's integers too
         content = images.as_rgb(content, "content image")  # read once for every size

@@ -167,6 +167,8 @@ class NumberedOutputs(collections.abc.Sequence):
         from ..io import files
 
         paths = [p for p in paths if p]
+        if not self.numbers or not paths:
+            return []
         names = [str(n) for p in paths for n in (p, files.resolved(p))]
         if self._folder is not None:
             try:
@@ -174,8 +176,6 @@ class NumberedOutputs(collections.abc.Sequence):
                           for entry in os.scandir(self._folder if str(self._folder) else ".")]
             except OSError:  # no folder yet, or none to look in: nothing there to link
                 pass
-        if not self.numbers:
-            return []
         numbers = set()
         for text in names:
             for candidate in {text, str(files.resolved(text))}:

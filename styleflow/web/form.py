@@ -10,7 +10,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..defaults import PHOTO_DEFAULTS, STYLIZE_DEFAULTS, TRANSFER_DEFAULTS
+from ..defaults import FLOAT32_MAX, PHOTO_DEFAULTS, STYLIZE_DEFAULTS, TRANSFER_DEFAULTS
 from ..errors import StyleflowError
 from ..io import files, images
 from .job import METHODS, NAME_CHARS, one_line, storage_error, stored_name
@@ -57,9 +57,6 @@ def shown_name(filename: str) -> str:
 
 _WHOLE = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
-
-
-FLOAT32_MAX = 3.4028234663852886e38
 
 
 def number(fields: dict, name: str, kind: type, low: float, high: float | None = None,
