@@ -237,6 +237,14 @@ def test_the_status_log_is_never_the_manifest_an_input_or_an_output(pictures, tm
     junk.write_bytes(bytes(range(128, 256)))
     proc = call_cli("styleflow", "batch", "--manifest", manifest, "--status", junk, *QUICK)
     assert_clean_error(proc, "--status", "not a status log")
+    # Text that is not a status log (a note, another manifest, /etc/hostname) is not appended
+    # to: it was, a record per pair.
+    for text in ("vm\n", "content,style,output\n", '{"time": "x"}\n[1, 2]\n'):
+        other = tmp_path / "other.txt"
+        other.write_text(text)
+        proc = call_cli("styleflow", "batch", "--manifest", manifest, "--status", other, *QUICK)
+        assert_clean_error(proc, "--status", "not a status log (line ")
+        assert other.read_text() == text
     proc = call_cli("styleflow", "batch", "--manifest", manifest, "--weights", tmp_path / "no.h5",
                     "--iter", "1", "--height", "24")
     assert_clean_error(proc, "no.h5")  # once, before any pair
@@ -341,3 +349,22 @@ def test_a_rows_bad_value_names_its_column_and_an_open_quote_the_lines_it_took(t
         "row 7: the 'content' cell holds a line break"), errors
     assert "a quote left open after line 4 takes in every line to the file's end, line 7" \
         in errors[3]
+
+
+def test_a_status_log_with_lines_torn_by_killed_runs_is_read_and_extended(tmp_path):
+    """A run killed mid-record leaves a torn line, which the next run ends before appending
+    (StatusLog): mid-file or last, it is skipped, and the log is still a status log."""
+    from styleflow.batch.status import StatusLog
+
+    log = tmp_path / "s.jsonl"
+    status = StatusLog(log, run="first")
+    status.write({"output": "a.png", "status": "done"})
+    status.close()
+    log.write_text(log.read_text() + '{"time": "2026-12-06T10:00:00Z", "run": "sec')  # killed
+    status = StatusLog(log, run="third")
+    status.write({"output": "b.png", "status": "failed"})
+    status.close()
+    log.write_text(log.read_text() + '{"time": "2026')  # killed again
+    assert [(r["run"], r["output"], r["status"]) for r in read_status(log)] == [
+        ("first", "a.png", "done"), ("third", "b.png", "failed")]
+    assert len(log.read_text().splitlines()) == 4

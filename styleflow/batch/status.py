@@ -69,18 +69,24 @@ class StatusLog:
 
 
 def read_status(path: str | os.PathLike, what: str = "--status") -> list[dict]:
-    """The records of a status log (a torn last line from a killed run is skipped); none where
-    there is no log yet. A path that is no regular file is a StyleflowError naming `what`."""
-    if regular_file(path, what) is None:
+    """The records of a status log (a line torn by a killed run is skipped); none where there
+    is no log yet. A path that is no regular file, or a file that is not a status log (which
+    the batch would append to), is a StyleflowError naming `what`."""
+    if regular_file(path, what, "use") is None:  # read, then appended to
         return []
     records = []
     try:
         with open(path, encoding="utf-8") as handle:
-            for line in handle:
+            for number, line in enumerate(handle, 1):
                 try:
-                    records.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError:
-                    continue
+                    record = None
+                if isinstance(record, dict) and "status" in record and "output" in record:
+                    records.append(record)
+                elif line.strip() and not line.startswith('{"time": '):  # nor a torn record
+                    raise StyleflowError(f"{what} '{path}': not a status log (line {number} "
+                                         "is not a batch record); name another file")
     except UnicodeDecodeError:
         raise StyleflowError(f"{what} '{path}': not a status log (it is not UTF-8 text); "
                              "name another file") from None
