@@ -228,6 +228,16 @@ def test_an_output_image_on_a_full_disk(dev_full, tiny, tmp_path):
     proc = transfer(base, style, tmp_path / "r")
     assert_clean_error(proc, "prefix: cannot write", "r_at_iteration_00.png",
                        "no space left on device")
+    # The output of styleflow photo and style is named by its role too.
+    for command, role in (("photo", "output"), ("style", "--output")):
+        output = tmp_path / f"out-{command}.png"
+        os.symlink(dev_full, output)
+        args = ((base, style, output, "--weights") if command == "photo" else
+                ("--content", base, "--styles", style, "--output", output, "--network"))
+        proc = call_cli("styleflow", command, *args, "random", "--iterations", "1",
+                        "--width", "32", "--jit", "off", "--overwrite")
+        assert_clean_error(proc, f"{role}: cannot write", str(output),
+                           "no space left on device")
 
 
 @pytest.mark.slow

@@ -306,6 +306,17 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                        help="write an animation of the run's iterations to this GIF at the end")
 
 
+def save_named(picture, path, bit_depth: int, role: str | None) -> None:
+    """`picture.save(path, bit_depth)` (a Result or an Iteration), a failure's line naming the
+    file's `role` ('output', 'prefix') when given: the write's own error names the file alone."""
+    try:
+        picture.save(path, bit_depth)
+    except StyleflowError as exc:
+        if role is None:
+            raise
+        raise StyleflowError(f"{role}: {exc}") from None
+
+
 def check_run_outputs(args, inputs: Sequence[str | None],
                       outputs: Sequence[tuple[str, str | os.PathLike]] = ()) -> None:
     """Check --log/--plot/--gif before any work: right extensions, writable folders, not an

@@ -184,7 +184,7 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
                                      # Stage 2 under way: going on must keep the term in.
                                      resume="--stages 1 --init" if run.stage == 2 else "--init")
     result = run.result()
-    result.save(output, args.bit_depth)
+    cc.save_named(result, output, args.bit_depth, "output")
     for stage, done, last, why in run.stage_stops:
         first = run.first_stage + 1 if stage == 2 else 1
         said = f"stage {stage}: " if run.stages == 2 else ""

@@ -255,7 +255,8 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
                                      # the classic script keeps its original lines
                                      resume=None if prog == PROG else "--initial")
     result = run.result()
-    result.save(output, args.bit_depth)
+    # neural_style.py keeps its original line
+    cc.save_named(result, output, args.bit_depth, None if prog == PROG else "--output")
     recorder.line(f"final loss {result.parts.total:.4e} -> {output}")
     recorder.finish()
     return cc.finish_code(recorder)

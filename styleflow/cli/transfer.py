@@ -116,7 +116,6 @@ def output_name(prefix: str, iteration: int) -> Path:
 
 
 def _run(args, prog: str, names: dict[str, str]) -> int:
-    from ..errors import StyleflowError
     from ..io import files, images
 
     outputs = cc.NumberedOutputs(lambda i: output_name(args.prefix, i), range(args.iter))
@@ -156,10 +155,7 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
             if it.iteration == 1 and run.times_jit:
                 recorder.line(run.jit_report)
             path = outputs[it.iteration - 1]
-            try:
-                it.save(path, args.bit_depth)
-            except StyleflowError as exc:  # worded for the file alone: say which file it is
-                raise StyleflowError(f"prefix: {exc}") from None
+            cc.save_named(it, path, args.bit_depth, "prefix")
             recorder.iteration(
                 it.iteration, it.parts, it.seconds, it.evaluations, image=it.array,
                 image_path=path,
