@@ -45,13 +45,16 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
                    help="one grey image per style, the content's aspect ratio: where on the "
                         "output that style paints (white: fully, black: not; grey blends)")
     p.add_argument("--content-weight", type=cc.nonnegative_float,
-                   default=DEFAULTS["content_weight"], help="(default: %(default)s)")
+                   default=DEFAULTS["content_weight"],
+                   help="weight of the content loss (keeping the photo's shapes; default: "
+                        "%(default)s)")
     p.add_argument("--content-weight-blend", type=cc.unit_float,
                    default=DEFAULTS["content_weight_blend"],
                    help="share of block4_conv2 (relu4_2) in the content loss, the rest going to "
                         "block5_conv2 (relu5_2) (default: %(default)s)")
     p.add_argument("--style-weight", type=cc.nonnegative_float, default=DEFAULTS["style_weight"],
-                   help="(default: %(default)s)")
+                   help="weight of the style loss (taking the paintings' textures; default: "
+                        "%(default)s)")
     p.add_argument("--style-layer-weight-exp", type=cc.positive_float,
                    default=DEFAULTS["style_layer_weight_exp"],
                    help="style layer l weighs EXP^l (scaled to average 1); above 1 favours "
@@ -61,11 +64,14 @@ def build_parser(prog: str = PROG) -> cc.ArgumentParser:
     p.add_argument("--learning-rate", type=cc.positive_float, default=DEFAULTS["learning_rate"],
                    help="Adam step size, in pixel units (default: %(default)s)")
     p.add_argument("--beta1", type=cc.below_one_float, default=DEFAULTS["beta1"],
-                   help="(default: %(default)s)")
+                   help="Adam's decay rate for its running mean of gradients, 0 to below 1 "
+                        "(default: %(default)s)")
     p.add_argument("--beta2", type=cc.below_one_float, default=DEFAULTS["beta2"],
-                   help="(default: %(default)s)")
+                   help="Adam's decay rate for its running mean of squared gradients, 0 to "
+                        "below 1 (default: %(default)s)")
     p.add_argument("--epsilon", type=cc.positive_float, default=DEFAULTS["epsilon"],
-                   help="(default: %(default)s)")
+                   help="Adam's guard against dividing by zero, above 0 (default: "
+                        "%(default)s)")
     p.add_argument("--initial", metavar="FILE",
                    help="start image (e.g. an earlier or interrupted result, to resume); "
                         "default: seeded Gaussian noise")
