@@ -25,6 +25,7 @@ from styleflow import StyleflowError
 from styleflow.io import images
 from styleflow.model.weights import check_spec
 from styleflow.web import form
+from styleflow.web.form import Limits
 from styleflow.web.job import Job, Task
 from styleflow.web.queue import LOCK_NAME, JobQueue, claim
 from styleflow.web.run import Cancelled, Runner, amended, keep
@@ -675,3 +676,30 @@ def test_a_job_that_cannot_be_recorded_when_it_starts_fails_in_one_line(tmp_path
         jobs.stop()
     assert job.error == f"the server cannot store this job ({NOT_A_FOLDER})"
     assert not any("internal error" in line for line in lines), lines
+
+
+def test_jobs_queued_before_a_restart_with_lower_limits_fail_instead_of_running(tmp_path):
+    """A server restarted with a lower width or iteration limit fails the jobs an earlier one
+    queued past them (saying why and what to do), and queues the rest."""
+    made = {}
+    for name, options in (("0123456789a1", {"iterations": 50, "width": 900}),
+                          ("0123456789a2", {"iterations": 50, "width": 400}),
+                          ("0123456789a3", {"iterations": 5000, "width": 400})):
+        folder = tmp_path / "jobs" / name
+        folder.mkdir(parents=True)
+        made[name] = Job(name, folder, "transfer", options,
+                         {"content": "content.upload", "style": ["style-1.upload"]},
+                         {"content": "c.png", "style": ["s.png"]})
+        made[name].save()
+    jobs = JobQueue(tmp_path, Idle(), limits=Limits(max_width=512, max_iterations=100),
+                    log=[].append)
+    jobs.load()
+    states = {job.id: job.state() for job in jobs.all()}
+    assert states["0123456789a2"]["status"] == "queued"
+    for name, words in (("0123456789a1", "width 900 is past this server's limit (512)"),
+                        ("0123456789a3", "iterations 5000 is past this server's limit (100)")):
+        assert states[name]["status"] == "failed" and words in states[name]["error"]
+        assert "start it again" in states[name]["error"]
+        # On disk too: a second restart does not queue it again.
+        assert json.loads((tmp_path / "jobs" / name / "job.json").read_text())["status"] == \
+            "failed"

@@ -137,8 +137,8 @@ class JobQueue:
 
     def load(self) -> None:
         """Read the jobs a previous server left in the folder: finished ones are listed again,
-        queued ones queued again, and one that was running when the server stopped is failed
-        (it may have been what stopped it)."""
+        queued ones queued again (failed where past this server's limits), and one that was
+        running when the server stopped is failed (it may have been what stopped it)."""
         if not self.jobs_folder.is_dir():
             return
         found = []
@@ -154,8 +154,10 @@ class JobQueue:
                 self.log(f"styleflow serve: skipping {path}: its id '{str(job.id)[:40]}' is "
                          "not its folder's name")
                 continue
-            if job.status == "running":
-                job.status, job.error, job.finished = "failed", STOPPED, time.time()
+            why = STOPPED if job.status == "running" else (
+                self._past_limits(job) if job.status == "queued" else None)
+            if why:
+                job.status, job.error, job.finished = "failed", why, time.time()
                 try:
                     job.save()
                 except StyleflowError as exc:  # listed as failed all the same
@@ -165,6 +167,17 @@ class JobQueue:
             self._jobs[job.id] = job
             if job.status == "queued":
                 self._pending.put(job)
+
+    def _past_limits(self, job: Job) -> str | None:
+        """Why a job queued under an earlier server's limits is past this one's, else None: a
+        restart with lower limits must not run what the form would now refuse."""
+        for name, limit in (("width", self.limits.max_width),
+                            ("iterations", self.limits.max_iterations)):
+            value = job.options.get(name)
+            if isinstance(value, int) and value > limit:
+                return (f"{name} {value} is past this server's limit ({limit}) since it "
+                        "restarted; start it again")
+        return None
 
     def create(self, fields: dict, uploads: Sequence[Upload]) -> Job:
         """A new queued job from the page's form (form.read_form). Every upload is read as an
