@@ -343,6 +343,39 @@ def test_no_worker_process_outlives_its_server(page, tmp_path, how):
     assert "Traceback" not in log.read_text()
 
 
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except (FileNotFoundError, ProcessLookupError):  # ended meanwhile
+        return ""
+
+
+def test_a_ctrl_c_while_the_worker_loads_the_network_stops_at_once_and_quietly(tmp_path):
+    """A Ctrl-C in a server's first seconds, while its worker process is still starting or
+    loading the network: no traceback from the worker (which once was born with Ctrl-C open,
+    multiprocessing's resource tracker having unblocked it), no 'error:' line (nothing
+    failed), exit 130 without waiting for the load (it waited 4.5-5 s), and no worker left."""
+    log = tmp_path / "server.log"
+    with serving(tmp_path / "out", log, start_new_session=True) as (proc, url):
+        deadline = time.monotonic() + 30
+        while not any("spawn_main" in _command_line(pid) for pid in descendants(proc.pid)):
+            assert time.monotonic() < deadline, "no worker process started"
+            time.sleep(0.02)
+        below = descendants(proc.pid)
+        began = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+        took = time.monotonic() - began
+        deadline = time.monotonic() + 15
+        while any(alive(pid) for pid in below):
+            assert time.monotonic() < deadline, [pid for pid in below if alive(pid)]
+            time.sleep(0.1)
+    text = log.read_text()
+    assert "Traceback" not in text and "error:" not in text, text
+    assert text.strip().splitlines()[-1] == "styleflow serve: interrupted"
+    assert took < 3, took
+
+
 def test_on_ray_actors_the_page_shows_previews_cancels_and_downloads(page, tmp_path):
     """--engine ray --workers 1 on a local Ray that the server starts (and stops on Ctrl-C):
     the page follows a job run by a Ray actor as it follows a local one — a changing preview,

@@ -81,6 +81,14 @@ def spawn_worker(target, args: tuple, name: str):
     terminal cannot interrupt it before `target` calls `worker_signals`."""
     process = multiprocessing.get_context("spawn").Process(target=target, args=args, name=name,
                                                            daemon=True)
+    if os.name == "posix":
+        # Starting a spawned process starts multiprocessing's resource tracker the first time,
+        # which unblocks Ctrl-C afterwards (SIG_UNBLOCK, not the mask it found): started now,
+        # before the mask below, so the worker is not born with Ctrl-C open (a Ctrl-C in a
+        # server's first second then printed the worker's traceback).
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         process.start()

@@ -13,6 +13,7 @@ workers itself) and exits at once if the server dies, so no worker outlives its 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -47,9 +48,18 @@ class LocalEngine:
 
     def _make(self, number: int, threads: int | None, log) -> "ProcessWorker":
         worker = ProcessWorker(number, self.stylizer_options, threads, log, self.recycle_growth)
-        with self._lock:
+        with self._lock:  # known to close() before its process loads, which takes seconds
             self._made.append(worker)
+        worker.start()
         return worker
+
+    def stop_loading(self) -> None:
+        """The server is stopping: kill the worker processes still loading the network at
+        once, rather than waiting seconds for them to load and then asking them to leave."""
+        with self._lock:
+            made = list(self._made)
+        for worker in made:
+            worker.stop_loading()
 
     def close(self) -> None:
         with self._lock:
@@ -70,12 +80,18 @@ class ProcessWorker:
         self.process = self.conn = None
         self._cancels = None  # the pipe that carries cancels to the process (_start)
         self._closed = False
+        self._loading = None  # the process while it loads the network (_start)
         self._retiring: str | None = None  # why the process is to be replaced after its job
         # Starting, replacing and ending the process happen in the worker's thread and, for
         # the end, in the server's: one at a time.
         self._lock = threading.RLock()
+
+    def start(self) -> None:
+        """Start the first worker process and wait until it has loaded the network (unless
+        the server is already stopping)."""
         with self._lock:
-            self._start(first=True)
+            if not self._closed:
+                self._start(first=True)
 
     @property
     def pid(self) -> int | None:
@@ -93,11 +109,16 @@ class ProcessWorker:
         cancels_read.close()
         self.process, self.conn, self._cancels = process, parent, cancels_write
         self.growth.reset()
+        self._loading = process
         try:
             _, broken, notes = self.conn.recv()  # ("ready", ...) once the network is loaded
         except (EOFError, OSError):
+            if self._closed:  # killed by close(): the server is stopping, nothing failed
+                return
             broken, notes = (f"the worker process ended while loading the network (exit code "
                              f"{ended_code(process)})"), []
+        finally:
+            self._loading = None
         if first:  # a replacement's notes (the weights fallback) were said the first time
             for note in notes:
                 self.log(f"styleflow serve: {note}")
@@ -167,10 +188,19 @@ class ProcessWorker:
         discard(self.process, self.conn, self._cancels)
         self.process = self.conn = self._cancels = None
 
+    def stop_loading(self) -> None:
+        """The server is stopping: no new process, and one still loading the network is
+        killed (it has nothing to keep; asking it to leave would wait for the load first)."""
+        self._closed = True
+        loading = self._loading
+        if loading is not None:
+            with contextlib.suppress(OSError, ValueError):
+                loading.kill()
+
     def close(self) -> None:
         """End the worker process (the server is stopping; no job is running)."""
+        self.stop_loading()
         with self._lock:
-            self._closed = True
             self._leave()
 
 

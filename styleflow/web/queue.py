@@ -267,6 +267,9 @@ class JobQueue:
             job.cancel_requested.set()
         for _ in threads:
             self._pending.put(None)
+        stop_loading = getattr(self.engine, "stop_loading", None)  # the local engine's
+        if stop_loading is not None:
+            stop_loading()
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.engine.close()
