@@ -254,6 +254,9 @@ def test_a_file_that_is_not_an_image_is_refused_on_the_page_and_the_server_goes_
     assert error.text_content() == str(said.value).replace(str(fake), fake.name)
     assert page.get_by_test_id("status").text_content() == before  # no job was made
     assert proc.poll() is None
+    # The refusal goes once the form changes (it stayed, naming a file no longer chosen).
+    page.get_by_test_id("width").fill("80")
+    assert error.text_content() == ""
     start_job(page, url, width=64, iterations=1)
     wait_status(page, "done")
     assert error.text_content() == ""
@@ -271,6 +274,13 @@ def test_two_jobs_from_two_pages_both_finish_in_order(server, browser):
         assert first["finished"] <= second["started"]  # one worker: one after the other
         listed = [job["id"] for job in json.loads(api(url, "/api/jobs")[1])["jobs"]]
         assert listed.index(ids[1]) < listed.index(ids[0])  # newest first
+        # Each page's list follows the other's job to its end (the first page's list was
+        # last drawn when its own job ended, and went on saying the other was running).
+        for p in pages:
+            p.wait_for_function(
+                "id => [...document.querySelectorAll('[data-testid=jobs] a')].some(a => "
+                "a.dataset.job === id && a.nextElementSibling.textContent === 'done')",
+                arg=ids[1], timeout=10_000)
     finally:
         for p in pages:
             p.context.close()
@@ -298,8 +308,12 @@ def test_results_stay_in_out_and_are_listed_after_a_restart(page, tmp_path):
     with serving(out, tmp_path / "first.log") as (proc, url):
         job_id = start_job(page, url, width=64, iterations=1)
         wait_status(page, "done")
+        assert page.get_by_test_id("connection").is_hidden()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 130
+        # The open page says it has lost the server, rather than going on as if all were well.
+        page.get_by_test_id("connection").wait_for(state="visible", timeout=10_000)
+        assert "lost contact with the server" in page.get_by_test_id("connection").text_content()
     assert "Traceback" not in (tmp_path / "first.log").read_text()
     assert (out / "jobs" / job_id / "result.png").is_file()
     with serving(out, tmp_path / "second.log") as (proc, url):

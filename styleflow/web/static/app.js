@@ -18,6 +18,12 @@ function showError(text) {
   el("error").textContent = text || "";
 }
 
+function connected(ok) {
+  // While the server cannot be reached the page says so (and keeps trying), rather than
+  // showing the last state it heard as if it were current.
+  el("connection").hidden = ok;
+}
+
 async function answer(response) {
   // The API answers JSON, errors as {"error": "one line"}; anything else says the status.
   try {
@@ -92,12 +98,22 @@ function watch(id, first) {
   el("preview").removeAttribute("src");
   if (first) show(first);
   stream = new EventSource(`/api/jobs/${id}/events`);
-  stream.addEventListener("state", (e) => show(JSON.parse(e.data)));
+  stream.addEventListener("state", (e) => {
+    connected(true);
+    show(JSON.parse(e.data));
+  });
   stream.onerror = async () => {
-    // The stream ends after a final state; an unknown job is answered 404.
+    // The browser retries a dropped stream by itself (CONNECTING); it ends after a final
+    // state, and an unknown job is answered 404.
+    if (stream && stream.readyState === EventSource.CONNECTING) connected(false);
     if (stream && stream.readyState === EventSource.CLOSED) {
-      const res = await fetch(`/api/jobs/${id}`);
-      if (res.status === 404) statusLine("no such job");
+      try {
+        const res = await fetch(`/api/jobs/${id}`);
+        connected(true);
+        if (res.status === 404) statusLine("no such job");
+      } catch (e) {
+        connected(false);
+      }
     }
   };
 }
@@ -147,9 +163,10 @@ function show(job) {
   }
   drawCurve(job.curve);
   const tag = document.querySelector(`[data-testid=jobs] a[data-job="${job.id}"] + .tag`);
-  if (tag) {
+  if (tag && tag.textContent !== job.status) {
     tag.textContent = job.status;
     tag.className = `tag ${job.status}`;
+    refreshList();  // the jobs behind it have moved on too
   }
   if (FINAL.has(job.status)) {
     if (stream) stream.close();
@@ -194,7 +211,14 @@ async function cancel() {
 }
 
 async function refreshList() {
-  const res = await fetch("/api/jobs");
+  let res;
+  try {
+    res = await fetch("/api/jobs");
+  } catch (e) {
+    connected(false);
+    return;
+  }
+  connected(true);
   if (!res.ok) return;
   const { jobs } = await res.json();
   const list = el("jobs");
@@ -214,7 +238,11 @@ async function refreshList() {
       const status = document.createElement("span");
       status.className = `tag ${job.status}`;
       status.textContent = job.status;
-      item.append(link, " ", status);
+      // Jobs with the same inputs told apart by when they were made.
+      const made = document.createElement("span");
+      made.className = "when";
+      made.textContent = new Date(job.created * 1000).toLocaleString();
+      item.append(link, " ", status, " ", made);
       return item;
     }),
   );
@@ -232,7 +260,12 @@ function route() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  document.getElementById("job").addEventListener("submit", start);
+  const form = document.getElementById("job");
+  form.addEventListener("submit", start);
+  // An earlier refusal goes once the person changes the form, or the browser itself
+  // refuses it (a required file missing, a number out of range): it no longer applies.
+  form.addEventListener("input", () => showError(""));
+  form.addEventListener("invalid", () => showError(""), true);
   el("method").addEventListener("change", photoFields);
   el("cancel").addEventListener("click", cancel);
   window.addEventListener("popstate", route);
@@ -240,4 +273,9 @@ document.addEventListener("DOMContentLoaded", () => {
   loadConfig();
   refreshList();
   route();
+  // Other pages and tabs start jobs too, and jobs queued behind the one watched move on:
+  // the list follows them while the page is in view.
+  setInterval(() => {
+    if (!document.hidden) refreshList();
+  }, 3000);
 });
