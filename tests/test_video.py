@@ -147,6 +147,34 @@ def test_ctrl_c_and_kill_9_resume_without_redoing_frames(clips, tmp_path):
     assert not list(work.glob(".*.tmp"))  # the killed writer's leftovers were cleared
 
 
+def test_a_style_or_video_replaced_under_its_name_is_not_resumed(clips, tmp_path):
+    """The work folder's record holds what the input and style files hold: another style
+    copied over the same name resumed into a video of two halves (the record had names)."""
+    import shutil
+
+    from styleflow.cli import video as command
+    from styleflow.errors import StyleflowError
+    from styleflow.io import video
+
+    style, clip = tmp_path / "style.jpg", tmp_path / "clip.mp4"
+    shutil.copy(STYLE, style)
+    shutil.copy(clips["mp4"], clip)
+    work = tmp_path / "o.gif.frames"
+    work.mkdir()
+    args = command.parse([str(clip), str(style), str(tmp_path / "o.gif"), *FAST])
+    command._claim(work, args, False)
+    Image.new("RGB", (8, 8)).save(video.frame_path(work, 0))  # a finished frame
+    command._claim(work, args, False)  # the same files: resumed
+    for path, other, key in ((style, STYLE.with_name("ref6.jpg"), "style content"),
+                             (clip, clips["gif"], "input content")):
+        before = path.read_bytes()
+        path.write_bytes(other.read_bytes())
+        with pytest.raises(StyleflowError, match=f"differs in {key}\\); rerun that command"):
+            command._claim(work, args, False)
+        path.write_bytes(before)
+    command._claim(work, args, False)  # as before: resumed again
+
+
 def test_a_gif_and_a_folder_of_frames_as_input(clips, tmp_path):
     from styleflow.io.video import read_clip
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import StyleflowError
+from ..errors import StyleflowError, os_error
 from . import common as cc
 
 PROG = "styleflow video"
@@ -160,8 +160,31 @@ def _recorded(args) -> dict:
     settings = {k: v for k, v in vars(args).items() if k not in NOT_RECORDED}
     for key in ("input", "style"):
         settings[key] = str(Path(settings[key]).resolve())
+        # What the file holds, not only its name: a style or video replaced under the same
+        # name resumed into a video of two halves.
+        settings[f"{key} content"] = _digest(Path(settings[key]), key)
     settings.pop("output", None)
     return json.loads(json.dumps(settings, default=str))
+
+
+def _digest(path: Path, what: str) -> str:
+    """SHA-256 of a file's bytes, or of a folder's files (names and bytes, in name order)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        if path.is_dir():
+            for entry in sorted(path.iterdir()):
+                if entry.is_file():
+                    digest.update(entry.name.encode("utf-8", "surrogateescape") + b"\0")
+                    with open(entry, "rb") as handle:
+                        digest.update(hashlib.file_digest(handle, "sha256").digest())
+        else:
+            with open(path, "rb") as handle:
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
+    except OSError as exc:
+        raise os_error(what, path, exc, "read") from None
+    return digest.hexdigest()
 
 
 def _holds_frames(work: Path) -> bool:
