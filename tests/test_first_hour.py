@@ -124,6 +124,12 @@ def test_api_keywords_from_the_command_line_get_a_styleflow_error(tiny):
     for name, value in (("beta1", 1.0), ("beta2", 1), ("beta1", -0.1), ("beta2", float("nan"))):
         with pytest.raises(StyleflowError, match=f"^{name}: must be at least 0 and below 1"):
             stylizer.iter_stylize(base, [ref], iterations=1, **{name: value})
+    # photo and video scale to one side, as their --width | --height: both given stretched
+    # a photo (photo) or dropped the height (video with Adam).
+    for method in (stylizer.iter_photo, stylizer.iter_video):
+        with pytest.raises(StyleflowError, match="^width 64, height 48: give one side or "):
+            method(base if method is stylizer.iter_photo else [np.zeros((32, 32, 3))] * 2,
+                   ref, iterations=1, width=64, height=48)
     # Adam's epsilon above zero, as --epsilon takes it (the API took any value).
     for value in (0, -1e-8, float("nan")):
         with pytest.raises(StyleflowError, match="^epsilon: must be a finite number above zero"):

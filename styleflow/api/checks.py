@@ -63,6 +63,15 @@ def check_sizes(**values) -> None:
                                  params=(name,))
 
 
+def check_one_side(width, height) -> None:
+    """StyleflowError where both `width` and `height` are given to a method that scales to
+    one side and keeps the aspect ratio (as its command line's --width | --height)."""
+    if width is not None and height is not None:
+        raise StyleflowError(f"width {width!r}, height {height!r}: give one side or neither "
+                             "(the other keeps the image's aspect ratio), not both",
+                             params=("width", "height"))
+
+
 def check_flags(**values) -> None:
     """StyleflowError unless each of `values` is True or False (a string such as "no" would
     count as true)."""

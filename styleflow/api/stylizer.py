@@ -29,7 +29,7 @@ from ..model.machine import resolve_precision
 from ..model.weights import resolve_weights
 from ..optim import jit, scales as _scales
 from ..optim.adam import AdamSettings
-from .checks import (check_flags, check_numbers, check_options, check_sizes,
+from .checks import (check_flags, check_numbers, check_one_side, check_options, check_sizes,
                      options_checked)
 from .networks import Networks
 from .problem import Problem, photo_problem, stylize_problem, transfer_problem
@@ -276,6 +276,7 @@ class Stylizer:
                        style_weight=style_weight, tv_weight=tv_weight, scales=scales,
                        photorealism=photorealism)
         check_sizes(height=height, width=width, tile=tile)
+        check_one_side(width, height)
         iterations, scales = int(iterations), int(scales)  # NumPy's integers too
         if stages not in (1, 2) or not isinstance(stages, numbers.Integral) or isinstance(
                 stages, bool):
@@ -350,6 +351,7 @@ class Stylizer:
         iterations = defaults["iterations"] if iterations is None else iterations
         check_numbers(iterations=iterations)  # before it is halved
         check_sizes(height=height, width=width, tile=tile, start=start, stop=stop)
+        check_one_side(width, height)
         check_flags(long_term=long_term, independent=independent)
         frame_iterations = (max(1, (iterations + 1) // 2) if frame_iterations is None
                             else frame_iterations)
