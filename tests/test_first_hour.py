@@ -146,6 +146,29 @@ def test_api_keywords_from_the_command_line_get_a_styleflow_error(tiny):
                                   style_weight=float(np.finfo(np.float32).max)).total > 0
 
 
+def test_a_picture_is_never_saved_over_an_input_of_its_run(tiny, tmp_path):
+    """Result.save and Iteration.save refuse the run's input files, as the command lines do
+    (the API replaced them without a word)."""
+    base, ref = tiny
+    before = {path: path.read_bytes() for path in (base, ref)}
+    stylizer = Stylizer("random")
+    run = stylizer.iter_transfer(str(base), ref, iterations=1, height=16)
+    first = next(iter(run))
+    for picture in (first, run.result()):
+        for path in (base, str(ref), tmp_path / ".." / tmp_path.name / base.name):
+            with pytest.raises(StyleflowError, match="is the input file"):
+                picture.save(path)
+    run = stylizer.iter_stylize(base, [ref], iterations=1, width=24, initial=ref)
+    result = [*run] and run.result()
+    with pytest.raises(StyleflowError, match="is the input file"):
+        result.save(ref)
+    result.save(tmp_path / "out.png")  # another name is written
+    assert {path: path.read_bytes() for path in (base, ref)} == before
+    # Arrays are no files: nothing to refuse.
+    stylizer.transfer(np.zeros((16, 16, 3), np.uint8), ref, iterations=1).save(
+        tmp_path / "from-array.png")
+
+
 def test_results_and_iterations_print_in_one_short_line(tiny):
     base, ref = tiny
     run = Stylizer("random").iter_transfer(base, ref, iterations=2, height=16)

@@ -175,6 +175,35 @@ def test_a_style_or_video_replaced_under_its_name_is_not_resumed(clips, tmp_path
     command._claim(work, args, False)  # as before: resumed again
 
 
+def test_a_frame_that_cannot_be_written_keeps_the_others_and_says_how_to_resume(
+        clips, tmp_path, monkeypatch, capsys):
+    """A full disk mid-run: one line naming the frame as the output's, how many frames are
+    kept and that the same command resumes (it said only that the file could not be
+    written)."""
+    import errno
+
+    from styleflow.cli import video as command
+    from styleflow.io import files, video
+
+    real, written = video.write_frame, []
+
+    def filling(folder, index, array):
+        if len(written) == 2:
+            raise files.os_error("x", "y", OSError(errno.ENOSPC, "No space left on device"))
+        written.append(index)
+        return real(folder, index, array)
+
+    monkeypatch.setattr(video, "write_frame", filling)
+    out = tmp_path / "o.gif"
+    code = command.main([str(clips["mp4"]), str(STYLE), str(out), *FAST, "--iterations", "1"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and not out.exists()
+    assert error.startswith("styleflow video: error: output: ") and "No space left" in error
+    assert error.endswith(f"2 of 8 frames are kept in {out}.frames: run the same command to "
+                          "resume")
+    assert len(video.finished_frames(f"{out}.frames")) == 2
+
+
 def test_a_gif_and_a_folder_of_frames_as_input(clips, tmp_path):
     from styleflow.io.video import read_clip
 

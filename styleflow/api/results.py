@@ -4,11 +4,11 @@ loss of each iteration (`LossRecord`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from ..io import images
+from ..io import files, images
 from ..objective.terms import Parts
 
 
@@ -52,6 +52,7 @@ class Iteration:
         self._parts, self._best, self._array = parts, best_loss, array
         self._precise = precise
         self._cache: dict[str, object] = {}
+        self.inputs: tuple = ()  # the run's input files, which save() refuses to replace
 
     def _once(self, key: str, make: Callable):
         if key not in self._cache:
@@ -89,16 +90,19 @@ class Iteration:
 
     def save(self, path, bit_depth: int = 8) -> None:
         """Write the picture atomically, as Result.save."""
-        _save(path, self.array, lambda: self.precise, bit_depth)
+        _save(path, self.array, lambda: self.precise, bit_depth, self.inputs)
 
     def __repr__(self) -> str:
         return (f"Iteration({self.iteration}/{self.iterations}, {self.evaluations} "
                 f"evaluations, {self.seconds:.2f} s)")
 
 
-def _save(path, array: np.ndarray, precise: Callable[[], np.ndarray], bit_depth: int) -> None:
+def _save(path, array: np.ndarray, precise: Callable[[], np.ndarray], bit_depth: int,
+          inputs: Sequence = ()) -> None:
     """Write a picture: 16 bits per channel from the unrounded values when the file gets them
-    (.tif, or .png with bit_depth 16), else the uint8 picture."""
+    (.tif, or .png with bit_depth 16), else the uint8 picture. A path naming one of the run's
+    `inputs` is refused (StyleflowError): inputs are never modified."""
+    files.refuse_overwriting_inputs([path], list(inputs))
     if images.bit_depth_for(path, bit_depth) == 16:
         images.save_image(path, precise(), 16)
     else:
@@ -115,6 +119,7 @@ class Result:
     evaluations: int = 0
     interrupted: bool = False
     precise: np.ndarray | None = None  # float32 RGB 0..255 before rounding, for 16-bit files
+    inputs: tuple = ()  # the run's input files, which save() refuses to replace
 
     @property
     def image(self):
@@ -141,4 +146,4 @@ class Result:
         with bit_depth=16, from the optimised values before rounding."""
         _save(path, self.array,
               lambda: self.array.astype(np.float32) if self.precise is None else self.precise,
-              bit_depth)
+              bit_depth, self.inputs)

@@ -48,6 +48,8 @@ class Run:
         self.jit_report: str | None = None  # set once the XLA choice is made
         self._records: list[tuple] = []
         self._started = False
+        # The input files the run read (set by the Stylizer): its pictures' save() refuses them.
+        self.inputs: tuple = ()
 
     # -- what the run is -----------------------------------------------------------------
 
@@ -145,7 +147,9 @@ class Run:
                     self.problem.objective, self.jit_plan, self.problem.start,
                     None if callback is None else lambda n, loss: callback(done + n, loss))
                 done += self.jit_plan.trials
-            yield from self._iterate(callback, done)
+            for iteration in self._iterate(callback, done):
+                iteration.inputs = self.inputs
+                yield iteration
         finally:
             if bar is not None:
                 bar.close()
@@ -195,7 +199,7 @@ class Run:
         spec = self.problem.network.input_spec
         return Result(spec.deprocess(self._coarse_start), self.scales[-1].parts, [],
                       sum(s.evaluations for s in self.scales), interrupted=True,
-                      precise=self._precise_picture(self._coarse_start))
+                      precise=self._precise_picture(self._coarse_start), inputs=self.inputs)
 
     def _precise_picture(self, image: np.ndarray) -> np.ndarray:
         """Float RGB 0..255 of a network-space image (as the run's pictures are made)."""
@@ -296,7 +300,7 @@ class TransferRun(Run):
             return self._coarse_result()
         return Result(spec.deprocess(image), parts, self.losses, self.evaluator.evaluations,
                       precise=spec.deprocess_float(image),
-                      interrupted=not done)
+                      interrupted=not done, inputs=self.inputs)
 
 
 class PhotoRun(TransferRun):
@@ -375,7 +379,7 @@ class PhotoRun(TransferRun):
             last = self._first_last
             return Result(spec.deprocess(last.image), last.parts, self.losses,
                           self._first_evaluator.evaluations, interrupted=True,
-                          precise=spec.deprocess_float(last.image))
+                          precise=spec.deprocess_float(last.image), inputs=self.inputs)
         return super().result()
 
 
@@ -467,7 +471,7 @@ class StylizeRun(Run):
         best = loop.best()
         return Result(self._picture(best), self._best_parts(records), records, loop.steps,
                       interrupted=loop.steps < self.iterations,
-                      precise=self._precise_picture(best))
+                      precise=self._precise_picture(best), inputs=self.inputs)
 
     def _best_parts(self, records: list[LossRecord]) -> Parts:
         settled = self.loop.settled

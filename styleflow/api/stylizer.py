@@ -127,6 +127,7 @@ class Stylizer:
         sizes (each half the next, per side; `scales.budgets` evaluations each), reported to
         `on_scale`, and starts the requested size from the last one's result.
         """
+        input_files = _input_files(content, style, init)
         check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight, scales=scales)
         check_sizes(height=height, width=width, tile=tile)
@@ -144,9 +145,11 @@ class Stylizer:
 
         problem = make()
         coarse = self._coarse(problem, scales, make)
-        return TransferRun(problem, iterations, faithful, progress, on_evaluation,
+        run = TransferRun(problem, iterations, faithful, progress, on_evaluation,
                            self._jit_plan(problem, iterations * EVALUATIONS_PER_ITERATION),
                            coarse, on_scale)
+        run.inputs = input_files
+        return run
 
     @staticmethod
     def _coarse(problem: Problem, count: int, make: Callable) -> list:
@@ -204,6 +207,7 @@ class Stylizer:
         """
         if isinstance(styles, (str, bytes)) or not isinstance(styles, Sequence):
             styles = [styles]
+        input_files = _input_files(content, styles, initial, style_masks)
         check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight,
                        learning_rate=learning_rate, style_layer_weight_exp=style_layer_weight_exp,
@@ -226,10 +230,12 @@ class Stylizer:
                 style_masks=style_masks)
 
         problem = make()
-        return StylizeRun(problem, iterations,
+        run = StylizeRun(problem, iterations,
                           AdamSettings(learning_rate, beta1, beta2, epsilon), preserve_colors,
                           progress, on_evaluation, self._jit_plan(problem, iterations),
                           self._coarse(problem, scales, make), on_scale)
+        run.inputs = input_files
+        return run
 
     def _jit_plan(self, problem: Problem, evaluations: int):
         return jit.plan(problem.objective, self.jit, self.seeded, evaluations)
@@ -272,6 +278,7 @@ class Stylizer:
         `max_memory`, `tile`, `scales`, `on_scale`, `progress` and `on_evaluation` as in
         `iter_transfer`.
         """
+        input_files = _input_files(content, style, content_mask, style_mask, init)
         check_numbers(iterations=iterations, content_weight=content_weight,
                        style_weight=style_weight, tv_weight=tv_weight, scales=scales,
                        photorealism=photorealism)
@@ -296,9 +303,11 @@ class Stylizer:
 
         problem = make()
         coarse = self._coarse(problem, scales, make)
-        return PhotoRun(problem, iterations, progress, on_evaluation,
+        run = PhotoRun(problem, iterations, progress, on_evaluation,
                         self._jit_plan(problem, iterations * EVALUATIONS_PER_ITERATION),
                         coarse, on_scale, stages=int(stages))
+        run.inputs = input_files
+        return run
 
     def photo(self, content, style, **options) -> Result:
         """Run `iter_photo(content, style, **options)` to the end; return the Result (the
@@ -429,3 +438,16 @@ def photo(content, style, *, weights: str = "auto", precision: str = "float32",
     """One-off `Stylizer(weights, ...).photo(content, style, **options)`."""
     return Stylizer(weights, precision=precision, pooling=pooling, seed=seed).photo(
         content, style, **options)
+
+
+def _input_files(*values) -> tuple:
+    """The file paths among a run's inputs (images given as arrays are not files), for its
+    pictures' save() to refuse."""
+    import os
+
+    found = []
+    for value in values:
+        for item in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(item, (str, os.PathLike)):
+                found.append(item)
+    return tuple(found)

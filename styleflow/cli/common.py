@@ -339,14 +339,15 @@ def check_run_outputs(args, inputs: Sequence[str | None],
             files.prepare_output_dir(value, option)
             if Path(value).is_dir():
                 raise StyleflowError(f"{option} '{value}': is a directory, not a file name")
-            identity = files.file_identity(value)
-            if identity in linked and files.resolved(value) != files.resolved(os.devnull):
-                raise StyleflowError(f"{option} '{value}' is the input file "
-                                     f"'{linked[identity]}' (a link to it); choose another name")
-            if (files.resolved(value) in taken
-                    and files.resolved(value) != files.resolved(os.devnull)):  # takes anything
+            if files.resolved(value) == files.resolved(os.devnull):  # takes anything
+                continue
+            if files.resolved(value) in taken:  # the same name (or a symlink to it)
                 raise StyleflowError(f"{option} '{value}' is {taken[files.resolved(value)]}; "
                                      "choose another name")
+            identity = files.file_identity(value)
+            if identity in linked:  # another name of the same file
+                raise StyleflowError(f"{option} '{value}' is the input file "
+                                     f"'{linked[identity]}' (a link to it); choose another name")
             taken[files.resolved(value)] = option
 
 

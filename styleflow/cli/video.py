@@ -287,8 +287,8 @@ def _run(args, prog: str, names: dict[str, str]) -> int:
             f"output '{output}' is the input folder; choose another output" if kind == "folder"
             else f"output '{output}': its work folder '{work}' is the input folder; choose "
                  "another output name")
-    _claim(work, args, args.overwrite)
     try:
+        _claim(work, args, args.overwrite)  # a full disk may refuse its record
         began = time.perf_counter()
         if args.engine == "ray":
             stats = _run_ray(args, prog, clip, work)
@@ -370,7 +370,10 @@ def _run_local(args, prog: str, clip, style, work: Path, stylizer):
     try:
         for frame in run:
             if not frame.resumed:
-                video.write_frame(work, frame.index, frame.array)
+                try:
+                    video.write_frame(work, frame.index, frame.array)
+                except StyleflowError as exc:  # worded for the file alone: say what it is
+                    raise StyleflowError(f"output: {exc}") from None
                 computed += 1
                 seconds += frame.seconds
                 flow += frame.flow_seconds
@@ -387,6 +390,13 @@ def _run_local(args, prog: str, clip, style, work: Path, stylizer):
               f"{prog}: interrupted before the first frame was finished; nothing was kept",
               file=sys.stderr)
         return cc.interrupt_code(exc)
+    except StyleflowError as exc:  # a frame that cannot be written (a full disk), say
+        recorder.close()
+        done = len(video.finished_frames(work))
+        if not done:
+            raise
+        raise StyleflowError(f"{exc}; {done} of {count} frames are kept in {work}: run the "
+                             "same command to resume") from None
     recorder.close()
     if not computed:
         return ""

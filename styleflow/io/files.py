@@ -318,6 +318,7 @@ def refuse_overwriting_inputs(outputs: list[Path], inputs: list[str | os.PathLik
     names = {resolved(p): str(p) for p in inputs if p}
     for out in outputs:
         if resolved(out) in names:
+            given = names[resolved(out)]
             raise StyleflowError(
-                f"output '{out}' is the input file '{names[resolved(out)]}'; "
-                "choose another output name")
+                f"output '{out}' is the input {'folder' if Path(given).is_dir() else 'file'} "
+                f"'{given}'; choose another output name")
