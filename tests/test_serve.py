@@ -226,7 +226,19 @@ def test_cancel_acts_within_two_seconds_and_the_next_job_downloads_at_its_width(
     job_id = start_job(page, url, method="style", width=64, iterations=5000)
     page.wait_for_function("() => /^running: iteration [1-9]/.test(document.querySelector("
                            "'[data-testid=status]').textContent)", timeout=FINISH_MS)
-    cancel_in_time(page, url, job_id)
+    stopped = cancel_in_time(page, url, job_id)
+    # Continue: a new job from the kept picture, for the iterations left, which runs (and is
+    # cancelled in turn, to keep this short).
+    page.get_by_test_id("continue").click()
+    page.wait_for_url(re.compile(r"/jobs/(?!" + job_id + r")[0-9a-f]{12}$"))
+    continued = page.url.rsplit("/", 1)[1]
+    page.wait_for_function("() => /^running: iteration [1-9]/.test(document.querySelector("
+                           "'[data-testid=status]').textContent)", timeout=FINISH_MS)
+    state = job_state(url, continued)
+    assert state["iterations"] == 5000 - stopped["iteration"]
+    assert state["inputs"]["start"] == f"job {job_id}'s picture"
+    assert state["options"]["width"] == 64
+    cancel_in_time(page, url, continued)
 
     start_job(page, url, method="transfer", width=72, iterations=2)
     wait_status(page, "done")

@@ -703,3 +703,61 @@ def test_jobs_queued_before_a_restart_with_lower_limits_fail_instead_of_running(
         # On disk too: a second restart does not queue it again.
         assert json.loads((tmp_path / "jobs" / name / "job.json").read_text())["status"] == \
             "failed"
+
+
+def test_a_stopped_job_continues_from_its_picture_for_the_iterations_left(tmp_path):
+    """Continue (POST .../continue): a new queued job with the same uploads and options, the
+    stopped job's kept picture as its start (init; initial for style) and the iterations it
+    had left (photo: the photorealistic stage alone); refused, in one line, where there is
+    nothing to go on from."""
+    from styleflow.web.run import _prepare
+
+    jobs = JobQueue(tmp_path, Idle(), log=[].append)
+
+    def stopped(job_id, method, status="cancelled", iteration=3, picture=True):
+        folder = tmp_path / "jobs" / job_id
+        folder.mkdir(parents=True)
+        make_image(folder / "c.png", (48, 32), 1).rename(folder / "content.upload")
+        make_image(folder / "s.png", (40, 40), 2).rename(folder / "style-1.upload")
+        if picture:
+            make_image(folder / "preview.png", (48, 32), 3)
+        job = Job(job_id, folder, method, {"iterations": 10, "width": 48},
+                  {"content": "content.upload", "style": ["style-1.upload"]},
+                  {"content": "c.png", "style": ["s.png"]})
+        job.status, job.iteration = status, iteration
+        job.save()
+        jobs._jobs[job_id] = job
+        return job
+
+    for method, start in (("transfer", "init"), ("style", "initial"), ("photo", "init")):
+        job = stopped(f"00000000000{'tsp'.index(method[0])}", method)
+        assert job.state()["continuable"]
+        new = jobs.continue_job(job)
+        state = new.state()
+        assert state["status"] == "queued" and state["iterations"] == 7 and not \
+            state["continuable"]
+        assert state["options"] == {"iterations": 7, "width": 48,
+                                    **({"stages": 1} if method == "photo" else {})}
+        assert state["inputs"]["start"] == f"job {job.id}'s picture"
+        assert (new.folder / "start.upload").read_bytes() == \
+            (job.folder / "preview.png").read_bytes()
+        assert (new.folder / "content.upload").read_bytes() == \
+            (job.folder / "content.upload").read_bytes()
+        # The run starts from it: the method is called with the picture as its start.
+        called = {}
+
+        class Recording:
+            def __getattr__(self, name):
+                return lambda content, style, **options: called.update(options, name=name)
+
+        _prepare(Recording(), new.task, new.folder, None)
+        assert called[start] == new.folder / "start.upload"
+        # And it survives a restart as any job does.
+        assert Job.from_record(new.folder, json.loads((new.folder / "job.json").read_text()))
+    for job, words in ((stopped("0000000000a1", "transfer", "done", 10), "is done"),
+                       (stopped("0000000000a2", "transfer", "queued", 0), "is queued"),
+                       (stopped("0000000000a3", "transfer", picture=False), "kept no picture"),
+                       (stopped("0000000000a4", "transfer", "failed", 10), "ran all its 10")):
+        assert not job.state()["continuable"]
+        with pytest.raises(StyleflowError, match=words):
+            jobs.continue_job(job)

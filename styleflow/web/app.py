@@ -147,6 +147,21 @@ def create_app(jobs: JobQueue, hosts: Collection[str] | None = None) -> Starlett
             return _error(507, str(exc))
         return JSONResponse(jobs.state(job), status_code=202, headers=HEADERS)
 
+    async def go_on(request: Request) -> JSONResponse:
+        refused = _cross_origin(request)
+        if refused:
+            return _error(403, refused)
+        job = found(request)
+        if job is None:
+            return _error(404, "no such job")
+        try:
+            new = await run_in_threadpool(jobs.continue_job, job)
+        except StorageError as exc:
+            return _error(507, str(exc))
+        except StyleflowError as exc:
+            return _error(409, str(exc))
+        return JSONResponse(jobs.state(new), status_code=201, headers=HEADERS)
+
     def events(request: Request) -> Response:
         job = found(request)
         if job is None:
@@ -216,6 +231,7 @@ def create_app(jobs: JobQueue, hosts: Collection[str] | None = None) -> Starlett
         Route("/api/jobs/{job_id}", by_method(GET=state, DELETE=cancel),
               methods=["GET", "DELETE"]),
         Route("/api/jobs/{job_id}/events", events),
+        Route("/api/jobs/{job_id}/continue", go_on, methods=["POST"]),
         Route("/api/jobs/{job_id}/preview.png", preview),
         Route("/api/jobs/{job_id}/{name}", result),
     ]

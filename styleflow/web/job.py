@@ -37,7 +37,8 @@ NAME_CHARS = 80
 # The loss curve a state carries is thinned to about this many points (the page's canvas is
 # narrower), so a long run's updates stay small.
 CURVE_POINTS = 400
-STOPPED = "the server stopped during this job; start it again"
+STOPPED = ("the server stopped during this job; its picture so far is kept, and Continue goes "
+           "on from it")
 
 
 def one_line(text) -> str:
@@ -67,7 +68,7 @@ def stored_name(role: str, index: int = 0) -> str:
     return f"{role}-{index + 1}.upload" if role == "style" else f"{role}.upload"
 
 
-STORED = re.compile(r"(content|content_mask|style_mask|style-[0-9]{1,3})\.upload")
+STORED = re.compile(r"(content|content_mask|style_mask|start|style-[0-9]{1,3})\.upload")
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,10 @@ class Job:
         if not (live or state["status"] in FINAL and self.picture(has_result) is not None):
             state["preview"] = None
         state["downloads"] = self._downloads(base) if has_result else None
+        # Whether POST .../continue can go on from its picture (JobQueue.continue_job).
+        state["continuable"] = (state["status"] in ("failed", "cancelled")
+                                and state["preview"] is not None
+                                and 1 <= state["iteration"] < state["iterations"])
         return state
 
     def picture(self, has_result: bool | None = None) -> str | None:
@@ -302,7 +307,7 @@ def _files(value, names: re.Pattern) -> bool:
     styles, optional masks; each name matching `names` (stored: `stored_name`'s, so a record
     cannot name another folder's file)."""
     if not isinstance(value, dict) or set(value) - {"content", "style", "content_mask",
-                                                    "style_mask"}:
+                                                    "style_mask", "start"}:
         return False
     styles = value.get("style")
     if not isinstance(styles, list) or not styles or "content" not in value:

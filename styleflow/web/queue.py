@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 from ..errors import StyleflowError, os_reason
 from . import form
 from .form import Limits, Upload
-from .job import ID, STOPPED, Job, StorageError, one_line, storage_error
+from .job import ID, STOPPED, Job, StorageError, one_line, storage_error, stored_name
 
 
 LOCK_NAME = ".serve.lock"
@@ -200,6 +200,56 @@ class JobQueue:
             self._jobs[job_id] = job
         self._pending.put(job)
         return job
+
+    def continue_job(self, job: Job) -> Job:
+        """A new queued job that goes on from where `job` (failed or cancelled) stopped: its
+        kept picture as the start (the 16-bit TIFF where there is one), its remaining
+        iterations, the same uploads and options (photo: the photorealistic stage alone, as
+        `styleflow photo --stages 1 --init` resumes). Raises StyleflowError where there is
+        nothing to go on from, StorageError where the server's disk refuses."""
+        with job.lock:
+            status, done, total = job.status, job.iteration, job.iterations
+        if status not in ("failed", "cancelled"):
+            raise StyleflowError(f"job {job.id} is {status}; only a failed or cancelled job "
+                                 "can be continued")
+        kept = job.picture()
+        if (job.folder / "result.tif").is_file() and job.has_result:
+            kept = "result.tif"
+        if kept is None or done < 1:
+            raise StyleflowError(f"job {job.id} kept no picture to continue from; start it "
+                                 "again")
+        if done >= total:
+            raise StyleflowError(f"job {job.id} ran all its {total} iterations")
+        options = dict(job.options, iterations=total - done)
+        if job.method == "photo":
+            options["stages"] = 1
+        past = self._past_limits(Job(job.id, job.folder, job.method, options, {}, {}))
+        if past:
+            raise StyleflowError(past.replace(" since it restarted; start it again", ""))
+        job_id = secrets.token_hex(6)
+        folder = self.jobs_folder / job_id
+        inputs = {role: value for role, value in job.inputs.items() if role != "start"}
+        names = {role: value for role, value in job.names.items() if role != "start"}
+        try:
+            folder.mkdir(parents=True)
+            for name in [n for value in inputs.values()
+                         for n in (value if isinstance(value, list) else [value])]:
+                shutil.copyfile(job.folder / name, folder / name)
+            shutil.copyfile(job.folder / kept, folder / stored_name("start"))
+            inputs["start"], names["start"] = stored_name("start"), f"job {job.id}'s picture"
+            new = Job(job_id, folder, job.method, options, inputs, names)
+            new.save()
+        except OSError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise StorageError(f"the server cannot store this job ({os_reason(exc)})") from None
+        except StyleflowError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise storage_error(exc, folder) from None
+        with self._lock:
+            self._jobs[job_id] = new
+        self._pending.put(new)
+        self.log(f"styleflow serve: job {job_id} continues job {job.id} from iteration {done}")
+        return new
 
     def cancel(self, job: Job) -> None:
         """Cancel `job`: a queued job at once, a running one at its next evaluation (within

@@ -121,6 +121,8 @@ def _prepare(stylizer, task: Task, folder: Path, on_evaluation):
     options = dict(task.options, on_evaluation=on_evaluation)
     content = folder / inputs["content"]
     styles = [folder / name for name in inputs["style"]]
+    if "start" in inputs:  # a job continuing another from its kept picture
+        options["initial" if task.method == "style" else "init"] = folder / inputs["start"]
     if task.method == "style":
         return stylizer.iter_stylize(content, styles, **options)
     if task.method == "photo":

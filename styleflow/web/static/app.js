@@ -151,6 +151,7 @@ function show(job) {
   el("loss").textContent = job.loss === null ? "" : `loss ${job.loss.toExponential(4)}`;
   el("rate").textContent = job.rate ? `${job.rate.toFixed(2)} iterations/s` : "";
   el("cancel").disabled = FINAL.has(job.status);
+  el("continue").hidden = !job.continuable;
   for (const [id, kind] of [["download", "png"], ["download-tiff", "tiff"]]) {
     const link = el(id);
     if (job.downloads && job.downloads[kind]) {
@@ -208,6 +209,27 @@ async function cancel() {
   el("cancel").disabled = true;
   const res = await fetch(`/api/jobs/${watched}`, { method: "DELETE" });
   if (!res.ok) showError((await answer(res)).error);
+}
+
+async function goOn() {
+  // A new job from where the watched one stopped (its picture, its remaining iterations).
+  if (!watched) return;
+  el("continue").disabled = true;
+  try {
+    const res = await fetch(`/api/jobs/${watched}/continue`, { method: "POST" });
+    const body = await answer(res);
+    if (!res.ok) {
+      showError(body.error || `the server answered ${res.status}`);
+      return;
+    }
+    history.pushState({ id: body.id }, "", body.url);
+    watch(body.id, body);
+    refreshList();
+  } catch (e) {
+    showError("cannot reach the server");
+  } finally {
+    el("continue").disabled = false;
+  }
 }
 
 async function refreshList() {
@@ -268,6 +290,7 @@ document.addEventListener("DOMContentLoaded", () => {
   form.addEventListener("invalid", () => showError(""), true);
   el("method").addEventListener("change", photoFields);
   el("cancel").addEventListener("click", cancel);
+  el("continue").addEventListener("click", goOn);
   window.addEventListener("popstate", route);
   photoFields();
   loadConfig();
