@@ -62,6 +62,21 @@ def test_transfer_log_plot_and_gif(tiny, tmp_path):
     saved = np.asarray(Image.open(f"{prefix}_at_iteration_02.png"), np.int16)
     assert np.abs(last - saved).mean() < 12  # the GIF's last frame is the last image (palette)
     assert f"wrote {tmp_path / 'run.gif'}" in proc.stdout
+    # A log is written anew: the same command again replaces its own log, but a file that
+    # is not a run's log (a mask image, notes) is refused before any work, unchanged.
+    again = call_cli(TRANSFER, base, style, prefix, "--weights", "random", "--iter", "1",
+                     "--height", "32", "--log", tmp_path / "run.csv")
+    assert again.returncode == 0, again.stderr
+    assert [r["iteration"] for r in read_log(tmp_path / "run.csv")] == [1]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me\n")
+    mask = make_image(tmp_path / "mask.png", (16, 16), 5)
+    for kept in (notes, mask):
+        before = kept.read_bytes()
+        refused = call_cli(TRANSFER, base, style, tmp_path / "q", "--weights", "random",
+                           "--iter", "1", "--height", "32", "--log", kept)
+        assert_clean_error(refused, "--log", str(kept), "is not a run's log")
+        assert kept.read_bytes() == before and not list(tmp_path.glob("q_*"))
 
 
 @pytest.mark.slow

@@ -324,6 +324,7 @@ def check_run_outputs(args, inputs: Sequence[str | None],
     image, ...) nor each other: one would silently replace the other."""
     from ..io import files
     from ..report.plot import check_plot_extension
+    from ..report.runlog import check_replaceable
 
     if args.plot:
         check_plot_extension(args.plot, "--plot")
@@ -348,6 +349,8 @@ def check_run_outputs(args, inputs: Sequence[str | None],
             if identity in linked:  # another name of the same file
                 raise StyleflowError(f"{option} '{value}' is the input file "
                                      f"'{linked[identity]}' (a link to it); choose another name")
+            if option == "--log":
+                check_replaceable(value, option)
             taken[files.resolved(value)] = option
 
 

@@ -23,6 +23,26 @@ def is_json_log(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in JSON_SUFFIXES
 
 
+def check_replaceable(path: str | os.PathLike, what: str = "log") -> None:
+    """StyleflowError where `path` holds a file that is not a log a run wrote (a CSV log's
+    header or a JSON record first): a log is written anew, so a note or an image named by
+    mistake would be lost. An empty file, the null device and no file at all pass."""
+    path = Path(path)
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return
+        with open(path, "rb") as handle:
+            first = handle.readline(4096)
+    except OSError:  # said when the log is opened, as any other refusal
+        return
+    if first.startswith((",".join(FIELDS[:3]).encode(), b'{"iteration": ')):
+        return
+    from ..errors import StyleflowError
+
+    raise StyleflowError(f"{what} '{path}' exists and is not a run's log (which would replace "
+                         "it); choose another name")
+
+
 class RunLog:
     """An open log file taking one row (a dict with FIELDS' keys) per iteration."""
 
