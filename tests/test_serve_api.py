@@ -761,3 +761,7 @@ def test_a_stopped_job_continues_from_its_picture_for_the_iterations_left(tmp_pa
         assert not job.state()["continuable"]
         with pytest.raises(StyleflowError, match=words):
             jobs.continue_job(job)
+    # A server restarted with a lower width limit does not continue past it.
+    lower = JobQueue(tmp_path, Idle(), limits=Limits(max_width=32), log=[].append)
+    with pytest.raises(StyleflowError, match=r"width 48 is past this server's limit \(32\)"):
+        lower.continue_job(stopped("0000000000b1", "transfer"))

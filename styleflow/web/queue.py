@@ -154,8 +154,9 @@ class JobQueue:
                 self.log(f"styleflow serve: skipping {path}: its id '{str(job.id)[:40]}' is "
                          "not its folder's name")
                 continue
-            why = STOPPED if job.status == "running" else (
-                self._past_limits(job) if job.status == "queued" else None)
+            why = STOPPED if job.status == "running" else None
+            if job.status == "queued" and self._past_limits(job.options):
+                why = f"{self._past_limits(job.options)} since it restarted; start it again"
             if why:
                 job.status, job.error, job.finished = "failed", why, time.time()
                 try:
@@ -168,15 +169,15 @@ class JobQueue:
             if job.status == "queued":
                 self._pending.put(job)
 
-    def _past_limits(self, job: Job) -> str | None:
-        """Why a job queued under an earlier server's limits is past this one's, else None: a
-        restart with lower limits must not run what the form would now refuse."""
+    def _past_limits(self, options: dict) -> str | None:
+        """Why a job's `options` are past this server's limits, else None: a job queued under
+        an earlier server's limits, or continued from one, must not run what the form would
+        now refuse."""
         for name, limit in (("width", self.limits.max_width),
                             ("iterations", self.limits.max_iterations)):
-            value = job.options.get(name)
+            value = options.get(name)
             if isinstance(value, int) and value > limit:
-                return (f"{name} {value} is past this server's limit ({limit}) since it "
-                        "restarted; start it again")
+                return f"{name} {value} is past this server's limit ({limit})"
         return None
 
     def create(self, fields: dict, uploads: Sequence[Upload]) -> Job:
@@ -223,9 +224,9 @@ class JobQueue:
         options = dict(job.options, iterations=total - done)
         if job.method == "photo":
             options["stages"] = 1
-        past = self._past_limits(Job(job.id, job.folder, job.method, options, {}, {}))
+        past = self._past_limits(options)
         if past:
-            raise StyleflowError(past.replace(" since it restarted; start it again", ""))
+            raise StyleflowError(f"job {job.id}: {past}")
         job_id = secrets.token_hex(6)
         folder = self.jobs_folder / job_id
         inputs = {role: value for role, value in job.inputs.items() if role != "start"}
