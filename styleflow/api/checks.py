@@ -104,7 +104,9 @@ def check_numbers(**values: float) -> None:
         elif not math.isfinite(value) or value < 0:
             raise StyleflowError(f"{name}: must be a finite number, zero or more, not {value!r}",
                                  params=(name,))
-        if value > FLOAT32_MAX:
+        # The exponent is applied in float64 and the layer weights scaled to average 1 before
+        # the engine sees them: any finite one is taken.
+        if value > FLOAT32_MAX and name != "style_layer_weight_exp":
             raise StyleflowError(f"{name}: {value:g} is too large (the engine computes in "
                                  f"float32, whose largest number is {FLOAT32_MAX:.4g})",
                                  params=(name,))
