@@ -359,7 +359,8 @@ def test_permission_denied_for_a_non_root_user(role, shared_folder):
     code = ("import os, sys\n"
             "import locale, gettext, argparse, tempfile, difflib, PIL.Image, PIL.PngImagePlugin\n"
             "import styleflow.cli.transfer as t, styleflow.cli.common, styleflow.io.images, "
-            "styleflow.io.files, styleflow.model.weights, styleflow.report.plot\n"
+            "styleflow.io.files, styleflow.model.weights, styleflow.report.plot, "
+            "styleflow.report.runlog\n"
             "t.build_parser()\n"
             "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
             f"sys.exit(t.main({argv!r}))\n")
