@@ -134,13 +134,19 @@ def create_app(jobs: JobQueue, hosts: Collection[str] | None = None) -> Starlett
             return _error(404, "no such job")
         return JSONResponse(jobs.state(job), headers=HEADERS)
 
-    async def cancel(request: Request) -> JSONResponse:
+    def changed(request: Request):
+        """The job a request that changes one names, or the refusal to answer instead (another
+        site's page: 403; no such job: 404)."""
         refused = _cross_origin(request)
         if refused:
             return _error(403, refused)
         job = found(request)
-        if job is None:
-            return _error(404, "no such job")
+        return _error(404, "no such job") if job is None else job
+
+    async def cancel(request: Request) -> JSONResponse:
+        job = changed(request)
+        if isinstance(job, Response):
+            return job
         try:
             await run_in_threadpool(jobs.cancel, job)
         except StorageError as exc:
@@ -148,12 +154,9 @@ def create_app(jobs: JobQueue, hosts: Collection[str] | None = None) -> Starlett
         return JSONResponse(jobs.state(job), status_code=202, headers=HEADERS)
 
     async def go_on(request: Request) -> JSONResponse:
-        refused = _cross_origin(request)
-        if refused:
-            return _error(403, refused)
-        job = found(request)
-        if job is None:
-            return _error(404, "no such job")
+        job = changed(request)
+        if isinstance(job, Response):
+            return job
         try:
             new = await run_in_threadpool(jobs.continue_job, job)
         except StorageError as exc:

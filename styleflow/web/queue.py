@@ -155,8 +155,9 @@ class JobQueue:
                          "not its folder's name")
                 continue
             why = STOPPED if job.status == "running" else None
-            if job.status == "queued" and self._past_limits(job.options):
-                why = f"{self._past_limits(job.options)} since it restarted; start it again"
+            past = self._past_limits(job.options) if job.status == "queued" else None
+            if past:
+                why = f"{past} since it restarted; start it again"
             if why:
                 job.status, job.error, job.finished = "failed", why, time.time()
                 try:
